@@ -1,0 +1,18 @@
+"""fastdeblur: fast, trustworthy motion deblurring with DMPHN.
+
+    import fastdeblur
+    sharp = fastdeblur.deblur("blurry.png")        # numpy / torch / PIL / path in, same kind out
+
+Nothing here compiles code or touches CUDA at import time.
+"""
+
+from . import metrics
+from ._version import __version__
+from .api import clear_model_cache, deblur, load_model
+from .errors import InputError, WeightsError
+from .weights import list_models
+
+__all__ = [
+    "InputError", "WeightsError", "__version__", "clear_model_cache", "deblur", "list_models",
+    "load_model", "metrics",
+]

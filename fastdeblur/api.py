@@ -1,0 +1,344 @@
+"""`deblur()` and `load_model()`: any image kind in, the same kind out.
+
+Inputs are normalised to one float32 batch [N, 3, H, W] in [0, 1] plus a note of how to give
+the result back (numpy, torch, PIL; gray and alpha). The network runs on a reflect-padded copy
+(cropped back exactly); above a memory budget each encoder/decoder call runs in exact tiles
+(see reference/tiled.py), so large images give the same result as untiled ones. Loaded models are cached per (model, weights, device, dtype) behind a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import weights as _weights
+from .errors import InputError
+from .io import read_image
+
+BACKENDS = ("reference", "triton", "cuda")
+MIN_SIZE = 8
+MIN_TILE = 128
+# Peak bytes per pixel of the untiled reference forward (CPU, measured at 1280x720) and of the
+# per-level tensors that stay whole when tiling; 16-bit runs need about half.
+_FORWARD_BYTES_PER_PX = 1400
+_HELD_BYTES_PER_PX = 160
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "half": torch.float16,
+           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _resolve_device(device: Any) -> torch.device:
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"device {device!r} is not a valid torch device") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    return dev
+
+
+def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        if dtype not in _DTYPES:
+            raise InputError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+        dtype = _DTYPES[dtype]
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"dtype {dtype} is not supported (float32, float16 or bfloat16)")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise InputError("float16 is not supported on CPU (slow and inexact there); use bfloat16 or float32")
+    return dtype
+
+
+def _resolve_backend(backend: str | None) -> str:
+    backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
+    if backend is None:
+        return "reference"
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if backend != "reference":
+        raise InputError(f"backend {backend!r} is not available in this build of fastdeblur; "
+                         "use backend='reference' (or leave it unset)")
+    return backend
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+_model_cache: dict[tuple, nn.Module] = {}
+_model_lock = threading.Lock()
+
+
+def load_model(name: str = "default", weights: str | os.PathLike | None = None,
+               device: Any = None, *, dtype: Any = None) -> nn.Module:
+    """A registered model with its verified weights, in eval mode, on `device`.
+
+    `weights` is a directory of the model's files (the authors' .pkl files); without it the
+    cache is used and, if needed, filled by a verified download.
+    """
+    dev = _resolve_device(device)
+    dt = _resolve_dtype(dtype, dev)
+    entry = _weights.get_weights(name)
+    files = _weights.resolve_files(entry.name, weights)
+    model = _weights.load_weights_into(entry.build(), files)
+    model.weights_name = entry.name
+    return model.to(device=dev, dtype=dt).eval().requires_grad_(False)
+
+
+def _cached_model(name: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    key = (_weights.get_weights(name).name, str(_weights.cache_dir()), str(device), dtype)
+    with _model_lock:
+        model = _model_cache.get(key)
+        if model is None:
+            model = load_model(name, device=device, dtype=dtype)
+            if device.type == "cpu":
+                model = model.to(memory_format=torch.channels_last)
+            _model_cache[key] = model
+    return model
+
+
+def clear_model_cache() -> None:
+    with _model_lock:
+        _model_cache.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# input normalisation
+
+
+@dataclass
+class _Restore:
+    kind: str  # "numpy" | "torch" | "pil" | "path"
+    dtype: Any
+    shape: tuple
+    gray: bool
+    alpha: Any = None
+    device: Any = None
+    pil_mode: str | None = None
+
+
+def _check_size(h: int, w: int) -> None:
+    if h == 0 or w == 0:
+        raise InputError(f"image is empty ({h}x{w})")
+    if h < MIN_SIZE or w < MIN_SIZE:
+        raise InputError(f"image is {h}x{w}; fastdeblur needs at least {MIN_SIZE}x{MIN_SIZE} pixels")
+
+
+def _check_float_range(x, what: str) -> None:
+    lib = torch if isinstance(x, torch.Tensor) else np
+    if not bool(lib.isfinite(x).all()):
+        raise InputError(f"{what} contains NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise InputError(f"{what}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+
+
+def _from_numpy(a: np.ndarray, restore: _Restore) -> torch.Tensor:
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3:
+        raise InputError(f"numpy image must be HxW or HxWxC, got shape {a.shape}")
+    h, w, c = a.shape
+    if c not in (1, 2, 3, 4):
+        raise InputError(f"numpy image must have 1, 2, 3 or 4 channels (last axis), got {c} (shape {a.shape})")
+    _check_size(h, w)
+    if a.dtype == np.uint8:
+        scale = 255.0
+    elif a.dtype == np.uint16:
+        scale = 65535.0
+    elif a.dtype in (np.float16, np.float32, np.float64):
+        scale = 1.0
+        _check_float_range(a, "numpy image")
+    else:
+        raise InputError(f"numpy image dtype {a.dtype} is not supported (uint8, uint16 or float in [0, 1])")
+    restore.gray = c <= 2
+    if c in (2, 4):
+        restore.alpha = a[..., -1].copy()
+        a = a[..., :-1]
+    t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
+    if scale != 1.0:
+        t = t / scale
+    return t.expand(-1, 3, -1, -1) if restore.gray else t
+
+
+def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
+    if t.dim() not in (3, 4):
+        raise InputError(f"tensor image must be [C, H, W] or [N, C, H, W], got shape {tuple(t.shape)}")
+    b = t if t.dim() == 4 else t[None]
+    if b.shape[1] not in (1, 3):
+        raise InputError(f"tensor image must have 1 or 3 channels (dim -3), got {b.shape[1]} (shape {tuple(t.shape)})")
+    if not t.is_floating_point():
+        raise InputError(f"tensor image dtype {t.dtype} is not supported (float in [0, 1])")
+    if b.shape[0] == 0:
+        raise InputError("tensor image batch is empty")
+    _check_size(b.shape[2], b.shape[3])
+    _check_float_range(b, "tensor image")
+    restore.gray = b.shape[1] == 1
+    restore.device = t.device
+    b = b.detach().float()
+    return b.expand(-1, 3, -1, -1) if restore.gray else b
+
+
+def _from_pil(im, restore: _Restore) -> torch.Tensor:
+    mode = im.mode
+    if mode not in ("RGB", "RGBA", "L", "LA", "I;16"):
+        im = im.convert("RGBA" if "transparency" in im.info or mode in ("PA", "RGBa") else "RGB")
+    restore.pil_mode = im.mode
+    return _from_numpy(np.asarray(im), restore)
+
+
+def _to_batch(image: Any) -> tuple[torch.Tensor, _Restore]:
+    if isinstance(image, (str, os.PathLike)):
+        a = read_image(Path(image))
+        r = _Restore("path", a.dtype, a.shape, False)
+        return _from_numpy(a, r), r
+    if isinstance(image, np.ndarray):
+        r = _Restore("numpy", image.dtype, image.shape, False)
+        return _from_numpy(image, r), r
+    if isinstance(image, torch.Tensor):
+        r = _Restore("torch", image.dtype, tuple(image.shape), False)
+        return _from_tensor(image, r), r
+    if type(image).__module__.startswith("PIL."):
+        r = _Restore("pil", None, image.size, False)
+        return _from_pil(image, r), r
+    raise InputError(f"cannot deblur a {type(image).__name__}: pass a numpy array, torch tensor, "
+                     "PIL image or file path")
+
+
+def _restore(y: torch.Tensor, r: _Restore) -> Any:
+    # y: [N, 3, H, W] float32 in [0, 1]
+    if r.gray:
+        luma = torch.tensor(_LUMA, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
+        y = (y * luma).sum(1, keepdim=True)
+    if r.kind == "torch":
+        y = y.to(device=r.device, dtype=r.dtype)
+        return y.reshape(r.shape)
+    a = y[0].permute(1, 2, 0).cpu().numpy()
+    dtype = np.dtype(r.dtype)
+    if dtype == np.uint8:
+        a = np.round(a * 255.0).astype(np.uint8)
+    elif dtype == np.uint16:
+        a = np.round(a * 65535.0).astype(np.uint16)
+    else:
+        a = a.astype(dtype)
+    if r.alpha is not None:
+        a = np.concatenate([a, r.alpha[..., None].astype(a.dtype)], axis=-1)
+    a = a.reshape(r.shape)
+    if r.kind == "pil":
+        from PIL import Image
+
+        return Image.fromarray(a, mode=r.pil_mode) if r.pil_mode == "I;16" else Image.fromarray(a)
+    return a
+
+
+# ---------------------------------------------------------------------------------------------
+# running the network
+
+
+def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile: int | None) -> torch.Tensor:
+    """x [N, 3, H, W] float32 in [0, 1], any H, W >= 8 -> restored [N, 3, H, W] float32 in [0, 1]."""
+    mh, mw = model.size_multiple
+    h, w = x.shape[-2:]
+    ph, pw = -h % mh, -w % mw
+    x = x - 0.5
+    if ph or pw:
+        # reflect needs pad < size; the rare 8..15 px side with a 16 multiple falls back to replicate
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    memory_format = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
+    x = x.to(dtype=dtype).contiguous(memory_format=memory_format)
+    y = model(x, tile=tile)
+    return (y[..., :h, :w].float() + 0.5).clamp_(0.0, 1.0)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one forward may use: $FASTDEBLUR_MEMORY_BUDGET (MiB), else a share of what is free."""
+    env = os.environ.get("FASTDEBLUR_MEMORY_BUDGET")
+    if env:
+        try:
+            return int(float(env) * 2**20)
+        except ValueError as e:
+            raise InputError(f"FASTDEBLUR_MEMORY_BUDGET must be a number of MiB, got {env!r}") from e
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.6)
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        avail = 8 * 2**30
+    return int(min(3 * 2**30, avail * 0.5))
+
+
+def auto_tile(pixels: int, dtype: torch.dtype, budget: int) -> int | None:
+    """Tile side (pixels) for a forward over `pixels` (batch included); None if it fits whole."""
+    shrink = 1 if dtype == torch.float32 else 2
+    if pixels * _FORWARD_BYTES_PER_PX // shrink <= budget:
+        return None
+    room = budget - pixels * _HELD_BYTES_PER_PX // shrink
+    side = int((max(room, 0) * shrink / _FORWARD_BYTES_PER_PX) ** 0.5) // 16 * 16
+    return max(side, 4 * MIN_TILE)
+
+
+def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = None,
+              tile: int | None = None) -> torch.Tensor:
+    """x [N, 3, H, W] float in [0, 1] -> restored, same shape, float32, on the model's device.
+
+    tile: None picks a tile size from the memory budget (no tiling when the image fits), 0
+    forces a whole-image run, a positive number (>= 128) bounds each CNN call's input side.
+    """
+    param = next(model.parameters())
+    dtype = dtype or param.dtype
+    if tile and tile < MIN_TILE:
+        raise InputError(f"tile must be 0 (off) or at least {MIN_TILE} pixels, got {tile}")
+    with torch.inference_mode():
+        x = x.to(param.device)
+        if tile is None:
+            n, _, h, w = x.shape
+            tile = auto_tile(n * h * w, dtype, memory_budget(param.device))
+        return _padded_forward(model, x, dtype, tile or None)
+
+
+def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None, dtype: Any = None,
+           backend: str | None = None, tile: int | None = None) -> Any:
+    """Remove motion blur from `image`; returns the same kind, shape and dtype.
+
+    image: numpy HxW / HxWx3 / HxWx4 (uint8, uint16, float in [0, 1]), torch [3, H, W] or
+      [N, 3, H, W] float in [0, 1], a PIL image, or a file path (returns a numpy array).
+    model: a registered name (see `list_models()`) or a module from `load_model()`.
+    device: default CUDA when available, else CPU. dtype: float32 (default), float16, bfloat16.
+    backend: None (best available), "reference", "triton" or "cuda"; env FASTDEBLUR_BACKEND.
+    tile: None (automatic, from the memory budget), 0 (never tile) or a tile size in pixels.
+    """
+    _resolve_backend(backend)
+    if tile is not None and (not isinstance(tile, int) or tile < 0):
+        raise InputError(f"tile must be None, 0 or a positive number of pixels, got {tile!r}")
+    x, restore = _to_batch(image)
+    if isinstance(model, nn.Module):
+        net = model
+        dev = next(net.parameters()).device
+        dt = next(net.parameters()).dtype
+        if dtype is not None and _resolve_dtype(dtype, dev) != dt:
+            raise InputError(f"the model given is in {dt}; load it with dtype={dtype!r} instead of passing dtype here")
+    else:
+        if device is None and restore.kind == "torch" and restore.device.type == "cuda":
+            device = restore.device
+        dev = _resolve_device(device)
+        dt = _resolve_dtype(dtype, dev)
+        net = _cached_model(model, dev, dt)
+    y = run_model(net, x, dtype=dt, tile=tile)
+    return _restore(y, restore)

@@ -1,0 +1,196 @@
+"""`fastdeblur` command line: deblur files and folders.
+
+One input file: -o names the output file (or a folder to put it in). Several inputs or a folder:
+-o is a folder and names are kept. Every write is a temp file plus a rename; a bad file is
+reported by name and skipped, and the exit status is 1 when any file failed (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError, WeightsError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastdeblur",
+        description="Remove motion blur from photos with DMPHN.",
+        epilog="Examples: fastdeblur blurry.png -o sharp.png | fastdeblur photos/ -o sharp/ --half",
+    )
+    p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
+    p.add_argument("--model", default="default", help="model name (see --list-models); default: %(default)s")
+    p.add_argument("--weights", type=Path, help="folder with the model's weight files (instead of the cache)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--half", dest="precision", action="store_const", const="half",
+                      help="16-bit inference: float16 on GPUs, bfloat16 on CPUs")
+    prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
+                      help="float32 inference (default)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile size in pixels; 0 never tiles; default: chosen from free memory")
+    exist = p.add_mutually_exclusive_group()
+    exist.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    exist.add_argument("--skip-existing", action="store_true", help="leave existing output files alone")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--list-models", action="store_true", help="list the models and exit")
+    p.add_argument("--download", metavar="MODEL", help="fetch a model's weights into the cache and exit")
+    p.add_argument("--version", action="version", version=f"fastdeblur {__version__}")
+    return p
+
+
+def _list_models() -> int:
+    from .weights import cache_dir, get_weights, list_models
+
+    print(f"{'name':24} {'cached':7} description")
+    for name in list_models():
+        w = get_weights(name)
+        folder = cache_dir() / "checkpoints" / w.folder
+        cached = all((folder / f).is_file() for f in w.files)
+        print(f"{name:24} {'yes' if cached else 'no':7} {w.description}")
+    print(f"{'default':24} {'':7} alias of {get_weights('default').name}")
+    return EXIT_OK
+
+
+def _download(name: str) -> int:
+    from .weights import resolve_files
+
+    files = resolve_files(name, progress=True)
+    folder = next(iter(files.values())).parent
+    print(f"{name}: {len(files)} files verified in {folder}")
+    return EXIT_OK
+
+
+def _expand(inputs: list[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(file, name relative to its input) pairs, and error messages for inputs that don't exist."""
+    from .io import is_image_path
+
+    files: list[tuple[Path, Path]] = []
+    errors: list[str] = []
+    for inp in inputs:
+        if inp.is_dir():
+            found = sorted(p for p in inp.iterdir() if p.is_file() and is_image_path(p))
+            if not found:
+                errors.append(f"{inp}: folder holds no images ({', '.join(_suffixes())})")
+            files.extend((p, Path(p.name)) for p in found)
+        elif inp.exists():
+            files.append((inp, Path(inp.name)))
+        else:
+            errors.append(f"{inp}: no such file or folder")
+    return files, errors
+
+
+def _suffixes() -> tuple[str, ...]:
+    from .io import SUFFIXES
+
+    return SUFFIXES
+
+
+def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    single = len(args.inputs) == 1 and not args.inputs[0].is_dir()
+    out = args.output
+    if single and not out.is_dir() and not str(out).endswith(os.sep):
+        if out.suffix.lower() not in _suffixes():
+            raise InputError(f"output {out} has no image suffix ({', '.join(_suffixes())})")
+        return [(files[0][0], out)]
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} must be a folder when the input is a folder or several files")
+    return [(src, out / rel) for src, rel in files]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.list_models:
+            return _list_models()
+        if args.download:
+            return _download(args.download)
+    except (InputError, WeightsError) as e:
+        print(f"fastdeblur: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.inputs:
+        parser.print_usage(sys.stderr)
+        print("fastdeblur: error: give at least one INPUT (or --list-models)", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output is None:
+        parser.print_usage(sys.stderr)
+        print("fastdeblur: error: -o/--output is required", file=sys.stderr)
+        return EXIT_USAGE
+    if args.tile is not None and args.tile < 0:
+        print("fastdeblur: error: --tile must be 0 or a positive number of pixels", file=sys.stderr)
+        return EXIT_USAGE
+
+    files, errors = _expand(args.inputs)
+    for msg in errors:
+        print(f"fastdeblur: error: {msg}", file=sys.stderr)
+    if not files:
+        return EXIT_FAILED
+    try:
+        jobs = _plan(args, files)
+    except InputError as e:
+        print(f"fastdeblur: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return _run(args, jobs, failed=len(errors))
+
+
+def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .api import _resolve_device, deblur, load_model
+    from .io import read_image, write_image
+
+    try:
+        device = _resolve_device(args.device)
+        dtype = None
+        if args.precision == "half":
+            dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        model = load_model(args.model, args.weights, device, dtype=dtype)
+    except (InputError, WeightsError) as e:
+        print(f"fastdeblur: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+
+    inputs = {src.resolve() for src, _ in jobs}
+    written: set[Path] = set()
+    done = skipped = 0
+    for src, dst in tqdm(jobs, desc="deblurring", unit="img", disable=True if args.quiet else None,
+                         file=sys.stderr):
+        reason = None
+        if dst.resolve() in inputs or _same_file(src, dst):
+            reason = f"refusing to overwrite the input file {dst}"
+        elif dst.resolve() in written:
+            reason = f"output {dst} was already written from another input of the same name"
+        elif dst.exists() and args.skip_existing:
+            skipped += 1
+            continue
+        elif dst.exists() and not args.overwrite:
+            reason = f"output {dst} exists (use --overwrite or --skip-existing)"
+        if reason is None:
+            try:
+                sharp = deblur(read_image(src), model, tile=args.tile)
+                write_image(dst, sharp)
+                written.add(dst.resolve())
+                done += 1
+                continue
+            except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
+                reason = str(e) if str(src) in str(e) else f"{src}: {e}"
+        print(f"fastdeblur: error: {reason}", file=sys.stderr)
+        failed += 1
+    if not args.quiet:
+        print(f"fastdeblur: {done} written, {skipped} skipped, {failed} failed", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK

@@ -1,0 +1,1 @@
+"""Triton kernels of fastdeblur, installed as `fastdeblur.kernels` (one file per op)."""
