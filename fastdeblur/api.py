@@ -129,7 +129,6 @@ class _Restore:
     gray: bool
     alpha: Any = None
     device: Any = None
-    pil_mode: str | None = None
 
 
 def _check_size(h: int, w: int) -> None:
@@ -170,7 +169,7 @@ def _from_numpy(a: np.ndarray, restore: _Restore) -> torch.Tensor:
     if c in (2, 4):
         restore.alpha = a[..., -1].copy()
         a = a[..., :-1]
-    t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.require(a, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
     if scale != 1.0:
         t = t / scale
     return t.expand(-1, 3, -1, -1) if restore.gray else t
@@ -198,8 +197,9 @@ def _from_pil(im, restore: _Restore) -> torch.Tensor:
     mode = im.mode
     if mode not in ("RGB", "RGBA", "L", "LA", "I;16"):
         im = im.convert("RGBA" if "transparency" in im.info or mode in ("PA", "RGBa") else "RGB")
-    restore.pil_mode = im.mode
-    return _from_numpy(np.asarray(im), restore)
+    a = np.asarray(im)
+    restore.shape, restore.dtype = a.shape, a.dtype
+    return _from_numpy(a, restore)
 
 
 def _to_batch(image: Any) -> tuple[torch.Tensor, _Restore]:
@@ -242,7 +242,7 @@ def _restore(y: torch.Tensor, r: _Restore) -> Any:
     if r.kind == "pil":
         from PIL import Image
 
-        return Image.fromarray(a, mode=r.pil_mode) if r.pil_mode == "I;16" else Image.fromarray(a)
+        return Image.fromarray(a)  # the array's dtype and channels select the mode we read
     return a
 
 

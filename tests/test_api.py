@@ -1,0 +1,224 @@
+"""deblur(): every input kind comes back as itself; bad input gets an error naming the problem."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fastdeblur
+from fastdeblur import InputError
+from fastdeblur.api import auto_tile, run_model
+from fastdeblur.reference import DMPHN
+
+
+@pytest.fixture(scope="module")
+def net():
+    """Random-weight DMPHN(1-2-4): the API's plumbing does not depend on the weights."""
+    torch.manual_seed(1)
+    return DMPHN((1, 2, 4)).eval().requires_grad_(False)
+
+
+def _expected(net, rgb_float):  # HxWx3 float in [0, 1] -> HxWx3 float32
+    x = torch.from_numpy(np.ascontiguousarray(rgb_float)).permute(2, 0, 1)[None].float()
+    return run_model(net, x, tile=0)[0].permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 3), (40, 48, 3), (9, 8, 3), (8, 17, 3)])
+def test_numpy_uint8_any_size(net, shape):
+    img = np.random.randint(0, 256, shape, dtype=np.uint8)
+    out = fastdeblur.deblur(img, net)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    want = np.round(_expected(net, img / 255.0) * 255)
+    assert np.abs(out.astype(int) - want).max() <= 1
+
+
+def test_numpy_uint16_and_float(net):
+    img16 = np.random.randint(0, 65536, (24, 32, 3), dtype=np.uint16)
+    out16 = fastdeblur.deblur(img16, net)
+    assert out16.dtype == np.uint16 and out16.shape == img16.shape
+    for dt in (np.float32, np.float64, np.float16):
+        f = (img16 / 65535.0).astype(dt)
+        out = fastdeblur.deblur(f, net)
+        assert out.dtype == dt and out.shape == f.shape
+        assert 0.0 <= out.min() and out.max() <= 1.0
+        np.testing.assert_allclose(out.astype(np.float64), out16 / 65535.0, atol=2e-3)
+
+
+def test_gray_goes_through_rgb_and_back(net):
+    gray = np.random.randint(0, 256, (24, 32), dtype=np.uint8)
+    out = fastdeblur.deblur(gray, net)
+    assert out.shape == gray.shape and out.dtype == np.uint8
+    rgb = _expected(net, np.repeat(gray[..., None], 3, -1) / 255.0)
+    want = np.round(rgb @ np.array([0.299, 0.587, 0.114]) * 255)
+    assert np.abs(out.astype(int) - want).max() <= 1
+    assert fastdeblur.deblur(gray[..., None], net).shape == (24, 32, 1)
+
+
+def test_alpha_is_passed_through(net):
+    img = np.random.randint(0, 256, (24, 32, 4), dtype=np.uint8)
+    out = fastdeblur.deblur(img, net)
+    assert out.shape == img.shape
+    assert np.array_equal(out[..., 3], img[..., 3])
+    assert np.array_equal(out[..., :3], fastdeblur.deblur(img[..., :3], net))
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 28), (2, 3, 20, 28), (1, 20, 28), (2, 1, 20, 28)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_torch_tensors_keep_shape_dtype_device(net, shape, dtype):
+    t = torch.rand(shape).to(dtype)
+    out = fastdeblur.deblur(t, net)
+    assert out.shape == t.shape and out.dtype == dtype and out.device == t.device
+    if len(shape) == 4 and shape[1] == 3:  # batch items are deblurred independently
+        first = fastdeblur.deblur(t[:1], net)
+        torch.testing.assert_close(out[:1].float(), first.float(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16", "P", "CMYK"])
+def test_pil_images(net, mode):
+    arr = np.random.randint(0, 256, (24, 32, 3), dtype=np.uint8)
+    im = Image.fromarray(arr).convert(mode) if mode != "I;16" else Image.fromarray(
+        np.random.randint(0, 65536, (24, 32), dtype=np.uint16))
+    out = fastdeblur.deblur(im, net)
+    assert isinstance(out, Image.Image) and out.size == im.size
+    assert out.mode == {"P": "RGB", "CMYK": "RGB"}.get(mode, mode)
+
+
+def test_path_returns_numpy(net, tmp_path):
+    img = np.random.randint(0, 256, (24, 32, 3), dtype=np.uint8)
+    path = tmp_path / "x.png"
+    Image.fromarray(img).save(path)
+    for p in (path, str(path)):
+        out = fastdeblur.deblur(p, net)
+        assert isinstance(out, np.ndarray) and np.array_equal(out, fastdeblur.deblur(img, net))
+
+
+def test_tiling_matches_whole_image(net):
+    img = np.random.rand(300, 260, 3).astype(np.float32)
+    whole = fastdeblur.deblur(img, net, tile=0)
+    tiled = fastdeblur.deblur(img, net, tile=128)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_auto_tile_follows_the_budget():
+    assert auto_tile(1280 * 720, torch.float32, 3 * 2**30) is None
+    side = auto_tile(6000 * 4000, torch.float32, 3 * 2**30)
+    assert side is not None and 512 <= side <= 1500 and side % 16 == 0
+    assert auto_tile(6000 * 4000, torch.bfloat16, 3 * 2**30) > side
+
+
+def test_concurrent_calls_agree(net):
+    img = np.random.randint(0, 256, (32, 40, 3), dtype=np.uint8)
+    want = fastdeblur.deblur(img, net)
+    results, errors = [], []
+
+    def work():
+        try:
+            results.append(fastdeblur.deblur(img, net))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(results) == 4
+    assert all(np.array_equal(r, want) for r in results)
+
+
+@pytest.mark.needs_data
+def test_named_models_are_cached_and_shared_across_threads():
+    fastdeblur.clear_model_cache()
+    from fastdeblur.api import _cached_model
+
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(_cached_model("default", torch.device("cpu"),
+                                                                         torch.float32))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(got) == 3 and got[0] is got[1] is got[2]
+    out = fastdeblur.deblur(np.zeros((16, 16, 3), np.uint8), device="cpu")
+    assert out.shape == (16, 16, 3)
+
+
+# --- bad input: one test each, the message names the problem -------------------------------
+
+def test_wrong_ndim(net):
+    with pytest.raises(InputError, match="HxW or HxWxC"):
+        fastdeblur.deblur(np.zeros((2, 16, 16, 3), np.uint8), net)
+    with pytest.raises(InputError, match=r"\[C, H, W\] or \[N, C, H, W\]"):
+        fastdeblur.deblur(torch.zeros(16, 16), net)
+
+
+def test_wrong_channel_count(net):
+    with pytest.raises(InputError, match="1, 2, 3 or 4 channels.*got 5"):
+        fastdeblur.deblur(np.zeros((16, 16, 5), np.uint8), net)
+    with pytest.raises(InputError, match="1 or 3 channels.*got 4"):
+        fastdeblur.deblur(torch.zeros(4, 16, 16), net)
+
+
+def test_nan_and_inf(net):
+    a = np.zeros((16, 16, 3), np.float32)
+    a[3, 3, 1] = np.nan
+    with pytest.raises(InputError, match="NaN or infinite"):
+        fastdeblur.deblur(a, net)
+    t = torch.zeros(3, 16, 16)
+    t[0, 0, 0] = float("inf")
+    with pytest.raises(InputError, match="NaN or infinite"):
+        fastdeblur.deblur(t, net)
+
+
+def test_float_out_of_range(net):
+    with pytest.raises(InputError, match=r"must lie in \[0, 1\].*255"):
+        fastdeblur.deblur(np.full((16, 16, 3), 255.0), net)
+
+
+def test_empty_image(net):
+    with pytest.raises(InputError, match="empty"):
+        fastdeblur.deblur(np.zeros((0, 16, 3), np.uint8), net)
+
+
+def test_too_small_image(net):
+    with pytest.raises(InputError, match="7x16; fastdeblur needs at least 8x8"):
+        fastdeblur.deblur(np.zeros((7, 16, 3), np.uint8), net)
+
+
+def test_unsupported_dtype(net):
+    with pytest.raises(InputError, match="dtype int32 is not supported"):
+        fastdeblur.deblur(np.zeros((16, 16, 3), np.int32), net)
+    with pytest.raises(InputError, match="dtype torch.uint8 is not supported"):
+        fastdeblur.deblur(torch.zeros(3, 16, 16, dtype=torch.uint8), net)
+
+
+def test_unsupported_object(net):
+    with pytest.raises(InputError, match="cannot deblur a list"):
+        fastdeblur.deblur([[0, 1]], net)
+
+
+def test_missing_file(net, tmp_path):
+    with pytest.raises(InputError, match="nope.png: no such file"):
+        fastdeblur.deblur(tmp_path / "nope.png", net)
+
+
+def test_bad_options(net):
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(InputError, match="backend 'magic'"):
+        fastdeblur.deblur(img, net, backend="magic")
+    with pytest.raises(InputError, match="tile must be"):
+        fastdeblur.deblur(img, net, tile=-1)
+    with pytest.raises(InputError, match="at least 128"):
+        fastdeblur.deblur(img, net, tile=64)
+    with pytest.raises(InputError, match="not a valid torch device"):
+        fastdeblur.deblur(img, device="gpu9")
+    with pytest.raises(InputError, match="dtype 'int8'"):
+        fastdeblur.deblur(img, dtype="int8")
+
+
+def test_backend_env_is_validated(net, monkeypatch):
+    monkeypatch.setenv("FASTDEBLUR_BACKEND", "nonsense")
+    with pytest.raises(InputError, match="backend 'nonsense'"):
+        fastdeblur.deblur(np.zeros((16, 16, 3), np.uint8), net)

@@ -1,0 +1,109 @@
+"""The fastdeblur command: files, folders, overwrite policy, bad files, exit codes."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastdeblur.cli import main
+from fastdeblur.io import read_image, write_image
+
+
+def _img(path, size=(24, 32), value=None):
+    a = np.random.randint(0, 256, (*size, 3), dtype=np.uint8) if value is None else np.full((*size, 3), value, np.uint8)
+    return write_image(path, a)
+
+
+def test_list_models(capsys):
+    assert main(["--list-models"]) == 0
+    out = capsys.readouterr().out
+    assert "dmphn-1-2-4-gopro" in out and "stack4-dmphn-gopro" in out and "default" in out
+
+
+def test_usage_errors(capsys, tmp_path):
+    assert main([]) == 2
+    assert "at least one INPUT" in capsys.readouterr().err
+    assert main([str(_img(tmp_path / "a.png"))]) == 2
+    assert "-o/--output is required" in capsys.readouterr().err
+
+
+@pytest.mark.needs_data
+def test_single_file(tmp_path, capsys):
+    src = _img(tmp_path / "in.png")
+    assert main([str(src), "-o", str(tmp_path / "out.png"), "-q"]) == 0
+    out = read_image(tmp_path / "out.png")
+    assert out.shape == (24, 32, 3) and out.dtype == np.uint8
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+@pytest.mark.needs_data
+def test_folder_and_several_inputs(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        _img(folder / f"{i}.png")
+    (folder / "readme.txt").write_text("not an image")
+    assert main([str(folder), "-o", str(tmp_path / "out"), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "2.png"]
+    extra = _img(tmp_path / "x.jpg")
+    assert main([str(folder / "0.png"), str(extra), "-o", str(tmp_path / "two"), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["0.png", "x.jpg"]
+
+
+@pytest.mark.needs_data
+def test_overwrite_policy(tmp_path, capsys):
+    src = _img(tmp_path / "in.png")
+    dst = _img(tmp_path / "out.png", value=3)
+    assert main([str(src), "-o", str(dst), "-q"]) == 1
+    assert "exists (use --overwrite or --skip-existing)" in capsys.readouterr().err
+    assert read_image(dst).max() == 3
+    assert main([str(src), "-o", str(dst), "-q", "--skip-existing"]) == 0
+    assert read_image(dst).max() == 3
+    assert main([str(src), "-o", str(dst), "-q", "--overwrite"]) == 0
+    assert read_image(dst).max() != 3 or read_image(dst).min() != 3
+
+
+@pytest.mark.needs_data
+def test_refuses_to_overwrite_its_input(tmp_path, capsys):
+    src = _img(tmp_path / "in.png", value=50)
+    assert main([str(src), "-o", str(src), "--overwrite", "-q"]) == 1
+    assert "refusing to overwrite the input" in capsys.readouterr().err
+    assert read_image(src).max() == 50
+    assert main([str(tmp_path), "-o", str(tmp_path), "--overwrite", "-q"]) == 1
+    assert read_image(src).max() == 50
+
+
+@pytest.mark.needs_data
+def test_bad_files_are_named_and_the_rest_go_on(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _img(folder / "a.png")
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    _img(folder / "c.png")
+    small = _img(folder / "d.png", size=(4, 4))
+    code = main([str(folder), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "b.png: not a readable image" in err and "missing.png: no such file" in err
+    assert f"{small}: image is 4x4" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+
+
+@pytest.mark.needs_data
+def test_python_dash_m_and_console_script(tmp_path):
+    src = _img(tmp_path / "in.png")
+    r = subprocess.run([sys.executable, "-m", "fastdeblur", str(src), "-o", str(tmp_path / "o.png")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "1 written, 0 skipped, 0 failed" in r.stderr
+    assert read_image(tmp_path / "o.png").shape == (24, 32, 3)
+
+
+def test_missing_weights_fail_cleanly(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FASTDEBLUR_HOME", str(tmp_path / "empty_home"))
+    monkeypatch.setenv("FASTDEBLUR_OFFLINE", "1")
+    src = _img(tmp_path / "in.png")
+    assert main([str(src), "-o", str(tmp_path / "o.png"), "-q"]) == 1
+    assert "not available" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()

@@ -1,0 +1,92 @@
+"""Image files: formats, bit depths, EXIF orientation, broken files, atomic writes."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fastdeblur import InputError
+from fastdeblur.io import read_image, write_image
+
+
+@pytest.mark.parametrize("suffix,channels", [(s, c) for s in (".png", ".tif", ".bmp") for c in (None, 3, 4)
+                                              if (s, c) != (".bmp", 4)])  # Pillow writes BMP without alpha
+def test_lossless_8bit_round_trip(tmp_path, suffix, channels):
+    shape = (13, 17) if channels is None else (13, 17, channels)
+    img = np.random.randint(0, 256, shape, dtype=np.uint8)
+    path = write_image(tmp_path / f"a{suffix}", img)
+    back = read_image(path)
+    assert back.dtype == np.uint8 and np.array_equal(back, img)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("shape", [(13, 17), (13, 17, 3), (13, 17, 4)])
+def test_16bit_round_trip(tmp_path, suffix, shape):
+    img = np.random.randint(0, 65536, shape, dtype=np.uint16)
+    back = read_image(write_image(tmp_path / f"a{suffix}", img))
+    assert back.dtype == np.uint16 and np.array_equal(back, img)
+
+
+def test_jpeg_is_close_and_16bit_is_reduced(tmp_path):
+    img = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (24, 1))[..., None].repeat(3, -1)
+    back = read_image(write_image(tmp_path / "a.jpg", img))
+    assert back.shape == img.shape and np.abs(back.astype(int) - img).mean() < 2
+    back16 = read_image(write_image(tmp_path / "b.jpg", img.astype(np.uint16) * 257))
+    assert back16.dtype == np.uint8 and np.abs(back16.astype(int) - img).mean() < 2
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = np.zeros((10, 20, 3), np.uint8)
+    img[:, :5] = 255  # bright left band
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    path = tmp_path / "rot.jpg"
+    Image.fromarray(img).save(path, exif=exif, quality=100)
+    shown = read_image(path)
+    assert shown.shape == (20, 10, 3)
+    assert shown[:5].mean() > 200 and shown[-5:].mean() < 50  # left band is now on top
+
+
+def test_truncated_file(tmp_path):
+    path = write_image(tmp_path / "t.png", np.random.randint(0, 256, (64, 64, 3), dtype=np.uint8))
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="t.png: not a readable image"):
+        read_image(path)
+
+
+def test_non_image_file(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("this is not a picture")
+    with pytest.raises(InputError, match="notes.png: not a readable image"):
+        read_image(path)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(InputError, match="empty file"):
+        read_image(tmp_path / "empty.jpg")
+    with pytest.raises(InputError, match="not a file"):
+        read_image(tmp_path)
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    with pytest.raises(InputError, match="unsupported output format"):
+        write_image(tmp_path / "x.gif", np.zeros((8, 8, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+    old = write_image(tmp_path / "keep.png", np.full((8, 8, 3), 7, np.uint8))
+
+    def crash(path, *args, **kwargs):  # the encoder dies halfway through its output
+        open(path, "wb").write(b"\x89PNG half")
+        raise OSError("disk full")
+
+    import imageio.v3 as iio
+
+    monkeypatch.setattr(iio, "imwrite", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_image(old, np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
+    assert read_image(old).max() == 7  # the previous file is intact
+
+
+def test_write_replaces_atomically(tmp_path):
+    path = tmp_path / "x.png"
+    write_image(path, np.zeros((8, 8, 3), np.uint8))
+    write_image(path, np.full((8, 8, 3), 9, np.uint8))
+    assert read_image(path).max() == 9 and [p.name for p in tmp_path.iterdir()] == ["x.png"]

@@ -1,0 +1,109 @@
+"""The batched reference equals the spec's per-patch network, tiles exactly, and trains."""
+
+import sys
+
+import pytest
+import torch
+
+from fastdeblur.reference import DMPHN, Decoder, Encoder, StackDMPHN
+from fastdeblur.reference.tiled import apply_tiled
+
+from .conftest import REPO
+
+sys.path.insert(0, str(REPO))
+from benchmarks import official_style  # noqa: E402
+
+
+def _randomize(model):
+    # larger-than-init weights so every path matters numerically
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.04)
+    return model.double().eval()
+
+
+def test_parameter_counts_match_spec():
+    assert sum(p.numel() for p in Encoder().parameters()) == 868_288
+    assert sum(p.numel() for p in Decoder().parameters()) == 939_843
+
+
+def test_state_dict_keys_are_checkpoint_keys():
+    keys = set(Encoder().state_dict())
+    assert {"layer1.weight", "layer2.0.weight", "layer2.2.bias", "layer11.2.weight"} <= keys
+    assert "layer4.weight" not in keys
+    dkeys = set(Decoder().state_dict())
+    assert {"layer13.0.weight", "layer16.weight", "layer24.bias"} <= dkeys
+    assert {k.split(".")[0] for k in DMPHN((1, 2, 4, 8)).state_dict()} == {
+        f"{p}_lv{i}" for p in ("encoder", "decoder") for i in (1, 2, 3, 4)}
+    assert "encoder_s4_lv3" in {k.split(".")[0] for k in StackDMPHN(4).state_dict()}
+
+
+@pytest.mark.parametrize("build,official,size", [
+    (lambda: DMPHN((1, 2, 4)), official_style.dmphn_124, (24, 40)),
+    (lambda: DMPHN((1, 2, 4, 8)), official_style.dmphn_1248, (32, 24)),
+    (lambda: StackDMPHN(3), lambda m, x: official_style.stack_dmphn(m, x, 3), (16, 32)),
+])
+def test_batched_forward_equals_per_patch_spec(build, official, size):
+    model = _randomize(build())
+    x = torch.rand(2, 3, *size, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        got, want = model(x), official(model, x)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_batch_items_are_independent():
+    model = _randomize(DMPHN((1, 2, 4)))
+    x = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        whole = model(x)
+        single = torch.cat([model(x[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(whole, single, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("net,shape,tile", [
+    (Encoder, (2, 3, 200, 136), 100),
+    (Decoder, (2, 128, 50, 34), 24),
+])
+def test_apply_tiled_is_exact(net, shape, tile):
+    m = _randomize(net())
+    x = torch.randn(*shape, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(apply_tiled(m, x, tile, m.footprint), m(x), rtol=1e-9, atol=1e-9)
+
+
+def test_halo_covers_the_receptive_field():
+    # one output pixel's input footprint must fit in the declared halo (and no more is needed)
+    for m, size in ((_randomize(Encoder()), 256), (_randomize(Decoder()), 64)):
+        cin = 3 if isinstance(m, Encoder) else 128
+        x = torch.randn(1, cin, size, size, dtype=torch.float64, requires_grad=True)
+        y = m(x)
+        c = y.shape[-1] // 2
+        y[0, :, c, c].sum().backward()
+        rows = torch.nonzero(x.grad[0].abs().sum((0, 2))).flatten()
+        fp = m.footprint
+        centre = c * fp.down // fp.up
+        assert centre - rows.min().item() <= fp.halo
+        assert rows.max().item() - centre <= fp.halo
+
+
+def test_tiled_model_forward_is_exact():
+    model = _randomize(DMPHN((1, 2, 4)))
+    x = torch.rand(1, 3, 160, 200, dtype=torch.float64) - 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, tile=128), model(x), rtol=1e-9, atol=1e-9)
+
+
+def test_backward_reaches_every_parameter():
+    model = StackDMPHN(2)
+    x = torch.rand(2, 3, 16, 16) - 0.5
+    loss = (model(x) - x).pow(2).mean()
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_bad_levels():
+    with pytest.raises(ValueError, match="prefix"):
+        DMPHN((1, 4))
+    with pytest.raises(ValueError, match="stages"):
+        StackDMPHN(0)
