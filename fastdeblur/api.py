@@ -3,7 +3,8 @@
 Inputs are normalised to one float32 batch [N, 3, H, W] in [0, 1] plus a note of how to give
 the result back (numpy, torch, PIL; gray and alpha). The network runs on a reflect-padded copy
 (cropped back exactly); above a memory budget each encoder/decoder call runs in exact tiles
-(see reference/tiled.py), so large images give the same result as untiled ones. Loaded models are cached per (model, weights, device, dtype) behind a lock.
+(see reference/tiled.py), so large images give the same result as untiled ones. Models loaded
+by name are cached per (model, cache folder, device, dtype) behind a lock.
 """
 
 from __future__ import annotations

@@ -66,9 +66,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95) 
     if img.dtype == np.uint16 and suffix in _EIGHT_BIT_ONLY:
         img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = private_temp_path(path)
     try:
         if suffix == ".png" and img.dtype == np.uint16:
             import imagecodecs
@@ -79,7 +77,22 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95) 
 
             kwargs = {"quality": quality} if suffix in (".jpg", ".jpeg") else {}
             iio.imwrite(tmp, img, extension=suffix, **kwargs)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def private_temp_path(dest: Path) -> Path:
+    """An empty temp file beside `dest` (same folder, so the final rename is atomic)."""
+    fd, name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=dest.suffix + ".part", dir=dest.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def publish(tmp: Path, dest: Path) -> None:
+    """Give `tmp` the permissions a normal new file gets (mkstemp makes it 0600), rename it over `dest`."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, dest)

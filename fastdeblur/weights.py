@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
+from .io import private_temp_path, publish
 from .reference import DMPHN, StackDMPHN
 
 OFFICIAL_URL = "https://github.com/HongguangZhang/DMPHN-cvpr19-master/raw/master"
@@ -90,7 +90,7 @@ _register(ModelWeights(
         "decoder_lv3.pkl": "aff3d672b9c81bc9067fe8e111f1901d9e78269fdb103c3f56d7690bec1aa740",
         "decoder_lv4.pkl": "5f88c7117f902ce7087ba18fc2b4ec395680d2ad2e6ddc0931284c8e4f1c25e5",
     },
-    psnr={},
+    psnr={"GOPR0384_11_00_000001": 30.81, "GOPRO_flower_frame1": 27.04},
     description="DMPHN(1-2-4-8), the authors' GoPro weights: 4 levels, 7.2 M parameters",
 ))
 _register(ModelWeights(
@@ -121,7 +121,7 @@ _register(ModelWeights(
         "decoder_s4_lv2.pkl": "a314cefb4f78803305cca94a5771c6ac61b826cdefbb52d9f2a7cb729e5297d8",
         "decoder_s4_lv3.pkl": "0686bb91604e93325da35ce324936b40e2e23524549f02bf76f9613e87b21117",
     },
-    psnr={},
+    psnr={"GOPR0384_11_00_000001": 31.64, "GOPRO_flower_frame1": 27.94},
     description="Stack(4)-DMPHN, the authors' GoPro weights (SDNet4): 4 stages, 21.7 M parameters",
 ))
 
@@ -233,10 +233,9 @@ def download_file(url: str, dest: Path, sha256: str, *, progress: bool | None = 
     if progress is None:
         progress = sys.stderr.isatty()
     h = hashlib.sha256()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    tmp = private_temp_path(dest)
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
             from tqdm import tqdm
 
@@ -250,7 +249,7 @@ def download_file(url: str, dest: Path, sha256: str, *, progress: bool | None = 
         if got != sha256:
             raise WeightsError(f"download of {url} fails its sha256 check (expected {sha256}, got {got}); "
                                "the file was not kept")
-        os.replace(tmp, dest)
+        publish(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest

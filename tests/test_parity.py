@@ -21,7 +21,7 @@ FOLDERS = {"dmphn-1-2-4-gopro": "DMPHN_1_2_4", "dmphn-1-2-4-8-gopro": "DMPHN_1_2
            "stack4-dmphn-gopro": "SDNet4"}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _deblurred(model: str, path: str, tile: int | None = None) -> np.ndarray:
     return fastdeblur.deblur(read_image(path), model, device="cpu", dtype="float32", tile=tile)
 
