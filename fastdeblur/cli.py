@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     prec.add_argument("--half", dest="precision", action="store_const", const="half",
                       help="16-bit inference: float16 on GPUs, bfloat16 on CPUs")
     prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
-                      help="float32 inference (default)")
+                      help="float32 inference (exact; default on GPUs and CPUs without fast bfloat16)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile size in pixels; 0 never tiles; default: chosen from free memory")
     exist = p.add_mutually_exclusive_group()
@@ -157,9 +157,11 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
 
     try:
         device = _resolve_device(args.device)
-        dtype = None
+        dtype = None  # the device's default (see deblur)
         if args.precision == "half":
             dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        elif args.precision == "fp32":
+            dtype = torch.float32
         model = load_model(args.model, args.weights, device, dtype=dtype)
     except (InputError, WeightsError) as e:
         print(f"fastdeblur: error: {e}", file=sys.stderr)

@@ -73,3 +73,19 @@ def test_tiled_equals_untiled_on_a_720p_frame():
     whole = _deblurred("dmphn-1-2-4-gopro", _frame(1), 0)
     tiled = _deblurred("dmphn-1-2-4-gopro", _frame(1), 384)
     assert psnr(whole, tiled) >= 50.0
+
+
+@pytest.mark.parametrize("name", ["GOPR0384_11_00_000001.png", "GOPRO_flower_frame1.png"])
+def test_cpu_default_dtype_keeps_quality(name):
+    """deblur()'s CPU default (bfloat16 where the CPU runs it fast) stays within 0.05 dB of float32."""
+    import torch
+
+    from fastdeblur.api import default_dtype
+
+    if default_dtype(torch.device("cpu")) == torch.float32:
+        pytest.skip("this CPU has no fast bfloat16: the default is float32, covered above")
+    pairs = DATA / "gopro_pairs"
+    sharp = read_image(pairs / "sharp" / name)
+    fp32 = _deblurred("dmphn-1-2-4-gopro", str(pairs / "blur" / name))
+    fast = fastdeblur.deblur(read_image(pairs / "blur" / name), "dmphn-1-2-4-gopro", device="cpu")
+    assert abs(psnr(fast, sharp) - psnr(fp32, sharp)) <= 0.05

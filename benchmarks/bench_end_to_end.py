@@ -1,0 +1,117 @@
+"""End to end: one 1280x720 frame through each model, provider, device and dtype, same run.
+
+Providers:
+  official_fp32   the authors' style: eager float32, NCHW, one encoder call per patch (baseline)
+  stock_best      the best stock PyTorch we found: CPU bf16 autocast + channels_last;
+                  GPU fp16 + channels_last + cudnn.benchmark + a captured CUDA graph
+  compiled        torch.compile of the reference (set FASTDEBLUR_BENCH_COMPILE=1: compiling costs
+                  15-60 s per shape)
+  reference_fp32  fastdeblur's batched reference, float32 (the exact path)
+  fastdeblur      fastdeblur.deblur() with its defaults, numpy uint8 in and out (what users get)
+Every provider's output is checked against the float32 reference before it is timed.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import MODELS, frame, timed
+from flops import conv_flops
+
+import fastdeblur
+from benchmarks import official_style
+from fastdeblur.api import default_dtype, run_model
+from fastdeblur.metrics import psnr
+
+PROVIDERS = ["official_fp32", "stock_best", "compiled", "reference_fp32", "fastdeblur"]
+_OFFICIAL = {"dmphn-1-2-4-gopro": official_style.dmphn_124, "dmphn-1-2-4-8-gopro": official_style.dmphn_1248,
+             "stack4-dmphn-gopro": official_style.stack_dmphn}
+_models: dict = {}
+_refs: dict = {}
+
+
+def _model(name: str, device: str, dtype=torch.float32, channels_last=False):
+    key = (name, device, dtype, channels_last)
+    if key not in _models:
+        m = fastdeblur.load_model(name, device=device, dtype=dtype)
+        _models[key] = m.to(memory_format=torch.channels_last) if channels_last else m
+    return _models[key]
+
+
+def _input(device: str) -> torch.Tensor:  # [1, 3, 720, 1280], shifted by -0.5
+    return torch.from_numpy(frame()).permute(2, 0, 1)[None].float().div(255).sub(0.5).to(device)
+
+
+def _to_uint8(y: torch.Tensor) -> np.ndarray:
+    return (y.float() + 0.5).clamp(0, 1).mul(255).round().byte()[0].permute(1, 2, 0).cpu().numpy()
+
+
+def _reference(name: str, device: str) -> np.ndarray:
+    if (name, device) not in _refs:
+        with torch.inference_mode():
+            _refs[name, device] = _to_uint8(_model(name, device)(_input(device)))
+    return _refs[name, device]
+
+
+def _provider(provider: str, name: str, device: str):
+    """(a zero-argument function returning the restored frame as -0.5-shifted tensor or uint8, dtype)."""
+    x = _input(device)
+    if provider == "official_fp32":
+        m, fwd = _model(name, device), _OFFICIAL[name]
+        return lambda: fwd(m, x), torch.float32
+    if provider == "reference_fp32":
+        m = _model(name, device, channels_last=device == "cpu")
+        xin = x.contiguous(memory_format=torch.channels_last) if device == "cpu" else x
+        return lambda: m(xin), torch.float32
+    if provider == "fastdeblur":
+        img = frame()
+        return lambda: fastdeblur.deblur(img, name, device=device), default_dtype(torch.device(device))
+    if provider == "stock_best":
+        if device == "cpu":
+            m = _model(name, device, channels_last=True)
+            xin = x.contiguous(memory_format=torch.channels_last)
+
+            def run():
+                with torch.autocast("cpu", torch.bfloat16):
+                    return m(xin)
+            return run, torch.bfloat16
+        torch.backends.cudnn.benchmark = True
+        m = _model(name, device, torch.float16, channels_last=True)
+        static_x = x.half().contiguous(memory_format=torch.channels_last)
+        for _ in range(3):  # cudnn.benchmark picks algorithms before capture
+            m(static_x)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = m(static_x)
+
+        def replay():
+            graph.replay()
+            return static_y
+        return replay, torch.float16
+    if provider == "compiled":
+        if not os.environ.get("FASTDEBLUR_BENCH_COMPILE"):
+            pytest.skip("set FASTDEBLUR_BENCH_COMPILE=1 to benchmark torch.compile (slow to compile)")
+        dt = torch.bfloat16 if device == "cpu" else torch.float16
+        m = _model(name, device, dt, channels_last=True)
+        cm = torch.compile(m)
+        xin = x.to(dt).contiguous(memory_format=torch.channels_last)
+        return lambda: cm(xin), dt
+    raise ValueError(provider)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("name", MODELS)
+def test_end_to_end(benchmark, provider, name, device):
+    fn, dtype = _provider(provider, name, device)
+    with torch.inference_mode():
+        out = fn()
+        got = out if isinstance(out, np.ndarray) else _to_uint8(out)
+        quality = psnr(got, _reference(name, device))
+        assert quality >= (50.0 if dtype == torch.float32 else 40.0), f"{provider} is wrong: {quality:.1f} dB"
+        flops = conv_flops(_model(name, device), 720, 1280)
+        timed(benchmark, fn, device, flops=flops, provider=provider, model=name, dtype=str(dtype),
+              psnr_vs_fp32=round(quality, 2))

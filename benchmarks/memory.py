@@ -1,0 +1,64 @@
+"""Peak memory of deblur(): resident set size on CPU, allocator peak on CUDA.
+
+Each case runs in a fresh subprocess (peak RSS is a per-process high-water mark), on a random
+image (memory does not depend on content), with the model loaded as deblur() loads it.
+Usage: python benchmarks/memory.py [--device cpu|cuda] [--sizes 720x1280,4000x6000] [--dtype ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+_CHILD = r"""
+import json, resource, sys, time
+import numpy as np, torch, fastdeblur
+h, w, device, dtype, tile = sys.argv[1:6]
+tile = None if tile == "auto" else int(tile)
+dtype = None if dtype == "auto" else dtype
+img = np.random.default_rng(0).integers(0, 256, (int(h), int(w), 3), dtype=np.uint8)
+fastdeblur.deblur(img[:64, :64], device=device, dtype=dtype)  # load the model first
+if device.startswith("cuda"):
+    torch.cuda.reset_peak_memory_stats()
+t = time.perf_counter()
+out = fastdeblur.deblur(img, device=device, dtype=dtype, tile=tile)
+secs = time.perf_counter() - t
+res = {"seconds": secs, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+if device.startswith("cuda"):
+    res["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+from fastdeblur.api import _resolve_dtype, auto_tile, memory_budget
+dt = _resolve_dtype(dtype, torch.device(device))
+res["tile"] = tile if tile is not None else auto_tile(int(h) * int(w), dt, memory_budget(torch.device(device)))
+res["dtype"] = str(dt)
+print(json.dumps(res))
+"""
+
+
+def measure(h: int, w: int, device: str = "cpu", dtype: str = "auto", tile: str = "auto") -> dict:
+    r = subprocess.run([sys.executable, "-c", _CHILD, str(h), str(w), device, dtype, tile],
+                       capture_output=True, text=True, timeout=3600)
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--sizes", default="720x1280,4000x6000")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--tile", default="auto")
+    a = p.parse_args()
+    print("| size | device | dtype | tile | s | peak RSS MiB | peak GPU MiB |\n|---|---|---|---|---|---|---|")
+    for size in a.sizes.split(","):
+        h, w = map(int, size.split("x"))
+        r = measure(h, w, a.device, a.dtype, a.tile)
+        gpu = f"{r['peak_gpu_mib']:.0f}" if "peak_gpu_mib" in r else "-"
+        row = [f"{w}x{h}", a.device, r["dtype"], r["tile"], f"{r['seconds']:.1f}", f"{r['peak_rss_mib']:.0f}", gpu]
+        print("| " + " | ".join(map(str, row)) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
