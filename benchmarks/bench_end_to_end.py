@@ -23,7 +23,7 @@ from flops import conv_flops
 
 import fastdeblur
 from benchmarks import official_style
-from fastdeblur.api import default_dtype, run_model
+from fastdeblur.api import default_dtype
 from fastdeblur.metrics import psnr
 
 PROVIDERS = ["official_fp32", "stock_best", "compiled", "reference_fp32", "fastdeblur"]

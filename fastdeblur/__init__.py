@@ -7,12 +7,13 @@ Nothing here compiles code or touches CUDA at import time.
 """
 
 from . import metrics
+from ._ext import has_cuda_ext, has_ext
 from ._version import __version__
 from .api import clear_model_cache, deblur, load_model
 from .errors import InputError, WeightsError
 from .weights import list_models
 
 __all__ = [
-    "InputError", "WeightsError", "__version__", "clear_model_cache", "deblur", "list_models",
-    "load_model", "metrics",
+    "InputError", "WeightsError", "__version__", "clear_model_cache", "deblur", "has_cuda_ext", "has_ext",
+    "list_models", "load_model", "metrics",
 ]

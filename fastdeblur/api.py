@@ -24,7 +24,6 @@ from . import weights as _weights
 from .errors import InputError
 from .io import read_image
 
-BACKENDS = ("reference", "triton", "cuda")
 MIN_SIZE = 8
 MIN_TILE = 128
 # Peak bytes per pixel of the untiled reference forward (CPU, measured at 1280x720) and of the
@@ -82,16 +81,16 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def _resolve_backend(backend: str | None) -> str:
-    backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
-    if backend is None:
-        return "reference"
-    if backend not in BACKENDS:
-        raise InputError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    if backend != "reference":
-        raise InputError(f"backend {backend!r} is not available in this build of fastdeblur; "
-                         "use backend='reference' (or leave it unset)")
-    return backend
+def _resolve_layout(backend: str | None, device: torch.device):
+    """The layout steps for `backend`: the extension's ops ("cuda") or plain torch ("reference")."""
+    from .ops import _backend
+    from .ops.layout import OpsLayout
+    from .reference.patches import TorchLayout
+
+    if (backend or os.environ.get("FASTDEBLUR_BACKEND")) == "triton":
+        raise InputError("backend 'triton' is not available in this build of fastdeblur yet; "
+                         "use 'cuda' (the compiled extension) or 'reference'")
+    return OpsLayout("cuda") if _backend.choose(backend, device) == "cuda" else TorchLayout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +266,8 @@ def _restore(y: torch.Tensor, r: _Restore) -> Any:
 # running the network
 
 
-def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile: int | None) -> torch.Tensor:
+def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile: int | None,
+                    layout=None) -> torch.Tensor:
     """x [N, 3, H, W] float32 in [0, 1], any H, W >= 8 -> restored [N, 3, H, W] float32 in [0, 1]."""
     mh, mw = model.size_multiple
     h, w = x.shape[-2:]
@@ -279,7 +279,7 @@ def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile:
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     memory_format = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
     x = x.to(dtype=dtype).contiguous(memory_format=memory_format)
-    y = model(x, tile=tile)
+    y = model(x, tile=tile) if layout is None else model(x, tile=tile, layout=layout)
     return (y[..., :h, :w].float() + 0.5).clamp_(0.0, 1.0)
 
 
@@ -312,7 +312,7 @@ def auto_tile(pixels: int, dtype: torch.dtype, budget: int) -> int | None:
 
 
 def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = None,
-              tile: int | None = None) -> torch.Tensor:
+              tile: int | None = None, layout=None) -> torch.Tensor:
     """x [N, 3, H, W] float in [0, 1] -> restored, same shape, float32, on the model's device.
 
     tile: None picks a tile size from the memory budget (no tiling when the image fits), 0
@@ -327,7 +327,7 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
         if tile is None:
             n, _, h, w = x.shape
             tile = auto_tile(n * h * w, dtype, memory_budget(param.device))
-        return _padded_forward(model, x, dtype, tile or None)
+        return _padded_forward(model, x, dtype, tile or None, layout)
 
 
 def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None, dtype: Any = None,
@@ -339,10 +339,10 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     model: a registered name (see `list_models()`) or a module from `load_model()`.
     device: default CUDA when available, else CPU. dtype: None picks bfloat16 on CPUs with
       AMX/AVX512-BF16 and float32 elsewhere; or float32 (exact), float16 (GPU), bfloat16.
-    backend: None (best available), "reference", "triton" or "cuda"; env FASTDEBLUR_BACKEND.
+    backend: None (the compiled extension where built, else plain torch), "reference" (plain
+      torch), "cuda" (the extension: C++ on CPU, CUDA on GPU), "triton"; env FASTDEBLUR_BACKEND.
     tile: None (automatic, from the memory budget), 0 (never tile) or a tile size in pixels.
     """
-    _resolve_backend(backend)
     if tile is not None and (not isinstance(tile, int) or tile < 0):
         raise InputError(f"tile must be None, 0 or a positive number of pixels, got {tile!r}")
     x, restore = _to_batch(image)
@@ -357,6 +357,8 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
             device = restore.device
         dev = _resolve_device(device)
         dt = _resolve_dtype(dtype, dev)
+    layout = _resolve_layout(backend, dev)  # a bad backend fails before any weights load
+    if not isinstance(model, nn.Module):
         net = _cached_model(model, dev, dt)
-    y = run_model(net, x, dtype=dt, tile=tile)
+    y = run_model(net, x, dtype=dt, tile=tile, layout=layout)
     return _restore(y, restore)

@@ -222,3 +222,25 @@ def test_backend_env_is_validated(net, monkeypatch):
     monkeypatch.setenv("FASTDEBLUR_BACKEND", "nonsense")
     with pytest.raises(InputError, match="backend 'nonsense'"):
         fastdeblur.deblur(np.zeros((16, 16, 3), np.uint8), net)
+
+
+def test_backends_agree(net):
+    from fastdeblur import _ext
+
+    img = np.random.rand(40, 56, 3).astype(np.float32)
+    ref = fastdeblur.deblur(img, net, backend="reference")
+    if _ext.has_ext():
+        np.testing.assert_allclose(fastdeblur.deblur(img, net, backend="cuda"), ref, atol=1e-6)
+        np.testing.assert_allclose(fastdeblur.deblur(img, net), ref, atol=1e-6)
+    with pytest.raises(InputError, match="backend 'triton' is not available"):
+        fastdeblur.deblur(img, net, backend="triton")
+
+
+def test_import_loads_no_extension_and_no_cuda():
+    import subprocess
+    import sys
+
+    code = ("import sys, fastdeblur; assert 'fastdeblur._C' not in sys.modules; "
+            "import torch; assert not torch.cuda.is_initialized(); print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "ok", r.stderr

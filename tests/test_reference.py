@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+import fastdeblur
 from fastdeblur.reference import DMPHN, Decoder, Encoder, StackDMPHN
 from fastdeblur.reference.tiled import apply_tiled
 
@@ -107,3 +108,14 @@ def test_bad_levels():
         DMPHN((1, 4))
     with pytest.raises(ValueError, match="stages"):
         StackDMPHN(0)
+
+
+@pytest.mark.skipif(not fastdeblur.has_ext(), reason="extension not built")
+@pytest.mark.parametrize("build", [lambda: DMPHN((1, 2, 4)), lambda: DMPHN((1, 2, 4, 8)), lambda: StackDMPHN(2)])
+def test_extension_layout_equals_torch_layout(build):
+    from fastdeblur.ops.layout import OpsLayout
+
+    model = _randomize(build())
+    x = (torch.rand(2, 3, 32, 24, dtype=torch.float64) - 0.5).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, layout=OpsLayout()), model(x), rtol=1e-12, atol=1e-12)

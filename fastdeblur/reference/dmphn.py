@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .patches import Grid, patch_regroup, patch_split
+from .patches import Grid, TorchLayout
 from .tiled import Footprint, apply_tiled
 
 # Patch count of a level -> its (rows, cols) grid. Level 4's 8 patches are each quadrant's
@@ -92,6 +92,7 @@ def multipatch_forward(
     prev_features: Sequence[torch.Tensor] | None = None,
     level2_extra: torch.Tensor | None = None,
     tile: int | None = None,
+    layout=TorchLayout,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One DMPHN pass, finest level first. Index i = 0 is level 1 (the whole image).
 
@@ -99,6 +100,7 @@ def multipatch_forward(
     features, regroups them onto level i-1's grid and decodes there. `prev_features` (a previous
     Stack stage's) are added after the regroup; `level2_extra` is added to level 2's residual.
     `tile` (pixels) bounds each encoder/decoder call's input; results equal the untiled ones.
+    `layout` does the patch split/regroup steps (TorchLayout, or the extension's ops).
     Returns the level-1 output and each level's features (on the next coarser grid).
     """
     residual: torch.Tensor | None = None
@@ -106,13 +108,11 @@ def multipatch_forward(
     features: list[torch.Tensor] = [x] * len(encoders)
     for i in reversed(range(len(encoders))):
         grid, coarser = grids[i], grids[i - 1] if i else (1, 1)
-        inp = patch_split(x, *grid)
-        if residual is not None:
-            inp = inp + residual
+        inp = layout.split(x, grid, residual)
         feat = _call(encoders[i], inp, tile)
         if carry is not None:
             feat = feat + carry
-        feat = patch_regroup(feat, grid, coarser)
+        feat = layout.regroup(feat, grid, coarser)
         if prev_features is not None:
             feat = feat + prev_features[i]
         features[i] = carry = feat
@@ -163,9 +163,9 @@ class DMPHN(nn.Module):
         dec = [getattr(self, f"decoder_lv{lv}") for lv in range(1, n + 1)]
         return enc, dec, [LEVEL_GRIDS[p] for p in self.levels]
 
-    def forward(self, x: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tile: int | None = None, layout=TorchLayout) -> torch.Tensor:
         """x [N, 3, H, W] = img - 0.5 -> restored - 0.5; `tile` bounds memory (exact)."""
-        out, _ = multipatch_forward(x, *self._parts(), tile=tile)
+        out, _ = multipatch_forward(x, *self._parts(), tile=tile, layout=layout)
         return out
 
 
@@ -193,14 +193,14 @@ class StackDMPHN(nn.Module):
     def size_multiple(self) -> tuple[int, int]:
         return size_multiple(self.levels)
 
-    def forward(self, x: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, tile: int | None = None, layout=TorchLayout) -> torch.Tensor:
         """x [N, 3, H, W] = img - 0.5 -> restored - 0.5; `tile` bounds memory (exact)."""
         grids = [LEVEL_GRIDS[p] for p in self.levels]
         y, feats, first = x, None, None
         for k in range(1, self.stages + 1):
             enc = [getattr(self, f"encoder_s{k}_lv{lv}") for lv in (1, 2, 3)]
             dec = [getattr(self, f"decoder_s{k}_lv{lv}") for lv in (1, 2, 3)]
-            y, feats = multipatch_forward(y, enc, dec, grids, feats, first, tile)
+            y, feats = multipatch_forward(y, enc, dec, grids, feats, first, tile, layout)
             if first is None:
                 first = y
         return y

@@ -70,3 +70,21 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
+
+
+class TorchLayout:
+    """The layout steps of a DMPHN pass, in plain PyTorch (the reference).
+
+    `split`: patches of `x` on `grid`, plus `add` (patch layout) if given.
+    `regroup`: patches on grid `fine` -> patches on grid `coarse`.
+    Faster implementations (fastdeblur.ops.layout) provide the same two methods.
+    """
+
+    @staticmethod
+    def split(x: torch.Tensor, grid: Grid, add: torch.Tensor | None = None) -> torch.Tensor:
+        out = patch_split(x, *grid)
+        return out if add is None else out + add
+
+    @staticmethod
+    def regroup(p: torch.Tensor, fine: Grid, coarse: Grid) -> torch.Tensor:
+        return patch_regroup(p, fine, coarse)

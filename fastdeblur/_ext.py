@@ -1,0 +1,101 @@
+"""Lazy loader of the compiled extension `fastdeblur._C`: nothing loads or compiles at import.
+
+The first call of `load()` imports the library (which registers the `torch.ops.fastdeblur.*`
+kernels) and registers, once, the Python parts of each op: fake kernels for torch.compile and
+meta tensors, and autograd formulas. Without the extension everything runs on the reference.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+_lock = threading.Lock()
+_loaded: bool | None = None
+_error: str | None = None
+
+
+def load() -> bool:
+    """Import the extension once; True when its ops are available."""
+    global _loaded, _error
+    if _loaded is not None:
+        return _loaded
+    with _lock:
+        if _loaded is None:
+            try:
+                from . import _C  # noqa: F401  (registers the ops)
+            except ImportError as e:
+                _loaded, _error = False, str(e)
+            else:
+                _register_python_parts()
+                _loaded = True
+    return _loaded
+
+
+def has_ext() -> bool:
+    """True when the compiled extension is installed (its CPU ops at least)."""
+    return load()
+
+
+def has_cuda_ext() -> bool:
+    """True when the extension was built with its CUDA kernels."""
+    return load() and torch._C._dispatch_has_kernel_for_dispatch_key("fastdeblur::patch_split", "CUDA")
+
+
+def has_kernel(device: torch.device) -> bool:
+    """True when the extension has kernels for tensors on `device`."""
+    if not load():
+        return False
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key("fastdeblur::patch_split", key)
+
+
+def why_missing() -> str:
+    load()
+    return _error or "the extension is installed"
+
+
+def _format_of(t: torch.Tensor) -> torch.memory_format:
+    from .reference.patches import memory_format_of
+
+    return memory_format_of(t)
+
+
+def _register_python_parts() -> None:
+    lib = "fastdeblur::"
+
+    @torch.library.register_fake(lib + "patch_split")
+    def _split_fake(x, rows, cols, add=None):
+        n, c, h, w = x.shape
+        return torch.empty(n * rows * cols, c, h // rows, w // cols, dtype=x.dtype, device=x.device,
+                           memory_format=_format_of(x))
+
+    @torch.library.register_fake(lib + "patch_merge")
+    def _merge_fake(p, rows, cols, add=None):
+        b, c, h, w = p.shape
+        return torch.empty(b // (rows * cols), c, h * rows, w * cols, dtype=p.dtype, device=p.device,
+                           memory_format=_format_of(p))
+
+    @torch.library.register_fake(lib + "preprocess")
+    def _pre_fake(img, multiple, dtype):
+        n = 1 if img.dim() == 3 else img.shape[0]
+        h, w = img.shape[-3], img.shape[-2]
+        return img.new_empty(n, 3, -(-h // multiple) * multiple, -(-w // multiple) * multiple, dtype=dtype)
+
+    @torch.library.register_fake(lib + "postprocess")
+    def _post_fake(y, height, width, dtype):
+        return y.new_empty(y.shape[0], height, width, 3, dtype=dtype)
+
+    def _setup(ctx, inputs, output):
+        _, ctx.rows, ctx.cols, add = inputs
+        ctx.has_add = add is not None
+
+    def _split_backward(ctx, grad):  # the inverse layout op is the gradient
+        return torch.ops.fastdeblur.patch_merge(grad, ctx.rows, ctx.cols), None, None, (grad if ctx.has_add else None)
+
+    def _merge_backward(ctx, grad):
+        return torch.ops.fastdeblur.patch_split(grad, ctx.rows, ctx.cols), None, None, (grad if ctx.has_add else None)
+
+    torch.library.register_autograd(lib + "patch_split", _split_backward, setup_context=_setup)
+    torch.library.register_autograd(lib + "patch_merge", _merge_backward, setup_context=_setup)

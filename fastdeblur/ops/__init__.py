@@ -1,0 +1,12 @@
+"""Public ops: one file each, taking NCHW or channels_last tensors, backend chosen per call.
+
+Backends: "cuda" is the compiled extension (C++ kernels on CPU tensors, CUDA kernels on GPU
+tensors), "reference" is plain PyTorch. `backend=None` uses the extension where it has kernels
+for the tensor's device and the reference elsewhere; FASTDEBLUR_BACKEND forces one.
+"""
+
+from .patch_merge import patch_merge
+from .patch_split import patch_split
+from .pixels import postprocess, preprocess
+
+__all__ = ["patch_merge", "patch_split", "postprocess", "preprocess"]

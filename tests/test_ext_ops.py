@@ -1,0 +1,160 @@
+"""The extension's patch and pixel ops against plain-torch formulas, on every device built.
+
+Odd sizes, batch 1 and 3, both memory formats, every dispatched dtype; opcheck on every op;
+gradcheck in float64 for split/merge. CUDA cases are marked and skip without a GPU.
+"""
+
+import pytest
+import torch
+
+from fastdeblur import _ext, ops
+from fastdeblur.reference import patch_merge, patch_split
+from fastdeblur.reference.patches import memory_format_of
+
+from .utils import ATOL, FLOAT_DTYPES, assert_within_lowprec_rule
+
+pytestmark = pytest.mark.skipif(not _ext.has_ext(), reason=f"extension not built: {_ext.why_missing()}")
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)]
+GRIDS = [(2, 2), (2, 1), (4, 2), (1, 3)]
+
+
+def _fmt(t, channels_last):
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("rows,cols", GRIDS)
+@pytest.mark.parametrize("n,c", [(1, 3), (3, 32), (1, 5)])
+def test_split_and_merge_match_torch(device, dtype, channels_last, rows, cols, n, c):
+    h, w = 37 // rows * rows or rows, 53 // cols * cols
+    x = _fmt(torch.randn(n, c, h, w, device=device).to(dtype), channels_last)
+    p = torch.ops.fastdeblur.patch_split(x, rows, cols)
+    assert torch.equal(p, patch_split(x, rows, cols))
+    assert memory_format_of(p) == memory_format_of(x)  # channels_last stays channels_last
+    add = _fmt(torch.randn(p.shape, device=device).to(dtype), not channels_last)  # the other layout
+    got = torch.ops.fastdeblur.patch_split(x, rows, cols, add)
+    want = patch_split(x, rows, cols) + add
+    torch.testing.assert_close(got, want, rtol=0, atol=ATOL[dtype])
+    merged = torch.ops.fastdeblur.patch_merge(p, rows, cols)
+    assert torch.equal(merged, x)  # exact round trip
+    madd = torch.randn(x.shape, device=device).to(dtype)
+    torch.testing.assert_close(torch.ops.fastdeblur.patch_merge(p, rows, cols, madd), x + madd, rtol=0,
+                               atol=ATOL[dtype])
+    assert torch.equal(patch_merge(p, rows, cols), merged)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("src_dtype", [torch.uint8, torch.uint16, torch.float32])
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("shape,multiple", [((37, 53, 3), 8), ((3, 37, 53, 3), 16), ((10, 9, 3), 16), ((16, 8, 3), 8)])
+def test_preprocess_matches_torch(device, src_dtype, dtype, shape, multiple):
+    if src_dtype == torch.float32:
+        img = torch.rand(shape, device=device)
+    else:
+        top = 255 if src_dtype == torch.uint8 else 65535
+        img = torch.randint(0, top + 1, shape, device=device, dtype=torch.int32).to(src_dtype)
+    got = ops.preprocess(img, multiple, dtype, backend="cuda")
+    want = ops.preprocess(img, multiple, dtype, backend="reference")
+    assert got.shape == want.shape and got.dtype == dtype
+    assert got.shape[-2] % multiple == 0 and got.shape[-1] % multiple == 0
+    if dtype in (torch.float32, torch.float64):
+        torch.testing.assert_close(got, want, rtol=0, atol=ATOL[dtype])
+    else:  # one rounding of the same float32 value: identical
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("in_dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16, torch.float32, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_postprocess_matches_torch(device, in_dtype, dtype, channels_last):
+    y = _fmt((torch.rand(3, 3, 40, 56, device=device) * 1.4 - 0.7).to(in_dtype), channels_last)
+    got = ops.postprocess(y, 37, 53, dtype, backend="cuda")
+    want = ops.postprocess(y, 37, 53, dtype, backend="reference")
+    assert got.shape == (3, 37, 53, 3) and got.dtype == dtype
+    if dtype.is_floating_point:
+        torch.testing.assert_close(got.double(), want.double(), rtol=0, atol=ATOL[dtype])
+    else:
+        assert torch.equal(got, want)
+
+
+def test_preprocess_postprocess_round_trip():
+    img = torch.randint(0, 256, (2, 37, 53, 3), dtype=torch.uint8)
+    x = ops.preprocess(img, 8, torch.float32, backend="cuda")
+    assert torch.equal(ops.postprocess(x, 37, 53, torch.uint8, backend="cuda"), img)
+    img16 = torch.randint(0, 65536, (37, 53, 3), dtype=torch.int32).to(torch.uint16)
+    x16 = ops.preprocess(img16, 8, torch.float32, backend="cuda")
+    assert torch.equal(ops.postprocess(x16, 37, 53, torch.uint16, backend="cuda")[0], img16)
+
+
+def test_lowprec_add_error_is_torchs():
+    x = torch.randn(2, 8, 12, 16)
+    add = torch.randn(8, 8, 6, 8)
+    ref = (patch_split(x.double(), 2, 2) + add.double())
+    for dt in (torch.float16, torch.bfloat16):
+        got = torch.ops.fastdeblur.patch_split(x.to(dt), 2, 2, add.to(dt))
+        assert_within_lowprec_rule(got, patch_split(x.to(dt), 2, 2) + add.to(dt), ref)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_every_op(device):
+    x = torch.randn(2, 4, 8, 12, device=device, requires_grad=True)
+    add = torch.randn(8, 4, 4, 6, device=device, requires_grad=True)
+    torch.library.opcheck(torch.ops.fastdeblur.patch_split.default, (x, 2, 2, add))
+    torch.library.opcheck(torch.ops.fastdeblur.patch_split.default, (x.detach().contiguous(
+        memory_format=torch.channels_last), 2, 2, None))
+    p = torch.randn(8, 4, 4, 6, device=device, requires_grad=True)
+    torch.library.opcheck(torch.ops.fastdeblur.patch_merge.default, (p, 2, 2, torch.randn(2, 4, 8, 12, device=device)))
+    img = torch.randint(0, 256, (2, 9, 13, 3), dtype=torch.uint8, device=device)
+    torch.library.opcheck(torch.ops.fastdeblur.preprocess.default, (img, 8, torch.float32))
+    y = torch.randn(2, 3, 16, 16, device=device)
+    torch.library.opcheck(torch.ops.fastdeblur.postprocess.default, (y, 9, 13, torch.uint8))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_split_and_merge(device):
+    x = torch.randn(2, 3, 6, 4, dtype=torch.float64, device=device, requires_grad=True)
+    a = torch.randn(8, 3, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, a: torch.ops.fastdeblur.patch_split(x, 2, 2, a), (x, a))
+    p = torch.randn(8, 3, 3, 2, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(2, 3, 6, 4, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda p, b: torch.ops.fastdeblur.patch_merge(p, 2, 2, b), (p, b))
+    assert torch.autograd.gradgradcheck(lambda p: torch.ops.fastdeblur.patch_merge(p, 2, 2), (p,))
+
+
+def test_torch_compile_sees_the_ops():
+    def f(x, add):
+        return torch.ops.fastdeblur.patch_merge(torch.ops.fastdeblur.patch_split(x, 2, 2, add), 2, 2) * 2
+
+    x, add = torch.randn(1, 4, 8, 8), torch.randn(4, 4, 4, 4)
+    out = torch.compile(f, backend="aot_eager", fullgraph=True)(x, add)
+    torch.testing.assert_close(out, f(x, add))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(RuntimeError, match="does not split into a 2x2 grid"):
+        torch.ops.fastdeblur.patch_split(torch.zeros(1, 1, 5, 4), 2, 2)
+    with pytest.raises(RuntimeError, match="add must have shape"):
+        torch.ops.fastdeblur.patch_split(torch.zeros(1, 1, 4, 4), 2, 2, torch.zeros(4, 1, 2, 3))
+    with pytest.raises(RuntimeError, match="add must have dtype"):
+        torch.ops.fastdeblur.patch_merge(torch.zeros(4, 1, 2, 2), 2, 2, torch.zeros(1, 1, 4, 4, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="x must be float64, float32, float16 or bfloat16"):
+        torch.ops.fastdeblur.patch_split(torch.zeros(1, 1, 4, 4, dtype=torch.int32), 2, 2)
+    with pytest.raises(RuntimeError, match="img must have 3 channels"):
+        torch.ops.fastdeblur.preprocess(torch.zeros(8, 8, 4, dtype=torch.uint8), 8, torch.float32)
+    with pytest.raises(RuntimeError, match="must be positive and within"):
+        torch.ops.fastdeblur.postprocess(torch.zeros(1, 3, 8, 8), 9, 8, torch.uint8)
+
+
+def test_backend_choice(monkeypatch):
+    x = torch.randn(1, 2, 4, 4)
+    assert torch.equal(ops.patch_split(x, 2, 2, backend="reference"), ops.patch_split(x, 2, 2, backend="cuda"))
+    from fastdeblur import InputError
+
+    with pytest.raises(InputError, match="backend 'triton' has no kernel"):
+        ops.patch_split(x, 2, 2, backend="triton")
+    monkeypatch.setenv("FASTDEBLUR_BACKEND", "bogus")
+    with pytest.raises(InputError, match="backend 'bogus'"):
+        ops.patch_split(x, 2, 2)
