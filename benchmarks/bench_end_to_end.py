@@ -8,6 +8,7 @@ Providers:
                   15-60 s per shape)
   reference_fp32  fastdeblur's batched reference, float32 (the exact path)
   fastdeblur      fastdeblur.deblur() with its defaults, numpy uint8 in and out (what users get)
+  fastdeblur_half the same with dtype float16 (GPU only; the CPU default is already bfloat16)
 Every provider's output is checked against the float32 reference before it is timed.
 """
 
@@ -26,7 +27,7 @@ from benchmarks import official_style
 from fastdeblur.api import default_dtype
 from fastdeblur.metrics import psnr
 
-PROVIDERS = ["official_fp32", "stock_best", "compiled", "reference_fp32", "fastdeblur"]
+PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "fastdeblur", "fastdeblur_half", "compiled"]
 _OFFICIAL = {"dmphn-1-2-4-gopro": official_style.dmphn_124, "dmphn-1-2-4-8-gopro": official_style.dmphn_1248,
              "stack4-dmphn-gopro": official_style.stack_dmphn}
 _models: dict = {}
@@ -69,6 +70,11 @@ def _provider(provider: str, name: str, device: str):
     if provider == "fastdeblur":
         img = frame()
         return lambda: fastdeblur.deblur(img, name, device=device), default_dtype(torch.device(device))
+    if provider == "fastdeblur_half":
+        if device == "cpu":
+            pytest.skip("on CPU the default is already the 16-bit path")
+        img = frame()
+        return lambda: fastdeblur.deblur(img, name, device=device, dtype=torch.float16), torch.float16
     if provider == "stock_best":
         if device == "cpu":
             m = _model(name, device, channels_last=True)

@@ -9,6 +9,7 @@ by name are cached per (model, cache folder, device, dtype) behind a lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -279,8 +280,30 @@ def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile:
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     memory_format = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
     x = x.to(dtype=dtype).contiguous(memory_format=memory_format)
-    y = model(x, tile=tile) if layout is None else model(x, tile=tile, layout=layout)
+    with _exact_fp32(x.is_cuda and dtype == torch.float32):
+        y = model(x, tile=tile) if layout is None else model(x, tile=tile, layout=layout)
     return (y[..., :h, :w].float() + 0.5).clamp_(0.0, 1.0)
+
+
+@contextlib.contextmanager
+def _exact_fp32(active: bool):
+    """float32 means float32: cuDNN would otherwise run the convolutions in TF32 (10-bit mantissa)."""
+    if not active:
+        yield
+        return
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        old, conv.fp32_precision = conv.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+        return
+    old, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = old
 
 
 def memory_budget(device: torch.device) -> int:

@@ -2,7 +2,8 @@
 
 Measured on the 2-core CPU, bfloat16 channels_last, 1280x720: splitting the image into quadrants
 plus the residual add 12.0 -> 1.9 ms; regrouping level-3 features (quadrants -> halves) 70.9 ->
-7.9 ms (torch's permute-copy of channels_last bf16 is slow). A regroup is one batched merge when
+7.9 ms (torch's permute-copy of channels_last bf16 is slow); stacking channels_last patches
+vertically is a free view in torch and stays there. A regroup is one batched merge when
 the coarse grid keeps whole rows of fine patches (coarse cols == 1, or equal rows): true for
 every DMPHN(1-2-4) step; the 4x2 -> 2x2 step of 1-2-4-8 stays on torch.
 """
@@ -31,6 +32,8 @@ class OpsLayout:
         (r1, c1), (r2, c2) = fine, coarse
         if fine == coarse:
             return p
+        if c1 == c2 and p.is_contiguous(memory_format=torch.channels_last):
+            return patch_regroup(p, fine, coarse)  # stacking rows of channels_last patches is a free view
         if c2 == 1 or r1 == r2:  # each coarse patch is a contiguous row-major block of fine patches
             return patch_merge(p, r1 // r2, c1 // c2, backend=self.backend)
         return patch_regroup(p, fine, coarse)

@@ -1,0 +1,57 @@
+"""Per-op benchmarks: the extension's layout and pixel ops against the torch equivalent.
+
+Shapes are the real DMPHN(1-2-4) steps of a 1280x720 frame (channels_last, as deblur() runs):
+level-3 image split + residual, level-3 feature regroup (quadrants -> halves), level-2 merge,
+and the uint8 <-> network conversions. Correctness is checked once before timing.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import timed
+
+from fastdeblur import _ext, ops
+from fastdeblur.ops.layout import OpsLayout
+from fastdeblur.reference.patches import TorchLayout
+
+pytestmark = pytest.mark.skipif(not _ext.has_ext(), reason="extension not built")
+CL = torch.channels_last
+
+
+def _cases(device: str, dtype: torch.dtype):
+    def t(*shape):
+        return torch.randn(*shape, device=device).to(dtype).contiguous(memory_format=CL)
+
+    x, r = t(1, 3, 720, 1280), t(4, 3, 360, 640)
+    f3, f2 = t(4, 128, 90, 160), t(2, 128, 90, 320)
+    img = torch.randint(0, 256, (720, 1280, 3), dtype=torch.uint8, device=device)
+    y = torch.randn(1, 3, 720, 1280, device=device).to(dtype)
+    return {
+        "split_x_2x2_add": lambda lay: lay.split(x, (2, 2), r),
+        "regroup_f3_2x2_to_2x1": lambda lay: lay.regroup(f3, (2, 2), (2, 1)),
+        "regroup_f2_2x1_to_1x1": lambda lay: lay.regroup(f2, (2, 1), (1, 1)),
+        "preprocess_u8": lambda lay: ops.preprocess(img, 8, dtype, backend=_name(lay)),
+        "postprocess_u8": lambda lay: ops.postprocess(y, 720, 1280, torch.uint8, backend=_name(lay)),
+    }
+
+
+def _name(layout) -> str:
+    return "reference" if layout is TorchLayout else "cuda"
+
+
+@pytest.mark.parametrize("provider", ["torch", "extension"])
+@pytest.mark.parametrize("case", ["split_x_2x2_add", "regroup_f3_2x2_to_2x1", "regroup_f2_2x1_to_1x1",
+                                  "preprocess_u8", "postprocess_u8"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+def test_op(benchmark, device, dtype, case, provider):
+    if device == "cpu" and dtype == torch.float16:
+        pytest.skip("float16 is not a CPU path")
+    if device == "cuda" and not _ext.has_cuda_ext():
+        pytest.skip("extension built without CUDA")
+    fn = _cases(device, dtype)[case]
+    layout = TorchLayout if provider == "torch" else OpsLayout()
+    with torch.inference_mode():
+        torch.testing.assert_close(fn(OpsLayout()).float(), fn(TorchLayout).float(), rtol=0, atol=1e-2)
+        timed(benchmark, lambda: fn(layout), device, rounds=50 if device == "cuda" else 10, op=case,
+              provider=provider, dtype=str(dtype))

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One prepared GPU check, sized for a single short device call (under 8 minutes on an H100):
+# build the extension with its CUDA kernels, run the GPU tests, run the GPU benchmarks, print
+# the tables. Needs the authors' DMPHN(1-2-4) files and a few frames: FASTDEBLUR_DATA, or the
+# .gpudata folder that benchmarks/pack_gpu_data.sh makes (the shared data does not travel).
+# Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-/tmp/gpu_check}}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1
+[ -d .gpudata ] && export FASTDEBLUR_DATA=${FASTDEBLUR_DATA:-$PWD/.gpudata}
+export FASTDEBLUR_HOME=$(mktemp -d)
+[ -n "${FASTDEBLUR_DATA:-}" ] && export FASTDEBLUR_OFFICIAL_URL=$(python3 -c "import pathlib,sys; print(pathlib.Path(sys.argv[1],'dmphn_official').resolve().as_uri())" "$FASTDEBLUR_DATA")
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+export MAX_JOBS=${MAX_JOBS:-16}
+
+echo "== machine"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
+git rev-parse --short HEAD 2>/dev/null || true
+
+echo "== build (extension with CUDA kernels)"
+t0=$(date +%s)
+FASTDEBLUR_FORCE_CUDA=1 python3 -m pip install -q --no-build-isolation --no-deps --no-index -e . 2>&1 | tail -3
+python3 -c "import fastdeblur as f; print('has_ext', f.has_ext(), 'has_cuda_ext', f.has_cuda_ext())"
+echo "build took $(( $(date +%s) - t0 )) s"
+
+echo "== GPU tests"
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_ext_ops.py -k "cuda or gpu" \
+  -o addopts="" 2>&1 | tail -15
+
+echo "== GPU benchmarks"
+export FASTDEBLUR_BENCH_DEVICES=cuda
+timeout 200 python3 -m pytest -q -p no:cacheprovider benchmarks/bench_end_to_end.py benchmarks/bench_ops.py \
+  -k "not compiled" -o addopts="" --benchmark-only --benchmark-json="$out/bench.json" 2>&1 | tail -5
+python3 benchmarks/summarize.py "$out/bench.json" --peak-tflops "${PEAK_TFLOPS:-989}" | tee "$out/table.md"
+echo "== torch.compile baseline (compiling takes a minute or two)"
+FASTDEBLUR_BENCH_COMPILE=1 timeout 180 python3 -m pytest -q -p no:cacheprovider benchmarks/bench_end_to_end.py \
+  -k compiled -o addopts="" --benchmark-only --benchmark-json="$out/compiled.json" 2>&1 | tail -3
+[ -s "$out/compiled.json" ] && python3 benchmarks/summarize.py "$out/compiled.json" --peak-tflops "${PEAK_TFLOPS:-989}"
+
+echo "== GPU memory, 3840x2160 and 1280x720"
+timeout 120 python3 benchmarks/memory.py --device cuda --sizes 2160x3840,720x1280 --dtype float16 2>&1 | tee "$out/memory.md"
