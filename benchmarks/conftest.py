@@ -55,6 +55,7 @@ def environment(device: str) -> dict:
                                         text=True, timeout=10).stdout.strip()
     except OSError:
         info["commit"] = None
+    info["commit"] = info["commit"] or os.environ.get("FASTDEBLUR_COMMIT")  # a copy without .git
     return info
 
 

@@ -62,9 +62,16 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 on CPUs that run it fast (PSNR within 0.05 dB of float32), else float32."""
+    """The fast dtype whose quality we measured, per device.
+
+    CPUs with AMX/AVX512-BF16: bfloat16 (GoPro PSNR within 0.02 dB of float32). GPUs with tensor
+    cores (compute capability 7.0+): float16 (within 0.02 dB, checked by tests/test_gpu.py).
+    Elsewhere float32.
+    """
     if device.type == "cpu" and cpu_has_fast_bf16():
         return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.get_device_capability(device) >= (7, 0):
+        return torch.float16
     return torch.float32
 
 
@@ -146,6 +153,7 @@ class _Restore:
     gray: bool
     alpha: Any = None
     device: Any = None
+    scale: float = 1.0  # pixel value of white: 255, 65535 or 1.0
 
 
 def _check_size(h: int, w: int) -> None:
@@ -186,9 +194,11 @@ def _from_numpy(a: np.ndarray, restore: _Restore) -> torch.Tensor:
     if c in (2, 4):
         restore.alpha = a[..., -1].copy()
         a = a[..., :-1]
-    t = torch.from_numpy(np.require(a, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
-    if scale != 1.0:
-        t = t / scale
+    restore.scale = scale
+    # pixels stay in their own type here: the conversion to float runs on the target device
+    t = torch.from_numpy(np.require(a, requirements=["C", "W"])).permute(2, 0, 1)[None]
+    if t.dtype == torch.uint16:  # few torch ops take uint16; int32 holds it exactly
+        t = t.to(torch.int32)
     return t.expand(-1, 3, -1, -1) if restore.gray else t
 
 
@@ -238,21 +248,18 @@ def _to_batch(image: Any) -> tuple[torch.Tensor, _Restore]:
 
 
 def _restore(y: torch.Tensor, r: _Restore) -> Any:
-    # y: [N, 3, H, W] float32 in [0, 1]
+    # y: [N, 3, H, W] float32 in [0, 1], on the device that ran the network
     if r.gray:
         luma = torch.tensor(_LUMA, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
         y = (y * luma).sum(1, keepdim=True)
     if r.kind == "torch":
         y = y.to(device=r.device, dtype=r.dtype)
         return y.reshape(r.shape)
-    a = y[0].permute(1, 2, 0).cpu().numpy()
     dtype = np.dtype(r.dtype)
-    if dtype == np.uint8:
-        a = np.round(a * 255.0).astype(np.uint8)
-    elif dtype == np.uint16:
-        a = np.round(a * 65535.0).astype(np.uint16)
-    else:
-        a = a.astype(dtype)
+    y = y[0].permute(1, 2, 0)
+    if dtype.kind == "u":  # quantise on the device, move the small integer image
+        y = torch.round(y * r.scale).to(torch.uint8 if dtype == np.uint8 else torch.int32)
+    a = y.cpu().numpy().astype(dtype, copy=False)
     if r.alpha is not None:
         a = np.concatenate([a, r.alpha[..., None].astype(a.dtype)], axis=-1)
     a = a.reshape(r.shape)
@@ -278,32 +285,42 @@ def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile:
         # reflect needs pad < size; the rare 8..15 px side with a 16 multiple falls back to replicate
         mode = "reflect" if ph < h and pw < w else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    memory_format = torch.channels_last if x.device.type == "cpu" else torch.contiguous_format
-    x = x.to(dtype=dtype).contiguous(memory_format=memory_format)
-    with _exact_fp32(x.is_cuda and dtype == torch.float32):
+    # channels_last: oneDNN (AMX) and cuDNN (tensor cores) both run their fast kernels on NHWC
+    x = x.to(dtype=dtype).contiguous(memory_format=torch.channels_last)
+    with _cuda_flags(x.is_cuda, exact_fp32=dtype == torch.float32):
         y = model(x, tile=tile) if layout is None else model(x, tile=tile, layout=layout)
     return (y[..., :h, :w].float() + 0.5).clamp_(0.0, 1.0)
 
 
 @contextlib.contextmanager
-def _exact_fp32(active: bool):
-    """float32 means float32: cuDNN would otherwise run the convolutions in TF32 (10-bit mantissa)."""
+def _cuda_flags(active: bool, exact_fp32: bool):
+    """cuDNN settings for one forward, restored afterwards.
+
+    benchmark: pick the fastest algorithm per shape (costs one search per new size, then pays
+    back on every frame of that size). exact_fp32: float32 means float32; cuDNN would otherwise
+    run the convolutions in TF32 (10-bit mantissa).
+    """
     if not active:
         yield
         return
-    conv = getattr(torch.backends.cudnn, "conv", None)
-    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
-        old, conv.fp32_precision = conv.fp32_precision, "ieee"
-        try:
-            yield
-        finally:
-            conv.fp32_precision = old
-        return
-    old, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+    cudnn = torch.backends.cudnn
+    conv = getattr(cudnn, "conv", None)
+    new_api = conv is not None and hasattr(conv, "fp32_precision")  # torch >= 2.9
+    old = (cudnn.benchmark, conv.fp32_precision if new_api else cudnn.allow_tf32)
+    cudnn.benchmark = True
+    if exact_fp32:
+        if new_api:
+            conv.fp32_precision = "ieee"
+        else:
+            cudnn.allow_tf32 = False
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32 = old
+        cudnn.benchmark = old[0]
+        if new_api:
+            conv.fp32_precision = old[1]
+        else:
+            cudnn.allow_tf32 = old[1]
 
 
 def memory_budget(device: torch.device) -> int:
@@ -314,9 +331,9 @@ def memory_budget(device: torch.device) -> int:
             return int(float(env) * 2**20)
         except ValueError as e:
             raise InputError(f"FASTDEBLUR_MEMORY_BUDGET must be a number of MiB, got {env!r}") from e
-    if device.type == "cuda":
+    if device.type == "cuda":  # bounded, so a 4K frame stays under 3 GB in half precision
         free, _ = torch.cuda.mem_get_info(device)
-        return int(free * 0.6)
+        return int(min(free * 0.6, 2.5 * 2**30))
     try:
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError):
@@ -336,7 +353,8 @@ def auto_tile(pixels: int, dtype: torch.dtype, budget: int) -> int | None:
 
 def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = None,
               tile: int | None = None, layout=None) -> torch.Tensor:
-    """x [N, 3, H, W] float in [0, 1] -> restored, same shape, float32, on the model's device.
+    """x [N, 3, H, W] float in [0, 1] (or uint8 / int32-held uint16 pixels) -> restored, float32
+    in [0, 1], same shape, on the model's device.
 
     tile: None picks a tile size from the memory budget (no tiling when the image fits), 0
     forces a whole-image run, a positive number (>= 128) bounds each CNN call's input side.
@@ -347,6 +365,8 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
         raise InputError(f"tile must be 0 (off) or at least {MIN_TILE} pixels, got {tile}")
     with torch.inference_mode():
         x = x.to(param.device)
+        if not x.is_floating_point():  # pixels arrive in their own type; scale on the device
+            x = x.float().mul_(1.0 / (255.0 if x.dtype == torch.uint8 else 65535.0))
         if tile is None:
             n, _, h, w = x.shape
             tile = auto_tile(n * h * w, dtype, memory_budget(param.device))

@@ -34,7 +34,7 @@ def test_fp32_parity_with_authors(fp32_out):
     assert psnr(fp32_out, ref) >= 50.0
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", [None, "float16", "bfloat16"])  # None: deblur()'s GPU default
 def test_half_precision_quality(frame, fp32_out, dtype):
     sharp = read_image(DATA / "gopro_pairs" / "sharp" / "GOPR0384_11_00_000001.png")
     out = fastdeblur.deblur(frame, MODEL, device="cuda", dtype=dtype)
@@ -54,3 +54,13 @@ def test_tiles_and_backends_agree(frame, fp32_out, backend):
     out = fastdeblur.deblur(frame, MODEL, device="cuda", dtype="float32", tile=384, backend=backend)
     assert psnr(out, fp32_out) >= 50.0
     assert np.abs(out.astype(int) - fp32_out).max() <= 1
+
+
+def test_4k_half_precision_fits_in_3_gb():
+    img = np.random.default_rng(0).integers(0, 256, (2160, 3840, 3), dtype=np.uint8)
+    fastdeblur.deblur(img[:64, :64], MODEL, device="cuda", dtype="float16")  # model loaded first
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    out = fastdeblur.deblur(img, MODEL, device="cuda", dtype="float16")
+    assert out.shape == img.shape
+    assert torch.cuda.max_memory_allocated() <= 3 * 2**30

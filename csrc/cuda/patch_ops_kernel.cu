@@ -89,14 +89,19 @@ __device__ inline int64_t pad_index_d(int64_t i, int64_t size, bool reflect) {
   return reflect ? 2 * (size - 1) - i : size - 1;
 }
 
+// Multiply without letting nvcc contract the following subtraction into an FMA: the result must
+// round exactly like torch's separate `* inv` and `- 0.5` (and like the CPU kernel).
+__device__ inline float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ inline double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+
 template <typename In, typename Out>
 __global__ void preprocess_kernel(const In* __restrict__ img, Out* __restrict__ out, int64_t total, int64_t H,
-                                  int64_t W, int64_t Hp, int64_t Wp, bool reflect, float inv) {
+                                  int64_t W, int64_t Hp, int64_t Wp, bool reflect, double inv) {
   using acc = at::opmath_type<Out>;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t x = i % Wp, y = (i / Wp) % Hp, c = (i / (Wp * Hp)) % 3, n = i / (Wp * Hp * 3);
     const int64_t sy = pad_index_d(y, H, reflect), sx = pad_index_d(x, W, reflect);
-    out[i] = static_cast<Out>(static_cast<acc>(img[((n * H + sy) * W + sx) * 3 + c]) * static_cast<acc>(inv) -
+    out[i] = static_cast<Out>(mul_rn(static_cast<acc>(img[((n * H + sy) * W + sx) * 3 + c]), static_cast<acc>(inv)) -
                               acc(0.5));
   }
 }
@@ -134,7 +139,7 @@ at::Tensor preprocess_cuda(const at::Tensor& img_in, int64_t multiple, at::Scala
   at::Tensor out = at::empty({N, 3, Hp, Wp}, img.options().dtype(dtype));
   const int64_t total = out.numel();
   if (total == 0) return out;
-  const float inv = static_cast<float>(1.0 / pixel_max(img.scalar_type()));
+  const double inv = 1.0 / pixel_max(img.scalar_type());
   auto stream = c10::cuda::getCurrentCUDAStream();
   const unsigned blocks = std::min<int64_t>(blocks_for(total), 65535LL * 8);
   AT_DISPATCH_V2(img.scalar_type(), "preprocess_cuda_in", AT_WRAP([&] {
