@@ -287,13 +287,15 @@ def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile:
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     # channels_last: oneDNN (AMX) and cuDNN (tensor cores) both run their fast kernels on NHWC
     x = x.to(dtype=dtype).contiguous(memory_format=torch.channels_last)
-    with _cuda_flags(x.is_cuda, exact_fp32=dtype == torch.float32):
+    # cuDNN's per-shape algorithm search pays off for whole frames (video, batches of one size);
+    # tiles come in several shapes, and searching each cost 4 s on a first 4K frame (H200)
+    with _cuda_flags(x.is_cuda, exact_fp32=dtype == torch.float32, benchmark=not tile):
         y = model(x, tile=tile) if layout is None else model(x, tile=tile, layout=layout)
     return (y[..., :h, :w].float() + 0.5).clamp_(0.0, 1.0)
 
 
 @contextlib.contextmanager
-def _cuda_flags(active: bool, exact_fp32: bool):
+def _cuda_flags(active: bool, exact_fp32: bool, benchmark: bool):
     """cuDNN settings for one forward, restored afterwards.
 
     benchmark: pick the fastest algorithm per shape (costs one search per new size, then pays
@@ -307,7 +309,7 @@ def _cuda_flags(active: bool, exact_fp32: bool):
     conv = getattr(cudnn, "conv", None)
     new_api = conv is not None and hasattr(conv, "fp32_precision")  # torch >= 2.9
     old = (cudnn.benchmark, conv.fp32_precision if new_api else cudnn.allow_tf32)
-    cudnn.benchmark = True
+    cudnn.benchmark = benchmark or cudnn.benchmark
     if exact_fp32:
         if new_api:
             conv.fp32_precision = "ieee"

@@ -244,3 +244,16 @@ def test_import_loads_no_extension_and_no_cuda():
             "import torch; assert not torch.cuda.is_initialized(); print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "ok", r.stderr
+
+
+def test_without_the_extension_everything_runs_on_the_reference(net, monkeypatch):
+    from fastdeblur import _ext
+
+    img = np.random.rand(24, 32, 3).astype(np.float32)
+    want = fastdeblur.deblur(img, net, backend="reference")
+    monkeypatch.setattr(_ext, "_loaded", False)  # as after a FASTDEBLUR_SKIP_EXT=1 install
+    monkeypatch.setattr(_ext, "_error", "No module named 'fastdeblur._C'")
+    assert not fastdeblur.has_ext() and not fastdeblur.has_cuda_ext()
+    np.testing.assert_array_equal(fastdeblur.deblur(img, net), want)
+    with pytest.raises(InputError, match="backend 'cuda' asked for, but the compiled extension has no cpu kernels"):
+        fastdeblur.deblur(img, net, backend="cuda")
