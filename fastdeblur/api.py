@@ -10,8 +10,10 @@ by name are cached per (model, cache folder, device, dtype) behind a lock.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,16 +91,41 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
     return dtype
 
 
-def _resolve_layout(backend: str | None, device: torch.device):
-    """The layout steps for `backend`: the extension's ops ("cuda") or plain torch ("reference")."""
+# Triton's fused model is chosen by default on GPUs where it runs (compute capability 8.0+)
+# only once a GPU benchmark shows it faster than cuDNN there (benchmarks/RESULTS.md).
+TRITON_BY_DEFAULT = False
+
+
+def _resolve_backend(backend: str | None, device: torch.device):
+    """(use the fused Triton model?, layout steps: the extension's ops or plain torch)."""
     from .ops import _backend
+    from .ops.conv import triton_usable
     from .ops.layout import OpsLayout
     from .reference.patches import TorchLayout
 
-    if (backend or os.environ.get("FASTDEBLUR_BACKEND")) == "triton":
-        raise InputError("backend 'triton' is not available in this build of fastdeblur yet; "
-                         "use 'cuda' (the compiled extension) or 'reference'")
-    return OpsLayout("cuda") if _backend.choose(backend, device) == "cuda" else TorchLayout
+    backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
+    triton = backend == "triton" or (backend is None and TRITON_BY_DEFAULT and device.type == "cuda"
+                                     and triton_usable(device))
+    if backend == "triton" and not triton_usable(device):
+        raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+ with triton installed "
+                         f"(or TRITON_INTERPRET=1 on CPU, for tests); the device is {device}")
+    layout_backend = None if backend == "triton" else backend
+    use_ext = _backend.choose(layout_backend, device) == "cuda"
+    return triton, (OpsLayout("cuda") if use_ext else TorchLayout)
+
+
+_fused_cache: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+
+
+def _fused(model: nn.Module) -> nn.Module:
+    """The Triton twin of `model` (weights packed once), cached while the model lives."""
+    from .models import fuse_model
+
+    with _model_lock:
+        fused = _fused_cache.get(model)
+        if fused is None:
+            fused = _fused_cache[model] = fuse_model(model)
+    return fused
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +380,11 @@ def auto_tile(pixels: int, dtype: torch.dtype, budget: int) -> int | None:
     return max(side, 4 * MIN_TILE)
 
 
+def _first_tensor(model: nn.Module) -> torch.Tensor:
+    """A weight of `model` (parameters, or the packed buffers of a fused model): device and dtype."""
+    return next(itertools.chain(model.parameters(), model.buffers()))
+
+
 def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = None,
               tile: int | None = None, layout=None) -> torch.Tensor:
     """x [N, 3, H, W] float in [0, 1] (or uint8 / int32-held uint16 pixels) -> restored, float32
@@ -361,7 +393,7 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
     tile: None picks a tile size from the memory budget (no tiling when the image fits), 0
     forces a whole-image run, a positive number (>= 128) bounds each CNN call's input side.
     """
-    param = next(model.parameters())
+    param = _first_tensor(model)
     dtype = dtype or param.dtype
     if tile and tile < MIN_TILE:
         raise InputError(f"tile must be 0 (off) or at least {MIN_TILE} pixels, got {tile}")
@@ -385,7 +417,8 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     device: default CUDA when available, else CPU. dtype: None picks bfloat16 on CPUs with
       AMX/AVX512-BF16 and float32 elsewhere; or float32 (exact), float16 (GPU), bfloat16.
     backend: None (the compiled extension where built, else plain torch), "reference" (plain
-      torch), "cuda" (the extension: C++ on CPU, CUDA on GPU), "triton"; env FASTDEBLUR_BACKEND.
+      torch), "cuda" (the extension: C++ on CPU, CUDA on GPU), "triton" (the fused Triton
+      kernels for the convolutions, plus the extension's layout ops); env FASTDEBLUR_BACKEND.
     tile: None (automatic, from the memory budget), 0 (never tile) or a tile size in pixels.
     """
     if tile is not None and (not isinstance(tile, int) or tile < 0):
@@ -393,8 +426,8 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     x, restore = _to_batch(image)
     if isinstance(model, nn.Module):
         net = model
-        dev = next(net.parameters()).device
-        dt = next(net.parameters()).dtype
+        dev = _first_tensor(net).device
+        dt = _first_tensor(net).dtype
         if dtype is not None and _resolve_dtype(dtype, dev) != dt:
             raise InputError(f"the model given is in {dt}; load it with dtype={dtype!r} instead of passing dtype here")
     else:
@@ -402,8 +435,10 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
             device = restore.device
         dev = _resolve_device(device)
         dt = _resolve_dtype(dtype, dev)
-    layout = _resolve_layout(backend, dev)  # a bad backend fails before any weights load
+    use_triton, layout = _resolve_backend(backend, dev)  # a bad backend fails before any weights load
     if not isinstance(model, nn.Module):
         net = _cached_model(model, dev, dt)
+    if use_triton:
+        net = _fused(net)
     y = run_model(net, x, dtype=dt, tile=tile, layout=layout)
     return _restore(y, restore)

@@ -14,6 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+# Without a GPU the Triton kernels run on CPU tensors through Triton's interpreter; it must be
+# switched on before any kernel module is imported (fastdeblur imports them lazily).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -232,8 +232,12 @@ def test_backends_agree(net):
     if _ext.has_ext():
         np.testing.assert_allclose(fastdeblur.deblur(img, net, backend="cuda"), ref, atol=1e-6)
         np.testing.assert_allclose(fastdeblur.deblur(img, net), ref, atol=1e-6)
-    with pytest.raises(InputError, match="backend 'triton' is not available"):
-        fastdeblur.deblur(img, net, backend="triton")
+    from fastdeblur.ops.conv import triton_usable
+
+    if triton_usable(torch.device("cpu")):  # the interpreter, in this test session
+        small = img[:16, :24]
+        np.testing.assert_allclose(fastdeblur.deblur(small, net, backend="triton"),
+                                   fastdeblur.deblur(small, net, backend="reference"), atol=1e-5)
 
 
 def test_import_loads_no_extension_and_no_cuda():
@@ -257,3 +261,9 @@ def test_without_the_extension_everything_runs_on_the_reference(net, monkeypatch
     np.testing.assert_array_equal(fastdeblur.deblur(img, net), want)
     with pytest.raises(InputError, match="backend 'cuda' asked for, but the compiled extension has no cpu kernels"):
         fastdeblur.deblur(img, net, backend="cuda")
+
+
+def test_triton_backend_without_gpu_or_interpreter_is_a_clear_error(net, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(InputError, match="backend 'triton' needs a CUDA GPU"):
+        fastdeblur.deblur(np.zeros((16, 16, 3), np.uint8), net, backend="triton", device="cpu")

@@ -1,0 +1,131 @@
+"""Convolution ops of DMPHN with fused epilogues: conv3x3, conv_relu_residual, conv_transpose4x4.
+
+    conv3x3(x, w, b, stride, relu, x_add, residual, extra) = act(conv(x + x_add) + b) + residual + extra
+    conv_relu_residual(x, w1, b1, w2, b2, extra)          = x + conv2(relu(conv1(x) + b1)) + b2 + extra
+    conv_transpose4x4(x, w, b)                            = ConvTranspose2d(k=4, s=2, p=1)(x) + b
+
+Backends: "triton" (fastdeblur.kernels, registered as torch.library.triton_op so torch.compile
+sees through them; on CPU only under TRITON_INTERPRET=1, for tests) and "reference" (torch).
+Inputs NCHW in any memory format; outputs are channels_last (NHWC memory), what the kernels write.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+
+_registered = False
+
+
+def triton_usable(device: torch.device) -> bool:
+    """Triton kernels run here: a CUDA GPU of compute capability 8.0+, or the CPU interpreter."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _choose(backend: str | None, device: torch.device) -> str:
+    backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
+    if backend in (None, "triton") and triton_usable(device):
+        return "triton"
+    if backend == "triton":
+        raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+ and triton installed "
+                         f"(or TRITON_INTERPRET=1 on CPU, for tests); tensor is on {device}")
+    return "reference"
+
+
+def _nhwc(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.permute(0, 2, 3, 1).contiguous()
+
+
+def _register() -> None:
+    """Register the Triton launchers as custom ops (once, on first use)."""
+    global _registered
+    if _registered:
+        return
+    from ..kernels.conv3x3 import conv3x3_nhwc
+    from ..kernels.conv_transpose import conv_transpose4x4s2_nhwc
+
+    @torch.library.triton_op("fastdeblur::triton_conv3x3", mutates_args=())
+    def _conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, stride: int, relu: bool,
+              x_add: torch.Tensor | None, residual: torch.Tensor | None, extra: torch.Tensor | None,
+              precision: str) -> torch.Tensor:
+        return conv3x3_nhwc(x, w, bias, stride=stride, relu=relu, x_add=x_add, residual=residual, extra=extra,
+                            precision=precision)
+
+    @torch.library.triton_op("fastdeblur::triton_conv_transpose4x4", mutates_args=())
+    def _convt(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, precision: str) -> torch.Tensor:
+        return conv_transpose4x4s2_nhwc(x, w, bias, precision=precision)
+
+    # Explicit fake kernels: shapes only. triton_op could trace the launchers itself, but not
+    # under Triton's CPU interpreter, where the launch touches real data pointers.
+    @_conv.register_fake
+    def _conv_fake(x, w, bias, stride, relu, x_add, residual, extra, precision):
+        n, h, wd, _ = x.shape
+        return x.new_empty(n, (h - 1) // stride + 1, (wd - 1) // stride + 1, w.shape[1])
+
+    @_convt.register_fake
+    def _convt_fake(x, w, bias, precision):
+        n, h, wd, _ = x.shape
+        return x.new_empty(n, 2 * h, 2 * wd, w.shape[1])
+
+    _registered = True
+
+
+def conv3x3_packed(x_nhwc: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None = None, *,
+                   stride: int = 1, relu: bool = False, x_add: torch.Tensor | None = None,
+                   residual: torch.Tensor | None = None, extra: torch.Tensor | None = None,
+                   precision: str = "ieee") -> torch.Tensor:
+    """The Triton op on NHWC tensors and a prepacked weight (what the fused model calls)."""
+    _register()
+    return torch.ops.fastdeblur.triton_conv3x3(x_nhwc, w_packed, bias, stride, relu, x_add, residual, extra,
+                                               precision)
+
+
+def conv_transpose4x4_packed(x_nhwc: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None = None, *,
+                             precision: str = "ieee") -> torch.Tensor:
+    _register()
+    return torch.ops.fastdeblur.triton_conv_transpose4x4(x_nhwc, w_packed, bias, precision)
+
+
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, stride: int = 1,
+            relu: bool = False, x_add: torch.Tensor | None = None, residual: torch.Tensor | None = None,
+            extra: torch.Tensor | None = None, backend: str | None = None) -> torch.Tensor:
+    """x [N, Cin, H, W]; weight [Cout, Cin, 3, 3]; residual, extra [N, Cout, Ho, Wo]."""
+    if _choose(backend, x.device) == "triton":
+        from ..kernels.conv3x3 import pack_conv3x3_weight
+
+        y = conv3x3_packed(_nhwc(x), pack_conv3x3_weight(weight), bias, stride=stride, relu=relu,
+                           x_add=_nhwc(x_add), residual=_nhwc(residual), extra=_nhwc(extra))
+        return y.permute(0, 3, 1, 2)
+    y = F.conv2d(x if x_add is None else x + x_add, weight, bias, stride=stride, padding=1)
+    if relu:
+        y = F.relu(y)
+    if residual is not None:
+        y = y + residual
+    return y if extra is None else y + extra
+
+
+def conv_relu_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+                       extra: torch.Tensor | None = None, backend: str | None = None) -> torch.Tensor:
+    """DMPHN's residual block x [N, C, H, W] -> x + conv2(relu(conv1(x))) (+ extra), two fused kernels."""
+    t = conv3x3(x, w1, b1, relu=True, backend=backend)
+    return conv3x3(t, w2, b2, residual=x, extra=extra, backend=backend)
+
+
+def conv_transpose4x4(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                      backend: str | None = None) -> torch.Tensor:
+    """x [N, Cin, H, W]; weight [Cin, Cout, 4, 4] (ConvTranspose2d's) -> [N, Cout, 2H, 2W]."""
+    if _choose(backend, x.device) == "triton":
+        from ..kernels.conv_transpose import pack_conv_transpose_weight
+
+        return conv_transpose4x4_packed(_nhwc(x), pack_conv_transpose_weight(weight), bias).permute(0, 3, 1, 2)
+    return F.conv_transpose2d(x, weight, bias, stride=2, padding=1)

@@ -1,0 +1,102 @@
+"""Triton kernels against the float64 PyTorch reference (on CPU through Triton's interpreter).
+
+fp32 runs with input_precision="ieee" and must match float64 tightly; fp16 follows the rule
+err(kernel, ref64) <= 2 * err(torch's fp16 op, ref64) + atol. bf16 is broken in the interpreter
+(Triton 3.6-3.9), so it is checked on the GPU only. Odd sizes, batch 1 and 3, DMPHN's channel
+counts and a small odd one.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastdeblur import ops
+from fastdeblur.ops.conv import triton_usable
+
+from .utils import assert_within_lowprec_rule
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.skipif(not triton_usable(torch.device(DEVICE)),
+                                reason="Triton unusable here (no triton, or no GPU and no TRITON_INTERPRET=1)")
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEVICE == "cuda" else [])
+CHANNELS = [(3, 32), (32, 32), (64, 64), (128, 128), (32, 64), (7, 5), (32, 3)]
+
+
+def _rand(*shape, scale=1.0):
+    return torch.randn(*shape, dtype=torch.float64, device=DEVICE) * scale
+
+
+def _check(got, ref64, lowprec_torch, dtype):
+    if dtype == torch.float32:
+        torch.testing.assert_close(got.double(), ref64, rtol=1e-5, atol=1e-5)
+    else:
+        assert_within_lowprec_rule(got, lowprec_torch, ref64, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cin,cout", CHANNELS)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("n,h,w", [(1, 9, 11), (3, 6, 7)])
+def test_conv3x3_fused_epilogue(dtype, cin, cout, stride, n, h, w):
+    x, xa = _rand(n, cin, h, w), _rand(n, cin, h, w)
+    wt, b = _rand(cout, cin, 3, 3, scale=0.2), _rand(cout)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    res, extra = _rand(n, cout, ho, wo), _rand(n, cout, ho, wo)
+    kw = dict(stride=stride, relu=True)
+    ref64 = ops.conv3x3(x, wt, b, x_add=xa, residual=res, extra=extra, backend="reference", **kw)
+    lo = [t.to(dtype) for t in (x, wt, b, xa, res, extra)]
+    got = ops.conv3x3(lo[0], lo[1], lo[2], x_add=lo[3], residual=lo[4], extra=lo[5], backend="triton", **kw)
+    assert got.shape == ref64.shape and got.dtype == dtype
+    torch_lo = ops.conv3x3(lo[0], lo[1], lo[2], x_add=lo[3], residual=lo[4], extra=lo[5], backend="reference", **kw)
+    _check(got, ref64, torch_lo, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("c", [32, 64, 128, 5])
+@pytest.mark.parametrize("with_extra", [False, True])
+def test_conv_relu_residual(dtype, c, with_extra):
+    x = _rand(3 if c == 32 else 1, c, 7, 9)
+    w1, w2 = _rand(c, c, 3, 3, scale=0.1), _rand(c, c, 3, 3, scale=0.1)
+    b1, b2 = _rand(c), _rand(c)
+    extra = _rand(*x.shape) if with_extra else None
+    ref64 = ops.conv_relu_residual(x, w1, b1, w2, b2, extra, backend="reference")
+    lo = [t.to(dtype) if t is not None else None for t in (x, w1, b1, w2, b2, extra)]
+    got = ops.conv_relu_residual(*lo, backend="triton")
+    _check(got, ref64, ops.conv_relu_residual(*lo, backend="reference"), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cin,cout", [(128, 64), (64, 32), (7, 5)])
+@pytest.mark.parametrize("n,h,w", [(1, 5, 7), (3, 4, 3)])
+def test_conv_transpose4x4(dtype, cin, cout, n, h, w):
+    x, wt, b = _rand(n, cin, h, w), _rand(cin, cout, 4, 4, scale=0.1), _rand(cout)
+    ref64 = F.conv_transpose2d(x, wt, b, stride=2, padding=1)
+    got = ops.conv_transpose4x4(x.to(dtype), wt.to(dtype), b.to(dtype), backend="triton")
+    assert got.shape == ref64.shape
+    _check(got, ref64, F.conv_transpose2d(x.to(dtype), wt.to(dtype), b.to(dtype), stride=2, padding=1), dtype)
+
+
+def _registered_inputs():
+    from fastdeblur.kernels.conv3x3 import pack_conv3x3_weight
+
+    x, wt, b = _rand(1, 8, 6, 7).float(), _rand(8, 8, 3, 3, scale=0.1).float(), _rand(8).float()
+    y = ops.conv3x3(x, wt, b, relu=True, backend="triton")  # registers the ops
+    return x.permute(0, 2, 3, 1).contiguous(), pack_conv3x3_weight(wt), b, y
+
+
+def test_triton_ops_have_fake_kernels():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    xn, wp, b, _ = _registered_inputs()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        out = torch.ops.fastdeblur.triton_conv3x3(xn, wp, b, 2, True, None, None, None, "ieee")
+        up = torch.ops.fastdeblur.triton_conv_transpose4x4(torch.empty(1, 3, 5, 16), torch.empty(256, 8), None, "ieee")
+    assert out.shape == (1, 3, 4, 8) and up.shape == (1, 6, 10, 8)
+
+
+@pytest.mark.needs_cuda  # the interpreter cannot be traced through by AOT autograd
+def test_triton_ops_run_under_torch_compile():
+    xn, wp, b, y = _registered_inputs()
+    f = torch.compile(lambda a: torch.ops.fastdeblur.triton_conv3x3(a, wp, b, 1, True, None, None, None, "ieee"),
+                      backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(f(xn).permute(0, 3, 1, 2), y)
