@@ -9,6 +9,9 @@ Providers:
   reference_fp32  fastdeblur's batched reference, float32 (the exact path)
   fastdeblur      fastdeblur.deblur() with its defaults, numpy uint8 in and out (what users get)
   fastdeblur_half the same with dtype float16 (GPU only; the CPU default is already bfloat16)
+  reference_fp16  the reference module in fp16 channels_last on cuDNN, tensor in and out (GPU)
+  fused_fp16      the same weights through the Triton kernels (fastdeblur.models.fuse_model), GPU
+  fastdeblur_triton  deblur(..., backend="triton", dtype=float16), numpy in and out (GPU)
 Every provider's output is checked against the float32 reference before it is timed.
 """
 
@@ -27,7 +30,8 @@ from benchmarks import official_style
 from fastdeblur.api import default_dtype
 from fastdeblur.metrics import psnr
 
-PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "fastdeblur", "fastdeblur_half", "compiled"]
+PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "reference_fp16", "fused_fp16", "fastdeblur",
+             "fastdeblur_half", "fastdeblur_triton", "compiled"]
 _OFFICIAL = {"dmphn-1-2-4-gopro": official_style.dmphn_124, "dmphn-1-2-4-8-gopro": official_style.dmphn_1248,
              "stack4-dmphn-gopro": official_style.stack_dmphn}
 _models: dict = {}
@@ -75,6 +79,19 @@ def _provider(provider: str, name: str, device: str):
             pytest.skip("on CPU the default is already the 16-bit path")
         img = frame()
         return lambda: fastdeblur.deblur(img, name, device=device, dtype=torch.float16), torch.float16
+    if provider in ("reference_fp16", "fused_fp16", "fastdeblur_triton"):
+        if device == "cpu":
+            pytest.skip("GPU provider (Triton runs on CPU only through its interpreter)")
+        if provider == "fastdeblur_triton":
+            img = frame()
+            return lambda: fastdeblur.deblur(img, name, device=device, dtype=torch.float16,
+                                             backend="triton"), torch.float16
+        from fastdeblur.models import fuse_model
+
+        m = _model(name, device, torch.float16, channels_last=True)
+        m = fuse_model(m) if provider == "fused_fp16" else m
+        xin = x.half().contiguous(memory_format=torch.channels_last)
+        return lambda: m(xin), torch.float16
     if provider == "stock_best":
         if device == "cpu":
             m = _model(name, device, channels_last=True)

@@ -114,7 +114,7 @@ def _resolve_backend(backend: str | None, device: torch.device):
     return triton, (OpsLayout("cuda") if use_ext else TorchLayout)
 
 
-_fused_cache: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
+_fused_cache: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
 
 
 def _fused(model: nn.Module) -> nn.Module:

@@ -67,3 +67,16 @@ def test_4k_half_precision_fits_in_3_gb():
     out = fastdeblur.deblur(img, MODEL, device="cuda", dtype="float16")
     assert out.shape == img.shape
     assert torch.cuda.max_memory_allocated() <= 3 * 2**30
+
+
+@pytest.mark.parametrize("dtype,bound", [("float16", 0.02), ("bfloat16", 0.05)])
+def test_triton_path_quality(frame, fp32_out, dtype, bound):
+    sharp = read_image(DATA / "gopro_pairs" / "sharp" / "GOPR0384_11_00_000001.png")
+    out = fastdeblur.deblur(frame, MODEL, device="cuda", dtype=dtype, backend="triton")
+    assert abs(psnr(out, sharp) - psnr(fp32_out, sharp)) <= bound
+
+
+def test_triton_path_fp32_parity(fp32_out):
+    out = fastdeblur.deblur(read_image(DATA / "gopro_pairs" / "blur" / "GOPR0384_11_00_000001.png"), MODEL,
+                            device="cuda", dtype="float32", backend="triton")
+    assert psnr(out, fp32_out) >= 50.0
