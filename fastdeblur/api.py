@@ -91,12 +91,14 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
     return dtype
 
 
-# Triton's fused model is chosen by default on GPUs where it runs (compute capability 8.0+)
-# only once a GPU benchmark shows it faster than cuDNN there (benchmarks/RESULTS.md).
-TRITON_BY_DEFAULT = False
+# With backend=None, 16-bit inference on GPUs that run Triton's tensor-core path (compute
+# capability 8.0+) uses the fused Triton model: on an H200 deblur() took 9.4 ms per 720p frame
+# that way against 16.1 ms through cuDNN, float16 within 0.02 dB (benchmarks/RESULTS.md).
+# float32 stays on cuDNN, whose exact mode is measured; the Triton fp32 path is opt-in.
+TRITON_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def _resolve_backend(backend: str | None, device: torch.device):
+def _resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtype):
     """(use the fused Triton model?, layout steps: the extension's ops or plain torch)."""
     from .ops import _backend
     from .ops.conv import triton_usable
@@ -104,7 +106,7 @@ def _resolve_backend(backend: str | None, device: torch.device):
     from .reference.patches import TorchLayout
 
     backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
-    triton = backend == "triton" or (backend is None and TRITON_BY_DEFAULT and device.type == "cuda"
+    triton = backend == "triton" or (backend is None and device.type == "cuda" and dtype in TRITON_DTYPES
                                      and triton_usable(device))
     if backend == "triton" and not triton_usable(device):
         raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+ with triton installed "
@@ -416,9 +418,10 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     model: a registered name (see `list_models()`) or a module from `load_model()`.
     device: default CUDA when available, else CPU. dtype: None picks bfloat16 on CPUs with
       AMX/AVX512-BF16 and float32 elsewhere; or float32 (exact), float16 (GPU), bfloat16.
-    backend: None (the compiled extension where built, else plain torch), "reference" (plain
-      torch), "cuda" (the extension: C++ on CPU, CUDA on GPU), "triton" (the fused Triton
-      kernels for the convolutions, plus the extension's layout ops); env FASTDEBLUR_BACKEND.
+    backend: None (the best measured: Triton kernels for 16-bit on GPUs with compute capability
+      8.0+, else cuDNN/oneDNN convolutions with the compiled extension's layout ops), "reference"
+      (plain torch), "cuda" (the extension's ops, torch convolutions), "triton" (the fused Triton
+      kernels, plus the extension's layout ops); env FASTDEBLUR_BACKEND.
     tile: None (automatic, from the memory budget), 0 (never tile) or a tile size in pixels.
     """
     if tile is not None and (not isinstance(tile, int) or tile < 0):
@@ -435,7 +438,7 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
             device = restore.device
         dev = _resolve_device(device)
         dt = _resolve_dtype(dtype, dev)
-    use_triton, layout = _resolve_backend(backend, dev)  # a bad backend fails before any weights load
+    use_triton, layout = _resolve_backend(backend, dev, dt)  # a bad backend fails before any weights load
     if not isinstance(model, nn.Module):
         net = _cached_model(model, dev, dt)
     if use_triton:
