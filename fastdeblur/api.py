@@ -276,6 +276,23 @@ def _to_batch(image: Any) -> tuple[torch.Tensor, _Restore]:
                      "PIL image or file path")
 
 
+def _quantizes_on_extension(r: _Restore, device: torch.device) -> bool:
+    """8/16-bit RGB results on a GPU: the extension's postprocess (one kernel, 2.5x torch's chain)."""
+    from . import _ext
+
+    return (r.kind != "torch" and not r.gray and np.dtype(r.dtype).kind == "u" and device.type == "cuda"
+            and _ext.has_kernel(device))
+
+
+def _restore_quantized(y: torch.Tensor, r: _Restore) -> Any:
+    """y: [N, 3, H, W] raw network output (shifted) on a GPU -> the caller's integer image."""
+    from .ops import postprocess
+
+    q = postprocess(y, y.shape[2], y.shape[3], torch.uint8 if np.dtype(r.dtype) == np.uint8 else torch.uint16,
+                    backend="cuda")
+    return _finish(q[0].cpu().numpy(), r)
+
+
 def _restore(y: torch.Tensor, r: _Restore) -> Any:
     # y: [N, 3, H, W] float32 in [0, 1], on the device that ran the network
     if r.gray:
@@ -288,7 +305,11 @@ def _restore(y: torch.Tensor, r: _Restore) -> Any:
     y = y[0].permute(1, 2, 0)
     if dtype.kind == "u":  # quantise on the device, move the small integer image
         y = torch.round(y * r.scale).to(torch.uint8 if dtype == np.uint8 else torch.int32)
-    a = y.cpu().numpy().astype(dtype, copy=False)
+    return _finish(y.cpu().numpy().astype(dtype, copy=False), r)
+
+
+def _finish(a: np.ndarray, r: _Restore) -> Any:
+    """HxWxC result -> the caller's kind: alpha put back, shape restored, PIL if given PIL."""
     if r.alpha is not None:
         a = np.concatenate([a, r.alpha[..., None].astype(a.dtype)], axis=-1)
     a = a.reshape(r.shape)
@@ -305,7 +326,8 @@ def _restore(y: torch.Tensor, r: _Restore) -> Any:
 
 def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile: int | None,
                     layout=None) -> torch.Tensor:
-    """x [N, 3, H, W] float32 in [0, 1], any H, W >= 8 -> restored [N, 3, H, W] float32 in [0, 1]."""
+    """x [N, 3, H, W] float32 in [0, 1], any H, W >= 8 -> the network's output [N, 3, H, W], float32,
+    still shifted by -0.5 and not clamped."""
     mh, mw = model.size_multiple
     h, w = x.shape[-2:]
     ph, pw = -h % mh, -w % mw
@@ -320,7 +342,7 @@ def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile:
     # tiles come in several shapes, and searching each cost 4 s on a first 4K frame (H200)
     with _cuda_flags(x.is_cuda, exact_fp32=dtype == torch.float32, benchmark=not tile):
         y = model(x, tile=tile) if layout is None else model(x, tile=tile, layout=layout)
-    return (y[..., :h, :w].float() + 0.5).clamp_(0.0, 1.0)
+    return y[..., :h, :w].float()
 
 
 @contextlib.contextmanager
@@ -388,12 +410,13 @@ def _first_tensor(model: nn.Module) -> torch.Tensor:
 
 
 def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = None,
-              tile: int | None = None, layout=None) -> torch.Tensor:
+              tile: int | None = None, layout=None, shifted: bool = False) -> torch.Tensor:
     """x [N, 3, H, W] float in [0, 1] (or uint8 / int32-held uint16 pixels) -> restored, float32
     in [0, 1], same shape, on the model's device.
 
     tile: None picks a tile size from the memory budget (no tiling when the image fits), 0
     forces a whole-image run, a positive number (>= 128) bounds each CNN call's input side.
+    shifted: return the raw network output (restored - 0.5, unclamped) instead.
     """
     param = _first_tensor(model)
     dtype = dtype or param.dtype
@@ -406,7 +429,8 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
         if tile is None:
             n, _, h, w = x.shape
             tile = auto_tile(n * h * w, dtype, memory_budget(param.device))
-        return _padded_forward(model, x, dtype, tile or None, layout)
+        y = _padded_forward(model, x, dtype, tile or None, layout)
+        return y if shifted else (y + 0.5).clamp_(0.0, 1.0)
 
 
 def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None, dtype: Any = None,
@@ -443,5 +467,6 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
         net = _cached_model(model, dev, dt)
     if use_triton:
         net = _fused(net)
-    y = run_model(net, x, dtype=dt, tile=tile, layout=layout)
-    return _restore(y, restore)
+    if _quantizes_on_extension(restore, dev):
+        return _restore_quantized(run_model(net, x, dtype=dt, tile=tile, layout=layout, shifted=True), restore)
+    return _restore(run_model(net, x, dtype=dt, tile=tile, layout=layout), restore)

@@ -267,3 +267,22 @@ def test_triton_backend_without_gpu_or_interpreter_is_a_clear_error(net, monkeyp
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(InputError, match="backend 'triton' needs a CUDA GPU"):
         fastdeblur.deblur(np.zeros((16, 16, 3), np.uint8), net, backend="triton", device="cpu")
+
+
+@pytest.mark.skipif(not fastdeblur.has_ext(), reason="extension not built")
+@pytest.mark.parametrize("dtype,kind", [(np.uint8, "numpy"), (np.uint16, "numpy"), (np.uint8, "rgba"),
+                                        (np.uint8, "pil")])
+def test_quantizing_through_the_extension_matches_torch(net, monkeypatch, dtype, kind):
+    """The GPU's postprocess path, exercised here with the extension's CPU kernel."""
+    from fastdeblur import api
+
+    top = np.iinfo(dtype).max
+    img = np.random.randint(0, top + 1, (37, 53, 4 if kind == "rgba" else 3)).astype(dtype)
+    image = Image.fromarray(img) if kind == "pil" else img
+    want = fastdeblur.deblur(image, net)
+    monkeypatch.setattr(api, "_quantizes_on_extension", lambda r, device: not r.gray and r.kind != "torch"
+                        and np.dtype(r.dtype).kind == "u")
+    got = fastdeblur.deblur(image, net)
+    if kind == "pil":
+        got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
