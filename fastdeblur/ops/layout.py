@@ -1,9 +1,9 @@
 """DMPHN's layout steps on the extension's ops (same interface as reference.patches.TorchLayout).
 
-Measured on the 2-core CPU, bfloat16 channels_last, 1280x720: splitting the image into quadrants
-plus the residual add 12.0 -> 1.9 ms; regrouping level-3 features (quadrants -> halves) 70.9 ->
-7.9 ms (torch's permute-copy of channels_last bf16 is slow); stacking channels_last patches
-vertically is a free view in torch and stays there. A regroup is one batched merge when
+Measured on the 2-core CPU, bfloat16 channels_last, 1280x720 (benchmarks/RESULTS.md): splitting
+the image into quadrants plus the residual add 2.6 -> 2.3 ms; regrouping level-3 features
+(quadrants -> halves) 29.8 -> 2.1 ms (torch's permute-copy of channels_last bf16 is slow);
+stacking channels_last patches vertically is a free view in torch and stays there. A regroup is one batched merge when
 the coarse grid keeps whole rows of fine patches (coarse cols == 1, or equal rows): true for
 every DMPHN(1-2-4) step; the 4x2 -> 2x2 step of 1-2-4-8 stays on torch.
 """
