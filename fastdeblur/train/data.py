@@ -1,0 +1,138 @@
+"""Training pairs: the GoPro layout, the authors' file lists, paired folders, and synthetic blur.
+
+Every dataset returns (blurry, sharp) float tensors [3, crop, crop] in [0, 1]. Randomness (crop,
+flips, 90-degree rotations, synthetic blur) comes from `item_rng(seed, epoch, index)`, never from
+global state, so an item is the same in any worker process and after a resume.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import InputError
+from ..io import SUFFIXES, read_image
+from .blur import BlurConfig, synthesize
+
+
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index])
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HxW(x3|4) uint8/uint16 -> [3, H, W] float in [0, 1]."""
+    scale = 255.0 if img.dtype == np.uint8 else 65535.0
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1).float() / scale
+
+
+def augment(pair: Sequence[torch.Tensor], crop: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """The same random crop, flips and 90-degree rotation for every tensor [3, H, W] of `pair`."""
+    _, h, w = pair[0].shape
+    if h < crop or w < crop:
+        raise InputError(f"image of {h}x{w} is smaller than the {crop} px training crop")
+    y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+    out = [t[:, y:y + crop, x:x + crop] for t in pair]
+    if rng.random() < 0.5:
+        out = [t.flip(2) for t in out]
+    if rng.random() < 0.5:
+        out = [t.flip(1) for t in out]
+    k = int(rng.integers(0, 4))
+    return [torch.rot90(t, k, (1, 2)).contiguous() for t in out]
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
+
+
+class PairedImages(Dataset):
+    """Aligned (blurry, sharp) file pairs with random crops and flips."""
+
+    def __init__(self, pairs: Sequence[tuple[Path, Path]], crop: int = 256, seed: int = 0):
+        if not pairs:
+            raise InputError("no training pairs found")
+        self.pairs, self.crop, self.seed, self.epoch = list(pairs), crop, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        blur, sharp = (to_tensor(read_image(p)) for p in self.pairs[i])
+        if blur.shape != sharp.shape:
+            raise InputError(f"{self.pairs[i][0]} and {self.pairs[i][1]} differ in size")
+        b, s = augment((blur, sharp), self.crop, item_rng(self.seed, self.epoch, i))
+        return b, s
+
+    @classmethod
+    def from_folders(cls, blur_dir: str | os.PathLike, sharp_dir: str | os.PathLike, **kw) -> PairedImages:
+        """`blur/` and `sharp/` folders with matching file names."""
+        blur_dir, sharp_dir = Path(blur_dir), Path(sharp_dir)
+        pairs = [(p, sharp_dir / p.name) for p in _images_in(blur_dir)]
+        missing = [str(s) for _, s in pairs if not s.is_file()]
+        if missing:
+            raise InputError(f"{len(missing)} blurry images have no sharp twin, e.g. {missing[0]}")
+        return cls(pairs, **kw)
+
+    @classmethod
+    def from_gopro(cls, root: str | os.PathLike, split: str = "train", blur_kind: str = "blur", **kw) -> PairedImages:
+        """GOPRO_Large/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png (root may be GOPRO_Large's parent)."""
+        root = Path(root)
+        base = root / "GOPRO_Large" / split if (root / "GOPRO_Large").is_dir() else root / split
+        if not base.is_dir():
+            raise InputError(f"no GoPro split folder at {base}")
+        pairs = []
+        for seq in sorted(p for p in base.iterdir() if p.is_dir()):
+            pairs += [(p, seq / "sharp" / p.name) for p in _images_in(seq / blur_kind)]
+        return cls(pairs, **kw)
+
+    @classmethod
+    def from_file_lists(cls, root: str | os.PathLike, blur_list: str | os.PathLike, sharp_list: str | os.PathLike,
+                        **kw) -> PairedImages:
+        """The authors' lists: one relative path a line (`train/<seq>/blur/000047.png`), same order."""
+        root = Path(root)
+        blurs = [ln.strip() for ln in Path(blur_list).read_text().splitlines() if ln.strip()]
+        sharps = [ln.strip() for ln in Path(sharp_list).read_text().splitlines() if ln.strip()]
+        if len(blurs) != len(sharps):
+            raise InputError(f"file lists differ in length: {len(blurs)} blurry, {len(sharps)} sharp")
+        return cls([(root / b, root / s) for b, s in zip(blurs, sharps)], **kw)
+
+
+class SyntheticPairs(Dataset):
+    """Sharp photos blurred on the fly by `synthesize` (a fresh blur per epoch and index)."""
+
+    MARGIN = 32  # extra border blurred and cut away, so warps never show the crop's edge
+
+    def __init__(self, sharp: Sequence[str | os.PathLike], crop: int = 256, seed: int = 0,
+                 cfg: BlurConfig = BlurConfig(), length: int | None = None):
+        files: list[Path] = []
+        for s in sharp:
+            s = Path(s)
+            files += _images_in(s) if s.is_dir() else [s]
+        if not files:
+            raise InputError("no sharp photos found for synthetic pairs")
+        self.files, self.crop, self.seed, self.cfg, self.epoch = files, crop, seed, cfg, 0
+        self.length = length or len(files)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = item_rng(self.seed, self.epoch, i)
+        img = to_tensor(read_image(self.files[i % len(self.files)]))
+        big = min(self.crop + 2 * self.MARGIN, img.shape[1], img.shape[2])
+        (region,) = augment((img,), big, rng)
+        blurry = synthesize(region, int(rng.integers(2**31)), self.cfg)
+        m = (big - self.crop) // 2
+        return blurry[:, m:m + self.crop, m:m + self.crop], region[:, m:m + self.crop, m:m + self.crop]

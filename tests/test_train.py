@@ -1,0 +1,88 @@
+"""Training: loaders on a tiny GoPro-like tree, a few steps lower the loss, resume is exact."""
+
+import numpy as np
+import pytest
+import torch
+
+from fastdeblur.io import write_image
+from fastdeblur.train.data import PairedImages, SyntheticPairs
+from fastdeblur.train.trainer import StepBatches, TrainConfig, Trainer
+
+
+@pytest.fixture
+def gopro_tree(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for seq in ("GOPR0001_00_00", "GOPR0002_00_00"):
+            for kind in ("blur", "blur_gamma", "sharp"):
+                (tmp_path / "GOPRO_Large" / split / seq / kind).mkdir(parents=True)
+            for i in range(2):
+                sharp = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+                for kind in ("blur", "blur_gamma"):
+                    write_image(tmp_path / "GOPRO_Large" / split / seq / kind / f"{i:06d}.png", sharp // 2 + 60)
+                write_image(tmp_path / "GOPRO_Large" / split / seq / "sharp" / f"{i:06d}.png", sharp)
+    return tmp_path
+
+
+def test_gopro_layout_lists_and_folders(gopro_tree, tmp_path):
+    ds = PairedImages.from_gopro(gopro_tree, "train", crop=32)
+    assert len(ds) == 4
+    blur, sharp = ds[0]
+    assert blur.shape == sharp.shape == (3, 32, 32)
+    assert len(PairedImages.from_gopro(gopro_tree / "GOPRO_Large", "test", blur_kind="blur_gamma")) == 4
+    seq = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00"
+    assert len(PairedImages.from_folders(seq / "blur", seq / "sharp")) == 2
+    root = gopro_tree / "GOPRO_Large"
+    (tmp_path / "blur.txt").write_text("train/GOPR0001_00_00/blur/000000.png\ntrain/GOPR0002_00_00/blur/000001.png\n")
+    (tmp_path / "sharp.txt").write_text("train/GOPR0001_00_00/sharp/000000.png\ntrain/GOPR0002_00_00/sharp/000001.png\n")
+    fl = PairedImages.from_file_lists(root, tmp_path / "blur.txt", tmp_path / "sharp.txt", crop=16)
+    assert len(fl) == 2 and fl[1][0].shape == (3, 16, 16)
+
+
+def test_augmentation_is_shared_and_deterministic(gopro_tree):
+    ds = PairedImages.from_gopro(gopro_tree, "train", crop=24, seed=3)
+    b1, s1 = ds[1]
+    b2, s2 = ds[1]
+    assert torch.equal(b1, b2) and torch.equal(s1, s2)
+    # blur = sharp // 2 + 60 in this tree: the same crop/flip/rotation was applied to both
+    assert torch.allclose(b1 * 255, torch.floor(s1 * 255 / 2) + 60, atol=1e-3)
+
+
+def test_synthetic_pairs(gopro_tree):
+    photos = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"
+    ds = SyntheticPairs([photos], crop=32, length=5)
+    blur, sharp = ds[3]
+    assert len(ds) == 5 and blur.shape == sharp.shape == (3, 32, 32)
+    assert torch.equal(ds[3][0], blur)
+
+
+def _trainer(tmp_path, data, **kw):
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), crop=32, batch=2, lr=5e-4, warmup=1, amp="none", workers=0,
+                      val_every=10**6, ckpt_every=10**6, log_every=1, device="cpu", **kw)
+    return Trainer(cfg, data)
+
+
+def test_a_few_steps_lower_the_loss(gopro_tree, tmp_path):
+    data = PairedImages.from_gopro(gopro_tree, "train", crop=32)
+    tr = _trainer(tmp_path, data, steps=20)
+    fixed = StepBatches(data, 4, seed=99)[0]
+    with torch.no_grad():
+        before = torch.nn.functional.mse_loss(tr.model(fixed[0] - 0.5), fixed[1] - 0.5).item()
+    tr.run()
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(tr.model(fixed[0] - 0.5), fixed[1] - 0.5).item()
+    assert after < 0.95 * before  # measured: 0.086 -> 0.075 in 30 steps
+    assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "log.csv").read_text().count("\n") > 5
+
+
+def test_resume_reproduces_the_same_next_step(gopro_tree, tmp_path):
+    data = PairedImages.from_gopro(gopro_tree, "train", crop=32)
+    straight = _trainer(tmp_path / "a", data, steps=4)
+    straight.run()
+    first = _trainer(tmp_path / "b", data, steps=4)
+    first.run(steps=3)  # stops (and checkpoints) after 3 steps
+    resumed = _trainer(tmp_path / "b", data, steps=4)
+    resumed.run()  # picks up last.pt and does step 4
+    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert all(torch.equal(straight.ema[k], resumed.ema[k]) for k in straight.ema)

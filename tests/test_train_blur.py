@@ -1,0 +1,54 @@
+"""Synthetic blur: deterministic, zero motion is the identity, brightness kept in linear light."""
+
+import numpy as np
+import pytest
+import torch
+
+from fastdeblur.train.blur import BlurConfig, camera_path, srgb_to_linear, synthesize
+
+CLEAN = BlurConfig(noise_sigma=(0, 0), shot_noise=(0, 0), jpeg_prob=0, saturation_prob=0)
+
+
+@pytest.fixture(scope="module")
+def sharp():
+    g = torch.Generator().manual_seed(3)
+    base = torch.rand(3, 12, 16, generator=g)
+    return torch.nn.functional.interpolate(base[None], size=(96, 128), mode="bilinear")[0]  # smooth, textured
+
+
+def test_deterministic_by_seed(sharp):
+    assert torch.equal(synthesize(sharp, 11), synthesize(sharp, 11))
+    assert not torch.equal(synthesize(sharp, 11), synthesize(sharp, 12))
+
+
+def test_zero_motion_gives_the_sharp_image_back(sharp):
+    torch.testing.assert_close(synthesize(sharp, 5, CLEAN, length_px=0), sharp, rtol=0, atol=1e-5)
+
+
+def test_mean_brightness_is_kept_in_linear_light(sharp):
+    for seed in range(4):
+        blurry = synthesize(sharp, seed, CLEAN, length_px=12.0)
+        assert abs(srgb_to_linear(blurry).mean() - srgb_to_linear(sharp).mean()) < 0.01 * srgb_to_linear(sharp).mean()
+        assert (blurry - sharp).abs().mean() > 1e-3  # and it is blurred
+
+
+def test_longer_paths_blur_more(sharp):
+    def detail(img):
+        return (img[:, :, 1:] - img[:, :, :-1]).abs().mean()
+
+    d = [detail(synthesize(sharp, 3, CLEAN, length_px=n)) for n in (0.0, 4.0, 16.0)]
+    assert d[0] > d[1] > d[2]
+
+
+def test_camera_path_length_and_centre():
+    rng = np.random.default_rng(0)
+    p = camera_path(rng, 20.0, 0.01, 32, 0.6)
+    assert p.shape == (32, 3)
+    assert np.linalg.norm(np.diff(p[:, :2], axis=0), axis=1).sum() == pytest.approx(20.0)
+    np.testing.assert_allclose(p[:, :2].mean(0), 0, atol=1e-9)
+
+
+def test_noise_and_jpeg_stay_in_range(sharp):
+    cfg = BlurConfig(noise_sigma=(0.02, 0.02), shot_noise=(0.02, 0.02), jpeg_prob=1.0, saturation_prob=1.0)
+    out = synthesize(sharp, 2, cfg)
+    assert out.shape == sharp.shape and out.min() >= 0 and out.max() <= 1
