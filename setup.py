@@ -10,7 +10,8 @@ import os
 
 from setuptools import setup
 
-PACKAGES = ["fastdeblur", "fastdeblur.reference", "fastdeblur.ops", "fastdeblur.kernels"]
+PACKAGES = ["fastdeblur", "fastdeblur.reference", "fastdeblur.ops", "fastdeblur.models", "fastdeblur.train",
+            "fastdeblur.kernels"]
 CPU_SOURCES = ["csrc/fastdeblur.cpp", "csrc/patch_ops.cpp", "csrc/cpu/patch_ops_kernel.cpp"]
 CUDA_SOURCES = ["csrc/cuda/register_cuda.cpp", "csrc/cuda/patch_ops_kernel.cu"]
 

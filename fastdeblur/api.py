@@ -141,11 +141,19 @@ def load_model(name: str = "default", weights: str | os.PathLike | None = None,
                device: Any = None, *, dtype: Any = None) -> nn.Module:
     """A registered model with its verified weights, in eval mode, on `device`.
 
-    `weights` is a directory of the model's files (the authors' .pkl files); without it the
-    cache is used and, if needed, filled by a verified download.
+    `weights` is a directory of the model's files (the authors' .pkl files), or a .safetensors
+    file exported by fastdeblur (its header names the architecture); without it the cache is
+    used and, if needed, filled by a verified download.
     """
     dev = _resolve_device(device)
     dt = _resolve_dtype(dtype, dev)
+    if weights is not None and str(weights).endswith(".safetensors"):
+        # fastdeblur's own format: the file names its architecture (see fastdeblur.train.export)
+        from .train.export import load_exported
+
+        model = load_exported(weights)
+        model.weights_name = model.weights_meta.get("name", Path(weights).stem)
+        return model.to(device=dev, dtype=dt).eval().requires_grad_(False)
     entry = _weights.get_weights(name)
     files = _weights.resolve_files(entry.name, weights)
     model = _weights.load_weights_into(entry.build(), files)

@@ -33,8 +33,9 @@ def test_gopro_layout_lists_and_folders(gopro_tree, tmp_path):
     seq = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00"
     assert len(PairedImages.from_folders(seq / "blur", seq / "sharp")) == 2
     root = gopro_tree / "GOPRO_Large"
-    (tmp_path / "blur.txt").write_text("train/GOPR0001_00_00/blur/000000.png\ntrain/GOPR0002_00_00/blur/000001.png\n")
-    (tmp_path / "sharp.txt").write_text("train/GOPR0001_00_00/sharp/000000.png\ntrain/GOPR0002_00_00/sharp/000001.png\n")
+    for kind in ("blur", "sharp"):
+        (tmp_path / f"{kind}.txt").write_text(f"train/GOPR0001_00_00/{kind}/000000.png\n"
+                                              f"train/GOPR0002_00_00/{kind}/000001.png\n")
     fl = PairedImages.from_file_lists(root, tmp_path / "blur.txt", tmp_path / "sharp.txt", crop=16)
     assert len(fl) == 2 and fl[1][0].shape == (3, 16, 16)
 
@@ -83,6 +84,45 @@ def test_resume_reproduces_the_same_next_step(gopro_tree, tmp_path):
     first.run(steps=3)  # stops (and checkpoints) after 3 steps
     resumed = _trainer(tmp_path / "b", data, steps=4)
     resumed.run()  # picks up last.pt and does step 4
-    for (k, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), k
+    resumed_state = resumed.model.state_dict()
+    for k, a in straight.model.state_dict().items():
+        assert torch.equal(a, resumed_state[k]), k
     assert all(torch.equal(straight.ema[k], resumed.ema[k]) for k in straight.ema)
+
+
+def test_export_and_load_through_load_model(tmp_path):
+    import fastdeblur
+    from fastdeblur import WeightsError
+    from fastdeblur.reference import DMPHN
+    from fastdeblur.train.export import export_weights, read_metadata
+
+    torch.manual_seed(0)
+    model = DMPHN((1, 2, 4)).eval()
+    path = export_weights(model.state_dict(), tmp_path / "mine.safetensors", arch="dmphn", steps=12,
+                          psnr={"GOPR0384_11_00_000001": 25.0}, data="synthetic")
+    meta = read_metadata(path)
+    assert meta["arch"] == "dmphn" and meta["levels"] == "1,2,4" and meta["steps"] == "12"
+    assert path.stat().st_size < 12 * 2**20  # fp16: 5.4 M parameters in ~11 MB
+    loaded = fastdeblur.load_model(weights=path, device="cpu", dtype="float32")
+    x = torch.rand(1, 3, 16, 16) - 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.half().float()(x), rtol=0, atol=1e-5)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsError, match="not a readable safetensors file"):
+        fastdeblur.load_model(weights=bad, device="cpu")
+
+
+def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
+    from fastdeblur.train.cli import main
+
+    photos = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"
+    args = ["--synthetic", str(photos), "--steps", "2", "--batch", "1", "--crop", "32", "--amp", "none",
+            "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    assert main(args[:3] + ["3"] + args[4:]) == 0  # resumes at step 2, trains step 3
+    st = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert st["step"] == 3 and st["config"]["notes"]["data"].startswith("synthetic")
+    assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "w.safetensors")]) == 0
+    assert (tmp_path / "w.safetensors").stat().st_size > 1e6
+    assert main(["--steps", "1"]) == 2

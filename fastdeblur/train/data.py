@@ -103,7 +103,7 @@ class PairedImages(Dataset):
         sharps = [ln.strip() for ln in Path(sharp_list).read_text().splitlines() if ln.strip()]
         if len(blurs) != len(sharps):
             raise InputError(f"file lists differ in length: {len(blurs)} blurry, {len(sharps)} sharp")
-        return cls([(root / b, root / s) for b, s in zip(blurs, sharps)], **kw)
+        return cls([(root / b, root / s) for b, s in zip(blurs, sharps, strict=True)], **kw)
 
 
 class SyntheticPairs(Dataset):
@@ -112,14 +112,14 @@ class SyntheticPairs(Dataset):
     MARGIN = 32  # extra border blurred and cut away, so warps never show the crop's edge
 
     def __init__(self, sharp: Sequence[str | os.PathLike], crop: int = 256, seed: int = 0,
-                 cfg: BlurConfig = BlurConfig(), length: int | None = None):
+                 cfg: BlurConfig | None = None, length: int | None = None):
         files: list[Path] = []
         for s in sharp:
             s = Path(s)
             files += _images_in(s) if s.is_dir() else [s]
         if not files:
             raise InputError("no sharp photos found for synthetic pairs")
-        self.files, self.crop, self.seed, self.cfg, self.epoch = files, crop, seed, cfg, 0
+        self.files, self.crop, self.seed, self.cfg, self.epoch = files, crop, seed, cfg or BlurConfig(), 0
         self.length = length or len(files)
 
     def set_epoch(self, epoch: int) -> None:

@@ -66,7 +66,7 @@ class StepBatches(Dataset):
         idx = rng.integers(0, len(self.data), self.batch)
         if hasattr(self.data, "set_epoch"):
             self.data.set_epoch(step * self.batch // len(self.data))
-        blur, sharp = zip(*(self.data[int(i)] for i in idx))
+        blur, sharp = zip(*(self.data[int(i)] for i in idx), strict=True)
         return torch.stack(blur), torch.stack(sharp)
 
 

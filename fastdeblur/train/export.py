@@ -1,0 +1,67 @@
+"""Export trained weights in fastdeblur's own format: one safetensors file, fp16, with metadata.
+
+safetensors holds raw tensors and a string header, so loading can never run code (unlike a
+pickle); the header records what is needed to rebuild the model and judge the weights:
+architecture, levels or stages, training data, recipe, steps, measured PSNR.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import WeightsError
+from ..reference import DMPHN, StackDMPHN
+
+FORMAT = "fastdeblur-weights-1"
+
+
+def export_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike, *, arch: str,
+                   levels: tuple[int, ...] = (1, 2, 4), stages: int = 4, dtype: torch.dtype = torch.float16,
+                   **metadata) -> Path:
+    """Write `state_dict` (a DMPHN / StackDMPHN's) as safetensors with a metadata header."""
+    from safetensors.torch import save_file
+
+    if arch not in ("dmphn", "stack"):
+        raise ValueError(f"arch must be 'dmphn' or 'stack', got {arch!r}")
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in state_dict.items()}
+    header = {"format": FORMAT, "arch": arch, "levels": ",".join(map(str, levels)), "stages": str(stages)}
+    header.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    tmp = path.with_name(f".{path.name}.part")
+    save_file(tensors, str(tmp), metadata=header)
+    tmp.replace(path)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise WeightsError(f"weights file {path} is not a readable safetensors file: {e}") from e
+    if meta.get("format") != FORMAT:
+        raise WeightsError(f"weights file {path} is not in fastdeblur's format (header format {meta.get('format')!r})")
+    return meta
+
+
+def load_exported(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the model a fastdeblur safetensors file describes and fill it (float32, CPU, eval)."""
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    model = (DMPHN(tuple(int(x) for x in meta["levels"].split(","))) if meta["arch"] == "dmphn"
+             else StackDMPHN(int(meta["stages"])))
+    try:
+        model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    except RuntimeError as e:
+        raise WeightsError(f"weights file {path} does not fit its declared architecture: {e}") from e
+    model.weights_meta = meta
+    return model.eval()
