@@ -45,6 +45,7 @@ class TrainConfig:
     ckpt_every: int = 500
     log_every: int = 20
     device: str = "auto"
+    max_seconds: float | None = None  # wall-clock budget of one run() call; checkpoints when spent
     notes: dict = field(default_factory=dict)
 
 
@@ -173,6 +174,8 @@ class Trainer:
                 writer.writerow(["step", "loss", "lr", "images_per_s", "val_psnr"])
             t0, seen = time.perf_counter(), 0
             for blur, sharp in loader:
+                if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
+                    break
                 loss = self.train_step(blur, sharp)
                 seen += blur.shape[0]
                 bar.update(1)

@@ -1,0 +1,37 @@
+"""A gallery of the synthetic blur the trainer makes: one sharp photo, several random blurs.
+
+Usage: python examples/blur_gallery.py [photo] [-o gallery.png] [--n 6]
+(default photo: the bundled examples/sharp.png)
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastdeblur.io import read_image, write_image
+from fastdeblur.train.blur import synthesize
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("photo", nargs="?", default=HERE / "sharp.png", type=Path)
+    p.add_argument("-o", "--output", default="blur_gallery.png", type=Path)
+    p.add_argument("--n", type=int, default=5)
+    a = p.parse_args()
+    img = read_image(a.photo)
+    sharp = torch.from_numpy(img[..., :3].copy()).permute(2, 0, 1).float() / (255 if img.dtype == np.uint8 else 65535)
+    tiles = [sharp] + [synthesize(sharp, seed) for seed in range(a.n)]
+    cols = 3
+    rows = [torch.cat(tiles[i:i + cols] + [torch.ones_like(sharp)] * (cols - len(tiles[i:i + cols])), 2)
+            for i in range(0, len(tiles), cols)]
+    grid = torch.cat(rows, 1).permute(1, 2, 0).numpy()
+    write_image(a.output, np.round(grid * 255).astype(np.uint8))
+    print(f"wrote {a.output}: the sharp photo, then {a.n} synthetic blurs (seeds 0..{a.n - 1})")
+
+
+if __name__ == "__main__":
+    main()
