@@ -126,3 +126,10 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "w.safetensors")]) == 0
     assert (tmp_path / "w.safetensors").stat().st_size > 1e6
     assert main(["--steps", "1"]) == 2
+
+
+def test_wall_clock_budget_stops_and_checkpoints(gopro_tree, tmp_path):
+    data = PairedImages.from_gopro(gopro_tree, "train", crop=32)
+    tr = _trainer(tmp_path, data, steps=1000, max_seconds=0.0)
+    path = tr.run()
+    assert path.is_file() and tr.step <= 1

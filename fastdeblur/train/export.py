@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
+from ..io import private_temp_path, publish
 from ..reference import DMPHN, StackDMPHN
 
 FORMAT = "fastdeblur-weights-1"
@@ -33,9 +34,12 @@ def export_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
                for k, v in state_dict.items()}
     header = {"format": FORMAT, "arch": arch, "levels": ",".join(map(str, levels)), "stages": str(stages)}
     header.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    tmp = path.with_name(f".{path.name}.part")
-    save_file(tensors, str(tmp), metadata=header)
-    tmp.replace(path)
+    tmp = private_temp_path(path)
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

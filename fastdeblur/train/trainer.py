@@ -147,10 +147,13 @@ class Trainer:
         self.scaler.update()
         self.sched.step()
         if self.ema is not None:
+            # warm-up: early on the average follows the weights closely, else a short run's EMA
+            # would still be mostly the random initialisation (0.999**186 = 0.83, seen here)
+            decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
             with torch.no_grad():
                 for k, v in self.model.state_dict().items():
                     if v.dtype.is_floating_point:
-                        self.ema[k].lerp_(v, 1 - self.cfg.ema)
+                        self.ema[k].lerp_(v, 1 - decay)
                     else:
                         self.ema[k].copy_(v)
         self.step += 1
