@@ -109,7 +109,8 @@ def _resolve_backend(backend: str | None, device: torch.device, dtype: torch.dty
     triton = backend == "triton" or (backend is None and device.type == "cuda" and dtype in TRITON_DTYPES
                                      and triton_usable(device))
     if backend == "triton" and not triton_usable(device):
-        raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+ with triton installed "
+        raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+, triton and an installed "
+                         f"fastdeblur (its kernels package) "
                          f"(or TRITON_INTERPRET=1 on CPU, for tests); the device is {device}")
     layout_backend = None if backend == "triton" else backend
     use_ext = _backend.choose(layout_backend, device) == "cuda"

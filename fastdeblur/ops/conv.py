@@ -23,9 +23,15 @@ _registered = False
 
 def triton_usable(device: torch.device) -> bool:
     """Triton kernels run here: a CUDA GPU of compute capability 8.0+, or the CPU interpreter."""
+    import importlib.util
+
     try:
         import triton  # noqa: F401
     except ImportError:
+        return False
+    # kernels/ is installed as fastdeblur.kernels; a bare source tree on sys.path (python run in
+    # the repo root after a non-editable install) has no such package: use the other paths there
+    if importlib.util.find_spec("fastdeblur.kernels") is None:
         return False
     if device.type == "cuda":
         return torch.cuda.get_device_capability(device) >= (8, 0)
