@@ -133,3 +133,40 @@ def test_wall_clock_budget_stops_and_checkpoints(gopro_tree, tmp_path):
     tr = _trainer(tmp_path, data, steps=1000, max_seconds=0.0)
     path = tr.run()
     assert path.is_file() and tr.step <= 1
+
+
+def _ddp_worker(rank, world, port, root, out, result):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        data = PairedImages.from_gopro(root, "train", crop=32)
+        cfg = TrainConfig(out_dir=out, crop=32, batch=2, steps=2, lr=5e-4, warmup=1, amp="none", workers=0,
+                          val_every=10**6, ckpt_every=10**6, log_every=1, device="cpu")
+        tr = Trainer(cfg, data)
+        tr.run()
+        if rank == 0:
+            torch.save({k: v.clone() for k, v in tr.model.state_dict().items()}, result)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_ddp_matches_one_process(gopro_tree, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(gopro_tree), str(tmp_path / "ddp"), str(tmp_path / "ddp.pt")),
+             nprocs=2, join=True)
+    single = _trainer(tmp_path / "one", PairedImages.from_gopro(gopro_tree, "train", crop=32), steps=2)
+    single.run()
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    for k, v in single.model.state_dict().items():
+        torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-6)
+    assert (tmp_path / "ddp" / "last.pt").is_file()

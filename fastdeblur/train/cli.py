@@ -86,3 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, WeightsError, OSError) as e:
         print(f"fastdeblur-train: error: {e}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":  # python -m fastdeblur.train.cli, e.g. under torchrun
+    sys.exit(main())

@@ -5,6 +5,10 @@ Batches are indexed by step (`StepBatches`): batch s is drawn from a generator s
 (seed, s), so a resumed run sees exactly the batches an uninterrupted one would, in any number
 of worker processes. Checkpoints hold only tensors and plain values and load with
 `torch.load(weights_only=True)`.
+
+Several GPUs: launch with `torchrun --nproc_per_node=N -m fastdeblur.train.cli ...`; each rank
+takes its slice of every step's batch (so the batch, and the result, do not depend on N), DDP
+averages the gradients, and rank 0 alone writes checkpoints and logs.
 """
 
 from __future__ import annotations
@@ -92,14 +96,42 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group torchrun describes, if any."""
+    import os
+
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if not dist.is_initialized():
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, train_set: Dataset, val_set: Dataset | None = None,
                  model: nn.Module | None = None):
+        import os
+
         self.cfg = cfg
-        self.device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto"
-                                   else cfg.device)
+        self.rank, self.world = _distributed()
+        if self.world > 1 and cfg.batch % self.world:
+            raise ValueError(f"batch ({cfg.batch}) must be a multiple of the number of processes ({self.world})")
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        if device == "cuda" and self.world > 1:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank))}"
+        self.device = torch.device(device)
         torch.manual_seed(cfg.seed)
         self.model = (model or build_model(cfg)).to(self.device).train()
+        self.net = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
+                                               is not None else None)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if cfg.ema else None
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _lr_factor(s, cfg))
@@ -119,9 +151,14 @@ class Trainer:
 
     def save(self, name: str = "last.pt") -> Path:
         path = self.out / name
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        tmp.replace(path)  # a crash never leaves a half-written checkpoint
+        if self.rank == 0:
+            tmp = path.with_suffix(".tmp")
+            torch.save(self.state(), tmp)
+            tmp.replace(path)  # a crash never leaves a half-written checkpoint
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank may read it from here on
         return path
 
     def load(self, path: str | Path) -> None:
@@ -137,9 +174,11 @@ class Trainer:
 
     # -- training -------------------------------------------------------------------------
     def train_step(self, blur: torch.Tensor, sharp: torch.Tensor) -> float:
+        if self.world > 1:  # this rank's slice of the step's batch
+            blur, sharp = blur[self.rank::self.world], sharp[self.rank::self.world]
         blur, sharp = blur.to(self.device), sharp.to(self.device)
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-            out = self.model(blur - 0.5)
+            out = self.net(blur - 0.5)
         loss = F.mse_loss(out.float(), sharp - 0.5)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -169,9 +208,10 @@ class Trainer:
         end = steps if steps is not None else cfg.steps
         loader = DataLoader(StepBatches(self.train_set, cfg.batch, cfg.seed), batch_size=None,
                             sampler=range(self.step, end), num_workers=cfg.workers)
-        log = self.out / "log.csv"
+        log = self.out / ("log.csv" if self.rank == 0 else f"log.rank{self.rank}.csv")
         new_log = not log.exists()
-        with open(log, "a", newline="") as fh, tqdm(total=end - self.step, desc="training", unit="step") as bar:
+        with open(log, "a", newline="") as fh, tqdm(total=end - self.step, desc="training", unit="step",
+                                                     disable=self.rank != 0) as bar:
             writer = csv.writer(fh)
             if new_log:
                 writer.writerow(["step", "loss", "lr", "images_per_s", "val_psnr"])
