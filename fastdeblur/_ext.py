@@ -40,7 +40,7 @@ def has_ext() -> bool:
 
 def has_cuda_ext() -> bool:
     """True when the extension was built with its CUDA kernels."""
-    return load() and torch._C._dispatch_has_kernel_for_dispatch_key("fastdeblur::patch_split", "CUDA")
+    return has_kernel(torch.device("cuda"))
 
 
 def has_kernel(device: torch.device) -> bool:
@@ -56,26 +56,22 @@ def why_missing() -> str:
     return _error or "the extension is installed"
 
 
-def _format_of(t: torch.Tensor) -> torch.memory_format:
+def _register_python_parts() -> None:
     from .reference.patches import memory_format_of
 
-    return memory_format_of(t)
-
-
-def _register_python_parts() -> None:
     lib = "fastdeblur::"
 
     @torch.library.register_fake(lib + "patch_split")
     def _split_fake(x, rows, cols, add=None):
         n, c, h, w = x.shape
         return torch.empty(n * rows * cols, c, h // rows, w // cols, dtype=x.dtype, device=x.device,
-                           memory_format=_format_of(x))
+                           memory_format=memory_format_of(x))
 
     @torch.library.register_fake(lib + "patch_merge")
     def _merge_fake(p, rows, cols, add=None):
         b, c, h, w = p.shape
         return torch.empty(b // (rows * cols), c, h * rows, w * cols, dtype=p.dtype, device=p.device,
-                           memory_format=_format_of(p))
+                           memory_format=memory_format_of(p))
 
     @torch.library.register_fake(lib + "preprocess")
     def _pre_fake(img, multiple, dtype):

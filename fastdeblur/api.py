@@ -101,17 +101,14 @@ TRITON_DTYPES = (torch.float16, torch.bfloat16)
 def _resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtype):
     """(use the fused Triton model?, layout steps: the extension's ops or plain torch)."""
     from .ops import _backend
-    from .ops.conv import triton_usable
     from .ops.layout import OpsLayout
     from .reference.patches import TorchLayout
 
     backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
+    if backend == "triton":
+        _backend.require_triton(device)
     triton = backend == "triton" or (backend is None and device.type == "cuda" and dtype in TRITON_DTYPES
-                                     and triton_usable(device))
-    if backend == "triton" and not triton_usable(device):
-        raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+, triton and an installed "
-                         f"fastdeblur (its kernels package) "
-                         f"(or TRITON_INTERPRET=1 on CPU, for tests); the device is {device}")
+                                     and _backend.triton_usable(device))
     layout_backend = None if backend == "triton" else backend
     use_ext = _backend.choose(layout_backend, device) == "cuda"
     return triton, (OpsLayout("cuda") if use_ext else TorchLayout)
@@ -450,7 +447,8 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
       [N, 3, H, W] float in [0, 1], a PIL image, or a file path (returns a numpy array).
     model: a registered name (see `list_models()`) or a module from `load_model()`.
     device: default CUDA when available, else CPU. dtype: None picks bfloat16 on CPUs with
-      AMX/AVX512-BF16 and float32 elsewhere; or float32 (exact), float16 (GPU), bfloat16.
+      AMX/AVX512-BF16, float16 on GPUs with tensor cores, float32 elsewhere (`default_dtype`);
+      or float32 (exact), float16 (GPU), bfloat16.
     backend: None (the best measured: Triton kernels for 16-bit on GPUs with compute capability
       8.0+, else cuDNN/oneDNN convolutions with the compiled extension's layout ops), "reference"
       (plain torch), "cuda" (the extension's ops, torch convolutions), "triton" (the fused Triton
@@ -462,8 +460,8 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     x, restore = _to_batch(image)
     if isinstance(model, nn.Module):
         net = model
-        dev = _first_tensor(net).device
-        dt = _first_tensor(net).dtype
+        weight = _first_tensor(net)
+        dev, dt = weight.device, weight.dtype
         if dtype is not None and _resolve_dtype(dtype, dev) != dt:
             raise InputError(f"the model given is in {dt}; load it with dtype={dtype!r} instead of passing dtype here")
     else:

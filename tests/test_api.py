@@ -286,3 +286,15 @@ def test_quantizing_through_the_extension_matches_torch(net, monkeypatch, dtype,
     if kind == "pil":
         got, want = np.asarray(got), np.asarray(want)
     assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_conv_ops_validate_backend_names(monkeypatch):
+    from fastdeblur import ops
+
+    x, w = torch.zeros(1, 2, 4, 4), torch.zeros(2, 2, 3, 3)
+    with pytest.raises(InputError, match="backend 'bogus' is not one of"):
+        ops.conv3x3(x, w, backend="bogus")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(InputError, match="backend 'triton' needs a CUDA GPU"):
+        ops.conv3x3(x, w, backend="triton")
+    assert ops.conv3x3(x, w, backend="reference").shape == (1, 2, 4, 4)

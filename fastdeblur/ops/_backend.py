@@ -12,8 +12,34 @@ from ..errors import InputError
 BACKENDS = ("reference", "triton", "cuda")
 
 
+def triton_usable(device: torch.device) -> bool:
+    """Triton kernels run here: a CUDA GPU of compute capability 8.0+, or the CPU interpreter."""
+    import importlib.util
+
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    # kernels/ is installed as fastdeblur.kernels; a bare source tree on sys.path (python run in
+    # the repo root after a non-editable install) has no such package: use the other paths there
+    if importlib.util.find_spec("fastdeblur.kernels") is None:
+        return False
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def require_triton(device: torch.device) -> None:
+    """Raise the one explanation of why backend 'triton' cannot run on `device`."""
+    if not triton_usable(device):
+        raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+, triton and an installed "
+                         f"fastdeblur (its kernels package) (or TRITON_INTERPRET=1 on CPU, for tests); "
+                         f"the device is {device}")
+
+
 def choose(backend: str | None, device: torch.device, *, triton: bool = False) -> str:
-    """'cuda' (the compiled extension) or 'reference' (or 'triton' for ops that have it)."""
+    """'cuda' (the compiled extension), 'reference', or for ops with Triton kernels (`triton`)
+    'triton', which those ops also pick by default wherever Triton runs."""
     backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
     if backend is not None and backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -22,10 +48,13 @@ def choose(backend: str | None, device: torch.device, *, triton: bool = False) -
     if backend == "triton":
         if not triton:
             raise InputError("backend 'triton' has no kernel for this op; use 'cuda' or 'reference'")
+        require_triton(device)
         return backend
     if backend == "cuda":
         if not _ext.has_kernel(device):
             raise InputError(f"backend 'cuda' asked for, but the compiled extension has no {device.type} kernels "
                              f"({_ext.why_missing()}); reinstall with `pip install --no-build-isolation .`")
         return backend
+    if triton and triton_usable(device):
+        return "triton"
     return "cuda" if _ext.has_kernel(device) else "reference"

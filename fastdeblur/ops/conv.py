@@ -5,47 +5,19 @@
     conv_transpose4x4(x, w, b)                            = ConvTranspose2d(k=4, s=2, p=1)(x) + b
 
 Backends: "triton" (fastdeblur.kernels, registered as torch.library.triton_op so torch.compile
-sees through them; on CPU only under TRITON_INTERPRET=1, for tests) and "reference" (torch).
+sees through them; on CPU only under TRITON_INTERPRET=1, for tests; the default wherever it
+runs); anything else runs torch's convolutions.
 Inputs NCHW in any memory format; outputs are channels_last (NHWC memory), what the kernels write.
 """
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
+from ._backend import choose, triton_usable  # noqa: F401  (triton_usable is part of this module's API)
 
 _registered = False
-
-
-def triton_usable(device: torch.device) -> bool:
-    """Triton kernels run here: a CUDA GPU of compute capability 8.0+, or the CPU interpreter."""
-    import importlib.util
-
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    # kernels/ is installed as fastdeblur.kernels; a bare source tree on sys.path (python run in
-    # the repo root after a non-editable install) has no such package: use the other paths there
-    if importlib.util.find_spec("fastdeblur.kernels") is None:
-        return False
-    if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (8, 0)
-    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _choose(backend: str | None, device: torch.device) -> str:
-    backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
-    if backend in (None, "triton") and triton_usable(device):
-        return "triton"
-    if backend == "triton":
-        raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+ and triton installed "
-                         f"(or TRITON_INTERPRET=1 on CPU, for tests); tensor is on {device}")
-    return "reference"
 
 
 def _nhwc(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -106,7 +78,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
             relu: bool = False, x_add: torch.Tensor | None = None, residual: torch.Tensor | None = None,
             extra: torch.Tensor | None = None, backend: str | None = None) -> torch.Tensor:
     """x [N, Cin, H, W]; weight [Cout, Cin, 3, 3]; residual, extra [N, Cout, Ho, Wo]."""
-    if _choose(backend, x.device) == "triton":
+    if choose(backend, x.device, triton=True) == "triton":
         from ..kernels.conv3x3 import pack_conv3x3_weight
 
         y = conv3x3_packed(_nhwc(x), pack_conv3x3_weight(weight), bias, stride=stride, relu=relu,
@@ -130,7 +102,7 @@ def conv_relu_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: 
 def conv_transpose4x4(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                       backend: str | None = None) -> torch.Tensor:
     """x [N, Cin, H, W]; weight [Cin, Cout, 4, 4] (ConvTranspose2d's) -> [N, Cout, 2H, 2W]."""
-    if _choose(backend, x.device) == "triton":
+    if choose(backend, x.device, triton=True) == "triton":
         from ..kernels.conv_transpose import pack_conv_transpose_weight
 
         return conv_transpose4x4_packed(_nhwc(x), pack_conv_transpose_weight(weight), bias).permute(0, 3, 1, 2)
