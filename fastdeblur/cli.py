@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import InputError, WeightsError
+from .io import SUFFIXES, is_image_path
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -70,15 +71,13 @@ def _download(name: str) -> int:
 
 def _expand(inputs: list[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
     """(file, name relative to its input) pairs, and error messages for inputs that don't exist."""
-    from .io import is_image_path
-
     files: list[tuple[Path, Path]] = []
     errors: list[str] = []
     for inp in inputs:
         if inp.is_dir():
             found = sorted(p for p in inp.iterdir() if p.is_file() and is_image_path(p))
             if not found:
-                errors.append(f"{inp}: folder holds no images ({', '.join(_suffixes())})")
+                errors.append(f"{inp}: folder holds no images ({', '.join(SUFFIXES)})")
             files.extend((p, Path(p.name)) for p in found)
         elif inp.exists():
             files.append((inp, Path(inp.name)))
@@ -87,18 +86,12 @@ def _expand(inputs: list[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
     return files, errors
 
 
-def _suffixes() -> tuple[str, ...]:
-    from .io import SUFFIXES
-
-    return SUFFIXES
-
-
 def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     single = len(args.inputs) == 1 and not args.inputs[0].is_dir()
     out = args.output
     if single and not out.is_dir() and not str(out).endswith(os.sep):
-        if out.suffix.lower() not in _suffixes():
-            raise InputError(f"output {out} has no image suffix ({', '.join(_suffixes())})")
+        if out.suffix.lower() not in SUFFIXES:
+            raise InputError(f"output {out} has no image suffix ({', '.join(SUFFIXES)})")
         return [(files[0][0], out)]
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} must be a folder when the input is a folder or several files")
