@@ -52,3 +52,23 @@ def test_noise_and_jpeg_stay_in_range(sharp):
     cfg = BlurConfig(noise_sigma=(0.02, 0.02), shot_noise=(0.02, 0.02), jpeg_prob=1.0, saturation_prob=1.0)
     out = synthesize(sharp, 2, cfg)
     assert out.shape == sharp.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_a_batch_renders_each_image_as_alone(sharp):
+    from fastdeblur.train.blur import draw_blur, render
+
+    rng = np.random.default_rng(7)
+    draws = [draw_blur(rng, 96, 128, BlurConfig(jpeg_prob=0), scale=1.0) for _ in range(3)]
+    draws.append(draw_blur(rng, 96, 128, CLEAN, length_px=0))
+    batch = torch.stack([sharp, sharp.flip(2), sharp.flip(1), sharp])
+    together = render(batch, draws)
+    for i, d in enumerate(draws):
+        torch.testing.assert_close(together[i], render(batch[i:i + 1], [d])[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(together[3], sharp, rtol=0, atol=1e-5)  # the still one is the image itself
+
+
+def test_scale_sets_the_blur_length_in_pixels():
+    from fastdeblur.train.blur import draw_blur
+
+    d = draw_blur(np.random.default_rng(1), 96, 128, BlurConfig(length=(20, 20)), scale=0.5)
+    assert np.linalg.norm(np.diff(d.poses[:, :2], axis=0), axis=1).sum() == pytest.approx(10.0)

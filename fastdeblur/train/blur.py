@@ -6,7 +6,9 @@ path of in-plane camera motion (translation plus rotation about a random centre,
 speed: a random walk on the velocity), warp the sharp image to each of `steps` poses along it
 (bilinear, reflected borders), average in linear light (sRGB gamma undone first and reapplied
 after), optionally saturate bright regions the way a sensor clips each sub-frame, then add
-signal-dependent sensor noise and optionally JPEG-compress. Everything is drawn from one seed.
+signal-dependent sensor noise and optionally JPEG-compress. Everything is drawn from one seed
+(`draw_blur`); `render` applies a list of draws to a batch at once on any device, which is how
+training on a GPU makes its pairs (`data.SyntheticBatches`), and `synthesize` is the one-image form.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 class BlurConfig:
     """Ranges the random blur is drawn from (pixels refer to the image's longer side / 1280)."""
 
-    length: tuple[float, float] = (4.0, 40.0)  # path length in pixels at 1280 px width
+    length: tuple[float, float] = (3.0, 48.0)  # path length in pixels (times draw_blur's scale)
     max_rotation_deg: float = 2.0  # total in-plane rotation over the exposure
     steps: int = 32  # poses averaged (GoPro averages 7-13 frames; more keeps streaks smooth)
     jerk: float = 0.6  # how much the velocity wanders (0: straight line at constant speed)
@@ -62,52 +64,92 @@ def camera_path(rng: np.random.Generator, length_px: float, rotation_rad: float,
     return np.concatenate([path, angles[:, None]], axis=1)
 
 
-def _warp(img: torch.Tensor, poses: np.ndarray, centre: tuple[float, float]) -> torch.Tensor:
-    """img [C, H, W] -> [S, C, H, W] warped copies (bilinear, reflected borders)."""
-    _, h, w = img.shape
-    p = torch.as_tensor(poses, dtype=img.dtype)
-    cos, sin = torch.cos(p[:, 2]), torch.sin(p[:, 2])
-    # affine_grid works in normalised coordinates [-1, 1]; rotate about `centre`, then translate
-    cx, cy = centre[0] / (w / 2) - 1, centre[1] / (h / 2) - 1
-    aspect = w / h
-    theta = torch.zeros(len(poses), 2, 3, dtype=img.dtype)
-    theta[:, 0, 0], theta[:, 0, 1] = cos, -sin / aspect
-    theta[:, 1, 0], theta[:, 1, 1] = sin * aspect, cos
-    theta[:, 0, 2] = cx - cos * cx + sin / aspect * cy - p[:, 0] * 2 / w
-    theta[:, 1, 2] = cy - sin * aspect * cx - cos * cy - p[:, 1] * 2 / h
-    grid = F.affine_grid(theta, [len(poses), *img.shape], align_corners=False)
-    return F.grid_sample(img.expand(len(poses), -1, -1, -1), grid, mode="bilinear", padding_mode="reflection",
-                         align_corners=False)
+@dataclass(frozen=True)
+class BlurDraw:
+    """One random blur, drawn from a seed: what `render` applies to a sharp image."""
+
+    poses: np.ndarray  # [steps, 3] (dx, dy, angle) along the camera path
+    centre: tuple[float, float]  # rotation centre (x, y) in pixels
+    gain: float  # > 1: a brighter exposure whose highlights clip in each sub-frame
+    noise_sigma: float
+    shot_noise: float
+    noise_seed: int
+    jpeg_quality: int | None
 
 
-def synthesize(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig(), *,
-               length_px: float | None = None) -> torch.Tensor:
-    """sharp [3, H, W] float in [0, 1] (sRGB) -> blurry [3, H, W], deterministic in `seed`.
-
-    `length_px` fixes the path length (0 gives the sharp image back, before noise and JPEG).
-    """
-    rng = np.random.default_rng(seed)
-    _, h, w = sharp.shape
-    scale = max(h, w) / 1280.0
+def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurConfig(), *,
+              length_px: float | None = None, scale: float | None = None) -> BlurDraw:
+    """Draw one blur for an h x w image. Path lengths are cfg.length pixels times `scale`
+    (default max(h, w) / 1280: the ranges refer to a 1280 px wide frame); `length_px` fixes it."""
+    scale = max(h, w) / 1280.0 if scale is None else scale
     length = rng.uniform(*cfg.length) * scale if length_px is None else length_px
     rotation = math.radians(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)) if length > 0 else 0.0
     poses = camera_path(rng, length, rotation, cfg.steps, cfg.jerk)
-    centre = (rng.uniform(0, w), rng.uniform(0, h))
-    lin = srgb_to_linear(sharp.float().clamp(0, 1))
-    gain = 1.0
-    if rng.random() < cfg.saturation_prob:
-        gain = rng.uniform(1.0, 1.5)  # a brighter exposure: highlights clip in each sub-frame
-    frames = _warp(lin * gain, poses, centre).clamp_(max=1.0) if length > 0 else (lin * gain).clamp(max=1.0)[None]
-    blurred = frames.mean(0) / gain
-    sigma = rng.uniform(*cfg.noise_sigma)
-    shot = rng.uniform(*cfg.shot_noise)
-    if sigma > 0 or shot > 0:
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        std = torch.sqrt(sigma**2 + shot**2 * blurred.clamp_min(0))
-        blurred = blurred + std * torch.randn(blurred.shape, generator=gen)
-    out = linear_to_srgb(blurred)
+    centre = (float(rng.uniform(0, w)), float(rng.uniform(0, h)))
+    gain = float(rng.uniform(1.0, 1.5)) if rng.random() < cfg.saturation_prob else 1.0
+    sigma, shot = float(rng.uniform(*cfg.noise_sigma)), float(rng.uniform(*cfg.shot_noise))
+    noise_seed = int(rng.integers(2**31)) if sigma > 0 or shot > 0 else 0
+    quality = None
     if rng.random() < cfg.jpeg_prob:
-        out = _jpeg(out, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
+        quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+    return BlurDraw(poses, centre, gain, sigma, shot, noise_seed, quality)
+
+
+def _warp(img: torch.Tensor, poses: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    """img [B, C, H, W], poses [B, S, 3], centre [B, 2] -> [B, S, C, H, W] warped copies
+    (bilinear, reflected borders)."""
+    b, c, h, w = img.shape
+    s = poses.shape[1]
+    cos, sin = torch.cos(poses[..., 2]), torch.sin(poses[..., 2])
+    # affine_grid works in normalised coordinates [-1, 1]; rotate about `centre`, then translate
+    cx = (centre[:, 0] / (w / 2) - 1)[:, None]
+    cy = (centre[:, 1] / (h / 2) - 1)[:, None]
+    aspect = w / h
+    theta = torch.stack([
+        torch.stack([cos, -sin / aspect, cx - cos * cx + sin / aspect * cy - poses[..., 0] * 2 / w], -1),
+        torch.stack([sin * aspect, cos, cy - sin * aspect * cx - cos * cy - poses[..., 1] * 2 / h], -1),
+    ], -2).reshape(b * s, 2, 3)
+    grid = F.affine_grid(theta, [b * s, c, h, w], align_corners=False)
+    src = img[:, None].expand(b, s, c, h, w).reshape(b * s, c, h, w)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return out.view(b, s, c, h, w)
+
+
+def render(sharp: torch.Tensor, draws: list[BlurDraw]) -> torch.Tensor:
+    """sharp [B, 3, H, W] float in [0, 1] (sRGB, any device) -> blurry [B, 3, H, W], before JPEG.
+
+    The whole batch is warped in one grid_sample call, so on a GPU the blur costs little next to
+    a training step; noise comes from a generator on sharp's device seeded by each draw.
+    """
+    dev = sharp.device
+    lin = srgb_to_linear(sharp.float().clamp(0, 1))
+    gain = torch.tensor([d.gain for d in draws], device=dev).view(-1, 1, 1, 1)
+    poses = torch.as_tensor(np.stack([d.poses for d in draws]), dtype=torch.float32, device=dev)
+    centre = torch.tensor([d.centre for d in draws], dtype=torch.float32, device=dev)
+    bright = lin * gain
+    blurred = _warp(bright, poses, centre).clamp_(max=1.0).mean(1)
+    still = poses.abs().amax(dim=(1, 2)) == 0  # no motion: the image itself, not a resampled copy
+    blurred = torch.where(still.view(-1, 1, 1, 1), bright.clamp(max=1.0), blurred) / gain
+    for i, d in enumerate(draws):
+        if d.noise_sigma > 0 or d.shot_noise > 0:
+            gen = torch.Generator(device=dev).manual_seed(d.noise_seed)
+            std = torch.sqrt(d.noise_sigma**2 + d.shot_noise**2 * blurred[i].clamp_min(0))
+            blurred[i] += std * torch.randn(blurred[i].shape, generator=gen, device=dev)
+    return linear_to_srgb(blurred)
+
+
+def synthesize(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig(), *,
+               length_px: float | None = None, scale: float | None = None) -> torch.Tensor:
+    """sharp [3, H, W] float in [0, 1] (sRGB) -> blurry [3, H, W], deterministic in `seed`.
+
+    `length_px` fixes the path length (0 gives the sharp image back, before noise and JPEG);
+    `scale` multiplies cfg.length (default: the image's longer side / 1280).
+    """
+    _, h, w = sharp.shape
+    d = draw_blur(np.random.default_rng(seed), h, w, cfg, length_px=length_px, scale=scale)
+    out = render(sharp[None], [d])[0]
+    if d.jpeg_quality is not None:
+        out = _jpeg(out.cpu(), d.jpeg_quality).to(out.device)
     return out.to(sharp.dtype)
 
 

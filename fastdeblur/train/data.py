@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import InputError
 from ..io import SUFFIXES, read_image
-from .blur import BlurConfig, synthesize
+from .blur import BlurConfig, draw_blur, render, synthesize
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -107,7 +107,11 @@ class PairedImages(Dataset):
 
 
 class SyntheticPairs(Dataset):
-    """Sharp photos blurred on the fly by `synthesize` (a fresh blur per epoch and index)."""
+    """Sharp photos blurred on the fly by `synthesize` (a fresh blur per epoch and index).
+
+    Blur lengths are in the photo's own pixels (BlurConfig.length, scale 1): the network sees
+    them at that size, as it sees a GoPro frame's blur at 1280x720.
+    """
 
     MARGIN = 32  # extra border blurred and cut away, so warps never show the crop's edge
 
@@ -133,6 +137,56 @@ class SyntheticPairs(Dataset):
         img = to_tensor(read_image(self.files[i % len(self.files)]))
         big = min(self.crop + 2 * self.MARGIN, img.shape[1], img.shape[2])
         (region,) = augment((img,), big, rng)
-        blurry = synthesize(region, int(rng.integers(2**31)), self.cfg)
+        blurry = synthesize(region, int(rng.integers(2**31)), self.cfg, scale=1.0)
         m = (big - self.crop) // 2
         return blurry[:, m:m + self.crop, m:m + self.crop], region[:, m:m + self.crop, m:m + self.crop]
+
+
+class SyntheticBatches:
+    """Whole batches of synthetic pairs made on one device, for training on a GPU.
+
+    The photos are decoded once and kept on the device (uint8); batch `step` is drawn from a
+    generator seeded by (seed, step): random photo, crop, flips, rotation and blur (`draw_blur`),
+    rendered for the whole batch in one call (`render`). No worker processes, no host copies,
+    and a resumed run sees the same batches. JPEG artefacts are left out on this path (the
+    encoder runs on the CPU); everything else matches `SyntheticPairs`.
+    """
+
+    MARGIN = SyntheticPairs.MARGIN
+
+    def __init__(self, sharp: Sequence[str | os.PathLike], crop: int = 256, seed: int = 0,
+                 cfg: BlurConfig | None = None, device: str | torch.device = "cuda"):
+        files: list[Path] = []
+        for s in sharp:
+            s = Path(s)
+            files += _images_in(s) if s.is_dir() else [s]
+        if not files:
+            raise InputError("no sharp photos found for synthetic pairs")
+        self.device = torch.device(device)
+        self.images = []
+        for f in files:
+            img = read_image(f)
+            img = np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img[..., :3]
+            if img.dtype != np.uint8:
+                img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+            self.images.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).to(self.device))
+        smallest = min(min(t.shape[1:]) for t in self.images)
+        if smallest < crop:
+            raise InputError(f"a {smallest} px photo is smaller than the {crop} px training crop")
+        self.big = min(crop + 2 * self.MARGIN, smallest)
+        self.crop, self.seed, self.cfg = crop, seed, cfg or BlurConfig(jpeg_prob=0.0)
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(blurry, sharp) [size, 3, crop, crop] float in [0, 1] on the device."""
+        rng = np.random.default_rng([self.seed, step])
+        regions, draws = [], []
+        for _ in range(size):
+            img = self.images[int(rng.integers(len(self.images)))]
+            (region,) = augment((img,), self.big, rng)
+            regions.append(region)
+            draws.append(draw_blur(rng, self.big, self.big, self.cfg, scale=1.0))
+        sharp = torch.stack(regions).float() / 255.0
+        blurry = render(sharp, draws)
+        m = (self.big - self.crop) // 2
+        sl = (slice(None), slice(None), slice(m, m + self.crop), slice(m, m + self.crop))
+        return blurry[sl].contiguous(), sharp[sl].contiguous()

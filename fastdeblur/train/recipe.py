@@ -20,20 +20,20 @@ import torch
 
 from ..io import read_image
 from ..metrics import psnr, ssim
-from .data import SyntheticPairs
+from .data import SyntheticBatches, SyntheticPairs
 from .export import export_weights
 from .trainer import TrainConfig, Trainer, build_model
 
 
 def evaluate(model: torch.nn.Module, pairs_dir: Path) -> dict[str, dict[str, float]]:
-    """PSNR/SSIM of `model` (float32, CPU or its device) on every blur/sharp pair in pairs_dir."""
+    """PSNR/SSIM of `model` (float32, on its device) on every blur/sharp pair in pairs_dir."""
     import fastdeblur
 
     scores = {}
     for blur_path in sorted((pairs_dir / "blur").iterdir()):
-        out = fastdeblur.deblur(read_image(blur_path), model)
+        out = fastdeblur.deblur(read_image(blur_path), model, backend="reference")
         sharp = read_image(pairs_dir / "sharp" / blur_path.name)
-        scores[blur_path.stem] = {"psnr": round(psnr(out, sharp), 3), "ssim": round(ssim(out, sharp), 4)}
+        scores[blur_path.stem] = {"psnr": round(float(psnr(out, sharp)), 3), "ssim": round(float(ssim(out, sharp)), 4)}
     return scores
 
 
@@ -45,29 +45,51 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", type=Path, help="fastdeblur .safetensors weights to start from (no optimizer state)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=192)
-    p.add_argument("--steps", type=int, default=200_000, help="schedule length (the budget stops runs earlier)")
+    p.add_argument("--steps", default="200000",
+                   help="schedule length, or 'auto': fit the cosine schedule to --minutes at the measured speed")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
     photos = [a.data / "sharp_photos" / d for d in ("urban100", "sunhays80", "bsd100")]
-    cfg = TrainConfig(out_dir=str(a.out), crop=a.crop, batch=a.batch, steps=a.steps, lr=2e-4, warmup=200,
-                      workers=2, val_every=10**9, ckpt_every=250, device=a.device, max_seconds=a.minutes * 60,
+    auto = a.steps == "auto"
+    cfg = TrainConfig(out_dir=str(a.out), crop=a.crop, batch=a.batch, steps=10**9 if auto else int(a.steps),
+                      lr=a.lr, warmup=a.warmup, clip=1.0, workers=2, val_every=10**9,
+                      ckpt_every=250 if not auto else 10**9, device=a.device, seed=a.seed, max_seconds=a.minutes * 60,
                       notes={"data": "synthetic blur of urban100+sunhays80+bsd100"})
     model = None
     if a.init is not None and not (a.out / "last.pt").is_file():
         from .export import load_exported
 
-        model = load_exported(a.init).train().requires_grad_(True)
-    trainer = Trainer(cfg, SyntheticPairs(photos, crop=a.crop, seed=cfg.seed), model=model)
+        model = load_exported(a.init).float().train().requires_grad_(True)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+    if device.startswith("cuda"):  # pairs made on the GPU: no worker processes to keep up with it
+        data = SyntheticBatches(photos, crop=a.crop, seed=cfg.seed, device=device)
+    else:
+        data = SyntheticPairs(photos, crop=a.crop, seed=cfg.seed)
+    trainer = Trainer(cfg, data, model=model)
     t0 = time.time()
+    if auto:  # time a few steps after the first ones (cuDNN's autotuning), then size the schedule
+        budget = cfg.max_seconds
+        cfg.max_seconds = None
+        trainer.run(steps=trainer.step + 20)
+        t1, s1 = time.time(), trainer.step
+        trainer.run(steps=s1 + 40)
+        rate = (trainer.step - s1) / (time.time() - t1)
+        left = budget - (time.time() - t0)
+        cfg.steps = trainer.step + max(1, int(rate * left * 0.97))
+        cfg.max_seconds = left
+        print(f"{rate:.1f} steps/s: schedule of {cfg.steps} steps", flush=True)
     trainer.run()
     hours = (time.time() - t0) / 3600
     ema = trainer.ema if trainer.ema is not None else trainer.model.state_dict()
     eval_model = build_model(cfg).eval()
     eval_model.load_state_dict(ema)
-    scores = evaluate(eval_model.float().cpu(), a.data / "gopro_pairs")
+    scores = evaluate(eval_model.float().to(device), a.data / "gopro_pairs")
     path = export_weights(ema, a.out / "fastdeblur-default.safetensors", arch="dmphn", levels=(1, 2, 4),
                           steps=trainer.step, data=cfg.notes["data"], psnr=scores, name="fastdeblur-default",
-                          recipe={"crop": a.crop, "batch": a.batch, "lr": cfg.lr, "schedule_steps": a.steps},
+                          recipe={"crop": a.crop, "batch": a.batch, "lr": cfg.lr, "schedule_steps": cfg.steps},
                           license="fastdeblur's own weights, trained on public benchmark photos")
     print(f"steps {trainer.step} ({hours:.2f} h this run), GoPro pairs: {scores}, exported {path}")
     return 0

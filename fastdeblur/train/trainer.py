@@ -1,7 +1,8 @@
 """Trainer for DMPHN / Stack(N): Adam with warm-up + cosine decay, MSE (the authors' loss), AMP,
 EMA of the weights, checkpoint and exact resume, periodic validation, CSV logs, progress bar.
 
-Batches are indexed by step (`StepBatches`): batch s is drawn from a generator seeded by
+Batches are indexed by step (`StepBatches`, or a source with its own `batch(step, size)` such
+as `data.SyntheticBatches`, which makes them on the GPU): batch s is drawn from a generator seeded by
 (seed, s), so a resumed run sees exactly the batches an uninterrupted one would, in any number
 of worker processes. Checkpoints hold only tensors and plain values and load with
 `torch.load(weights_only=True)`.
@@ -43,6 +44,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     amp: str = "auto"  # auto | bf16 | fp16 | none
     ema: float = 0.999  # 0 disables
+    clip: float = 0.0  # gradient norm limit (0: none); guards short high-learning-rate runs
     workers: int = 2
     seed: int = 0
     val_every: int = 500
@@ -133,7 +135,11 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.index
                                                is not None else None)
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if cfg.ema else None
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        cuda = self.device.type == "cuda"
+        if cuda:  # cuDNN picks its fastest kernels for the fixed crop size; NHWC suits its tensor cores
+            torch.backends.cudnn.benchmark = True
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, fused=cuda)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: _lr_factor(s, cfg))
         self.amp = _amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16 and self.device.type == "cuda")
@@ -173,15 +179,20 @@ class Trainer:
         torch.set_rng_state(st["torch_rng"].cpu())
 
     # -- training -------------------------------------------------------------------------
-    def train_step(self, blur: torch.Tensor, sharp: torch.Tensor) -> float:
+    def train_step(self, blur: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:
         if self.world > 1:  # this rank's slice of the step's batch
             blur, sharp = blur[self.rank::self.world], sharp[self.rank::self.world]
         blur, sharp = blur.to(self.device), sharp.to(self.device)
+        if self.device.type == "cuda":
+            blur = blur.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             out = self.net(blur - 0.5)
         loss = F.mse_loss(out.float(), sharp - 0.5)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.cfg.clip:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip, foreach=True)
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
@@ -190,13 +201,14 @@ class Trainer:
             # would still be mostly the random initialisation (0.999**186 = 0.83, seen here)
             decay = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
             with torch.no_grad():
-                for k, v in self.model.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        self.ema[k].lerp_(v, 1 - decay)
-                    else:
+                live = self.model.state_dict()
+                floats = [k for k, v in live.items() if v.dtype.is_floating_point]
+                torch._foreach_lerp_([self.ema[k] for k in floats], [live[k] for k in floats], 1 - decay)
+                for k, v in live.items():
+                    if not v.dtype.is_floating_point:
                         self.ema[k].copy_(v)
         self.step += 1
-        return float(loss.detach())
+        return loss.detach()  # a tensor: reading it would wait for the GPU at every step
 
     def run(self, steps: int | None = None) -> Path:
         """Train up to `steps` (default cfg.steps), resuming from out_dir/last.pt if present."""
@@ -206,8 +218,11 @@ class Trainer:
         if self.step == 0 and (self.out / "last.pt").is_file():
             self.load(self.out / "last.pt")
         end = steps if steps is not None else cfg.steps
-        loader = DataLoader(StepBatches(self.train_set, cfg.batch, cfg.seed), batch_size=None,
-                            sampler=range(self.step, end), num_workers=cfg.workers)
+        if hasattr(self.train_set, "batch"):  # makes whole batches itself, on the device (SyntheticBatches)
+            loader = (self.train_set.batch(s, cfg.batch) for s in range(self.step, end))
+        else:
+            loader = DataLoader(StepBatches(self.train_set, cfg.batch, cfg.seed), batch_size=None,
+                                sampler=range(self.step, end), num_workers=cfg.workers)
         log = self.out / ("log.csv" if self.rank == 0 else f"log.rank{self.rank}.csv")
         new_log = not log.exists()
         with open(log, "a", newline="") as fh, tqdm(total=end - self.step, desc="training", unit="step",
@@ -224,7 +239,7 @@ class Trainer:
                 bar.update(1)
                 val = self.validate() if self.val_set is not None and self.step % cfg.val_every == 0 else None
                 if self.step % cfg.log_every == 0 or val is not None:
-                    ips = seen / (time.perf_counter() - t0)
+                    ips, loss = seen / (time.perf_counter() - t0), float(loss)
                     writer.writerow([self.step, f"{loss:.6f}", f"{self.sched.get_last_lr()[0]:.3e}", f"{ips:.2f}",
                                      "" if val is None else f"{val:.3f}"])
                     fh.flush()
