@@ -45,7 +45,10 @@ def test_camera_path_length_and_centre():
     p = camera_path(rng, 20.0, 0.01, 32, 0.6)
     assert p.shape == (32, 3)
     assert np.linalg.norm(np.diff(p[:, :2], axis=0), axis=1).sum() == pytest.approx(20.0)
-    np.testing.assert_allclose(p[:, :2].mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose((p[15, :2] + p[16, :2]) / 2, 0, atol=1e-9)  # mid-exposure, as GoPro's sharp frame
+    np.testing.assert_allclose((p[15, 2] + p[16, 2]) / 2, 0, atol=1e-12)
+    odd = camera_path(rng, 20.0, 0.01, 33, 0.6)
+    np.testing.assert_allclose(odd[16], 0, atol=1e-9)
 
 
 def test_noise_and_jpeg_stay_in_range(sharp):

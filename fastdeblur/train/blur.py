@@ -59,7 +59,11 @@ def camera_path(rng: np.random.Generator, length_px: float, rotation_rad: float,
     path = np.array(pts)
     seg = np.linalg.norm(np.diff(path, axis=0), axis=1).sum()
     path = path * (length_px / seg if seg > 0 else 0.0)
-    path -= path.mean(axis=0)  # the blurry frame is aligned with the middle of the exposure
+    # GoPro's sharp frame is the middle one in time: centre the path on the pose at mid-exposure,
+    # not on the path's mean (with non-uniform speed they differ, and a model trained on the mean
+    # learns an ambiguous shift that it then applies to real frames)
+    mid = (steps - 1) / 2
+    path -= (path[int(math.floor(mid))] + path[int(math.ceil(mid))]) / 2
     angles = np.linspace(-0.5, 0.5, steps) * rotation_rad
     return np.concatenate([path, angles[:, None]], axis=1)
 
