@@ -12,9 +12,31 @@ accumulate; fp32 in with input_precision "ieee" (exact) or "tf32".
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def _conv3x3_step(acc, x_ptr, xadd_ptr, w_ptr, img, oy, ox, m_mask, offs_n, n_mask, tap, k0, H, W,
+                  CIN: tl.constexpr, COUT: tl.constexpr, STRIDE: tl.constexpr, HAS_XADD: tl.constexpr,
+                  PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    """acc += (shifted input rows of one tap, channels k0..k0+BLOCK_K) @ (that weight slice)."""
+    iy = oy * STRIDE + tap // 3 - 1
+    ix = ox * STRIDE + tap % 3 - 1
+    valid = m_mask & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
+    row = ((img.to(tl.int64) * H + iy) * W + ix) * CIN
+    offs_k = k0 + tl.arange(0, BLOCK_K)
+    k_mask = offs_k < CIN
+    a_mask = valid[:, None] & k_mask[None, :]
+    a = tl.load(x_ptr + row[:, None] + offs_k[None, :], mask=a_mask, other=0.0)
+    if HAS_XADD:
+        a += tl.load(xadd_ptr + row[:, None] + offs_k[None, :], mask=a_mask, other=0.0)
+    wk = tl.load(w_ptr + (tap * CIN + offs_k)[:, None] * COUT + offs_n[None, :],
+                 mask=k_mask[:, None] & n_mask[None, :], other=0.0)
+    return tl.dot(a, wk, acc, input_precision=PRECISION)
 
 
 @triton.jit
@@ -23,7 +45,8 @@ def _conv3x3_kernel(x_ptr, xadd_ptr, w_ptr, b_ptr, res_ptr, extra_ptr, out_ptr,
                     CIN: tl.constexpr, COUT: tl.constexpr, STRIDE: tl.constexpr,
                     HAS_XADD: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
                     HAS_RES: tl.constexpr, HAS_EXTRA: tl.constexpr, PRECISION: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    K_CHUNKS: tl.constexpr, UNROLL: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels over N*HO*WO
@@ -35,21 +58,16 @@ def _conv3x3_kernel(x_ptr, xadd_ptr, w_ptr, b_ptr, res_ptr, extra_ptr, out_ptr,
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < COUT
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for tap in tl.static_range(9):
-        iy = oy * STRIDE + (tap // 3) - 1
-        ix = ox * STRIDE + (tap % 3) - 1
-        valid = m_mask & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-        row = ((img.to(tl.int64) * H + iy) * W + ix) * CIN
-        for k0 in tl.static_range(0, CIN, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            k_mask = offs_k < CIN
-            a_mask = valid[:, None] & k_mask[None, :]
-            a = tl.load(x_ptr + row[:, None] + offs_k[None, :], mask=a_mask, other=0.0)
-            if HAS_XADD:
-                a += tl.load(xadd_ptr + row[:, None] + offs_k[None, :], mask=a_mask, other=0.0)
-            wk = tl.load(w_ptr + (tap * CIN + offs_k)[:, None] * COUT + offs_n[None, :],
-                         mask=k_mask[:, None] & n_mask[None, :], other=0.0)
-            acc = tl.dot(a, wk, acc, input_precision=PRECISION)
+    if UNROLL:  # every (tap, channel chunk) step spelled out: index math hoisted, no loop overhead
+        for tap in tl.static_range(9):
+            for c in tl.static_range(K_CHUNKS):
+                acc = _conv3x3_step(acc, x_ptr, xadd_ptr, w_ptr, img, oy, ox, m_mask, offs_n, n_mask, tap,
+                                    c * BLOCK_K, H, W, CIN, COUT, STRIDE, HAS_XADD, PRECISION, BLOCK_K)
+    else:  # one loop over the 9 * K_CHUNKS steps, which Triton software-pipelines (num_stages)
+        for kk in range(0, 9 * K_CHUNKS):
+            acc = _conv3x3_step(acc, x_ptr, xadd_ptr, w_ptr, img, oy, ox, m_mask, offs_n, n_mask,
+                                kk // K_CHUNKS, (kk % K_CHUNKS) * BLOCK_K, H, W, CIN, COUT, STRIDE, HAS_XADD,
+                                PRECISION, BLOCK_K)
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     if RELU:
@@ -69,19 +87,42 @@ def pack_conv3x3_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(2, 3, 1, 0).reshape(9 * cin, cout).contiguous()
 
 
-def block_sizes(cin: int, cout: int, interpret: bool) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_K). The CPU interpreter pays per program and loop step, not per
-    element, so it gets the largest blocks; GPUs get tiles that fit registers and shared memory."""
-    block_n = max(16, min(128, triton.next_power_of_2(cout)))
+class Tiles(NamedTuple):
+    block_m: int
+    block_n: int
+    block_k: int
+    warps: int = 4
+    stages: int = 3
+    unroll: bool = True
+
+
+# GPU tiles per (op, Cin, Cout), op "conv" (stride 1), "conv_s2" or "convT": the fastest in
+# benchmarks/tune_kernels.py's sweep at DMPHN's 720p shapes, which writes them to _gpu_tiles.py
+# (card, date and figures in its header and in benchmarks/RESULTS.md). Other shapes: `_gpu_default`.
+try:
+    from ._gpu_tiles import TILES as _TUNED
+except ImportError:
+    _TUNED = {}
+GPU_TILES: dict[tuple[str, int, int], Tiles] = {k: Tiles(*v) for k, v in _TUNED.items()}
+
+
+def _gpu_default(cin: int, cout: int) -> Tiles:
+    return Tiles(128, max(16, min(128, triton.next_power_of_2(cout))), max(16, min(64, triton.next_power_of_2(cin))))
+
+
+def tiles_for(op: str, cin: int, cout: int, interpret: bool) -> Tiles:
+    """The CPU interpreter pays per program and loop step, not per element, so it gets the
+    largest blocks; GPUs get the measured tiles that fit registers and shared memory."""
     if interpret:
-        return 1024, block_n, max(16, min(128, triton.next_power_of_2(cin)))
-    return 128, block_n, max(16, min(64, triton.next_power_of_2(cin)))
+        return Tiles(1024, max(16, min(128, triton.next_power_of_2(cout))),
+                     max(16, min(128, triton.next_power_of_2(cin))))
+    return GPU_TILES.get((op, cin, cout)) or _gpu_default(cin, cout)
 
 
 def conv3x3_nhwc(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None = None, *, stride: int = 1,
                  relu: bool = False, x_add: torch.Tensor | None = None, residual: torch.Tensor | None = None,
                  extra: torch.Tensor | None = None, precision: str = "ieee",
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+                 out: torch.Tensor | None = None, tiles: Tiles | None = None) -> torch.Tensor:
     """x [N, H, W, Cin] contiguous; w_packed [9*Cin, Cout]; residual/extra [N, Ho, Wo, Cout]."""
     n, h, w, cin = x.shape
     cout = w_packed.shape[1]
@@ -91,9 +132,8 @@ def conv3x3_nhwc(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | N
     m = n * ho * wo
     if m == 0:
         return out
-    interpret = x.device.type == "cpu"
-    bm, bn, bk = block_sizes(cin, cout, interpret)
-    grid = (triton.cdiv(m, bm), triton.cdiv(cout, bn))
+    t = tiles or tiles_for("conv" if stride == 1 else "conv_s2", cin, cout, x.device.type == "cpu")
+    grid = (triton.cdiv(m, t.block_m), triton.cdiv(cout, t.block_n))
     dummy = x
     torch.library.wrap_triton(_conv3x3_kernel)[grid](
         x, x_add if x_add is not None else dummy, w_packed, bias if bias is not None else dummy,
@@ -102,5 +142,6 @@ def conv3x3_nhwc(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | N
         HAS_XADD=x_add is not None, HAS_BIAS=bias is not None, RELU=relu,
         HAS_RES=residual is not None, HAS_EXTRA=extra is not None,
         PRECISION=precision if x.dtype == torch.float32 else "ieee",
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=4, num_stages=3)
+        BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k, K_CHUNKS=triton.cdiv(cin, t.block_k),
+        UNROLL=t.unroll, num_warps=t.warps, num_stages=t.stages)
     return out

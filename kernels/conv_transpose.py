@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .conv3x3 import block_sizes
+from .conv3x3 import Tiles, tiles_for
 
 
 @triton.jit
@@ -64,7 +64,7 @@ def pack_conv_transpose_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def conv_transpose4x4s2_nhwc(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None = None, *,
-                             precision: str = "ieee") -> torch.Tensor:
+                             precision: str = "ieee", tiles: Tiles | None = None) -> torch.Tensor:
     """x [N, H, W, Cin] contiguous -> [N, 2H, 2W, Cout]."""
     n, h, w, cin = x.shape
     cout = w_packed.shape[1]
@@ -72,10 +72,10 @@ def conv_transpose4x4s2_nhwc(x: torch.Tensor, w_packed: torch.Tensor, bias: torc
     m = n * h * w
     if m == 0:
         return out
-    bm, bn, bk = block_sizes(cin, cout, x.device.type == "cpu")
-    grid = (triton.cdiv(m, bm), triton.cdiv(cout, bn), 4)
+    t = tiles or tiles_for("convT", cin, cout, x.device.type == "cpu")
+    grid = (triton.cdiv(m, t.block_m), triton.cdiv(cout, t.block_n), 4)
     torch.library.wrap_triton(_conv_transpose4x4s2_kernel)[grid](
         x, w_packed, bias if bias is not None else x, out, m, h, w, CIN=cin, COUT=cout,
         HAS_BIAS=bias is not None, PRECISION=precision if x.dtype == torch.float32 else "ieee",
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=4, num_stages=3)
+        BLOCK_M=t.block_m, BLOCK_N=t.block_n, BLOCK_K=t.block_k, num_warps=t.warps, num_stages=t.stages)
     return out

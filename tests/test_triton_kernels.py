@@ -100,3 +100,28 @@ def test_triton_ops_run_under_torch_compile():
     f = torch.compile(lambda a: torch.ops.fastdeblur.triton_conv3x3(a, wp, b, 1, True, None, None, None, "ieee"),
                       backend="aot_eager", fullgraph=True)
     torch.testing.assert_close(f(xn).permute(0, 3, 1, 2), y)
+
+
+@pytest.mark.parametrize("unroll", [True, False], ids=["unrolled", "pipelined-loop"])
+@pytest.mark.parametrize("cin,cout,stride", [(64, 64, 1), (37, 19, 2)])
+def test_conv3x3_every_tile_form(unroll, cin, cout, stride):
+    """The tiles the GPU tuner may pick: blocks smaller than the channels (several K chunks, several
+    N blocks, a ragged last chunk) and both loop forms give the same float32 result."""
+    from fastdeblur.kernels.conv3x3 import Tiles, conv3x3_nhwc, pack_conv3x3_weight
+
+    x, wt, b = _rand(2, cin, 7, 10), _rand(cout, cin, 3, 3, scale=0.1), _rand(cout)
+    ref64 = ops.conv3x3(x, wt, b, stride=stride, relu=True, backend="reference")
+    got = conv3x3_nhwc(x.float().permute(0, 2, 3, 1).contiguous(), pack_conv3x3_weight(wt.float()), b.float(),
+                       stride=stride, relu=True, tiles=Tiles(32, 16, 16, unroll=unroll))
+    torch.testing.assert_close(got.permute(0, 3, 1, 2).double(), ref64, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_transpose_small_tiles():
+    from fastdeblur.kernels.conv3x3 import Tiles
+    from fastdeblur.kernels.conv_transpose import conv_transpose4x4s2_nhwc, pack_conv_transpose_weight
+
+    x, wt, b = _rand(2, 40, 5, 6), _rand(40, 24, 4, 4, scale=0.1), _rand(24)
+    ref64 = F.conv_transpose2d(x, wt, b, stride=2, padding=1)
+    got = conv_transpose4x4s2_nhwc(x.float().permute(0, 2, 3, 1).contiguous(), pack_conv_transpose_weight(wt.float()),
+                                   b.float(), tiles=Tiles(16, 16, 16))
+    torch.testing.assert_close(got.permute(0, 3, 1, 2).double(), ref64, rtol=1e-5, atol=1e-5)
