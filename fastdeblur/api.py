@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _graphs
 from . import weights as _weights
 from .errors import InputError
 from .io import read_image
@@ -346,8 +347,14 @@ def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile:
     x = x.to(dtype=dtype).contiguous(memory_format=torch.channels_last)
     # cuDNN's per-shape algorithm search pays off for whole frames (video, batches of one size);
     # tiles come in several shapes, and searching each cost 4 s on a first 4K frame (H200)
+    def forward(t: torch.Tensor) -> torch.Tensor:
+        return model(t, tile=tile) if layout is None else model(t, tile=tile, layout=layout)
+
     with _cuda_flags(x.is_cuda, exact_fp32=dtype == torch.float32, benchmark=not tile):
-        y = model(x, tile=tile) if layout is None else model(x, tile=tile, layout=layout)
+        if tile:
+            y = forward(x)
+        else:  # whole frames of a size seen before replay a captured CUDA graph (GPU only)
+            y = _graphs.forward(model, x, forward, key=(type(layout).__name__, getattr(layout, "backend", None)))
     return y[..., :h, :w].float()
 
 
