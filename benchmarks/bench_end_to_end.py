@@ -10,7 +10,10 @@ Providers:
   fastdeblur      fastdeblur.deblur() with its defaults, numpy uint8 in and out (what users get)
   fastdeblur_half the same with dtype float16 (GPU only; the CPU default is already bfloat16)
   reference_fp16  the reference module in fp16 channels_last on cuDNN, tensor in and out (GPU)
-  fused_fp16      the same weights through the Triton kernels (fastdeblur.models.fuse_model), GPU
+  fused_fp16      the same weights through fastdeblur.models.fuse_model (Triton where it measured
+                  faster, cuDNN elsewhere), GPU
+  fused_fp16_all  every layer on the Triton kernels (fuse_model(..., triton="all"))
+  fused_fp16_graph  fused_fp16 replayed as a captured CUDA graph (what deblur() does for repeated sizes)
   fastdeblur_triton  deblur(..., backend="triton", dtype=float16), numpy in and out (GPU)
 Every provider's output is checked against the float32 reference before it is timed.
 """
@@ -30,8 +33,8 @@ from benchmarks import official_style
 from fastdeblur.api import default_dtype
 from fastdeblur.metrics import psnr
 
-PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "reference_fp16", "fused_fp16", "fastdeblur",
-             "fastdeblur_half", "fastdeblur_triton", "compiled"]
+PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "reference_fp16", "fused_fp16", "fused_fp16_all",
+             "fused_fp16_graph", "fastdeblur", "fastdeblur_half", "fastdeblur_triton", "compiled"]
 _OFFICIAL = {"dmphn-1-2-4-gopro": official_style.dmphn_124, "dmphn-1-2-4-8-gopro": official_style.dmphn_1248,
              "stack4-dmphn-gopro": official_style.stack_dmphn}
 _models: dict = {}
@@ -79,7 +82,7 @@ def _provider(provider: str, name: str, device: str):
             pytest.skip("on CPU the default is already the 16-bit path")
         img = frame()
         return lambda: fastdeblur.deblur(img, name, device=device, dtype=torch.float16), torch.float16
-    if provider in ("reference_fp16", "fused_fp16", "fastdeblur_triton"):
+    if provider in ("reference_fp16", "fused_fp16", "fused_fp16_all", "fused_fp16_graph", "fastdeblur_triton"):
         if device == "cpu":
             pytest.skip("GPU provider (Triton runs on CPU only through its interpreter)")
         if provider == "fastdeblur_triton":
@@ -89,9 +92,10 @@ def _provider(provider: str, name: str, device: str):
         from fastdeblur.models import fuse_model
 
         m = _model(name, device, torch.float16, channels_last=True)
-        m = fuse_model(m) if provider == "fused_fp16" else m
+        if provider.startswith("fused"):
+            m = fuse_model(m, triton="all" if provider == "fused_fp16_all" else "measured")
         xin = x.half().contiguous(memory_format=torch.channels_last)
-        return lambda: m(xin), torch.float16
+        return (_graphed(m, xin) if provider.endswith("graph") else lambda: m(xin)), torch.float16
     if provider == "stock_best":
         if device == "cpu":
             m = _model(name, device, channels_last=True)
@@ -103,18 +107,7 @@ def _provider(provider: str, name: str, device: str):
             return run, torch.bfloat16
         torch.backends.cudnn.benchmark = True
         m = _model(name, device, torch.float16, channels_last=True)
-        static_x = x.half().contiguous(memory_format=torch.channels_last)
-        for _ in range(3):  # cudnn.benchmark picks algorithms before capture
-            m(static_x)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_y = m(static_x)
-
-        def replay():
-            graph.replay()
-            return static_y
-        return replay, torch.float16
+        return _graphed(m, x.half().contiguous(memory_format=torch.channels_last)), torch.float16
     if provider == "compiled":
         if not os.environ.get("FASTDEBLUR_BENCH_COMPILE"):
             pytest.skip("set FASTDEBLUR_BENCH_COMPILE=1 to benchmark torch.compile (slow to compile)")
@@ -124,6 +117,21 @@ def _provider(provider: str, name: str, device: str):
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
         return lambda: cm(xin), dt
     raise ValueError(provider)
+
+
+def _graphed(m, static_x):
+    """A function replaying `m(static_x)` captured as a CUDA graph (input fixed, as in a benchmark)."""
+    for _ in range(3):  # compiles Triton kernels, lets cudnn.benchmark pick algorithms before capture
+        m(static_x)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_y = m(static_x)
+
+    def replay():
+        graph.replay()
+        return static_y
+    return replay
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -4,6 +4,10 @@
 # the tables. Needs the authors' DMPHN(1-2-4) files and a few frames: FASTDEBLUR_DATA, or the
 # .gpudata folder that benchmarks/pack_gpu_data.sh makes (the shared data does not travel).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
+# GPU_CHECK_TUNE=1: first sweep the kernels' tiles (benchmarks/tune_kernels.py --write), so the
+#   tests and benchmarks below run the winners; the table comes back as OUT_DIR/_gpu_tiles.py.
+# GPU_CHECK_QUICK=1: skip the Triton kernel grid tests and the per-op benchmarks.
+# GPU_CHECK_COMPILE=0: skip the torch.compile baseline.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp/gpu_check}}
@@ -25,20 +29,28 @@ FASTDEBLUR_FORCE_CUDA=1 python3 -m pip install -q --no-build-isolation --no-deps
 python3 -c "import fastdeblur as f; print('has_ext', f.has_ext(), 'has_cuda_ext', f.has_cuda_ext())"
 echo "build took $(( $(date +%s) - t0 )) s"
 
+if [ "${GPU_CHECK_TUNE:-0}" = 1 ]; then
+  echo "== tile sweep"
+  timeout 300 python3 benchmarks/tune_kernels.py --write --json "$out/tune.json" --budget-s "${TUNE_BUDGET_S:-150}" 2>&1 \
+    | tee "$out/tune.md"
+  [ -f kernels/_gpu_tiles.py ] && cp kernels/_gpu_tiles.py "$out/"
+fi
+
 echo "== GPU tests"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_ext_ops.py -k cuda -o addopts="" 2>&1 | tail -4
 timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused_model.py -o addopts="" \
   2>&1 | tail -8
 # the kernel grid compiles one Triton specialization per shape and dtype (seconds each on a GPU):
 # bf16, which the CPU interpreter cannot check, plus one fp16 slice; CI covers fp32/fp16 numerics
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py -o addopts="" \
-  -k "bfloat16 or (float16 and 32-32) or compile" 2>&1 | tail -8
+[ "${GPU_CHECK_QUICK:-0}" = 1 ] || timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
+  -o addopts="" -k "bfloat16 or (float16 and 32-32) or compile" 2>&1 | tail -8
 
 echo "== GPU benchmarks"
 export FASTDEBLUR_BENCH_DEVICES=cuda
-timeout 240 python3 -m pytest -q -p no:cacheprovider benchmarks/bench_end_to_end.py benchmarks/bench_kernels.py \
-  benchmarks/bench_ops.py \
-  -k "not compiled" -o addopts="" --benchmark-only --benchmark-json="$out/bench.json" 2>&1 | tail -5
+benches="benchmarks/bench_end_to_end.py benchmarks/bench_kernels.py"
+[ "${GPU_CHECK_QUICK:-0}" = 1 ] || benches="$benches benchmarks/bench_ops.py"
+timeout 240 python3 -m pytest -q -p no:cacheprovider $benches \
+  -k "not compiled and not reference_fp32 and not fastdeblur_half" -o addopts="" --benchmark-only --benchmark-json="$out/bench.json" 2>&1 | tail -5
 python3 benchmarks/summarize.py "$out/bench.json" --peak-tflops "${PEAK_TFLOPS:-989}" | tee "$out/table.md"
 echo "== torch.compile baseline (compiling takes a minute or two; GPU_CHECK_COMPILE=0 skips it)"
 [ "${GPU_CHECK_COMPILE:-1}" = 1 ] && FASTDEBLUR_BENCH_COMPILE=1 timeout 180 python3 -m pytest -q -p no:cacheprovider benchmarks/bench_end_to_end.py \

@@ -14,13 +14,21 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(not triton_usable(torch.device(DEVICE)), reason="Triton unusable here")
 
 
+@pytest.mark.parametrize("triton", ["all", "measured", frozenset({"rb64", "convT64_32", "conv32_64_s2"})])
 @pytest.mark.parametrize("build", [lambda: DMPHN((1, 2, 4, 8)), lambda: StackDMPHN(2)])
-def test_fused_module_equals_reference(build):
+def test_fused_module_equals_reference(build, triton):
+    """Every layer on Triton, the measured mix (32-channel blocks on Triton, the rest on torch), and
+    another mix: the same network either way."""
     torch.manual_seed(0)
     model = build().eval().to(DEVICE)
     x = (torch.rand(1, 3, 32, 16, device=DEVICE) - 0.5).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        torch.testing.assert_close(fuse_model(model)(x), model(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fuse_model(model, triton=triton)(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fuse_model_rejects_an_unknown_choice():
+    with pytest.raises(ValueError, match="triton must be"):
+        fuse_model(DMPHN((1, 2)), triton="fastest")
 
 
 @pytest.mark.needs_data
