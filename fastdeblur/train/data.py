@@ -51,6 +51,16 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
 
 
+def _sharp_photos(sources: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files of `sources` (folders and files), for synthetic pairs."""
+    files: list[Path] = []
+    for s in map(Path, sources):
+        files += _images_in(s) if s.is_dir() else [s]
+    if not files:
+        raise InputError("no sharp photos found for synthetic pairs")
+    return files
+
+
 class PairedImages(Dataset):
     """Aligned (blurry, sharp) file pairs with random crops and flips."""
 
@@ -117,12 +127,7 @@ class SyntheticPairs(Dataset):
 
     def __init__(self, sharp: Sequence[str | os.PathLike], crop: int = 256, seed: int = 0,
                  cfg: BlurConfig | None = None, length: int | None = None):
-        files: list[Path] = []
-        for s in sharp:
-            s = Path(s)
-            files += _images_in(s) if s.is_dir() else [s]
-        if not files:
-            raise InputError("no sharp photos found for synthetic pairs")
+        files = _sharp_photos(sharp)
         self.files, self.crop, self.seed, self.cfg, self.epoch = files, crop, seed, cfg or BlurConfig(), 0
         self.length = length or len(files)
 
@@ -156,12 +161,7 @@ class SyntheticBatches:
 
     def __init__(self, sharp: Sequence[str | os.PathLike], crop: int = 256, seed: int = 0,
                  cfg: BlurConfig | None = None, device: str | torch.device = "cuda"):
-        files: list[Path] = []
-        for s in sharp:
-            s = Path(s)
-            files += _images_in(s) if s.is_dir() else [s]
-        if not files:
-            raise InputError("no sharp photos found for synthetic pairs")
+        files = _sharp_photos(sharp)
         self.device = torch.device(device)
         self.images = []
         for f in files:
