@@ -7,6 +7,8 @@ synthetic GoPro-like blur of the sharp photos (Urban100, Sun-Hays80, BSD100; nev
 frames), then measures PSNR/SSIM on the GoPro ground-truth pairs (evaluation only) and exports
 OUT/fastdeblur-default.safetensors with those figures in its header. Each session with time
 or a GPU can push the model further by running it again; record each run in docs/TRAINING.md.
+On a GPU the pairs are made there (data.SyntheticBatches); `--steps auto` times a few steps and
+fits the cosine schedule to the --minutes budget (what a short device session wants).
 """
 
 from __future__ import annotations
