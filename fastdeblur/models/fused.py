@@ -40,108 +40,96 @@ def _kind(layer: nn.Module) -> str:
     return f"conv{layer.in_channels}_{layer.out_channels}_s{layer.stride[0]}"
 
 
-class _Torch(nn.Module):
-    """A layer left on torch's convolutions (cuDNN measured faster): weights as buffers, NHWC in/out."""
+class _Layer(nn.Module):
+    """One conv, transposed conv or residual block of an Encoder/Decoder on NHWC activations:
+    its op ("rb", "up" or "conv"), stride and weights (as buffers, one or two convs)."""
 
     def __init__(self, layer: nn.Module):
         super().__init__()
-        self.kind = "rb" if isinstance(layer, ResidualBlock) else "up" if isinstance(
+        self.op = "rb" if isinstance(layer, ResidualBlock) else "up" if isinstance(
             layer, nn.ConvTranspose2d) else "conv"
-        convs = [layer[0], layer[2]] if self.kind == "rb" else [layer]
-        for i, c in enumerate(convs, 1):
+        self.stride = _convs(layer)[0].stride[0]
+
+
+def _convs(layer: nn.Module) -> list[nn.Module]:
+    return [layer[0], layer[2]] if isinstance(layer, ResidualBlock) else [layer]
+
+
+class _Triton(_Layer):
+    """The layer on the Triton kernels: weights packed once for the implicit GEMMs, bias, ReLU and
+    the residual add in the conv epilogues."""
+
+    precision = "ieee"  # float32 stays float32; "tf32" trades exactness for speed
+
+    def __init__(self, layer: nn.Module):
+        super().__init__(layer)
+        pack = pack_conv_transpose_weight if self.op == "up" else pack_conv3x3_weight
+        for i, c in enumerate(_convs(layer), 1):
+            self.register_buffer(f"w{i}", pack(c.weight.detach()))
+            self.register_buffer(f"b{i}", c.bias.detach().clone())
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
+        if self.op == "up":
+            return conv_transpose4x4_packed(h, self.w1, self.b1, precision=self.precision)
+        if self.op == "conv":
+            return conv3x3_packed(h, self.w1, self.b1, stride=self.stride, precision=self.precision)
+        t = conv3x3_packed(h, self.w1, self.b1, relu=True, precision=self.precision)
+        return conv3x3_packed(t, self.w2, self.b2, residual=h, precision=self.precision)
+
+
+class _Torch(_Layer):
+    """The layer left on torch's convolutions (cuDNN measured faster), on the same NHWC memory."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__(layer)
+        for i, c in enumerate(_convs(layer), 1):
             self.register_buffer(f"w{i}", c.weight.detach().clone().contiguous(memory_format=torch.channels_last))
             self.register_buffer(f"b{i}", c.bias.detach().clone())
-        self.stride = convs[0].stride[0]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
         v = h.permute(0, 3, 1, 2)  # channels_last NCHW view: cuDNN's NHWC kernels, no copy
-        if self.kind == "up":
+        if self.op == "up":
             y = F.conv_transpose2d(v, self.w1, self.b1, stride=2, padding=1)
-        elif self.kind == "conv":
+        elif self.op == "conv":
             y = F.conv2d(v, self.w1, self.b1, stride=self.stride, padding=1)
         else:
             y = F.conv2d(F.relu_(F.conv2d(v, self.w1, self.b1, padding=1)), self.w2, self.b2, padding=1).add_(v)
         return y.permute(0, 2, 3, 1).contiguous()  # already NHWC memory: contiguous() is free
 
 
-class _Packed(nn.Module):
-    """Packed weights of one conv (or both convs of a residual block), as buffers."""
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        if isinstance(layer, ResidualBlock):
-            self.register_buffer("w1", pack_conv3x3_weight(layer[0].weight.detach()))
-            self.register_buffer("b1", layer[0].bias.detach().clone())
-            self.register_buffer("w2", pack_conv3x3_weight(layer[2].weight.detach()))
-            self.register_buffer("b2", layer[2].bias.detach().clone())
-        elif isinstance(layer, nn.ConvTranspose2d):
-            self.register_buffer("w", pack_conv_transpose_weight(layer.weight.detach()))
-            self.register_buffer("b", layer.bias.detach().clone())
-        else:
-            self.register_buffer("w", pack_conv3x3_weight(layer.weight.detach()))
-            self.register_buffer("b", layer.bias.detach().clone())
-
-
-def _layer(layer: nn.Module, triton: frozenset[str] | None) -> nn.Module:
+def _layer(layer: nn.Module, triton: frozenset[str] | None) -> _Layer:
     """The layer on the Triton kernels if its kind is in `triton` (None: every kind), else on torch."""
-    return _Packed(layer) if triton is None or _kind(layer) in triton else _Torch(layer)
+    return _Triton(layer) if triton is None or _kind(layer) in triton else _Torch(layer)
 
 
 class _FusedCNN(nn.Module):
-    precision = "ieee"  # float32 stays float32; "tf32" trades exactness for speed
+    """An Encoder/Decoder whose layers (in `names` order) run one after another on NHWC memory."""
 
-    def _rb(self, h: torch.Tensor, p: _Packed) -> torch.Tensor:  # h [N, H, W, C]
-        if isinstance(p, _Torch):
-            return p(h)
-        t = conv3x3_packed(h, p.w1, p.b1, relu=True, precision=self.precision)
-        return conv3x3_packed(t, p.w2, p.b2, residual=h, precision=self.precision)
+    names: tuple[str, ...] = ()
 
-    def _conv(self, h: torch.Tensor, p: _Packed, stride: int = 1) -> torch.Tensor:
-        if isinstance(p, _Torch):
-            return p(h)
-        return conv3x3_packed(h, p.w, p.b, stride=stride, precision=self.precision)
-
-    def _up(self, h: torch.Tensor, p: _Packed) -> torch.Tensor:
-        if isinstance(p, _Torch):
-            return p(h)
-        return conv_transpose4x4_packed(h, p.w, p.b, precision=self.precision)
-
-
-class FusedEncoder(_FusedCNN):
-    footprint = Encoder.footprint
-
-    def __init__(self, enc: Encoder, triton: frozenset[str] | None = None):
+    def __init__(self, cnn: nn.Module, triton: frozenset[str] | None = None):
         super().__init__()
-        self.layers = nn.ModuleDict({name: _layer(getattr(enc, name), triton) for name in (
-            "layer1", "layer2", "layer3", "layer5", "layer6", "layer7", "layer9", "layer10", "layer11")})
+        self.layers = nn.ModuleDict({name: _layer(getattr(cnn, name), triton) for name in self.names})
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, 3, H, W] -> [N, 128, H/4, W/4], channels_last
-        p = self.layers
-        h = self._conv(x.permute(0, 2, 3, 1).contiguous(), p["layer1"])
-        h = self._rb(self._rb(h, p["layer2"]), p["layer3"])
-        h = self._conv(h, p["layer5"], stride=2)
-        h = self._rb(self._rb(h, p["layer6"]), p["layer7"])
-        h = self._conv(h, p["layer9"], stride=2)
-        h = self._rb(self._rb(h, p["layer10"]), p["layer11"])
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW in and out, channels_last memory
+        h = x.permute(0, 2, 3, 1).contiguous()
+        for layer in self.layers.values():
+            h = layer(h)
         return h.permute(0, 3, 1, 2)
 
 
+class FusedEncoder(_FusedCNN):
+    """[N, 3, H, W] -> [N, 128, H/4, W/4]."""
+
+    footprint = Encoder.footprint
+    names = ("layer1", "layer2", "layer3", "layer5", "layer6", "layer7", "layer9", "layer10", "layer11")
+
+
 class FusedDecoder(_FusedCNN):
+    """[N, 128, h, w] -> [N, 3, 4h, 4w]."""
+
     footprint = Decoder.footprint
-
-    def __init__(self, dec: Decoder, triton: frozenset[str] | None = None):
-        super().__init__()
-        self.layers = nn.ModuleDict({name: _layer(getattr(dec, name), triton) for name in (
-            "layer13", "layer14", "layer16", "layer17", "layer18", "layer20", "layer21", "layer22", "layer24")})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, 128, h, w] -> [N, 3, 4h, 4w], channels_last
-        p = self.layers
-        h = self._rb(self._rb(x.permute(0, 2, 3, 1).contiguous(), p["layer13"]), p["layer14"])
-        h = self._up(h, p["layer16"])
-        h = self._rb(self._rb(h, p["layer17"]), p["layer18"])
-        h = self._up(h, p["layer20"])
-        h = self._rb(self._rb(h, p["layer21"]), p["layer22"])
-        return self._conv(h, p["layer24"]).permute(0, 3, 1, 2)
+    names = ("layer13", "layer14", "layer16", "layer17", "layer18", "layer20", "layer21", "layer22", "layer24")
 
 
 def fuse_model(model: nn.Module, triton: str | frozenset[str] = "measured") -> nn.Module:
