@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _graphs
+from . import _graphs, _heap
 from . import weights as _weights
 from .errors import InputError
 from .io import read_image
@@ -97,10 +97,15 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
 # that way against 16.1 ms through cuDNN, float16 within 0.02 dB (benchmarks/RESULTS.md).
 # float32 stays on cuDNN, whose exact mode is measured; the Triton fp32 path is opt-in.
 TRITON_DTYPES = (torch.float16, torch.bfloat16)
+# On CPUs, backend=None runs oneDNN's fused convolutions (models.onednn_model): same weights,
+# same numerics (float32 equals the reference exactly), fewer passes over memory.
+ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def _resolve_backend(backend: str | None, device: torch.device, dtype: torch.dtype):
-    """(use the fused Triton model?, layout steps: the extension's ops or plain torch)."""
+    """(the fused model to run: "triton", "onednn" or None for the module as it is,
+    layout steps: the extension's ops or plain torch)."""
+    from .models.onednn import onednn_available
     from .ops import _backend
     from .ops.layout import OpsLayout
     from .reference.patches import TorchLayout
@@ -108,24 +113,30 @@ def _resolve_backend(backend: str | None, device: torch.device, dtype: torch.dty
     backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
     if backend == "triton":
         _backend.require_triton(device)
-    triton = backend == "triton" or (backend is None and device.type == "cuda" and dtype in TRITON_DTYPES
-                                     and _backend.triton_usable(device))
+    fused = None
+    if backend == "triton" or (backend is None and device.type == "cuda" and dtype in TRITON_DTYPES
+                               and _backend.triton_usable(device)):
+        fused = "triton"
+    elif backend is None and device.type == "cpu" and dtype in ONEDNN_DTYPES and onednn_available():
+        fused = "onednn"
     layout_backend = None if backend == "triton" else backend
     use_ext = _backend.choose(layout_backend, device) == "cuda"
-    return triton, (OpsLayout("cuda") if use_ext else TorchLayout)
+    return fused, (OpsLayout("cuda") if use_ext else TorchLayout)
 
 
-_fused_cache: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+_fused_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
 
 
-def _fused(model: nn.Module) -> nn.Module:
-    """The Triton twin of `model` (weights packed once), cached while the model lives."""
-    from .models import fuse_model
+def _fused(model: nn.Module, kind: str) -> nn.Module:
+    """The fused twin of `model` ("triton" or "onednn"; weights packed once), cached while the
+    model lives."""
+    from .models import fuse_model, onednn_model
 
     with _model_lock:
-        fused = _fused_cache.get(model)
+        twins = _fused_cache.setdefault(model, {})
+        fused = twins.get(kind)
         if fused is None:
-            fused = _fused_cache[model] = fuse_model(model)
+            fused = twins[kind] = fuse_model(model) if kind == "triton" else onednn_model(model)
     return fused
 
 
@@ -442,8 +453,10 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
         if tile is None:
             n, _, h, w = x.shape
             tile = auto_tile(n * h * w, dtype, memory_budget(param.device))
-        y = _padded_forward(model, x, dtype, tile or None, layout)
-        return y if shifted else (y + 0.5).clamp_(0.0, 1.0)
+        # CPU: large activations reuse heap pages instead of fresh, zero-filled mappings (_heap.py)
+        with _heap.reuse_heap() if x.device.type == "cpu" else contextlib.nullcontext():
+            y = _padded_forward(model, x, dtype, tile or None, layout)
+            return y if shifted else (y + 0.5).clamp_(0.0, 1.0)
 
 
 def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None, dtype: Any = None,
@@ -477,11 +490,11 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
             device = restore.device
         dev = _resolve_device(device)
         dt = _resolve_dtype(dtype, dev)
-    use_triton, layout = _resolve_backend(backend, dev, dt)  # a bad backend fails before any weights load
+    fused, layout = _resolve_backend(backend, dev, dt)  # a bad backend fails before any weights load
     if not isinstance(model, nn.Module):
         net = _cached_model(model, dev, dt)
-    if use_triton:
-        net = _fused(net)
+    if fused:
+        net = _fused(net, fused)
     if _quantizes_on_extension(restore, dev):
         return _restore_quantized(run_model(net, x, dtype=dt, tile=tile, layout=layout, shifted=True), restore)
     return _restore(run_model(net, x, dtype=dt, tile=tile, layout=layout), restore)

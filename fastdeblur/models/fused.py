@@ -17,7 +17,7 @@ the Triton kernels.
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,33 +26,10 @@ from torch import nn
 from ..kernels.conv3x3 import pack_conv3x3_weight
 from ..kernels.conv_transpose import pack_conv_transpose_weight
 from ..ops.conv import conv3x3_packed, conv_transpose4x4_packed
-from ..reference.dmphn import Decoder, Encoder, ResidualBlock
+from ._layers import _convs, _kind, _Layer, swap_cnns
 
 # the layer kinds whose Triton kernels measured faster than cuDNN (see the module docstring)
 MEASURED_FASTER = frozenset({"rb32"})
-
-
-def _kind(layer: nn.Module) -> str:
-    if isinstance(layer, ResidualBlock):
-        return f"rb{layer[0].out_channels}"
-    if isinstance(layer, nn.ConvTranspose2d):
-        return f"convT{layer.in_channels}_{layer.out_channels}"
-    return f"conv{layer.in_channels}_{layer.out_channels}_s{layer.stride[0]}"
-
-
-class _Layer(nn.Module):
-    """One conv, transposed conv or residual block of an Encoder/Decoder on NHWC activations:
-    its op ("rb", "up" or "conv"), stride and weights (as buffers, one or two convs)."""
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.op = "rb" if isinstance(layer, ResidualBlock) else "up" if isinstance(
-            layer, nn.ConvTranspose2d) else "conv"
-        self.stride = _convs(layer)[0].stride[0]
-
-
-def _convs(layer: nn.Module) -> list[nn.Module]:
-    return [layer[0], layer[2]] if isinstance(layer, ResidualBlock) else [layer]
 
 
 class _Triton(_Layer):
@@ -68,7 +45,7 @@ class _Triton(_Layer):
             self.register_buffer(f"w{i}", pack(c.weight.detach()))
             self.register_buffer(f"b{i}", c.bias.detach().clone())
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
+    def forward(self, h: torch.Tensor, reuse: bool = False) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
         if self.op == "up":
             return conv_transpose4x4_packed(h, self.w1, self.b1, precision=self.precision)
         if self.op == "conv":
@@ -86,7 +63,7 @@ class _Torch(_Layer):
             self.register_buffer(f"w{i}", c.weight.detach().clone().contiguous(memory_format=torch.channels_last))
             self.register_buffer(f"b{i}", c.bias.detach().clone())
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
+    def forward(self, h: torch.Tensor, reuse: bool = False) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
         v = h.permute(0, 3, 1, 2)  # channels_last NCHW view: cuDNN's NHWC kernels, no copy
         if self.op == "up":
             y = F.conv_transpose2d(v, self.w1, self.b1, stride=2, padding=1)
@@ -97,39 +74,9 @@ class _Torch(_Layer):
         return y.permute(0, 2, 3, 1).contiguous()  # already NHWC memory: contiguous() is free
 
 
-def _layer(layer: nn.Module, triton: frozenset[str] | None) -> _Layer:
-    """The layer on the Triton kernels if its kind is in `triton` (None: every kind), else on torch."""
-    return _Triton(layer) if triton is None or _kind(layer) in triton else _Torch(layer)
-
-
-class _FusedCNN(nn.Module):
-    """An Encoder/Decoder whose layers (in `names` order) run one after another on NHWC memory."""
-
-    names: tuple[str, ...] = ()
-
-    def __init__(self, cnn: nn.Module, triton: frozenset[str] | None = None):
-        super().__init__()
-        self.layers = nn.ModuleDict({name: _layer(getattr(cnn, name), triton) for name in self.names})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # NCHW in and out, channels_last memory
-        h = x.permute(0, 2, 3, 1).contiguous()
-        for layer in self.layers.values():
-            h = layer(h)
-        return h.permute(0, 3, 1, 2)
-
-
-class FusedEncoder(_FusedCNN):
-    """[N, 3, H, W] -> [N, 128, H/4, W/4]."""
-
-    footprint = Encoder.footprint
-    names = ("layer1", "layer2", "layer3", "layer5", "layer6", "layer7", "layer9", "layer10", "layer11")
-
-
-class FusedDecoder(_FusedCNN):
-    """[N, 128, h, w] -> [N, 3, 4h, 4w]."""
-
-    footprint = Decoder.footprint
-    names = ("layer13", "layer14", "layer16", "layer17", "layer18", "layer20", "layer21", "layer22", "layer24")
+def _triton_or_torch(triton: frozenset[str] | None) -> Callable[[nn.Module], _Layer]:
+    """Layer factory: Triton kernels for the kinds in `triton` (None: every kind), torch for the rest."""
+    return lambda layer: _Triton(layer) if triton is None or _kind(layer) in triton else _Torch(layer)
 
 
 def fuse_model(model: nn.Module, triton: str | frozenset[str] = "measured") -> nn.Module:
@@ -147,11 +94,4 @@ def fuse_model(model: nn.Module, triton: str | frozenset[str] = "measured") -> n
         kinds = frozenset(triton)
     else:
         raise ValueError(f"triton must be 'measured', 'all' or a set of layer kinds, got {triton!r}")
-    fused = copy.copy(model)  # shallow: shares nothing we modify below
-    fused._modules = dict(model._modules)
-    for name, child in model.named_children():
-        if isinstance(child, Encoder):
-            fused._modules[name] = FusedEncoder(child, kinds)
-        elif isinstance(child, Decoder):
-            fused._modules[name] = FusedDecoder(child, kinds)
-    return fused
+    return swap_cnns(model, _triton_or_torch(kinds))

@@ -1,0 +1,67 @@
+"""Keep the C heap's pages across the layers of a CPU forward (glibc only).
+
+glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh mmap and
+unmaps it on free. A 720p frame's activations are 59 MiB each (32 channels, bfloat16), so each
+layer's output was a new mapping that the kernel had to fault in and zero, page by page: measured
+on 2 cores, 1.0-2.0 s of kernel time and ~0.4-0.8 M page faults per 720p forward, against none
+when the pages are reused. Within `reuse_heap()`, large blocks come from the heap and freed ones
+are kept; on leaving, the thresholds go to glibc's steady state for large blocks (mmap above
+32 MiB, trim above 64 MiB: what its dynamic threshold converges to) and free pages go back to the
+system (malloc_trim), so the process does not keep the forward's peak.
+
+FASTDEBLUR_MALLOC_TUNING=0 leaves malloc alone. Other C libraries: no effect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import threading
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_DURING = 1 << 30  # no mmap, no trim for blocks under 1 GiB while a forward runs
+_AFTER_MMAP, _AFTER_TRIM = 32 << 20, 64 << 20
+
+_lock = threading.Lock()
+_depth = 0
+_libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
+
+
+def _glibc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is False:
+        try:
+            lib = ctypes.CDLL(None)
+            _libc = lib if hasattr(lib, "gnu_get_libc_version") and hasattr(lib, "malloc_trim") else None
+        except OSError:
+            _libc = None
+    return _libc  # type: ignore[return-value]
+
+
+def enabled() -> bool:
+    return os.environ.get("FASTDEBLUR_MALLOC_TUNING", "1") != "0" and _glibc() is not None
+
+
+@contextlib.contextmanager
+def reuse_heap():
+    """Reuse heap pages for large blocks until the outermost `with` ends (thread-safe, nestable)."""
+    global _depth
+    if not enabled():
+        yield
+        return
+    lib = _glibc()
+    with _lock:
+        _depth += 1
+        if _depth == 1:
+            lib.mallopt(_M_MMAP_THRESHOLD, _DURING)
+            lib.mallopt(_M_TRIM_THRESHOLD, _DURING)
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                lib.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
+                lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
+                lib.malloc_trim(0)

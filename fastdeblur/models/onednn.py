@@ -1,0 +1,77 @@
+"""DMPHN on the CPU through oneDNN's fused convolutions, without torch.compile.
+
+torch ships the oneDNN ops that inductor's CPU freezing pass emits (`torch.ops.mkldnn`):
+convolutions with weights reordered once into oneDNN's blocked layout, and with post-ops: the
+ReLU, and the residual add written in place over the block's input. Called eagerly, a residual
+block is then 2 oneDNN calls instead of conv, ReLU, conv, add (5 passes, 3 fresh tensors), and
+no compile is needed (inductor's takes ~30 s on 2 cores).
+
+Same structure as the Triton model (fused.py): the reference's multi-patch forward, with each
+Encoder/Decoder swapped for a chain of layers on NHWC memory (a channels_last NCHW view for
+oneDNN, no copies).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from ._layers import _convs, _Layer, swap_cnns
+
+_PAD, _ONE = [1, 1], [1, 1]
+
+
+def onednn_available() -> bool:
+    """torch was built with oneDNN and exposes its fused-convolution ops."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class _OneDNN(_Layer):
+    """The layer as oneDNN convolutions: weights reordered once, ReLU and residual add fused."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__(layer)
+        self._stride = [self.stride, self.stride]
+        self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
+        for i, c in enumerate(_convs(layer), 1):
+            w = c.weight.detach()
+            if self.op == "up":
+                packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(w, _PAD, [0, 0], [2, 2], _ONE, 1)
+            else:
+                packed = torch.ops.mkldnn._reorder_convolution_weight(w, _PAD, self._stride, _ONE, 1)
+            self.weights.append(packed)
+            self.register_buffer(f"b{i}", c.bias.detach().clone())
+
+    def forward(self, h: torch.Tensor, reuse: bool = False) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
+        v = h.permute(0, 3, 1, 2)  # channels_last NCHW view
+        mkl = torch.ops.mkldnn
+        if self.op == "up":
+            y = mkl._convolution_transpose_pointwise(v, self.weights[0], self.b1, _PAD, [0, 0], [2, 2], _ONE, 1,
+                                                     "none", [], "")
+        elif self.op == "conv":
+            y = mkl._convolution_pointwise(v, self.weights[0], self.b1, _PAD, self._stride, _ONE, 1, "none", [], "")
+        else:
+            t = mkl._convolution_pointwise(v, self.weights[0], self.b1, _PAD, _ONE, _ONE, 1, "relu", [], "")
+            if reuse:  # v + conv(t), accumulated into v's memory by oneDNN's sum post-op
+                y = mkl._convolution_pointwise_(v, t, self.weights[1], self.b2, _PAD, _ONE, _ONE, 1, "add", 1.0,
+                                                None, [], None)
+            else:
+                y = mkl._convolution_pointwise(t, v, self.weights[1], self.b2, _PAD, _ONE, _ONE, 1, "add", 1.0,
+                                               None, [], None)
+        return y.permute(0, 2, 3, 1).contiguous()  # NHWC memory already: free
+
+
+def onednn_model(model: nn.Module) -> nn.Module:
+    """A copy of a CPU DMPHN/StackDMPHN (float32 or bfloat16) on oneDNN's fused convolutions.
+
+    Same class, forward and tiling; the weights are reordered for oneDNN once, here, so build it
+    after the model has its final dtype.
+    """
+    if not onednn_available():
+        raise RuntimeError("this torch build has no oneDNN (mkldnn) fused convolutions")
+    dev = next(itertools.chain(model.parameters(), model.buffers())).device
+    if dev.type != "cpu":
+        raise ValueError(f"onednn_model runs on the CPU; the model is on {dev}")
+    return swap_cnns(model, _OneDNN)

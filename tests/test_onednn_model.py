@@ -1,0 +1,123 @@
+"""The CPU fused model (oneDNN convolutions with fused ReLU / residual adds) equals the reference,
+and the heap tuning around CPU forwards does what it claims."""
+
+import resource
+
+import numpy as np
+import pytest
+import torch
+
+import fastdeblur
+from fastdeblur import _heap, api
+from fastdeblur.models import onednn_available, onednn_model
+from fastdeblur.reference import DMPHN, StackDMPHN
+
+pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
+
+BUILDS = {"dmphn-1-2": lambda: DMPHN((1, 2)), "dmphn-1-2-4": lambda: DMPHN((1, 2, 4)),
+          "dmphn-1-2-4-8": lambda: DMPHN((1, 2, 4, 8)), "stack-2": lambda: StackDMPHN(2)}
+
+
+def _model(name: str, dtype=torch.float32):
+    torch.manual_seed(0)
+    return BUILDS[name]().eval().requires_grad_(False).to(dtype=dtype, memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("name", list(BUILDS))
+@pytest.mark.parametrize("batch,h,w", [(1, 32, 48), (3, 48, 40)])
+def test_float32_equals_the_reference(name, batch, h, w):
+    model = _model(name)
+    x = (torch.rand(batch, 3, h, w) - 0.5).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = model.double()(x.double())
+        got = onednn_model(model.float())(x)
+        same = model(x)
+    # float32 oneDNN against float64: as close as torch's own float32 forward
+    assert (got.double() - want).abs().max() <= 2 * (same.double() - want).abs().max() + 1e-5
+
+
+@pytest.mark.parametrize("name", ["dmphn-1-2-4", "stack-2"])
+def test_bfloat16_error_is_at_most_twice_torchs(name):
+    model = _model(name)
+    x = (torch.rand(2, 3, 32, 40) - 0.5).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want = model.double()(x.double())
+        lowp = model.to(torch.bfloat16)
+        got = onednn_model(lowp)(x.bfloat16())
+        base = lowp(x.bfloat16())
+    err, ref_err = (got.double() - want).abs().max().item(), (base.double() - want).abs().max().item()
+    assert err <= 2 * ref_err + 1e-3, f"oneDNN bf16 error {err:.3g} > 2 x torch's {ref_err:.3g}"
+
+
+def test_inputs_are_not_written_over_and_calls_repeat():
+    """The residual adds land in place, but only in the model's own temporaries."""
+    model = _model("dmphn-1-2-4")
+    fused = onednn_model(model)
+    x = (torch.rand(1, 3, 32, 32) - 0.5).contiguous(memory_format=torch.channels_last)
+    keep = x.clone()
+    with torch.inference_mode():
+        dec = fused.decoder_lv1
+        feat = torch.rand(1, 128, 8, 8).contiguous(memory_format=torch.channels_last)
+        feat_copy = feat.clone()
+        torch.testing.assert_close(dec(feat), model.decoder_lv1(feat), rtol=1e-5, atol=1e-5)
+        assert torch.equal(feat, feat_copy)
+        a, b = fused(x), fused(x)
+    assert torch.equal(x, keep) and torch.equal(a, b)
+
+
+def test_tiled_equals_whole():
+    model = onednn_model(_model("dmphn-1-2-4"))
+    x = (torch.rand(1, 3, 160, 144) - 0.5).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, tile=128), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_rejects_a_gpu_model():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        onednn_model(DMPHN((1, 2)).cuda())
+
+
+def test_deblur_on_cpu_uses_it_by_default(monkeypatch):
+    fused, _ = api._resolve_backend(None, torch.device("cpu"), torch.float32)
+    assert fused == "onednn"
+    assert api._resolve_backend("reference", torch.device("cpu"), torch.float32)[0] is None
+    monkeypatch.setenv("FASTDEBLUR_BACKEND", "reference")
+    assert api._resolve_backend(None, torch.device("cpu"), torch.bfloat16)[0] is None
+    model = _model("dmphn-1-2-4")
+    img = np.random.rand(40, 56, 3).astype(np.float32)
+    monkeypatch.delenv("FASTDEBLUR_BACKEND")
+    np.testing.assert_allclose(fastdeblur.deblur(img, model), fastdeblur.deblur(img, model, backend="reference"),
+                               atol=1e-6)
+
+
+def _faults_refilling(nbytes: int, times: int) -> int:
+    """Minor page faults while allocating, filling and freeing a block `times` times."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        torch.empty(nbytes, dtype=torch.uint8).fill_(1)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(_heap._glibc() is None, reason="heap tuning is glibc-only")
+def test_heap_pages_are_reused_inside_and_released_after(monkeypatch):
+    size, pages = 64 << 20, (64 << 20) // 4096
+    monkeypatch.setenv("FASTDEBLUR_MALLOC_TUNING", "1")
+    with _heap.reuse_heap():
+        with _heap.reuse_heap():  # nests
+            _faults_refilling(size, 2)  # the heap grows to hold the block
+            inside = _faults_refilling(size, 8)
+        assert _heap._depth == 1
+    assert _heap._depth == 0
+    outside = _faults_refilling(size, 8)  # 64 MiB is above the restored mmap threshold
+    # inside: the pages stay mapped (at most an occasional regrowth); outside: every refill faults
+    assert inside < 2 * pages, inside
+    assert outside >= 7 * pages, outside
+
+
+def test_heap_tuning_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("FASTDEBLUR_MALLOC_TUNING", "0")
+    assert not _heap.enabled()
+    with _heap.reuse_heap():
+        assert _heap._depth == 0
