@@ -15,6 +15,10 @@ Providers:
   fused_fp16_all  every layer on the Triton kernels (fuse_model(..., triton="all"))
   fused_fp16_graph  fused_fp16 replayed as a captured CUDA graph (what deblur() does for repeated sizes)
   fastdeblur_triton  deblur(..., backend="triton", dtype=float16), numpy in and out (GPU)
+  onednn_bf16     CPU: the model through fastdeblur.models.onednn_model (oneDNN convolutions with
+                  fused ReLU/residual adds), bfloat16 channels_last, heap pages reused
+                  (_heap.reuse_heap), tensor in and out: deblur()'s CPU path without the I/O
+  onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU)
 Every provider's output is checked against the float32 reference before it is timed.
 """
 
@@ -34,7 +38,8 @@ from fastdeblur.api import default_dtype
 from fastdeblur.metrics import psnr
 
 PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "reference_fp16", "fused_fp16", "fused_fp16_all",
-             "fused_fp16_graph", "fastdeblur", "fastdeblur_half", "fastdeblur_triton", "compiled"]
+             "fused_fp16_graph", "fastdeblur", "fastdeblur_half", "fastdeblur_triton", "onednn_bf16", "onednn_fp32",
+             "compiled"]
 _OFFICIAL = {"dmphn-1-2-4-gopro": official_style.dmphn_124, "dmphn-1-2-4-8-gopro": official_style.dmphn_1248,
              "stack4-dmphn-gopro": official_style.stack_dmphn}
 _models: dict = {}
@@ -96,6 +101,20 @@ def _provider(provider: str, name: str, device: str):
             m = fuse_model(m, triton="all" if provider == "fused_fp16_all" else "measured")
         xin = x.half().contiguous(memory_format=torch.channels_last)
         return (_graphed(m, xin) if provider.endswith("graph") else lambda: m(xin)), torch.float16
+    if provider in ("onednn_bf16", "onednn_fp32"):
+        if device != "cpu":
+            pytest.skip("CPU provider")
+        from fastdeblur._heap import reuse_heap
+        from fastdeblur.models import onednn_model
+
+        dt = torch.bfloat16 if provider == "onednn_bf16" else torch.float32
+        m = onednn_model(_model(name, device, dt, channels_last=True))
+        xin = x.to(dt).contiguous(memory_format=torch.channels_last)
+
+        def run_onednn():
+            with reuse_heap():
+                return m(xin)
+        return run_onednn, dt
     if provider == "stock_best":
         if device == "cpu":
             m = _model(name, device, channels_last=True)
@@ -113,6 +132,10 @@ def _provider(provider: str, name: str, device: str):
             pytest.skip("set FASTDEBLUR_BENCH_COMPILE=1 to benchmark torch.compile (slow to compile)")
         dt = torch.bfloat16 if device == "cpu" else torch.float16
         m = _model(name, device, dt, channels_last=True)
+        if device == "cpu":  # weights as constants: inductor's oneDNN fusions (the fastest compile on CPU)
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
         cm = torch.compile(m)
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
         return lambda: cm(xin), dt
