@@ -7,7 +7,10 @@ on 2 cores, 1.0-2.0 s of kernel time and ~0.4-0.8 M page faults per 720p forward
 when the pages are reused. Within `reuse_heap()`, large blocks come from the heap and freed ones
 are kept; on leaving, the thresholds go to glibc's steady state for large blocks (mmap above
 32 MiB, trim above 64 MiB: what its dynamic threshold converges to) and free pages go back to the
-system (malloc_trim), so the process does not keep the forward's peak.
+system (malloc_trim), so the process does not keep the forward's peak. deblur() uses it for
+whole-image CPU forwards only: a tiled one (an image too big for the memory budget) mixes tensors
+of many sizes, and a heap that keeps its pages fragments (measured: 4.8 GB peak RSS for a
+6000x4000 photo, against 3.1 GB without).
 
 FASTDEBLUR_MALLOC_TUNING=0 leaves malloc alone. Other C libraries: no effect.
 """

@@ -453,8 +453,11 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
         if tile is None:
             n, _, h, w = x.shape
             tile = auto_tile(n * h * w, dtype, memory_budget(param.device))
-        # CPU: large activations reuse heap pages instead of fresh, zero-filled mappings (_heap.py)
-        with _heap.reuse_heap() if x.device.type == "cpu" else contextlib.nullcontext():
+        # CPU: large activations reuse heap pages instead of fresh, zero-filled mappings (_heap.py).
+        # Not when tiling: tiles and whole-image tensors of many sizes fragment a heap that keeps
+        # its pages (6000x4000: 4.8 GB peak RSS against 3.1 GB), and big images must fit first.
+        reuse = x.device.type == "cpu" and not tile
+        with _heap.reuse_heap() if reuse else contextlib.nullcontext():
             y = _padded_forward(model, x, dtype, tile or None, layout)
             return y if shifted else (y + 0.5).clamp_(0.0, 1.0)
 

@@ -121,3 +121,22 @@ def test_heap_tuning_can_be_turned_off(monkeypatch):
     assert not _heap.enabled()
     with _heap.reuse_heap():
         assert _heap._depth == 0
+
+
+def test_deblur_reuses_the_heap_for_whole_images_only(monkeypatch):
+    import contextlib
+
+    calls = []
+
+    @contextlib.contextmanager
+    def spy():
+        calls.append(1)
+        yield
+
+    monkeypatch.setattr(_heap, "reuse_heap", spy)
+    model = _model("dmphn-1-2")
+    img = np.random.rand(160, 144, 3).astype(np.float32)
+    fastdeblur.deblur(img, model, tile=0)
+    assert calls == [1]
+    fastdeblur.deblur(img, model, tile=128)  # tiled: glibc's defaults, memory first
+    assert calls == [1]
