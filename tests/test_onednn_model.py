@@ -1,6 +1,7 @@
 """The CPU fused model (oneDNN convolutions with fused ReLU / residual adds) equals the reference,
 and the heap tuning around CPU forwards does what it claims."""
 
+import ctypes
 import resource
 
 import numpy as np
@@ -92,28 +93,46 @@ def test_deblur_on_cpu_uses_it_by_default(monkeypatch):
                                atol=1e-6)
 
 
-def _faults_refilling(nbytes: int, times: int) -> int:
-    """Minor page faults while allocating, filling and freeing a block `times` times."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(times):
-        torch.empty(nbytes, dtype=torch.uint8).fill_(1)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
 
 
-@pytest.mark.skipif(_heap._glibc() is None, reason="heap tuning is glibc-only")
-def test_heap_pages_are_reused_inside_and_released_after(monkeypatch):
-    size, pages = 64 << 20, (64 << 20) // 4096
+def _mmapped_bytes() -> int:
+    """Bytes glibc holds in blocks it mapped one by one (mmap) rather than on its heap."""
+    lib = _heap._glibc()
+    lib.mallinfo2.restype = _MallInfo2
+    return lib.mallinfo2().hblkhd
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+@pytest.mark.skipif(_heap._glibc() is None or not hasattr(_heap._glibc(), "mallinfo2"),
+                    reason="heap tuning is glibc-only (mallinfo2: glibc >= 2.33)")
+def test_large_blocks_come_from_the_heap_inside_and_pages_are_released_after(monkeypatch):
+    size = 64 << 20  # above glibc's largest mmap threshold (32 MiB)
+    monkeypatch.setenv("FASTDEBLUR_MALLOC_TUNING", "0")
+    base = _mmapped_bytes()
+    with _heap.reuse_heap():  # off: a fresh mapping per block
+        block = torch.empty(size, dtype=torch.uint8)
+        assert _mmapped_bytes() - base >= size
+        del block
     monkeypatch.setenv("FASTDEBLUR_MALLOC_TUNING", "1")
     with _heap.reuse_heap():
         with _heap.reuse_heap():  # nests
-            _faults_refilling(size, 2)  # the heap grows to hold the block
-            inside = _faults_refilling(size, 8)
+            base = _mmapped_bytes()
+            block = torch.empty(size, dtype=torch.uint8).fill_(1)
+            assert _mmapped_bytes() - base < size  # on the heap, where a freed block's pages stay
+            del block
+            torch.empty(4 * size, dtype=torch.uint8).fill_(1)  # freed at once, its pages kept
+            held = _rss()
         assert _heap._depth == 1
     assert _heap._depth == 0
-    outside = _faults_refilling(size, 8)  # 64 MiB is above the restored mmap threshold
-    # inside: the pages stay mapped (at most an occasional regrowth); outside: every refill faults
-    assert inside < 2 * pages, inside
-    assert outside >= 7 * pages, outside
+    assert held - _rss() >= 3 * size, "leaving the outermost reuse_heap() returns the free pages"
 
 
 def test_heap_tuning_can_be_turned_off(monkeypatch):
