@@ -17,7 +17,8 @@ Providers:
   fastdeblur_triton  deblur(..., backend="triton", dtype=float16), numpy in and out (GPU)
   onednn_bf16     CPU: the model through fastdeblur.models.onednn_model (oneDNN convolutions with
                   fused ReLU/residual adds), bfloat16 channels_last, heap pages reused
-                  (_heap.reuse_heap), tensor in and out: deblur()'s CPU path without the I/O
+                  (_heap.reuse_heap), the extension's layout ops, tensor in and out: deblur()'s
+                  CPU path without the image conversions
   onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU)
 Every provider's output is checked against the float32 reference before it is timed.
 """
@@ -105,15 +106,17 @@ def _provider(provider: str, name: str, device: str):
         if device != "cpu":
             pytest.skip("CPU provider")
         from fastdeblur._heap import reuse_heap
+        from fastdeblur.api import _resolve_backend
         from fastdeblur.models import onednn_model
 
         dt = torch.bfloat16 if provider == "onednn_bf16" else torch.float32
         m = onednn_model(_model(name, device, dt, channels_last=True))
+        layout = _resolve_backend(None, torch.device(device), dt)[1]  # deblur()'s: the extension's ops
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
 
         def run_onednn():
             with reuse_heap():
-                return m(xin)
+                return m(xin, layout=layout)
         return run_onednn, dt
     if provider == "stock_best":
         if device == "cpu":
