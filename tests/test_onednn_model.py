@@ -159,3 +159,15 @@ def test_deblur_reuses_the_heap_for_whole_images_only(monkeypatch):
     assert calls == [1]
     fastdeblur.deblur(img, model, tile=128)  # tiled: glibc's defaults, memory first
     assert calls == [1]
+
+
+def test_a_failing_self_check_falls_back_to_the_reference(monkeypatch):
+    from fastdeblur.models import onednn
+
+    def broken(self, h, reuse=False):
+        raise RuntimeError("mkldnn_convolution_pointwise: schema changed")
+
+    monkeypatch.setattr(onednn._OneDNN, "forward", broken)
+    assert onednn.onednn_available.__wrapped__() is False  # the uncached check
+    monkeypatch.setattr(onednn, "onednn_available", lambda: False)
+    assert api._resolve_backend(None, torch.device("cpu"), torch.bfloat16)[0] is None
