@@ -37,7 +37,7 @@ def _glibc() -> ctypes.CDLL | None:
         try:
             lib = ctypes.CDLL(None)
             _libc = lib if hasattr(lib, "gnu_get_libc_version") and hasattr(lib, "malloc_trim") else None
-        except OSError:
+        except (OSError, TypeError):  # TypeError: Windows has no process-wide CDLL(None)
             _libc = None
     return _libc  # type: ignore[return-value]
 
