@@ -31,8 +31,11 @@ class BlurConfig:
     steps: int = 32  # poses averaged (GoPro averages 7-13 frames; more keeps streaks smooth)
     jerk: float = 0.6  # how much the velocity wanders (0: straight line at constant speed)
     saturation_prob: float = 0.3  # chance of simulating clipped highlights
-    noise_sigma: tuple[float, float] = (0.0, 0.01)  # read noise (linear light)
-    shot_noise: tuple[float, float] = (0.0, 0.01)  # signal-dependent noise scale
+    # sensor noise in linear light, after averaging: GoPro's blurry frames average 7-13 frames,
+    # which divides a frame's noise by ~3. (0.01 was too much: in sRGB shadows, where the curve's
+    # slope is 12.9, it became noise of up to 0.13.)
+    noise_sigma: tuple[float, float] = (0.0, 0.003)  # read noise
+    shot_noise: tuple[float, float] = (0.0, 0.003)  # signal-dependent noise scale
     jpeg_prob: float = 0.3
     jpeg_quality: tuple[int, int] = (70, 95)
 
