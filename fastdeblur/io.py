@@ -57,12 +57,23 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return img
 
 
-def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95) -> Path:
-    """Write atomically; 16-bit data is reduced to 8 bits only for JPEG and BMP."""
+# PNG's zlib level: 1 writes a 720p frame in 80 ms and 6 (the libraries' default) in 350 ms, for
+# files 13% smaller (measured on our 2-core Xeon): next to a 1 s CPU forward or a 9 ms GPU one,
+# level 6 would make the encoder the bottleneck. OpenCV defaults to 1 for the same reason.
+PNG_LEVEL = 1
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, png_level: int = PNG_LEVEL) -> Path:
+    """Write atomically; 16-bit data is reduced to 8 bits only for JPEG and BMP.
+
+    quality: JPEG quality (1-100); png_level: PNG compression (0 = none ... 9 = smallest, slowest).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unsupported output format {path.suffix!r} (use one of {', '.join(SUFFIXES)})")
+    if not (isinstance(png_level, int) and 0 <= png_level <= 9):
+        raise InputError(f"png_level must be an integer from 0 to 9, got {png_level!r}")
     if img.dtype == np.uint16 and suffix in _EIGHT_BIT_ONLY:
         img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,11 +82,12 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95) 
         if suffix == ".png" and img.dtype == np.uint16:
             import imagecodecs
 
-            tmp.write_bytes(imagecodecs.png_encode(img))
+            tmp.write_bytes(imagecodecs.png_encode(img, level=png_level))
         else:
             import imageio.v3 as iio
 
-            kwargs = {"quality": quality} if suffix in (".jpg", ".jpeg") else {}
+            kwargs = ({"quality": quality} if suffix in (".jpg", ".jpeg") else
+                      {"compress_level": png_level} if suffix == ".png" else {})
             iio.imwrite(tmp, img, extension=suffix, **kwargs)
         publish(tmp, path)
     finally:

@@ -28,6 +28,21 @@ def test_usage_errors(capsys, tmp_path):
     assert "-o/--output is required" in capsys.readouterr().err
 
 
+def test_png_level_is_checked(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([str(_img(tmp_path / "a.png")), "-o", str(tmp_path / "b.png"), "--png-level", "12"])
+    assert e.value.code == 2 and "--png-level" in capsys.readouterr().err
+
+
+@pytest.mark.needs_data
+def test_png_level_reaches_the_writer(tmp_path):
+    src = _img(tmp_path / "in.png", size=(96, 128), value=128)
+    assert main([str(src), "-o", str(tmp_path / "l0.png"), "-q", "--png-level", "0"]) == 0
+    assert main([str(src), "-o", str(tmp_path / "l9.png"), "-q", "--png-level", "9"]) == 0
+    assert (tmp_path / "l0.png").stat().st_size > 2 * (tmp_path / "l9.png").stat().st_size
+    assert np.array_equal(read_image(tmp_path / "l0.png"), read_image(tmp_path / "l9.png"))
+
+
 @pytest.mark.needs_data
 def test_single_file(tmp_path, capsys):
     src = _img(tmp_path / "in.png")
@@ -87,6 +102,29 @@ def test_bad_files_are_named_and_the_rest_go_on(tmp_path, capsys):
     assert code == 1
     assert "b.png: not a readable image" in err and "missing.png: no such file" in err
     assert f"{small}: image is 4x4" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+
+
+@pytest.mark.needs_data
+def test_a_failed_write_is_named_and_counted(tmp_path, capsys, monkeypatch):
+    """Writes run on a background thread; their errors still reach the report and exit status."""
+    from fastdeblur import io
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        _img(folder / name)
+    real = io.write_image
+
+    def flaky(path, img, **kw):
+        if path.name == "b.png":
+            raise OSError(f"{path}: disk full")
+        return real(path, img, **kw)
+
+    monkeypatch.setattr(io, "write_image", flaky)
+    assert main([str(folder), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "b.png: disk full" in err and "2 written, 0 skipped, 1 failed" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
 
 

@@ -26,6 +26,22 @@ def test_16bit_round_trip(tmp_path, suffix, shape):
     assert back.dtype == np.uint16 and np.array_equal(back, img)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_png_level_trades_size_for_time_and_stays_lossless(tmp_path, dtype):
+    top = np.iinfo(dtype).max
+    ramp = np.linspace(0, top, 64 * 96 * 3).reshape(64, 96, 3)  # compressible, unlike noise
+    img = (ramp + np.random.randint(0, 3, ramp.shape)).clip(0, top).astype(dtype)
+    sizes = {}
+    for level in (0, 1, 9):
+        path = write_image(tmp_path / f"l{level}.png", img, png_level=level)
+        assert np.array_equal(read_image(path), img)
+        sizes[level] = path.stat().st_size
+    assert sizes[0] > sizes[1] >= sizes[9]
+    for bad in (-1, 10, 1.5):
+        with pytest.raises(InputError, match="png_level must be an integer from 0 to 9"):
+            write_image(tmp_path / "x.png", img, png_level=bad)
+
+
 def test_jpeg_is_close_and_16bit_is_reduced(tmp_path):
     img = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (24, 1))[..., None].repeat(3, -1)
     back = read_image(write_image(tmp_path / "a.jpg", img))
