@@ -13,6 +13,8 @@ Providers:
   fused_fp16      the same weights through fastdeblur.models.fuse_model (Triton where it measured
                   faster, cuDNN elsewhere), GPU
   fused_fp16_all  every layer on the Triton kernels (fuse_model(..., triton="all"))
+  fused_fp16_1k   the 32-channel blocks as one Triton kernel each, cuDNN elsewhere
+                  (fuse_model(..., triton={"rb32:one"}))
   fused_fp16_graph  fused_fp16 replayed as a captured CUDA graph (what deblur() does for repeated sizes)
   fastdeblur_triton  deblur(..., backend="triton", dtype=float16), numpy in and out (GPU)
   onednn_bf16     CPU: the model through fastdeblur.models.onednn_model (oneDNN convolutions with
@@ -39,8 +41,8 @@ from fastdeblur.api import default_dtype
 from fastdeblur.metrics import psnr
 
 PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "reference_fp16", "fused_fp16", "fused_fp16_all",
-             "fused_fp16_graph", "fastdeblur", "fastdeblur_half", "fastdeblur_triton", "onednn_bf16", "onednn_fp32",
-             "compiled"]
+             "fused_fp16_1k", "fused_fp16_graph", "fastdeblur", "fastdeblur_half", "fastdeblur_triton",
+             "onednn_bf16", "onednn_fp32", "compiled"]
 _OFFICIAL = {"dmphn-1-2-4-gopro": official_style.dmphn_124, "dmphn-1-2-4-8-gopro": official_style.dmphn_1248,
              "stack4-dmphn-gopro": official_style.stack_dmphn}
 _models: dict = {}
@@ -88,7 +90,8 @@ def _provider(provider: str, name: str, device: str):
             pytest.skip("on CPU the default is already the 16-bit path")
         img = frame()
         return lambda: fastdeblur.deblur(img, name, device=device, dtype=torch.float16), torch.float16
-    if provider in ("reference_fp16", "fused_fp16", "fused_fp16_all", "fused_fp16_graph", "fastdeblur_triton"):
+    if provider in ("reference_fp16", "fused_fp16", "fused_fp16_all", "fused_fp16_1k", "fused_fp16_graph",
+                    "fastdeblur_triton"):
         if device == "cpu":
             pytest.skip("GPU provider (Triton runs on CPU only through its interpreter)")
         if provider == "fastdeblur_triton":
@@ -99,7 +102,8 @@ def _provider(provider: str, name: str, device: str):
 
         m = _model(name, device, torch.float16, channels_last=True)
         if provider.startswith("fused"):
-            m = fuse_model(m, triton="all" if provider == "fused_fp16_all" else "measured")
+            m = fuse_model(m, triton={"fused_fp16_all": "all", "fused_fp16_1k": frozenset({"rb32:one"})}.get(
+                provider, "measured"))
         xin = x.half().contiguous(memory_format=torch.channels_last)
         return (_graphed(m, xin) if provider.endswith("graph") else lambda: m(xin)), torch.float16
     if provider in ("onednn_bf16", "onednn_fp32"):

@@ -1,7 +1,8 @@
 """Triton kernels against cuDNN on DMPHN's real layer shapes of a 1280x720 frame (GPU only).
 
 A residual block (two 3x3 convs, bias, ReLU, residual add) at 32 channels full resolution, 64 at
-1/2 and 128 at 1/4, and the two transposed convs; fp16, channels_last (NHWC) for both providers.
+1/2 and 128 at 1/4 (Triton as two kernels, and as one: triton_1k), and the two transposed convs;
+fp16, channels_last (NHWC) for every provider.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ CASES = {  # name: (kind, cin, cout, h, w)
 }
 
 
-@pytest.mark.parametrize("provider", ["cudnn", "triton"])
+@pytest.mark.parametrize("provider", ["cudnn", "triton", "triton_1k"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_kernel(benchmark, case, provider):
+    """triton_1k: the residual block as one kernel (kernels/conv_relu_residual.py)."""
     kind, cin, cout, h, w = CASES[case]
+    if provider == "triton_1k" and kind != "rb":
+        pytest.skip("one-kernel form exists for residual blocks only")
     dev, dt, cl = "cuda", torch.float16, torch.channels_last
     torch.backends.cudnn.benchmark = True
     x = torch.randn(1, cin, h, w, device=dev, dtype=dt).contiguous(memory_format=cl)
@@ -37,7 +41,8 @@ def test_kernel(benchmark, case, provider):
         w1, w2 = (torch.randn(cout, cin, 3, 3, device=dev, dtype=dt) * 0.05 for _ in range(2))
         b1, b2 = (torch.randn(cout, device=dev, dtype=dt) for _ in range(2))
         w1, w2 = w1.contiguous(memory_format=cl), w2.contiguous(memory_format=cl)
-        fn = lambda: ops.conv_relu_residual(x, w1, b1, w2, b2, backend=backend)  # noqa: E731
+        fn = lambda: ops.conv_relu_residual(x, w1, b1, w2, b2, backend=backend,  # noqa: E731
+                                            one_kernel=provider == "triton_1k")
         flops = 2 * 2 * cin * cout * 9 * h * w
     else:
         wt = torch.randn(cin, cout, 4, 4, device=dev, dtype=dt) * 0.05

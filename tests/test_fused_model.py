@@ -14,7 +14,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.skipif(not triton_usable(torch.device(DEVICE)), reason="Triton unusable here")
 
 
-@pytest.mark.parametrize("triton", ["all", "measured", frozenset({"rb64", "convT64_32", "conv32_64_s2"})])
+@pytest.mark.parametrize("triton", ["all", "measured", frozenset({"rb64", "convT64_32", "conv32_64_s2"}),
+                                    frozenset({"rb32:one", "rb128:one", "convT128_64"})])
 @pytest.mark.parametrize("build", [lambda: DMPHN((1, 2, 4, 8)), lambda: StackDMPHN(2)])
 def test_fused_module_equals_reference(build, triton):
     """Every layer on Triton, the measured mix (32-channel blocks on Triton, the rest on torch), and

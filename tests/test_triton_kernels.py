@@ -54,15 +54,37 @@ def test_conv3x3_fused_epilogue(dtype, cin, cout, stride, n, h, w):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("c", [32, 64, 128, 5])
 @pytest.mark.parametrize("with_extra", [False, True])
-def test_conv_relu_residual(dtype, c, with_extra):
+@pytest.mark.parametrize("one_kernel", [False, True], ids=["two-kernels", "one-kernel"])
+def test_conv_relu_residual(dtype, c, with_extra, one_kernel):
     x = _rand(3 if c == 32 else 1, c, 7, 9)
     w1, w2 = _rand(c, c, 3, 3, scale=0.1), _rand(c, c, 3, 3, scale=0.1)
     b1, b2 = _rand(c), _rand(c)
     extra = _rand(*x.shape) if with_extra else None
     ref64 = ops.conv_relu_residual(x, w1, b1, w2, b2, extra, backend="reference")
     lo = [t.to(dtype) if t is not None else None for t in (x, w1, b1, w2, b2, extra)]
-    got = ops.conv_relu_residual(*lo, backend="triton")
+    got = ops.conv_relu_residual(*lo, backend="triton", one_kernel=one_kernel)
+    assert got.shape == x.shape and got.dtype == dtype
     _check(got, ref64, ops.conv_relu_residual(*lo, backend="reference"), dtype)
+
+
+@pytest.mark.parametrize("c,n,h,w", [(32, 2, 17, 19), (5, 1, 9, 26)])
+def test_one_kernel_block_across_tiles(c, n, h, w):
+    """Small tiles, so halos cross tile and image borders and partial tiles occur."""
+    from fastdeblur.kernels.conv3x3 import pack_conv3x3_weight
+    from fastdeblur.kernels.conv_relu_residual import BlockTiles, conv_relu_residual_nhwc
+
+    x, extra = _rand(n, c, h, w), _rand(n, c, h, w)
+    w1, w2 = _rand(c, c, 3, 3, scale=0.1), _rand(c, c, 3, 3, scale=0.1)
+    b1, b2 = _rand(c), _rand(c)
+    ref64 = ops.conv_relu_residual(x, w1, b1, w2, b2, extra, backend="reference")
+    nhwc = [t.float().permute(0, 2, 3, 1).contiguous() for t in (x, extra)]
+    got = conv_relu_residual_nhwc(nhwc[0], pack_conv3x3_weight(w1.float()), b1.float(),
+                                  pack_conv3x3_weight(w2.float()), b2.float(), nhwc[1],
+                                  tiles=BlockTiles(th=4, tw=8, chunk=32, block_k=16))
+    torch.testing.assert_close(got.permute(0, 3, 1, 2).double(), ref64, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="power of two"):
+        conv_relu_residual_nhwc(nhwc[0], pack_conv3x3_weight(w1.float()), b1.float(),
+                                pack_conv3x3_weight(w2.float()), b2.float(), tiles=BlockTiles(3, 8, 32, 16))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -91,7 +113,10 @@ def test_triton_ops_have_fake_kernels():
     with FakeTensorMode(allow_non_fake_inputs=True):
         out = torch.ops.fastdeblur.triton_conv3x3(xn, wp, b, 2, True, None, None, None, "ieee")
         up = torch.ops.fastdeblur.triton_conv_transpose4x4(torch.empty(1, 3, 5, 16), torch.empty(256, 8), None, "ieee")
-    assert out.shape == (1, 3, 4, 8) and up.shape == (1, 6, 10, 8)
+        w9 = torch.empty(9 * 16, 16)
+        rb = torch.ops.fastdeblur.triton_conv_relu_residual(torch.empty(2, 5, 7, 16), w9, torch.empty(16), w9,
+                                                             torch.empty(16), None, "ieee")
+    assert out.shape == (1, 3, 4, 8) and up.shape == (1, 6, 10, 8) and rb.shape == (2, 5, 7, 16)
 
 
 @pytest.mark.needs_cuda  # the interpreter cannot be traced through by AOT autograd

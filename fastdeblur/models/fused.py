@@ -25,7 +25,7 @@ from torch import nn
 
 from ..kernels.conv3x3 import pack_conv3x3_weight
 from ..kernels.conv_transpose import pack_conv_transpose_weight
-from ..ops.conv import conv3x3_packed, conv_transpose4x4_packed
+from ..ops.conv import conv3x3_packed, conv_relu_residual_packed, conv_transpose4x4_packed
 from ._layers import _convs, _kind, _Layer, swap_cnns
 
 # the layer kinds whose Triton kernels measured faster than cuDNN (see the module docstring)
@@ -38,8 +38,9 @@ class _Triton(_Layer):
 
     precision = "ieee"  # float32 stays float32; "tf32" trades exactness for speed
 
-    def __init__(self, layer: nn.Module):
+    def __init__(self, layer: nn.Module, one_kernel: bool = False):
         super().__init__(layer)
+        self.one_kernel = one_kernel and self.op == "rb"  # the whole block in one kernel
         pack = pack_conv_transpose_weight if self.op == "up" else pack_conv3x3_weight
         for i, c in enumerate(_convs(layer), 1):
             self.register_buffer(f"w{i}", pack(c.weight.detach()))
@@ -50,6 +51,8 @@ class _Triton(_Layer):
             return conv_transpose4x4_packed(h, self.w1, self.b1, precision=self.precision)
         if self.op == "conv":
             return conv3x3_packed(h, self.w1, self.b1, stride=self.stride, precision=self.precision)
+        if self.one_kernel:
+            return conv_relu_residual_packed(h, self.w1, self.b1, self.w2, self.b2, precision=self.precision)
         t = conv3x3_packed(h, self.w1, self.b1, relu=True, precision=self.precision)
         return conv3x3_packed(t, self.w2, self.b2, residual=h, precision=self.precision)
 
@@ -75,8 +78,14 @@ class _Torch(_Layer):
 
 
 def _triton_or_torch(triton: frozenset[str] | None) -> Callable[[nn.Module], _Layer]:
-    """Layer factory: Triton kernels for the kinds in `triton` (None: every kind), torch for the rest."""
-    return lambda layer: _Triton(layer) if triton is None or _kind(layer) in triton else _Torch(layer)
+    """Layer factory: Triton kernels for the kinds in `triton` (None: every kind; "rb32:one":
+    32-channel blocks as one kernel), torch for the rest."""
+    def make(layer: nn.Module) -> _Layer:
+        kind = _kind(layer)
+        if triton is not None and f"{kind}:one" in triton:
+            return _Triton(layer, one_kernel=True)
+        return _Triton(layer) if triton is None or kind in triton else _Torch(layer)
+    return make
 
 
 def fuse_model(model: nn.Module, triton: str | frozenset[str] = "measured") -> nn.Module:
@@ -84,7 +93,8 @@ def fuse_model(model: nn.Module, triton: str | frozenset[str] = "measured") -> n
 
     Same class, same forward (and so the same patch logic and tiling), same device and dtype.
     triton: "measured" (the layers where the kernels measured faster than cuDNN: MEASURED_FASTER),
-    "all", or a set of layer kinds ("rb32", "rb64", "conv3_32_s1", "convT128_64", ...).
+    "all", or a set of layer kinds ("rb32", "rb64", "conv3_32_s1", "convT128_64", ...; a residual
+    block kind with ":one", e.g. "rb32:one", runs that block as one kernel).
     """
     if triton == "measured":
         kinds: frozenset[str] | None = MEASURED_FASTER

@@ -2,6 +2,7 @@
 
     conv3x3(x, w, b, stride, relu, x_add, residual, extra) = act(conv(x + x_add) + b) + residual + extra
     conv_relu_residual(x, w1, b1, w2, b2, extra)          = x + conv2(relu(conv1(x) + b1)) + b2 + extra
+                                                            (two kernels, or one with one_kernel=True)
     conv_transpose4x4(x, w, b)                            = ConvTranspose2d(k=4, s=2, p=1)(x) + b
 
 Backends: "triton" (fastdeblur.kernels, registered as torch.library.triton_op so torch.compile
@@ -30,6 +31,7 @@ def _register() -> None:
     if _registered:
         return
     from ..kernels.conv3x3 import conv3x3_nhwc
+    from ..kernels.conv_relu_residual import conv_relu_residual_nhwc
     from ..kernels.conv_transpose import conv_transpose4x4s2_nhwc
 
     @torch.library.triton_op("fastdeblur::triton_conv3x3", mutates_args=())
@@ -43,6 +45,11 @@ def _register() -> None:
     def _convt(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, precision: str) -> torch.Tensor:
         return conv_transpose4x4s2_nhwc(x, w, bias, precision=precision)
 
+    @torch.library.triton_op("fastdeblur::triton_conv_relu_residual", mutates_args=())
+    def _block(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+               extra: torch.Tensor | None, precision: str) -> torch.Tensor:
+        return conv_relu_residual_nhwc(x, w1, b1, w2, b2, extra, precision=precision)
+
     # Explicit fake kernels: shapes only. triton_op could trace the launchers itself, but not
     # under Triton's CPU interpreter, where the launch touches real data pointers.
     @_conv.register_fake
@@ -55,6 +62,10 @@ def _register() -> None:
         n, h, wd, _ = x.shape
         return x.new_empty(n, 2 * h, 2 * wd, w.shape[1])
 
+    @_block.register_fake
+    def _block_fake(x, w1, b1, w2, b2, extra, precision):
+        return torch.empty_like(x)
+
     _registered = True
 
 
@@ -66,6 +77,14 @@ def conv3x3_packed(x_nhwc: torch.Tensor, w_packed: torch.Tensor, bias: torch.Ten
     _register()
     return torch.ops.fastdeblur.triton_conv3x3(x_nhwc, w_packed, bias, stride, relu, x_add, residual, extra,
                                                precision)
+
+
+def conv_relu_residual_packed(x_nhwc: torch.Tensor, w1_packed: torch.Tensor, b1: torch.Tensor,
+                              w2_packed: torch.Tensor, b2: torch.Tensor, extra: torch.Tensor | None = None, *,
+                              precision: str = "ieee") -> torch.Tensor:
+    """The one-kernel residual block (kernels/conv_relu_residual.py) on NHWC tensors."""
+    _register()
+    return torch.ops.fastdeblur.triton_conv_relu_residual(x_nhwc, w1_packed, b1, w2_packed, b2, extra, precision)
 
 
 def conv_transpose4x4_packed(x_nhwc: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None = None, *,
@@ -93,8 +112,17 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 
 
 def conv_relu_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
-                       extra: torch.Tensor | None = None, backend: str | None = None) -> torch.Tensor:
-    """DMPHN's residual block x [N, C, H, W] -> x + conv2(relu(conv1(x))) (+ extra), two fused kernels."""
+                       extra: torch.Tensor | None = None, backend: str | None = None,
+                       one_kernel: bool = False) -> torch.Tensor:
+    """DMPHN's residual block x [N, C, H, W] -> x + conv2(relu(conv1(x))) (+ extra).
+
+    Triton: two fused kernels, or with `one_kernel` a single kernel that keeps the intermediate
+    in a per-tile scratch slab instead of a full tensor (not yet timed on a GPU)."""
+    if one_kernel and choose(backend, x.device, triton=True) == "triton":
+        from ..kernels.conv3x3 import pack_conv3x3_weight
+
+        return conv_relu_residual_packed(_nhwc(x), pack_conv3x3_weight(w1), b1, pack_conv3x3_weight(w2), b2,
+                                         _nhwc(extra)).permute(0, 3, 1, 2)
     t = conv3x3(x, w1, b1, relu=True, backend=backend)
     return conv3x3(t, w2, b2, residual=x, extra=extra, backend=backend)
 
