@@ -115,6 +115,7 @@ def _rss() -> int:
                     reason="heap tuning is glibc-only (mallinfo2: glibc >= 2.33)")
 def test_large_blocks_come_from_the_heap_inside_and_pages_are_released_after(monkeypatch):
     size = 64 << 20  # above glibc's largest mmap threshold (32 MiB)
+    monkeypatch.setattr(_heap, "TRIM_DELAY_S", 0.0)  # trim as the `with` ends
     monkeypatch.setenv("FASTDEBLUR_MALLOC_TUNING", "0")
     base = _mmapped_bytes()
     with _heap.reuse_heap():  # off: a fresh mapping per block
@@ -133,6 +134,22 @@ def test_large_blocks_come_from_the_heap_inside_and_pages_are_released_after(mon
         assert _heap._depth == 1
     assert _heap._depth == 0
     assert held - _rss() >= 3 * size, "leaving the outermost reuse_heap() returns the free pages"
+
+
+@pytest.mark.skipif(_heap._glibc() is None, reason="heap tuning is glibc-only")
+def test_the_trim_waits_for_a_pause_between_forwards(monkeypatch):
+    monkeypatch.setenv("FASTDEBLUR_MALLOC_TUNING", "1")
+    monkeypatch.setattr(_heap, "TRIM_DELAY_S", 0.3)
+    with _heap.reuse_heap():
+        torch.empty(256 << 20, dtype=torch.uint8).fill_(1)
+        held = _rss()
+    first = _heap._trim_timer
+    assert first is not None and first.daemon
+    with _heap.reuse_heap():  # the next forward starts before the trim: it is called off
+        assert first.finished.is_set() and _heap._trim_timer is None  # cancelled
+    assert _heap._trim_timer is not None
+    _heap._trim_timer.join(5)
+    assert held - _rss() >= 150 << 20, "after the pause the free pages went back"
 
 
 def test_heap_tuning_can_be_turned_off(monkeypatch):
