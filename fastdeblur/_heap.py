@@ -5,14 +5,15 @@ unmaps it on free. A 720p frame's activations are 59 MiB each (32 channels, bflo
 layer's output was a new mapping that the kernel had to fault in and zero, page by page: measured
 on 2 cores, 1.0-2.0 s of kernel time and ~0.4-0.8 M page faults per 720p forward, against none
 when the pages are reused. Within `reuse_heap()`, large blocks come from the heap and freed ones
-are kept; on leaving, the thresholds go to glibc's steady state for large blocks (mmap above
-32 MiB, trim above 64 MiB: what its dynamic threshold converges to), and TRIM_DELAY_S later the
-free pages go back to the system (malloc_trim), so the process does not keep the forward's peak
-while back-to-back forwards (a folder, a video) keep reusing the pages: trimming after every
-frame cost ~0.13 s of page faults per 720p frame. deblur() uses it for
-whole-image CPU forwards only: a tiled one (an image too big for the memory budget) mixes tensors
-of many sizes, and a heap that keeps its pages fragments (measured: 4.8 GB peak RSS for a
-6000x4000 photo, against 3.1 GB without).
+are kept. On leaving, the mmap threshold goes to glibc's steady state for large blocks (32 MiB,
+what its dynamic threshold converges to), and TRIM_DELAY_S later the trim threshold follows
+(64 MiB) and the free pages go back to the system (malloc_trim): the process does not keep the
+forward's peak, while back-to-back forwards (a folder, a video) keep reusing the pages (trimming
+after every frame cost ~85k page faults, ~0.2 s of system time, per 720p frame).
+
+deblur() uses it for whole-image CPU forwards only: a tiled one (an image too big for the memory
+budget) mixes tensors of many sizes, and a heap that keeps its pages fragments (measured: 4.8 GB
+peak RSS for a 6000x4000 photo, against 3.1 GB without).
 
 FASTDEBLUR_MALLOC_TUNING=0 leaves malloc alone. Other C libraries: no effect.
 """
@@ -54,12 +55,11 @@ def enabled() -> bool:
 @contextlib.contextmanager
 def reuse_heap():
     """Reuse heap pages for large blocks until the outermost `with` ends (thread-safe, nestable)."""
-    global _depth
+    global _depth, _trim_timer
     if not enabled():
         yield
         return
     lib = _glibc()
-    global _trim_timer
     with _lock:
         _depth += 1
         if _depth == 1:

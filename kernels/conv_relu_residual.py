@@ -59,14 +59,13 @@ def _rb_conv1_chunk(x_ptr, w1_ptr, b1_ptr, scratch_ptr, slab, img, y0, x0, H, W,
 def _rb_fused_kernel(x_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, extra_ptr, out_ptr, scratch_ptr,
                      H, W, TILES_Y, TILES_X,
                      C: tl.constexpr, BLOCK_C: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,
-                     CHUNK: tl.constexpr, N_CHUNKS: tl.constexpr, BLOCK_K: tl.constexpr,
+                     HALO: tl.constexpr, CHUNK: tl.constexpr, N_CHUNKS: tl.constexpr, BLOCK_K: tl.constexpr,
                      K_CHUNKS: tl.constexpr, HAS_EXTRA: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
     img = pid // (TILES_Y * TILES_X)
     tile = pid % (TILES_Y * TILES_X)
     ty = tile // TILES_X
     tx = tile % TILES_X
-    HALO: tl.constexpr = (TH + 2) * (TW + 2)
     slab = pid.to(tl.int64) * HALO
     # phase 1: the intermediate on the tile and its halo, into this program's slab
     for chunk in tl.static_range(N_CHUNKS):
@@ -140,7 +139,7 @@ def conv_relu_residual_nhwc(x: torch.Tensor, w1_packed: torch.Tensor, b1: torch.
     scratch = torch.empty(programs * halo * block_c, device=x.device, dtype=x.dtype)
     torch.library.wrap_triton(_rb_fused_kernel)[(programs,)](
         x, w1_packed, b1, w2_packed, b2, extra if extra is not None else x, out, scratch,
-        h, w, tiles_y, tiles_x, C=c, BLOCK_C=block_c, TH=t.th, TW=t.tw, CHUNK=t.chunk,
+        h, w, tiles_y, tiles_x, C=c, BLOCK_C=block_c, TH=t.th, TW=t.tw, HALO=halo, CHUNK=t.chunk,
         N_CHUNKS=triton.cdiv(halo, t.chunk), BLOCK_K=t.block_k, K_CHUNKS=triton.cdiv(c, t.block_k),
         HAS_EXTRA=extra is not None, PRECISION=precision if x.dtype == torch.float32 else "ieee",
         num_warps=t.warps, num_stages=t.stages)
