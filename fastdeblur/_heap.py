@@ -37,6 +37,22 @@ _trim_timer: threading.Timer | None = None
 _libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
 
 
+def _reset_in_child() -> None:
+    """A forked child (DataLoader workers) starts with no forward running and no timer thread,
+    with glibc's thresholds, and without a lock a parent's thread held at the fork."""
+    global _lock, _depth, _trim_timer
+    raised = _depth > 0 or _trim_timer is not None
+    _lock, _depth, _trim_timer = threading.Lock(), 0, None
+    lib = _glibc() if raised else None
+    if lib is not None:
+        lib.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
+        lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_in_child)
+
+
 def _glibc() -> ctypes.CDLL | None:
     global _libc
     if _libc is False:

@@ -188,3 +188,16 @@ def test_a_failing_self_check_falls_back_to_the_reference(monkeypatch):
     assert onednn.onednn_available.__wrapped__() is False  # the uncached check
     monkeypatch.setattr(onednn, "onednn_available", lambda: False)
     assert api._resolve_backend(None, torch.device("cpu"), torch.bfloat16)[0] is None
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_a_forked_child_starts_with_a_fresh_heap_state():
+    import os
+
+    with _heap.reuse_heap():
+        pid = os.fork()
+        if pid == 0:  # child: the parent's forward is not the child's
+            ok = _heap._depth == 0 and _heap._trim_timer is None and not _heap._lock.locked()
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
