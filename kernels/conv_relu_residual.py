@@ -118,7 +118,8 @@ def block_tiles_for(c: int, interpret: bool) -> BlockTiles:
     bk = max(16, min(64, triton.next_power_of_2(c)))
     if interpret:
         return BlockTiles(16, 16, 512, max(16, triton.next_power_of_2(c)))
-    return BlockTiles(8, 16, 64, bk)
+    # 8 warps at 128 channels: the 128 x 128 fp32 accumulator would otherwise need 128 registers a thread
+    return BlockTiles(8, 16, 64, bk, warps=8 if c > 64 else 4)
 
 
 def conv_relu_residual_nhwc(x: torch.Tensor, w1_packed: torch.Tensor, b1: torch.Tensor, w2_packed: torch.Tensor,
