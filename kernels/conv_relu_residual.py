@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .conv3x3 import _conv3x3_step
+
 
 @triton.jit
 def _rb_conv1_chunk(x_ptr, w1_ptr, b1_ptr, scratch_ptr, slab, img, y0, x0, H, W, chunk,
@@ -37,18 +39,10 @@ def _rb_conv1_chunk(x_ptr, w1_ptr, b1_ptr, scratch_ptr, slab, img, y0, x0, H, W,
     offs_c = tl.arange(0, BLOCK_C)
     c_ok = offs_c < C
     acc = tl.zeros((CHUNK, BLOCK_C), dtype=tl.float32)
-    for tap in tl.static_range(9):
-        iy = py + tap // 3 - 1
-        ix = px + tap % 3 - 1
-        valid = inside & (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)
-        row = ((img.to(tl.int64) * H + iy) * W + ix) * C
+    for tap in tl.static_range(9):  # conv3x3's own step: stride 1, no prologue add
         for kc in tl.static_range(K_CHUNKS):
-            offs_k = kc * BLOCK_K + tl.arange(0, BLOCK_K)
-            k_ok = offs_k < C
-            a = tl.load(x_ptr + row[:, None] + offs_k[None, :], mask=valid[:, None] & k_ok[None, :], other=0.0)
-            wk = tl.load(w1_ptr + (tap * C + offs_k)[:, None] * C + offs_c[None, :],
-                         mask=k_ok[:, None] & c_ok[None, :], other=0.0)
-            acc = tl.dot(a, wk, acc, input_precision=PRECISION)
+            acc = _conv3x3_step(acc, x_ptr, x_ptr, w1_ptr, img, py, px, inside, offs_c, c_ok, tap, kc * BLOCK_K,
+                                H, W, C, C, 1, False, PRECISION, BLOCK_K)
     acc += tl.load(b1_ptr + offs_c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
     t = tl.where(inside[:, None], tl.maximum(acc, 0.0), 0.0)
     tl.store(scratch_ptr + (slab + r.to(tl.int64))[:, None] * BLOCK_C + offs_c[None, :],
