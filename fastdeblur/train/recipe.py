@@ -24,7 +24,7 @@ from ..io import read_image
 from ..metrics import psnr, ssim
 from .data import SyntheticBatches, SyntheticPairs
 from .export import export_weights
-from .trainer import TrainConfig, Trainer, build_model
+from .trainer import TrainConfig, Trainer, build_model, train_device
 
 
 def evaluate(model: torch.nn.Module, pairs_dir: Path) -> dict[str, dict[str, float]]:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         from .export import load_exported
 
         model = load_exported(a.init).float().train().requires_grad_(True)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+    device = train_device(a.device)
     if device.startswith("cuda"):  # pairs made on the GPU: no worker processes to keep up with it
         data = SyntheticBatches(photos, crop=a.crop, seed=cfg.seed, device=device)
     else:

@@ -113,6 +113,11 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def train_device(name: str) -> str:
+    """"auto" -> "cuda" when a GPU is there, else "cpu"; anything else as given."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, train_set: Dataset, val_set: Dataset | None = None,
                  model: nn.Module | None = None):
@@ -122,7 +127,7 @@ class Trainer:
         self.rank, self.world = _distributed()
         if self.world > 1 and cfg.batch % self.world:
             raise ValueError(f"batch ({cfg.batch}) must be a multiple of the number of processes ({self.world})")
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        device = train_device(cfg.device)
         if device == "cuda" and self.world > 1:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', self.rank))}"
         self.device = torch.device(device)
