@@ -164,15 +164,22 @@ def _graphed(m, static_x):
     return replay
 
 
+def checked_psnr(provider: str, out, dtype: torch.dtype, name: str, device: str) -> float:
+    """PSNR of a provider's output against the float32 reference; AssertionError if it is wrong
+    (under 50 dB for float32, 40 dB for 16-bit types)."""
+    got = out if isinstance(out, np.ndarray) else _to_uint8(out)
+    quality = psnr(got, _reference(name, device))
+    if quality < (50.0 if dtype == torch.float32 else 40.0):
+        raise AssertionError(f"{provider} is wrong: {quality:.1f} dB against the float32 reference")
+    return quality
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize("name", MODELS)
 def test_end_to_end(benchmark, provider, name, device):
     fn, dtype = _provider(provider, name, device)
     with torch.inference_mode():
-        out = fn()
-        got = out if isinstance(out, np.ndarray) else _to_uint8(out)
-        quality = psnr(got, _reference(name, device))
-        assert quality >= (50.0 if dtype == torch.float32 else 40.0), f"{provider} is wrong: {quality:.1f} dB"
+        quality = checked_psnr(provider, fn(), dtype, name, device)
         flops = conv_flops(_model(name, device), 720, 1280)
         timed(benchmark, fn, device, flops=flops, provider=provider, model=name, dtype=str(dtype),
               psnr_vs_fp32=round(quality, 2))
