@@ -474,10 +474,10 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
       or float32 (exact), float16 (GPU), bfloat16.
     backend: None (the best measured: the fused model for 16-bit on GPUs with compute capability
       8.0+; on CPUs oneDNN's fused convolutions, models.onednn_model; else cuDNN convolutions;
-      with the compiled extension's layout ops), "reference"
-      (plain torch), "cuda" (the extension's ops, torch convolutions), "triton" (the fused model:
-      Triton kernels for the layers where they measured faster than cuDNN, see
-      models.fuse_model, plus the extension's layout ops); env FASTDEBLUR_BACKEND.
+      with the compiled extension's layout ops), "reference" (plain torch), "cuda" (the
+      extension's ops, torch convolutions), "triton" (the fused model: Triton kernels for the
+      layers where they measured faster than cuDNN, see models.fuse_model, plus the extension's
+      layout ops); env FASTDEBLUR_BACKEND.
     tile: None (automatic, from the memory budget), 0 (never tile) or a tile size in pixels.
     """
     if tile is not None and (not isinstance(tile, int) or tile < 0):
