@@ -1,4 +1,6 @@
-"""Synthetic blur: deterministic, zero motion is the identity, brightness kept in linear light."""
+"""Synthetic blur: deterministic, zero motion is the identity, brightness kept where it is averaged."""
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ import torch
 from fastdeblur.train.blur import BlurConfig, camera_path, srgb_to_linear, synthesize
 
 CLEAN = BlurConfig(noise_sigma=(0, 0), shot_noise=(0, 0), jpeg_prob=0, saturation_prob=0)
+LINEAR, SRGB = (dataclasses.replace(CLEAN, linear_prob=p) for p in (1.0, 0.0))
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +25,32 @@ def test_deterministic_by_seed(sharp):
 
 
 def test_zero_motion_gives_the_sharp_image_back(sharp):
-    torch.testing.assert_close(synthesize(sharp, 5, CLEAN, length_px=0), sharp, rtol=0, atol=1e-5)
+    for cfg in (LINEAR, SRGB):
+        torch.testing.assert_close(synthesize(sharp, 5, cfg, length_px=0), sharp, rtol=0, atol=1e-5)
 
 
-def test_mean_brightness_is_kept_in_linear_light(sharp):
+def test_mean_brightness_is_kept_where_it_is_averaged(sharp):
     for seed in range(4):
-        blurry = synthesize(sharp, seed, CLEAN, length_px=12.0)
+        blurry = synthesize(sharp, seed, LINEAR, length_px=12.0)
         assert abs(srgb_to_linear(blurry).mean() - srgb_to_linear(sharp).mean()) < 0.01 * srgb_to_linear(sharp).mean()
         assert (blurry - sharp).abs().mean() > 1e-3  # and it is blurred
+        blurry = synthesize(sharp, seed, SRGB, length_px=12.0)
+        assert abs(blurry.mean() - sharp.mean()) < 0.01 * sharp.mean()
+        assert (blurry - sharp).abs().mean() > 1e-3
+
+
+def test_linear_light_average_is_brighter_than_the_srgb_one(sharp):
+    """Same path, both spaces: the sRGB curve is concave, so the linear-light average of a mix of
+    bright and dark (seen in sRGB) is at least the sRGB values' average, pixel by pixel."""
+    from fastdeblur.train.blur import draw_blur, render
+
+    img = torch.zeros(1, 3, 48, 64)
+    img[..., 32:] = 0.9  # a vertical edge between dark and bright
+    d = draw_blur(np.random.default_rng(4), 48, 64, LINEAR, length_px=10.0)
+    lin, srgb = (render(img, [dataclasses.replace(d, linear=f)])[0] for f in (True, False))
+    assert (lin >= srgb - 1e-5).all()
+    assert (lin - srgb).max() > 0.1  # near the edge the two differ a lot
+    torch.testing.assert_close(lin[..., :8], srgb[..., :8], rtol=0, atol=1e-5)  # far from it, not at all
 
 
 def test_longer_paths_blur_more(sharp):

@@ -4,11 +4,16 @@ GoPro's blurry frames are the mean of 7-13 consecutive sharp frames of a 240 fps
 the image integrated along the camera's path during a longer exposure. We draw a smooth random
 path of in-plane camera motion (translation plus rotation about a random centre, with non-uniform
 speed: a random walk on the velocity), warp the sharp image to each of `steps` poses along it
-(bilinear, reflected borders), average in linear light (sRGB gamma undone first and reapplied
-after), optionally saturate bright regions the way a sensor clips each sub-frame, then add
-signal-dependent sensor noise and optionally JPEG-compress. Everything is drawn from one seed
-(`draw_blur`); `render` applies a list of draws to a batch at once on any device, which is how
-training on a GPU makes its pairs (`data.SyntheticBatches`), and `synthesize` is the one-image form.
+(bilinear, reflected borders), average, optionally saturate bright regions the way a sensor
+clips each sub-frame, then add signal-dependent sensor noise and optionally JPEG-compress.
+Where the average is taken is drawn too: in linear light (sRGB gamma undone first and reapplied
+after: what a camera's sensor integrates) or on the sRGB values themselves, which is how GoPro's
+`blur` frames were made (the dataset's author: "it would be enough to assume linear CRF"; the
+gamma-corrected average is its separate `blur_gamma` set). The two differ at edges between
+bright and dark regions, where the linear-light average lets the bright side spread further.
+Everything is drawn from one seed (`draw_blur`); `render` applies a list of draws to a batch at
+once on any device, which is how training on a GPU makes its pairs (`data.SyntheticBatches`),
+and `synthesize` is the one-image form.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ class BlurConfig:
     steps: int = 32  # poses averaged (GoPro averages 7-13 frames; more keeps streaks smooth)
     jerk: float = 0.6  # how much the velocity wanders (0: straight line at constant speed)
     saturation_prob: float = 0.3  # chance of simulating clipped highlights
+    linear_prob: float = 0.5  # chance of averaging in linear light (else the sRGB values, as GoPro's `blur`)
     # sensor noise in linear light, after averaging: GoPro's blurry frames average 7-13 frames,
     # which divides a frame's noise by ~3. (0.01 was too much: in sRGB shadows, where the curve's
     # slope is 12.9, it became noise of up to 0.13.)
@@ -78,6 +84,7 @@ class BlurDraw:
     poses: np.ndarray  # [steps, 3] (dx, dy, angle) along the camera path
     centre: tuple[float, float]  # rotation centre (x, y) in pixels
     gain: float  # > 1: a brighter exposure whose highlights clip in each sub-frame
+    linear: bool  # average in linear light (else the sRGB values)
     noise_sigma: float
     shot_noise: float
     noise_seed: int
@@ -94,12 +101,13 @@ def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurCo
     poses = camera_path(rng, length, rotation, cfg.steps, cfg.jerk)
     centre = (float(rng.uniform(0, w)), float(rng.uniform(0, h)))
     gain = float(rng.uniform(1.0, 1.5)) if rng.random() < cfg.saturation_prob else 1.0
+    linear = bool(rng.random() < cfg.linear_prob)
     sigma, shot = float(rng.uniform(*cfg.noise_sigma)), float(rng.uniform(*cfg.shot_noise))
     noise_seed = int(rng.integers(2**31)) if sigma > 0 or shot > 0 else 0
     quality = None
     if rng.random() < cfg.jpeg_prob:
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-    return BlurDraw(poses, centre, gain, sigma, shot, noise_seed, quality)
+    return BlurDraw(poses, centre, gain, linear, sigma, shot, noise_seed, quality)
 
 
 def _warp(img: torch.Tensor, poses: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
@@ -133,8 +141,13 @@ def render(sharp: torch.Tensor, draws: list[BlurDraw]) -> torch.Tensor:
     gain = torch.tensor([d.gain for d in draws], device=dev).view(-1, 1, 1, 1)
     poses = torch.as_tensor(np.stack([d.poses for d in draws]), dtype=torch.float32, device=dev)
     centre = torch.tensor([d.centre for d in draws], dtype=torch.float32, device=dev)
+    linear = torch.tensor([d.linear for d in draws], device=dev).view(-1, 1, 1, 1)
     bright = lin * gain
-    blurred = _warp(bright, poses, centre).clamp_(max=1.0).mean(1)
+    # sRGB-averaged draws warp the clipped exposure's sRGB values (clipping before the warp
+    # rather than after: the same up to interpolation at the clip's edge)
+    src = torch.where(linear, bright, linear_to_srgb(bright))
+    avg = _warp(src, poses, centre).clamp_(max=1.0).mean(1)
+    blurred = torch.where(linear, avg, srgb_to_linear(avg))  # linear light from here on
     still = poses.abs().amax(dim=(1, 2)) == 0  # no motion: the image itself, not a resampled copy
     blurred = torch.where(still.view(-1, 1, 1, 1), bright.clamp(max=1.0), blurred) / gain
     for i, d in enumerate(draws):
