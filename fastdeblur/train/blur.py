@@ -1,4 +1,4 @@
-"""Synthetic motion blur that looks like GoPro's: average many camera poses in linear light.
+"""Synthetic motion blur that looks like GoPro's: average many poses of a random camera path.
 
 GoPro's blurry frames are the mean of 7-13 consecutive sharp frames of a 240 fps camera, i.e.
 the image integrated along the camera's path during a longer exposure. We draw a smooth random
