@@ -4,8 +4,9 @@
 # the tables. Needs the authors' DMPHN(1-2-4) files and a few frames: FASTDEBLUR_DATA, or the
 # .gpudata folder that benchmarks/pack_gpu_data.sh makes (the shared data does not travel).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
-# GPU_CHECK_TUNE=1: first sweep the kernels' tiles (benchmarks/tune_kernels.py --write), so the
-#   tests and benchmarks below run the winners; the table comes back as OUT_DIR/_gpu_tiles.py.
+# GPU_CHECK_TUNE=1: first sweep the kernels' tiles, conv3x3/convT and the one-kernel residual block
+#   (benchmarks/tune_kernels.py --write, about 5 minutes), so the tests and benchmarks below run
+#   the winners; the table comes back as OUT_DIR/_gpu_tiles.py.
 # GPU_CHECK_QUICK=1: skip the Triton kernel grid tests and the per-op benchmarks.
 # GPU_CHECK_COMPILE=0: skip the torch.compile baseline.
 set -uo pipefail
@@ -31,7 +32,8 @@ echo "build took $(( $(date +%s) - t0 )) s"
 
 if [ "${GPU_CHECK_TUNE:-0}" = 1 ]; then
   echo "== tile sweep"
-  timeout 300 python3 benchmarks/tune_kernels.py --write --json "$out/tune.json" --budget-s "${TUNE_BUDGET_S:-150}" 2>&1 \
+  timeout 420 python3 benchmarks/tune_kernels.py --write --json "$out/tune.json" --budget-s "${TUNE_BUDGET_S:-150}" \
+    --rb-budget-s "${TUNE_RB_BUDGET_S:-90}" 2>&1 \
     | tee "$out/tune.md"
   [ -f kernels/_gpu_tiles.py ] && cp kernels/_gpu_tiles.py "$out/"
 fi

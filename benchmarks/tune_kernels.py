@@ -1,12 +1,15 @@
 """Sweep the Triton kernels' tiles on DMPHN's layer shapes of a 1280x720 frame (GPU only).
 
-    python benchmarks/tune_kernels.py [--dtype float16] [--budget-s 120] [--json out.json]
+    python benchmarks/tune_kernels.py [--dtype float16] [--budget-s 150] [--rb-budget-s 90] [--json out.json]
 
 For every conv shape of DMPHN(1-2-4) at level 1 (the other levels have the same pixel count
 split into patches), times each candidate tile (block sizes, warps, pipelined loop or unrolled)
 with CUDA events (triton.testing.do_bench, median), checks it against cuDNN, and prints the
-fastest next to cuDNN's time. The winners go into kernels/conv3x3.py's GPU_TILES by hand, with
-the card and date in benchmarks/RESULTS.md.
+fastest next to cuDNN's time. Then the same for the one-kernel residual block
+(kernels/conv_relu_residual.py) at 32, 64 and 128 channels, next to cuDNN's block and the
+two-kernel Triton block it would replace. `--write` puts the winners in kernels/_gpu_tiles.py
+(TILES for conv3x3 and convT, BLOCK_TILES for the block); record the card and date in
+benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -31,12 +34,31 @@ SHAPES = [  # (op, cin, cout, h, w) of the input; the most frequent first (24 of
 ]
 
 
+RB_SHAPES = [(32, 720, 1280), (64, 360, 640), (128, 180, 320)]  # (channels, h, w): the blocks at each scale
+
+
+def _pow2(v: int) -> int:
+    return max(16, 1 << (v - 1).bit_length())
+
+
+def block_candidates(c: int):
+    """Tiles for the one-kernel block: output tile (TH*TW a power of two), halo rows per conv1
+    GEMM, K slice, warps; none whose fp32 accumulators would take over 128 registers a thread."""
+    from fastdeblur.kernels.conv_relu_residual import BlockTiles
+
+    block_c = _pow2(c)
+    for (th, tw), chunk, bk, warps in itertools.product(((4, 32), (8, 16), (8, 32), (16, 16), (16, 32)), (32, 64, 128),
+                                                         sorted({min(64, block_c), min(32, block_c)}), (4, 8)):
+        if max(th * tw, chunk) * block_c > 4096 * warps:
+            continue
+        yield BlockTiles(th, tw, chunk, bk, warps)
+
+
 def candidates(op: str, cin: int, cout: int):
     from fastdeblur.kernels.conv3x3 import Tiles
 
-    pow2 = lambda v: max(16, 1 << (v - 1).bit_length())  # noqa: E731
-    bns = sorted({min(128, pow2(cout)), min(64, pow2(cout))})
-    bks = sorted({min(64, pow2(cin)), min(32, pow2(cin))})
+    bns = sorted({min(128, _pow2(cout)), min(64, _pow2(cout))})
+    bks = sorted({min(64, _pow2(cin)), min(32, _pow2(cin))})
     loops = [(True, 1)] if op == "convT" else [(True, 1), (False, 3)]
     for (bm, warps), bn, bk, (unroll, stages) in itertools.product(((64, 4), (128, 4), (128, 8), (256, 8)), bns,
                                                                    bks, loops):
@@ -65,15 +87,40 @@ def _providers(op: str, cin: int, cout: int, h: int, w: int, dt: torch.dtype):
             lambda t: conv3x3_nhwc(x, wp, b, stride=stride, relu=True, tiles=t))
 
 
-def _warm(jobs: list[tuple]) -> int:
-    """Compile (by launching once) each (shape, tiles) job: fills Triton's on-disk cache, so the
-    timing loop finds every kernel compiled. Runs in worker processes, one compiler each."""
-    from fastdeblur.kernels.conv3x3 import Tiles
+def _rb_providers(c: int, h: int, w: int, dt: torch.dtype):
+    """(cuDNN's block on channels_last tensors, the two-kernel Triton block with its current
+    tiles, tiles -> the one-kernel block), all on the same data."""
+    from fastdeblur.kernels.conv3x3 import conv3x3_nhwc, pack_conv3x3_weight
+    from fastdeblur.kernels.conv_relu_residual import conv_relu_residual_nhwc
 
+    x = torch.randn(1, h, w, c, device="cuda", dtype=dt)
+    xc = x.permute(0, 3, 1, 2)
+    w1, w2 = ((torch.randn(c, c, 3, 3, device="cuda", dtype=dt) * 0.05).contiguous(memory_format=torch.channels_last)
+              for _ in range(2))
+    b1, b2 = (torch.randn(c, device="cuda", dtype=dt) for _ in range(2))
+    w1p, w2p = pack_conv3x3_weight(w1), pack_conv3x3_weight(w2)
+    return (lambda: xc + F.conv2d(F.relu(F.conv2d(xc, w1, b1, padding=1)), w2, b2, padding=1),
+            lambda: conv3x3_nhwc(conv3x3_nhwc(x, w1p, b1, relu=True), w2p, b2, residual=x),
+            lambda t: conv_relu_residual_nhwc(x, w1p, b1, w2p, b2, tiles=t))
+
+
+def _launch(kind: str, shape: tuple, tiles: tuple) -> None:
+    from fastdeblur.kernels.conv3x3 import Tiles
+    from fastdeblur.kernels.conv_relu_residual import BlockTiles
+
+    if kind == "rb":
+        _rb_providers(*shape)[2](BlockTiles(*tiles))
+    else:
+        _providers(*shape)[1](Tiles(*tiles))
+
+
+def _warm(jobs: list[tuple]) -> int:
+    """Compile (by launching once) each (kind, shape, tiles) job: fills Triton's on-disk cache, so
+    the timing loop finds every kernel compiled. Runs in worker processes, one compiler each."""
     done = 0
-    for shape, tiles in jobs:
+    for kind, shape, tiles in jobs:
         try:
-            _providers(*shape)[1](Tiles(*tiles))
+            _launch(kind, shape, tiles)
             done += 1
         except Exception:  # a tile that does not fit: the timing loop reports it
             continue
@@ -81,11 +128,12 @@ def _warm(jobs: list[tuple]) -> int:
     return done
 
 
-def precompile(shapes: list[tuple], dt: torch.dtype, workers: int) -> None:
+def precompile(shapes: list[tuple], rb_shapes: list[tuple], dt: torch.dtype, workers: int) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    jobs = [((*sh[:5], dt), tuple(t)) for sh in shapes for t in candidates(*sh[:3])]
+    jobs = [("conv", (*sh[:5], dt), tuple(t)) for sh in shapes for t in candidates(*sh[:3])]
+    jobs += [("rb", (*sh, dt), tuple(t)) for sh in rb_shapes for t in block_candidates(sh[0])]
     chunks = [jobs[i::workers] for i in range(workers)]
     t0 = time.time()
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
@@ -96,7 +144,9 @@ def precompile(shapes: list[tuple], dt: torch.dtype, workers: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dtype", default="float16")
-    ap.add_argument("--budget-s", type=float, default=150.0)
+    ap.add_argument("--budget-s", type=float, default=150.0, help="seconds for the conv sweep")
+    ap.add_argument("--rb-budget-s", type=float, default=90.0, help="seconds for the one-kernel block's sweep")
+    ap.add_argument("--ops", default="conv,rb", help="what to sweep: conv, rb or both")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--write", action="store_true", help="write the winners to kernels/_gpu_tiles.py")
     ap.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1),
@@ -106,14 +156,17 @@ def main() -> int:
     from triton.testing import do_bench
 
     dt = getattr(torch, a.dtype)
+    ops = set(a.ops.split(","))
+    shapes = SHAPES if "conv" in ops else []
+    rb_shapes = RB_SHAPES if "rb" in ops else []
     if a.workers > 0:
-        precompile(SHAPES, dt, a.workers)
+        precompile(shapes, rb_shapes, dt, a.workers)
     torch.backends.cudnn.benchmark = True
     t_start, results = time.time(), []
     print(f"{torch.cuda.get_device_name()}, {a.dtype}")
     print("| op | cin->cout | input | cuDNN ms | default ms | best ms | best tiles | tried |")
     print("|---|---|---|---|---|---|---|---|")
-    for op, cin, cout, h, w in SHAPES:
+    for op, cin, cout, h, w in shapes:
         cudnn, mine = _providers(op, cin, cout, h, w, dt)
         ref = cudnn().permute(0, 2, 3, 1).float()
         t_cudnn = do_bench(cudnn, return_mode="median")
@@ -139,6 +192,8 @@ def main() -> int:
         results.append(row)
         print(f"| {op} | {cin}->{cout} | {h}x{w} | {t_cudnn:.4f} | {timings.get(default, float('nan')):.4f} | "
               f"{timings[best]:.4f} | {tuple(best)} | {len(timings)} |", flush=True)
+    if rb_shapes:
+        results += sweep_blocks(rb_shapes, dt, a.rb_budget_s)
     print(f"sweep took {time.time() - t_start:.0f} s")
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
@@ -147,22 +202,84 @@ def main() -> int:
     return 0
 
 
+def sweep_blocks(rb_shapes: list[tuple], dt: torch.dtype, budget_s: float) -> list[dict]:
+    """Time the one-kernel block's candidates against cuDNN's block and the two-kernel block."""
+    from fastdeblur.kernels.conv_relu_residual import block_tiles_for
+    from triton.testing import do_bench
+
+    t_start, results = time.time(), []
+    print("\n| one-kernel block | input | cuDNN ms | two kernels ms | default ms | best ms | best / two | best tiles "
+          "| tried |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for c, h, w in rb_shapes:
+        cudnn, two, one = _rb_providers(c, h, w, dt)
+        ref = cudnn().permute(0, 2, 3, 1).float()
+        t_cudnn, t_two = do_bench(cudnn, return_mode="median"), do_bench(two, return_mode="median")
+        default = block_tiles_for(c, False)
+        timings = {}
+        for t in [default, *block_candidates(c)]:
+            if t in timings or time.time() - t_start > budget_s:
+                continue
+            try:
+                got = one(t).float()
+                if not torch.allclose(got, ref, rtol=2e-2, atol=5e-2):
+                    print(f"  rb {c} {t}: WRONG (max diff {(got - ref).abs().max():.3g})")
+                    continue
+                timings[t] = do_bench(lambda: one(t), return_mode="median")  # noqa: B023
+            except Exception as e:  # out of shared memory / registers for this tile
+                print(f"  rb {c} {t}: {type(e).__name__}")
+        if not timings:
+            continue
+        best = min(timings, key=timings.get)
+        results.append({"op": "rb", "cin": c, "cout": c, "h": h, "w": w, "cudnn_ms": t_cudnn, "two_kernel_ms": t_two,
+                        "default_ms": timings.get(default), "best_ms": timings[best], "best": best._asdict(),
+                        "tried": len(timings)})
+        print(f"| {c} ch | {h}x{w} | {t_cudnn:.4f} | {t_two:.4f} | {timings.get(default, float('nan')):.4f} | "
+              f"{timings[best]:.4f} | {timings[best] / t_two:.2f} | {tuple(best)} | {len(timings)} |", flush=True)
+    return results
+
+
+def render_table(results: list[dict], header: str, old_tiles: dict, old_blocks: dict) -> str:
+    """_gpu_tiles.py's text: this sweep's winners, plus the entries of the current file (old_*)
+    that it did not time, kept as they were."""
+    convs = {(r["op"], r["cin"], r["cout"]): r for r in results if r["op"] != "rb"}
+    blocks = {r["cin"]: r for r in results if r["op"] == "rb"}
+    lines = [f'"""{header}"""', "", "# (op, cin, cout): (block_m, block_n, block_k, warps, stages, unroll)",
+             "TILES = {"]
+    for key in [*convs, *(k for k in old_tiles if k not in convs)]:
+        if key in convs:
+            r, b = convs[key], convs[key]["best"]
+            v = (b["block_m"], b["block_n"], b["block_k"], b["warps"], b["stages"], b["unroll"])
+            note = f'{r["best_ms"]:.4f} / {r["cudnn_ms"]:.4f}'
+        else:
+            v, note = tuple(old_tiles[key]), "from an earlier sweep"
+        lines.append(f"    {key!r}: {v!r},  # {note}")
+    lines += ["}", "", "# one-kernel residual block, channels: (th, tw, chunk, block_k, warps, stages)",
+              "BLOCK_TILES = {"]
+    for c in [*blocks, *(k for k in old_blocks if k not in blocks)]:
+        if c in blocks:
+            r, b = blocks[c], blocks[c]["best"]
+            v = (b["th"], b["tw"], b["chunk"], b["block_k"], b["warps"], b["stages"])
+            note = f'{r["best_ms"]:.4f} / two kernels {r["two_kernel_ms"]:.4f} / cuDNN {r["cudnn_ms"]:.4f}'
+        else:
+            v, note = tuple(old_blocks[c]), "from an earlier sweep"
+        lines.append(f"    {c!r}: {v!r},  # {note}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def write_table(results: list[dict], dtype: str) -> Path:
     import datetime
 
     import triton
+    from fastdeblur.kernels import _gpu_tiles
 
-    lines = [f'"""Tiles measured fastest by benchmarks/tune_kernels.py: {torch.cuda.get_device_name()}, '
-             f'{datetime.date.today()},', f'triton {triton.__version__}, torch {torch.__version__}, {dtype}, '
-             'DMPHN 720p shapes (ms: best / cuDNN)."""', "",
-             "# (op, cin, cout): (block_m, block_n, block_k, warps, stages, unroll)", "TILES = {"]
-    for r in results:
-        b = r["best"]
-        lines.append(f'    ("{r["op"]}", {r["cin"]}, {r["cout"]}): ({b["block_m"]}, {b["block_n"]}, {b["block_k"]}, '
-                     f'{b["warps"]}, {b["stages"]}, {b["unroll"]}),  # {r["best_ms"]:.4f} / {r["cudnn_ms"]:.4f}')
-    lines.append("}")
+    header = (f"Tiles measured fastest by benchmarks/tune_kernels.py: {torch.cuda.get_device_name()}, "
+              f"{datetime.date.today()},\ntriton {triton.__version__}, torch {torch.__version__}, {dtype}, DMPHN 720p "
+              "shapes (ms: best / baseline).")
+    text = render_table(results, header, _gpu_tiles.TILES, getattr(_gpu_tiles, "BLOCK_TILES", {}))
     path = Path(__file__).resolve().parents[1] / "kernels" / "_gpu_tiles.py"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(text)
     print(f"wrote {path}")
     return path
 

@@ -13,3 +13,6 @@ TILES = {
     ("conv", 3, 32): (64, 32, 16, 4, 3, False),  # 0.2221 / 0.1756
     ("conv", 32, 3): (64, 16, 32, 4, 3, False),  # 0.1756 / 0.1170
 }
+
+# one-kernel residual block, channels: (th, tw, chunk, block_k, warps, stages); not swept yet
+BLOCK_TILES = {}

@@ -105,15 +105,29 @@ class BlockTiles(NamedTuple):
     stages: int = 1
 
 
+# GPU tiles per channel count: the fastest in benchmarks/tune_kernels.py's sweep (its "rb" rows),
+# which writes them to _gpu_tiles.py's BLOCK_TILES next to conv3x3's TILES. Until a sweep has run
+# on a GPU the table is empty and `_gpu_default` holds.
+try:
+    from ._gpu_tiles import BLOCK_TILES as _TUNED
+except ImportError:
+    _TUNED = {}
+GPU_BLOCK_TILES: dict[int, BlockTiles] = {k: BlockTiles(*v) for k, v in _TUNED.items()}
+
+
+def _gpu_default(c: int) -> BlockTiles:
+    """An 8 x 16 tile (halo 10 x 18 = 180 pixels, in 3 chunks of 64), K in slices of up to 64
+    channels, 8 warps at 128 channels (the 128 x 128 fp32 accumulator would otherwise need 128
+    registers a thread)."""
+    return BlockTiles(8, 16, 64, max(16, min(64, triton.next_power_of_2(c))), warps=8 if c > 64 else 4)
+
+
 def block_tiles_for(c: int, interpret: bool) -> BlockTiles:
-    """The interpreter pays per operation, not per element: one big tile and one chunk. GPUs: an
-    8 x 16 tile (halo 10 x 18 = 180 pixels, in 3 chunks of 64), K in slices of up to 64 channels.
-    Not yet swept on a GPU (benchmarks/bench_kernels.py times it against the two-kernel block)."""
-    bk = max(16, min(64, triton.next_power_of_2(c)))
+    """The interpreter pays per operation, not per element: one big tile and one chunk. GPUs: the
+    swept tiles for this channel count, else `_gpu_default`."""
     if interpret:
         return BlockTiles(16, 16, 512, max(16, triton.next_power_of_2(c)))
-    # 8 warps at 128 channels: the 128 x 128 fp32 accumulator would otherwise need 128 registers a thread
-    return BlockTiles(8, 16, 64, bk, warps=8 if c > 64 else 4)
+    return GPU_BLOCK_TILES.get(c) or _gpu_default(c)
 
 
 def conv_relu_residual_nhwc(x: torch.Tensor, w1_packed: torch.Tensor, b1: torch.Tensor, w2_packed: torch.Tensor,

@@ -6,6 +6,8 @@ err(kernel, ref64) <= 2 * err(torch's fp16 op, ref64) + atol. bf16 is broken in 
 counts and a small odd one.
 """
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from fastdeblur import ops
 from fastdeblur.ops.conv import triton_usable
 
+from .conftest import REPO
 from .utils import assert_within_lowprec_rule
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -150,3 +153,46 @@ def test_conv_transpose_small_tiles():
     got = conv_transpose4x4s2_nhwc(x.float().permute(0, 2, 3, 1).contiguous(), pack_conv_transpose_weight(wt.float()),
                                    b.float(), tiles=Tiles(16, 16, 16))
     torch.testing.assert_close(got.permute(0, 3, 1, 2).double(), ref64, rtol=1e-5, atol=1e-5)
+
+
+def _tune_kernels():
+    sys.path.insert(0, str(REPO))
+    from benchmarks import tune_kernels
+
+    return tune_kernels
+
+
+@pytest.mark.parametrize("c", [32, 64, 128])
+def test_block_sweep_candidates_are_valid_and_hold_the_default(c):
+    from fastdeblur.kernels.conv_relu_residual import _gpu_default
+
+    cands = list(_tune_kernels().block_candidates(c))
+    assert len(cands) == len(set(cands)) > 10
+    for t in cands:
+        assert (t.th * t.tw) & (t.th * t.tw - 1) == 0  # the launcher's requirement
+        assert max(t.th * t.tw, t.chunk) * max(16, c) <= 4096 * t.warps  # accumulators in registers
+    assert _gpu_default(c) in cands
+
+
+def test_tile_table_round_trip():
+    """What --write writes: the sweep's winners, the current file's other entries kept, and a
+    module the kernels read back into their tile types."""
+    from fastdeblur.kernels.conv3x3 import Tiles
+    from fastdeblur.kernels.conv_relu_residual import BlockTiles
+
+    results = [
+        {"op": "conv", "cin": 32, "cout": 32, "best_ms": 0.3, "cudnn_ms": 0.2,
+         "best": Tiles(128, 32, 32, 8, 3, False)._asdict()},
+        {"op": "rb", "cin": 32, "cout": 32, "best_ms": 0.5, "two_kernel_ms": 0.7, "cudnn_ms": 0.4,
+         "best": BlockTiles(8, 32, 64, 32, 4)._asdict()},
+    ]
+    old_tiles = {("conv", 32, 32): (64, 32, 32, 4, 3, True), ("convT", 64, 32): (64, 32, 32, 4, 1, True)}
+    old_blocks = {64: (8, 16, 64, 64, 4, 1)}
+    text = _tune_kernels().render_table(results, "a card, a date", old_tiles, old_blocks)
+    ns: dict = {}
+    exec(compile(text, "_gpu_tiles.py", "exec"), ns)
+    assert {k: Tiles(*v) for k, v in ns["TILES"].items()} == {
+        ("conv", 32, 32): Tiles(128, 32, 32, 8, 3, False), ("convT", 64, 32): Tiles(64, 32, 32, 4, 1, True)}
+    assert {k: BlockTiles(*v) for k, v in ns["BLOCK_TILES"].items()} == {
+        32: BlockTiles(8, 32, 64, 32, 4, 1), 64: BlockTiles(8, 16, 64, 64, 4, 1)}
+    assert "from an earlier sweep" in text and "two kernels 0.7000" in text
