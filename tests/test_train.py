@@ -192,3 +192,42 @@ def test_synthetic_batches_made_on_the_device(gopro_tree, tmp_path):
     resumed.run()
     for k, a in straight.model.state_dict().items():
         assert torch.equal(a, resumed.model.state_dict()[k]), k
+
+
+def test_probe_scores_the_blurry_crops_and_the_model(gopro_tree):
+    import fastdeblur
+    from fastdeblur.metrics import psnr
+    from fastdeblur.reference import DMPHN
+    from fastdeblur.train.blur import BlurConfig
+    from fastdeblur.train.data import SyntheticBatches
+    from fastdeblur.train.probe import probe
+
+    photos = [gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"]
+    torch.manual_seed(0)
+    model = DMPHN((1,)).eval()
+    cfg = BlurConfig(jpeg_prob=0.0)
+    r = probe(model, photos, cfg, n=3, crop=24, batch=2, seed=4)
+    data = SyntheticBatches(photos, crop=24, seed=4, cfg=cfg, device="cpu")
+    blurry = [b for step, size in ((0, 2), (1, 1)) for b in zip(*data.batch(step, size), strict=True)]
+    hwc = lambda t: t.permute(1, 2, 0)  # noqa: E731
+    before = [psnr(hwc(b), hwc(s)) for b, s in blurry]
+    after = [psnr(hwc(fastdeblur.deblur(b, model, device="cpu")), hwc(s)) for b, s in blurry]
+    assert r["blurry_psnr"] == pytest.approx(np.mean(before))
+    # one image at a time against the probe's batches: 16-bit defaults may round a pixel differently
+    assert r["model_psnr"] == pytest.approx(np.mean(after), rel=1e-4)
+    assert r["model_psnr"] != pytest.approx(r["blurry_psnr"])  # the model did something to them
+    assert r["gain"] == pytest.approx(r["model_psnr"] - r["blurry_psnr"])
+    assert r["improved"] == pytest.approx(np.mean(np.array(after) > np.array(before)))
+
+
+def test_probe_settings_are_checked():
+    import argparse
+
+    from fastdeblur.train.probe import _parse_setting
+
+    assert _parse_setting("linear_prob=0") == ("linear_prob", 0.0)
+    assert _parse_setting("noise_sigma=0,0.001") == ("noise_sigma", (0.0, 0.001))
+    assert _parse_setting("steps=16") == ("steps", 16)
+    for bad in ("nosuch=1", "steps", "steps=x", "noise_sigma=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--set"):
+            _parse_setting(bad)

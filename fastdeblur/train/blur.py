@@ -103,7 +103,7 @@ def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurCo
     gain = float(rng.uniform(1.0, 1.5)) if rng.random() < cfg.saturation_prob else 1.0
     linear = bool(rng.random() < cfg.linear_prob)
     sigma, shot = float(rng.uniform(*cfg.noise_sigma)), float(rng.uniform(*cfg.shot_noise))
-    noise_seed = int(rng.integers(2**31)) if sigma > 0 or shot > 0 else 0
+    noise_seed = int(rng.integers(2**31))  # drawn even without noise: the draws after it stay the same
     quality = None
     if rng.random() < cfg.jpeg_prob:
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
