@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastdeblur",
         description="Remove motion blur from photos with DMPHN.",
-        epilog="Examples: fastdeblur blurry.png -o sharp.png | fastdeblur photos/ -o sharp/ --half",
+        epilog="Examples: fastdeblur blurry.png -o sharp.png | fastdeblur photos/ -o sharp/ --half. "
+               "Training: fastdeblur train --help; fastdeblur export CHECKPOINT OUT.safetensors",
     )
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
@@ -110,6 +111,13 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # `fastdeblur train ...` and `fastdeblur export CHECKPOINT OUT` are fastdeblur-train's
+    # (a file named "train" or "export" is deblurred as ./train)
+    if argv and argv[0] in ("train", "export"):
+        from .train.cli import main as train_main
+
+        return train_main(argv[1:] if argv[0] == "train" else ["--export", *argv[1:]])
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -126,6 +126,15 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "w.safetensors")]) == 0
     assert (tmp_path / "w.safetensors").stat().st_size > 1e6
     assert main(["--steps", "1"]) == 2
+    # the same through the main command: `fastdeblur train ...`, `fastdeblur export CKPT OUT`
+    from fastdeblur.cli import main as fastdeblur_main
+
+    assert fastdeblur_main(["train", *args[:3], "4", *args[4:]]) == 0
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 4
+    assert fastdeblur_main(["export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "w4.safetensors")]) == 0
+    from fastdeblur.train.export import read_metadata
+
+    assert read_metadata(tmp_path / "w4.safetensors")["steps"] == "4"
 
 
 def test_wall_clock_budget_stops_and_checkpoints(gopro_tree, tmp_path):
