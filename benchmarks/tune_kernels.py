@@ -171,18 +171,8 @@ def main() -> int:
         ref = cudnn().permute(0, 2, 3, 1).float()
         t_cudnn = do_bench(cudnn, return_mode="median")
         default = tiles_for(op, cin, cout, False)
-        timings = {}
-        for t in [default, *candidates(op, cin, cout)]:
-            if t in timings or time.time() - t_start > a.budget_s:
-                continue
-            try:
-                got = mine(t).float()
-                if not torch.allclose(got, ref, rtol=2e-2, atol=2e-2):
-                    print(f"  {op} {cin}->{cout} {t}: WRONG (max diff {(got - ref).abs().max():.3g})")
-                    continue
-                timings[t] = do_bench(lambda: mine(t), return_mode="median")  # noqa: B023
-            except Exception as e:  # out of shared memory / registers for this tile
-                print(f"  {op} {cin}->{cout} {t}: {type(e).__name__}")
+        timings = time_candidates(f"{op} {cin}->{cout}", mine, ref, [default, *candidates(op, cin, cout)],
+                                  t_start + a.budget_s, atol=2e-2)
         if not timings:
             continue
         best = min(timings, key=timings.get)
@@ -202,6 +192,27 @@ def main() -> int:
     return 0
 
 
+def time_candidates(label: str, run, ref: torch.Tensor, tiles: list, deadline: float, atol: float) -> dict:
+    """{tiles: CUDA-event median ms} for each candidate whose output matches `ref` (NHWC, float),
+    until `deadline` (time.time()); a tile that does not compile or run, or computes wrong
+    numbers, is reported and left out."""
+    from triton.testing import do_bench
+
+    timings = {}
+    for t in tiles:
+        if t in timings or time.time() > deadline:
+            continue
+        try:
+            got = run(t).float()
+            if not torch.allclose(got, ref, rtol=2e-2, atol=atol):
+                print(f"  {label} {t}: WRONG (max diff {(got - ref).abs().max():.3g})")
+                continue
+            timings[t] = do_bench(lambda: run(t), return_mode="median")  # noqa: B023
+        except Exception as e:  # out of shared memory / registers for this tile
+            print(f"  {label} {t}: {type(e).__name__}")
+    return timings
+
+
 def sweep_blocks(rb_shapes: list[tuple], dt: torch.dtype, budget_s: float) -> list[dict]:
     """Time the one-kernel block's candidates against cuDNN's block and the two-kernel block."""
     from fastdeblur.kernels.conv_relu_residual import block_tiles_for
@@ -216,18 +227,8 @@ def sweep_blocks(rb_shapes: list[tuple], dt: torch.dtype, budget_s: float) -> li
         ref = cudnn().permute(0, 2, 3, 1).float()
         t_cudnn, t_two = do_bench(cudnn, return_mode="median"), do_bench(two, return_mode="median")
         default = block_tiles_for(c, False)
-        timings = {}
-        for t in [default, *block_candidates(c)]:
-            if t in timings or time.time() - t_start > budget_s:
-                continue
-            try:
-                got = one(t).float()
-                if not torch.allclose(got, ref, rtol=2e-2, atol=5e-2):
-                    print(f"  rb {c} {t}: WRONG (max diff {(got - ref).abs().max():.3g})")
-                    continue
-                timings[t] = do_bench(lambda: one(t), return_mode="median")  # noqa: B023
-            except Exception as e:  # out of shared memory / registers for this tile
-                print(f"  rb {c} {t}: {type(e).__name__}")
+        # atol 5e-2: two convs in 16 bits, against cuDNN's two
+        timings = time_candidates(f"rb {c}", one, ref, [default, *block_candidates(c)], t_start + budget_s, atol=5e-2)
         if not timings:
             continue
         best = min(timings, key=timings.get)

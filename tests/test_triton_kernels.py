@@ -196,3 +196,23 @@ def test_tile_table_round_trip():
     assert {k: BlockTiles(*v) for k, v in ns["BLOCK_TILES"].items()} == {
         32: BlockTiles(8, 32, 64, 32, 4, 1), 64: BlockTiles(8, 16, 64, 64, 4, 1)}
     assert "from an earlier sweep" in text and "two kernels 0.7000" in text
+
+
+def test_sweep_keeps_only_tiles_that_run_and_match(monkeypatch):
+    """The sweep's timing loop (GPU timer replaced): wrong numbers and failing tiles are left out."""
+    import triton.testing
+
+    ref = torch.zeros(2, 3)
+    outputs = {"ok": ref, "slow": ref, "wrong": ref + 1}
+
+    def run(t):
+        if t == "broken":
+            raise RuntimeError("out of resources")
+        return outputs[t]
+
+    timed = []
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, return_mode: timed.append(fn()) or 0.5 * len(timed))
+    tk = _tune_kernels()
+    got = tk.time_candidates("x", run, ref, ["ok", "wrong", "broken", "slow", "ok"], deadline=float("inf"), atol=1e-3)
+    assert got == {"ok": 0.5, "slow": 1.0} and len(timed) == 2  # each good tile timed once
+    assert tk.time_candidates("x", run, ref, ["ok"], deadline=0.0, atol=1e-3) == {}  # past the budget: nothing
