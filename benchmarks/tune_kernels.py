@@ -240,32 +240,32 @@ def sweep_blocks(rb_shapes: list[tuple], dt: torch.dtype, budget_s: float) -> li
     return results
 
 
+def _table(name: str, comment: str, swept: dict, old: dict, value, note) -> list[str]:
+    """Lines of one dict literal: the swept winners (value(best tiles), note(row)) first, then
+    the old entries the sweep did not time."""
+    lines = [comment, f"{name} = {{"]
+    for key in [*swept, *(k for k in old if k not in swept)]:
+        if key in swept:
+            v, n = value(swept[key]["best"]), note(swept[key])
+        else:
+            v, n = tuple(old[key]), "from an earlier sweep"
+        lines.append(f"    {key!r}: {v!r},  # {n}")
+    return [*lines, "}"]
+
+
 def render_table(results: list[dict], header: str, old_tiles: dict, old_blocks: dict) -> str:
     """_gpu_tiles.py's text: this sweep's winners, plus the entries of the current file (old_*)
     that it did not time, kept as they were."""
     convs = {(r["op"], r["cin"], r["cout"]): r for r in results if r["op"] != "rb"}
     blocks = {r["cin"]: r for r in results if r["op"] == "rb"}
-    lines = [f'"""{header}"""', "", "# (op, cin, cout): (block_m, block_n, block_k, warps, stages, unroll)",
-             "TILES = {"]
-    for key in [*convs, *(k for k in old_tiles if k not in convs)]:
-        if key in convs:
-            r, b = convs[key], convs[key]["best"]
-            v = (b["block_m"], b["block_n"], b["block_k"], b["warps"], b["stages"], b["unroll"])
-            note = f'{r["best_ms"]:.4f} / {r["cudnn_ms"]:.4f}'
-        else:
-            v, note = tuple(old_tiles[key]), "from an earlier sweep"
-        lines.append(f"    {key!r}: {v!r},  # {note}")
-    lines += ["}", "", "# one-kernel residual block, channels: (th, tw, chunk, block_k, warps, stages)",
-              "BLOCK_TILES = {"]
-    for c in [*blocks, *(k for k in old_blocks if k not in blocks)]:
-        if c in blocks:
-            r, b = blocks[c], blocks[c]["best"]
-            v = (b["th"], b["tw"], b["chunk"], b["block_k"], b["warps"], b["stages"])
-            note = f'{r["best_ms"]:.4f} / two kernels {r["two_kernel_ms"]:.4f} / cuDNN {r["cudnn_ms"]:.4f}'
-        else:
-            v, note = tuple(old_blocks[c]), "from an earlier sweep"
-        lines.append(f"    {c!r}: {v!r},  # {note}")
-    lines.append("}")
+    lines = [f'"""{header}"""', ""]
+    lines += _table("TILES", "# (op, cin, cout): (block_m, block_n, block_k, warps, stages, unroll)", convs, old_tiles,
+                    lambda b: (b["block_m"], b["block_n"], b["block_k"], b["warps"], b["stages"], b["unroll"]),
+                    lambda r: f'{r["best_ms"]:.4f} / {r["cudnn_ms"]:.4f}')
+    lines += [""] + _table(
+        "BLOCK_TILES", "# one-kernel residual block, channels: (th, tw, chunk, block_k, warps, stages)", blocks,
+        old_blocks, lambda b: (b["th"], b["tw"], b["chunk"], b["block_k"], b["warps"], b["stages"]),
+        lambda r: f'{r["best_ms"]:.4f} / two kernels {r["two_kernel_ms"]:.4f} / cuDNN {r["cudnn_ms"]:.4f}')
     return "\n".join(lines) + "\n"
 
 
