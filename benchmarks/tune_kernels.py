@@ -41,15 +41,20 @@ def _pow2(v: int) -> int:
     return max(16, 1 << (v - 1).bit_length())
 
 
+MAX_CONV1_STEPS = 12  # halo chunks x K slices: the kernel unrolls conv1 over both (times 9 taps)
+
+
 def block_candidates(c: int):
     """Tiles for the one-kernel block: output tile (TH*TW a power of two), halo rows per conv1
-    GEMM, K slice, warps; none whose fp32 accumulators would take over 128 registers a thread."""
+    GEMM, K slice, warps; none whose fp32 accumulators would take over 128 registers a thread,
+    nor any whose fully unrolled conv1 (chunks x K slices x 9 taps) would take minutes to compile."""
     from fastdeblur.kernels.conv_relu_residual import BlockTiles
 
     block_c = _pow2(c)
     for (th, tw), chunk, bk, warps in itertools.product(((4, 32), (8, 16), (8, 32), (16, 16), (16, 32)), (32, 64, 128),
                                                          sorted({min(64, block_c), min(32, block_c)}), (4, 8)):
-        if max(th * tw, chunk) * block_c > 4096 * warps:
+        halo_chunks = -(-(th + 2) * (tw + 2) // chunk)
+        if max(th * tw, chunk) * block_c > 4096 * warps or halo_chunks * -(-c // bk) > MAX_CONV1_STEPS:
             continue
         yield BlockTiles(th, tw, chunk, bk, warps)
 
