@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,7 @@ import torch
 from ..metrics import psnr
 from .blur import BlurConfig
 from .data import SyntheticBatches
-
-PHOTO_SETS = ("urban100", "sunhays80", "bsd100")
+from .recipe import DEFAULT_DATA, photo_dirs
 
 
 def _parse_setting(text: str) -> tuple[str, object]:
@@ -67,7 +65,7 @@ def probe(model: str | torch.nn.Module, photos: list[Path], cfg: BlurConfig, n: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastdeblur.train.probe", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="dmphn-1-2-4-gopro", help="a registered name or a .safetensors file")
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("FASTDEBLUR_DATA", "../shared/data")))
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--seed", type=int, default=1)
@@ -81,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.model.endswith(".safetensors"):
         model = fastdeblur.load_model(weights=a.model)
     cfg = dataclasses.replace(BlurConfig(jpeg_prob=0.0), **dict(a.settings))
-    photos = [a.data / "sharp_photos" / s for s in PHOTO_SETS]
-    r = probe(model, photos, cfg, n=a.n, crop=a.crop, seed=a.seed, device=a.device)
+    r = probe(model, photo_dirs(a.data), cfg, n=a.n, crop=a.crop, seed=a.seed, device=a.device)
     changed = ", ".join(f"{k}={v}" for k, v in a.settings) or "defaults"
     print(f"{a.model} on {a.n} synthetic {a.crop}px crops ({changed}): blurry {r['blurry_psnr']:.2f} dB, "
           f"model {r['model_psnr']:.2f} dB, gain {r['gain']:+.2f} dB, {r['improved']:.0%} of crops improved")

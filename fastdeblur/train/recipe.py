@@ -26,6 +26,13 @@ from .data import SyntheticBatches, SyntheticPairs
 from .export import export_weights
 from .trainer import TrainConfig, Trainer, build_model, train_device
 
+PHOTO_SETS = ("urban100", "sunhays80", "bsd100")  # under DATA/sharp_photos: what the default model learns from
+DEFAULT_DATA = Path(os.environ.get("FASTDEBLUR_DATA", "../shared/data"))
+
+
+def photo_dirs(data: Path) -> list[Path]:
+    return [data / "sharp_photos" / s for s in PHOTO_SETS]
+
 
 def evaluate(model: torch.nn.Module, pairs_dir: Path) -> dict[str, dict[str, float]]:
     """PSNR/SSIM of `model` (float32, on its device) on every blur/sharp pair in pairs_dir."""
@@ -42,7 +49,7 @@ def evaluate(model: torch.nn.Module, pairs_dir: Path) -> dict[str, dict[str, flo
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastdeblur.train.recipe")
     p.add_argument("--minutes", type=float, default=60.0)
-    p.add_argument("--data", type=Path, default=Path(os.environ.get("FASTDEBLUR_DATA", "../shared/data")))
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=Path("runs/default"))
     p.add_argument("--init", type=Path, help="fastdeblur .safetensors weights to start from (no optimizer state)")
     p.add_argument("--batch", type=int, default=4)
@@ -54,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
-    photos = [a.data / "sharp_photos" / d for d in ("urban100", "sunhays80", "bsd100")]
+    photos = photo_dirs(a.data)
     auto = a.steps == "auto"
     cfg = TrainConfig(out_dir=str(a.out), crop=a.crop, batch=a.batch, steps=10**9 if auto else int(a.steps),
                       lr=a.lr, warmup=a.warmup, clip=1.0, workers=2, val_every=10**9,
                       ckpt_every=250 if not auto else 10**9, device=a.device, seed=a.seed, max_seconds=a.minutes * 60,
-                      notes={"data": "synthetic blur of urban100+sunhays80+bsd100"})
+                      notes={"data": "synthetic blur of " + "+".join(PHOTO_SETS)})
     model = None
     if a.init is not None and not (a.out / "last.pt").is_file():
         from .export import load_exported
