@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/fastdeblur", help="run folder (checkpoints, log.csv); resumed if present")
     p.add_argument("--arch", choices=["dmphn", "stack"], default="dmphn")
     p.add_argument("--levels", default="1,2,4")
+    p.add_argument("--start", choices=["identity", "random"], default="identity",
+                   help="a new run's weights: the identity (out == in; see fastdeblur/train/init.py) or random")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=6)
     p.add_argument("--crop", type=int, default=256)
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             print("fastdeblur-train: error: give --gopro, --folders or --synthetic", file=sys.stderr)
             return 2
         val = PairedImages.from_folders(*a.val_folders, crop=a.crop, seed=1) if a.val_folders else None
-        cfg = TrainConfig(out_dir=a.out, arch=a.arch, levels=tuple(int(x) for x in a.levels.split(",")),
+        cfg = TrainConfig(out_dir=a.out, arch=a.arch, start=a.start, levels=tuple(int(x) for x in a.levels.split(",")),
                           steps=a.steps, batch=a.batch, crop=a.crop, lr=a.lr, amp=a.amp, workers=a.workers,
                           seed=a.seed, device=a.device, notes={"data": "+".join(names)})
         data = parts[0] if len(parts) == 1 else ConcatDataset(parts)

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=Path("runs/default"))
     p.add_argument("--init", type=Path, help="fastdeblur .safetensors weights to start from (no optimizer state)")
+    p.add_argument("--start", choices=["identity", "random"], default="identity",
+                   help="a new run's weights without --init: the identity (out == in) or PyTorch's random start")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=192)
     p.add_argument("--steps", default="200000",
@@ -63,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     photos = photo_dirs(a.data)
     auto = a.steps == "auto"
-    cfg = TrainConfig(out_dir=str(a.out), crop=a.crop, batch=a.batch, steps=10**9 if auto else int(a.steps),
-                      lr=a.lr, warmup=a.warmup, clip=1.0, workers=2, val_every=10**9,
-                      ckpt_every=250 if not auto else 10**9, device=a.device, seed=a.seed, max_seconds=a.minutes * 60,
+    cfg = TrainConfig(out_dir=str(a.out), start=a.start, crop=a.crop, batch=a.batch,
+                      steps=10**9 if auto else int(a.steps), lr=a.lr, warmup=a.warmup, clip=1.0,
+                      workers=2, val_every=10**9, ckpt_every=250 if not auto else 10**9, device=a.device,
+                      seed=a.seed, max_seconds=a.minutes * 60,
                       notes={"data": "synthetic blur of " + "+".join(PHOTO_SETS)})
     model = None
     if a.init is not None and not (a.out / "last.pt").is_file():
