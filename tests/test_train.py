@@ -194,7 +194,7 @@ def _ddp_worker(rank, world, port, root, out, result):
     try:
         data = PairedImages.from_gopro(root, "train", crop=32)
         cfg = TrainConfig(out_dir=out, crop=32, batch=2, steps=2, lr=5e-4, warmup=1, amp="none", workers=0,
-                          val_every=10**6, ckpt_every=10**6, log_every=1, device="cpu")
+                          val_every=10**6, ckpt_every=10**6, log_every=1, device="cpu", start="random")
         tr = Trainer(cfg, data)
         tr.run()
         if rank == 0:
@@ -213,7 +213,11 @@ def test_two_process_ddp_matches_one_process(gopro_tree, tmp_path):
         port = s.getsockname()[1]
     mp.spawn(_ddp_worker, args=(2, port, str(gopro_tree), str(tmp_path / "ddp"), str(tmp_path / "ddp.pt")),
              nprocs=2, join=True)
-    single = _trainer(tmp_path / "one", PairedImages.from_gopro(gopro_tree, "train", crop=32), steps=2)
+    # random start: from the identity, step 2's gradients for the blocks' first convs are tiny sums
+    # that cancel, and Adam (g / sqrt(v)) turns the last-bit differences of a 2-way all-reduce into
+    # 0.3% of a step (1e-6, seen); the slicing and averaging checked here do not depend on the start
+    single = _trainer(tmp_path / "one", PairedImages.from_gopro(gopro_tree, "train", crop=32), steps=2,
+                      start="random")
     single.run()
     ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
     for k, v in single.model.state_dict().items():
