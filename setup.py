@@ -45,6 +45,7 @@ print(f"fastdeblur build configuration: {config}")
 setup(
     packages=PACKAGES,
     package_dir={"fastdeblur.kernels": "kernels"},
+    package_data={"fastdeblur": ["_bundled/*.safetensors"]},  # fastdeblur's own weights (weights.BUNDLED_DIR)
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

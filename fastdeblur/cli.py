@@ -59,8 +59,8 @@ def _list_models() -> int:
     for name in list_models():
         w = get_weights(name)
         folder = cache_dir() / "checkpoints" / w.folder
-        cached = all((folder / f).is_file() for f in w.files)
-        print(f"{name:24} {'yes' if cached else 'no':7} {w.description}")
+        cached = "bundled" if w.bundled else "yes" if all((folder / f).is_file() for f in w.files) else "no"
+        print(f"{name:24} {cached:7} {w.description}")
     print(f"{'default':24} {'':7} alias of {get_weights('default').name}")
     return EXIT_OK
 

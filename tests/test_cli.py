@@ -19,6 +19,7 @@ def test_list_models(capsys):
     assert main(["--list-models"]) == 0
     out = capsys.readouterr().out
     assert "dmphn-1-2-4-gopro" in out and "stack4-dmphn-gopro" in out and "default" in out
+    assert "fastdeblur-default       bundled" in out
 
 
 def test_usage_errors(capsys, tmp_path):
@@ -143,5 +144,9 @@ def test_missing_weights_fail_cleanly(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASTDEBLUR_OFFLINE", "1")
     src = _img(tmp_path / "in.png")
     assert main([str(src), "-o", str(tmp_path / "o.png"), "-q"]) == 1
-    assert "not available" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not available" in err and "--model fastdeblur-default" in err
     assert not (tmp_path / "o.png").exists()
+    # the weights that ship with the package need neither the cache nor the network
+    assert main([str(src), "-o", str(tmp_path / "o.png"), "-q", "--model", "fastdeblur-default"]) == 0
+    assert read_image(tmp_path / "o.png").shape == (24, 32, 3)

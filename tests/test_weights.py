@@ -53,12 +53,13 @@ def fresh_home(tmp_path, monkeypatch):
 
 
 def test_registry_names_and_alias():
-    assert fastdeblur.list_models() == ["dmphn-1-2-4-8-gopro", "dmphn-1-2-4-gopro", "stack4-dmphn-gopro"]
+    assert fastdeblur.list_models() == ["dmphn-1-2-4-8-gopro", "dmphn-1-2-4-gopro", "fastdeblur-default",
+                                        "stack4-dmphn-gopro"]
     assert get_weights("default").name == MODEL
     for name in fastdeblur.list_models():
         w = get_weights(name)
         assert all(len(h) == 64 for h in w.files.values()) and w.license and w.description
-        assert w.source_url.endswith(f"/checkpoints/{w.folder}/")
+        assert w.bundled or w.source_url.endswith(f"/checkpoints/{w.folder}/")
 
 
 def test_unknown_model_is_named():

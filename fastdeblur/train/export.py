@@ -56,16 +56,23 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return meta
 
 
-def load_exported(path: str | os.PathLike) -> nn.Module:
-    """Rebuild the model a fastdeblur safetensors file describes and fill it (float32, CPU, eval)."""
+def load_into(model: nn.Module, path: str | os.PathLike) -> dict[str, str]:
+    """Fill `model` (float32) from a fastdeblur safetensors file; returns the file's header."""
     from safetensors.torch import load_file
 
     meta = read_metadata(path)
-    model = (DMPHN(tuple(int(x) for x in meta["levels"].split(","))) if meta["arch"] == "dmphn"
-             else StackDMPHN(int(meta["stages"])))
     try:
         model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     except RuntimeError as e:
-        raise WeightsError(f"weights file {path} does not fit its declared architecture: {e}") from e
-    model.weights_meta = meta
+        raise WeightsError(f"weights file {path} does not fit the architecture {meta.get('arch')!r} "
+                           f"(levels {meta.get('levels')}): {e}") from e
+    return meta
+
+
+def load_exported(path: str | os.PathLike) -> nn.Module:
+    """Rebuild the model a fastdeblur safetensors file describes and fill it (float32, CPU, eval)."""
+    meta = read_metadata(path)
+    model = (DMPHN(tuple(int(x) for x in meta["levels"].split(","))) if meta["arch"] == "dmphn"
+             else StackDMPHN(int(meta["stages"])))
+    model.weights_meta = load_into(model, path)
     return model.eval()

@@ -2,7 +2,8 @@
 
     python -m fastdeblur.train.recipe --minutes 60 [--data ../shared/data] [--out runs/default]
 
-Resumes from OUT/last.pt when it exists (or starts from --init weights), trains DMPHN(1-2-4) on
+Resumes from OUT/last.pt when it exists, else starts from --init weights (by default the package's
+own `fastdeblur-default`: the latest committed weights, so sessions add up), trains DMPHN(1-2-4) on
 synthetic GoPro-like blur of the sharp photos (Urban100, Sun-Hays80, BSD100; never the GoPro
 frames), then measures PSNR/SSIM on the GoPro ground-truth pairs (evaluation only) and exports
 OUT/fastdeblur-default.safetensors with those figures in its header. Each session with time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .. import weights as _weights
 from ..io import read_image
 from ..metrics import psnr, ssim
 from .data import SyntheticBatches, SyntheticPairs
@@ -51,30 +53,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--out", type=Path, default=Path("runs/default"))
-    p.add_argument("--init", type=Path, help="fastdeblur .safetensors weights to start from (no optimizer state)")
+    p.add_argument("--init", default="bundled",
+                   help="weights a new run starts from (no optimizer state): a fastdeblur .safetensors file, "
+                        "'bundled' (the package's fastdeblur-default, the latest committed weights) or 'none'")
     p.add_argument("--start", choices=["identity", "random"], default="identity",
-                   help="a new run's weights without --init: the identity (out == in) or PyTorch's random start")
+                   help="with --init none: the identity (out == in) or PyTorch's random start")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=192)
     p.add_argument("--steps", default="200000",
                    help="schedule length, or 'auto': fit the cosine schedule to --minutes at the measured speed")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="batches' seed; default: the --init weights' step count, so a "
+                   "continued run sees new crops")
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
     photos = photo_dirs(a.data)
+    init = None
+    if a.init != "none":
+        from .export import load_exported
+
+        # the --init file's steps count even when OUT/last.pt resumes a run that started from it
+        init = load_exported(_weights.resolve_files("fastdeblur-default")["fastdeblur-default.safetensors"]
+                             if a.init == "bundled" else a.init)
+    prior = int(init.weights_meta.get("steps", 0)) if init is not None else 0
     auto = a.steps == "auto"
     cfg = TrainConfig(out_dir=str(a.out), start=a.start, crop=a.crop, batch=a.batch,
                       steps=10**9 if auto else int(a.steps), lr=a.lr, warmup=a.warmup, clip=1.0,
                       workers=2, val_every=10**9, ckpt_every=250 if not auto else 10**9, device=a.device,
-                      seed=a.seed, max_seconds=a.minutes * 60,
+                      seed=prior if a.seed is None else a.seed, max_seconds=a.minutes * 60,
                       notes={"data": "synthetic blur of " + "+".join(PHOTO_SETS)})
     model = None
-    if a.init is not None and not (a.out / "last.pt").is_file():
-        from .export import load_exported
-
-        model = load_exported(a.init).float().train().requires_grad_(True)
+    if init is not None and not (a.out / "last.pt").is_file():
+        model = init.float().train().requires_grad_(True)
     device = train_device(a.device)
     if device.startswith("cuda"):  # pairs made on the GPU: no worker processes to keep up with it
         data = SyntheticBatches(photos, crop=a.crop, seed=cfg.seed, device=device)
@@ -100,10 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     eval_model.load_state_dict(ema)
     scores = evaluate(eval_model.float().to(device), a.data / "gopro_pairs")
     path = export_weights(ema, a.out / "fastdeblur-default.safetensors", arch="dmphn", levels=(1, 2, 4),
-                          steps=trainer.step, data=cfg.notes["data"], psnr=scores, name="fastdeblur-default",
+                          steps=prior + trainer.step, data=cfg.notes["data"], psnr=scores, name="fastdeblur-default",
                           recipe={"crop": a.crop, "batch": a.batch, "lr": cfg.lr, "schedule_steps": cfg.steps},
                           license="fastdeblur's own weights, trained on public benchmark photos")
-    print(f"steps {trainer.step} ({hours:.2f} h this run), GoPro pairs: {scores}, exported {path}")
+    print(f"steps {prior} + {trainer.step} ({hours:.2f} h this run), GoPro pairs: {scores}, exported {path}")
     return 0
 
 

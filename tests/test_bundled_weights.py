@@ -1,0 +1,91 @@
+"""fastdeblur's own weights ship in the package: offline, verified, and they deblur; the recipe
+continues from them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fastdeblur
+from fastdeblur import WeightsError
+from fastdeblur import weights as W
+from fastdeblur.io import read_image, write_image
+from fastdeblur.metrics import psnr
+from fastdeblur.train.export import read_metadata
+
+from .conftest import REPO
+
+NAME = "fastdeblur-default"
+FILE = "fastdeblur-default.safetensors"
+
+
+def test_bundled_default_loads_offline_and_sharpens_the_example(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDEBLUR_OFFLINE", "1")
+    monkeypatch.setenv("FASTDEBLUR_HOME", str(tmp_path / "empty"))  # no cache, no downloads
+    entry = W.get_weights(NAME)
+    assert entry.bundled and entry.arch == "dmphn" and entry.config == (1, 2, 4)
+    path = W.resolve_files(NAME)[FILE]
+    assert path.parent == W.BUNDLED_DIR and path.stat().st_size < 12 * 2**20
+    meta = read_metadata(path)
+    assert meta["name"] == NAME and int(meta["steps"]) > 0 and "gopro" not in meta["data"].lower()
+    # the bundled example is synthetic camera shake of a photo the model never saw
+    blurry, sharp = read_image(REPO / "examples" / "blurry.png"), read_image(REPO / "examples" / "sharp.png")
+    out = fastdeblur.deblur(blurry, NAME, device="cpu", dtype=torch.float32)
+    assert out.shape == blurry.shape and out.dtype == np.uint8
+    gain = psnr(out, sharp) - psnr(blurry, sharp)
+    assert gain > 0.5, f"{gain:.2f} dB"  # measured: see the registry entry's description
+    assert not (tmp_path / "empty").exists()  # nothing was cached or fetched
+
+
+def test_bundled_weights_are_verified(tmp_path, monkeypatch):
+    fake = tmp_path / "bundled"
+    fake.mkdir()
+    monkeypatch.setattr(W, "BUNDLED_DIR", fake)
+    with pytest.raises(WeightsError, match="ships with fastdeblur, but .* is missing"):
+        W.resolve_files(NAME)
+    data = bytearray((REPO / "fastdeblur" / "_bundled" / FILE).read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last tensor
+    (fake / FILE).write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="fails its sha256 check.*reinstall"):
+        fastdeblur.load_model(NAME, device="cpu")
+
+
+def _tiny_data(root):
+    """The recipe's data layout, small: three photo sets and two evaluation pairs."""
+    rng = np.random.default_rng(0)
+    for s in ("urban100", "sunhays80", "bsd100"):
+        (root / "sharp_photos" / s).mkdir(parents=True)
+        write_image(root / "sharp_photos" / s / "a.png", rng.integers(0, 256, (72, 80, 3), dtype=np.uint8))
+    for kind in ("blur", "sharp"):
+        (root / "gopro_pairs" / kind).mkdir(parents=True)
+        for i in range(2):
+            write_image(root / "gopro_pairs" / kind / f"p{i}.png", np.full((40, 48, 3), 100 + 20 * i, np.uint8))
+    return root
+
+
+def test_recipe_continues_from_the_bundled_weights(tmp_path, capsys):
+    from fastdeblur.train import recipe
+
+    prior = int(read_metadata(W.resolve_files(NAME)[FILE])["steps"])
+    out = tmp_path / "run"
+    assert recipe.main(["--minutes", "5", "--steps", "2", "--crop", "32", "--batch", "1", "--warmup", "1",
+                        "--lr", "1e-6", "--data", str(_tiny_data(tmp_path / "data")), "--out", str(out),
+                        "--device", "cpu"]) == 0
+    meta = read_metadata(out / FILE)
+    assert int(meta["steps"]) == prior + 2 and f"steps {prior} + 2" in capsys.readouterr().out
+    assert set(json.loads(meta["psnr"])) == {"p0", "p1"}
+    # two tiny steps from the bundled weights: the export is still (almost) them
+    a = fastdeblur.load_model(NAME, device="cpu", dtype=torch.float32).state_dict()
+    b = fastdeblur.load_model(weights=out / FILE, device="cpu", dtype=torch.float32).state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
+    with pytest.raises(SystemExit):
+        recipe.main(["--start", "zeros"])
+
+
+def test_recipe_bundled_init_names_a_broken_install(tmp_path, monkeypatch):
+    from fastdeblur.train import recipe
+
+    monkeypatch.setattr(W, "BUNDLED_DIR", tmp_path)
+    with pytest.raises(WeightsError, match="is missing"):
+        recipe.main(["--minutes", "0.1", "--data", str(tmp_path), "--out", str(tmp_path / "run")])
