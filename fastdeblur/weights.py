@@ -185,8 +185,8 @@ def resolve_files(name: str, weights: str | os.PathLike | None = None, *,
     entry = get_weights(name)
     if weights is not None:
         return _files_from_path(entry, Path(weights).expanduser())
-    if entry.bundled:
-        return _bundled_files(entry)
+    if entry.bundled:  # no cache, no download: the file is part of the installed package
+        return _checked_files(entry, BUNDLED_DIR, installed=True)
     folder = cache_dir() / "checkpoints" / entry.folder
     found: dict[str, Path] = {}
     for fname, digest in entry.files.items():
@@ -233,30 +233,24 @@ def _files_from_path(entry: ModelWeights, path: Path) -> dict[str, Path]:
     if not path.is_dir():
         raise WeightsError(f"weights path {path} must be a directory holding {', '.join(entry.files)}")
     base = path / entry.folder if (path / entry.folder).is_dir() else path
+    return _checked_files(entry, base, installed=False)
+
+
+def _checked_files(entry: ModelWeights, base: Path, *, installed: bool) -> dict[str, Path]:
+    """Each of `entry`'s files in `base`, refused unless its sha256 is the pinned one; `installed`:
+    `base` is the package's own folder (an error there means a broken installation)."""
     out: dict[str, Path] = {}
     for fname, digest in entry.files.items():
         p = base / fname
         if not p.is_file():
-            raise WeightsError(f"weights file {p} is missing (model {entry.name!r} needs {len(entry.files)} files)")
+            raise WeightsError(f"model {entry.name!r} ships with fastdeblur, but {p} is missing: the "
+                               "installation is incomplete; reinstall fastdeblur" if installed else
+                               f"weights file {p} is missing (model {entry.name!r} needs {len(entry.files)} files)")
         got = sha256_of(p)
         if got != digest:
-            raise WeightsError(f"weights file {p} fails its sha256 check (expected {digest}, got {got}): "
-                               f"it is not the published {entry.name!r} file; refusing to load it")
-        out[fname] = p
-    return out
-
-
-def _bundled_files(entry: ModelWeights) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for fname, digest in entry.files.items():
-        p = BUNDLED_DIR / fname
-        if not p.is_file():
-            raise WeightsError(f"model {entry.name!r} ships with fastdeblur, but {p} is missing: "
-                               "the installation is incomplete; reinstall fastdeblur")
-        got = sha256_of(p)
-        if got != digest:
-            raise WeightsError(f"the package's weights file {p} fails its sha256 check (expected {digest}, "
-                               f"got {got}): the installation is damaged; reinstall fastdeblur")
+            why = ("the installation is damaged; reinstall fastdeblur" if installed else
+                   f"it is not the published {entry.name!r} file; refusing to load it")
+            raise WeightsError(f"weights file {p} fails its sha256 check (expected {digest}, got {got}): {why}")
         out[fname] = p
     return out
 
