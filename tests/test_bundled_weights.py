@@ -75,6 +75,9 @@ def test_recipe_continues_from_the_bundled_weights(tmp_path, capsys):
     meta = read_metadata(out / FILE)
     assert int(meta["steps"]) == prior + 2 and f"steps {prior} + 2" in capsys.readouterr().out
     assert set(json.loads(meta["psnr"])) == {"p0", "p1"}
+    runs = json.loads(meta["recipe"])["runs"]  # the bundled file's history, plus this run
+    assert runs[:-1] == json.loads(read_metadata(W.resolve_files(NAME)[FILE])["recipe"])["runs"]
+    assert runs[-1]["steps"] == 2 and runs[-1]["init"] == "bundled" and sum(r["steps"] for r in runs) == prior + 2
     # two tiny steps from the bundled weights: the export is still (almost) them
     a = fastdeblur.load_model(NAME, device="cpu", dtype=torch.float32).state_dict()
     b = fastdeblur.load_model(weights=out / FILE, device="cpu", dtype=torch.float32).state_dict()

@@ -15,6 +15,7 @@ fits the cosine schedule to the --minutes budget (what a short device session wa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -46,6 +47,16 @@ def evaluate(model: torch.nn.Module, pairs_dir: Path) -> dict[str, dict[str, flo
         sharp = read_image(pairs_dir / "sharp" / blur_path.name)
         scores[blur_path.stem] = {"psnr": round(float(psnr(out, sharp)), 3), "ssim": round(float(ssim(out, sharp)), 4)}
     return scores
+
+
+def _runs(init: torch.nn.Module | None) -> list[dict]:
+    """The runs recorded in the --init weights' header: each export carries its whole history."""
+    if init is None:
+        return []
+    try:
+        return list(json.loads(init.weights_meta.get("recipe", "{}")).get("runs", []))
+    except (ValueError, AttributeError):  # an older header: a single run's settings, or none
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,13 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{rate:.1f} steps/s: schedule of {cfg.steps} steps", flush=True)
     trainer.run()
     hours = (time.time() - t0) / 3600
+    this_run = {"date": time.strftime("%Y-%m-%d"), "steps": trainer.step, "crop": a.crop, "batch": a.batch,
+                "lr": cfg.lr, "schedule_steps": cfg.steps, "seed": cfg.seed, "device": device,
+                "init": a.init if init is not None else f"none ({a.start})"}
     ema = trainer.ema if trainer.ema is not None else trainer.model.state_dict()
     eval_model = build_model(cfg).eval()
     eval_model.load_state_dict(ema)
     scores = evaluate(eval_model.float().to(device), a.data / "gopro_pairs")
     path = export_weights(ema, a.out / "fastdeblur-default.safetensors", arch="dmphn", levels=(1, 2, 4),
                           steps=prior + trainer.step, data=cfg.notes["data"], psnr=scores, name="fastdeblur-default",
-                          recipe={"crop": a.crop, "batch": a.batch, "lr": cfg.lr, "schedule_steps": cfg.steps},
+                          recipe={"runs": _runs(init) + [this_run]},
                           license="fastdeblur's own weights, trained on public benchmark photos")
     print(f"steps {prior} + {trainer.step} ({hours:.2f} h this run), GoPro pairs: {scores}, exported {path}")
     return 0
