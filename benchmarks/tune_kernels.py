@@ -44,6 +44,11 @@ def _pow2(v: int) -> int:
 MAX_CONV1_STEPS = 12  # halo chunks x K slices: the kernel unrolls conv1 over both (times 9 taps)
 
 
+def conv1_steps(th: int, tw: int, chunk: int, c: int, block_k: int) -> int:
+    """How many (halo chunk, K slice) GEMMs the one-kernel block's unrolled conv1 makes."""
+    return -(-(th + 2) * (tw + 2) // chunk) * -(-c // block_k)
+
+
 def block_candidates(c: int):
     """Tiles for the one-kernel block: output tile (TH*TW a power of two), halo rows per conv1
     GEMM, K slice, warps; none whose fp32 accumulators would take over 128 registers a thread,
@@ -53,8 +58,7 @@ def block_candidates(c: int):
     block_c = _pow2(c)
     for (th, tw), chunk, bk, warps in itertools.product(((4, 32), (8, 16), (8, 32), (16, 16), (16, 32)), (32, 64, 128),
                                                          sorted({min(64, block_c), min(32, block_c)}), (4, 8)):
-        halo_chunks = -(-(th + 2) * (tw + 2) // chunk)
-        if max(th * tw, chunk) * block_c > 4096 * warps or halo_chunks * -(-c // bk) > MAX_CONV1_STEPS:
+        if max(th * tw, chunk) * block_c > 4096 * warps or conv1_steps(th, tw, chunk, c, bk) > MAX_CONV1_STEPS:
             continue
         yield BlockTiles(th, tw, chunk, bk, warps)
 

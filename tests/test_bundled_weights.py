@@ -52,11 +52,13 @@ def test_bundled_weights_are_verified(tmp_path, monkeypatch):
 
 
 def _tiny_data(root):
-    """The recipe's data layout, small: three photo sets and two evaluation pairs."""
+    """The recipe's data layout, small: its photo sets and two evaluation pairs."""
+    from fastdeblur.train.recipe import photo_dirs
+
     rng = np.random.default_rng(0)
-    for s in ("urban100", "sunhays80", "bsd100"):
-        (root / "sharp_photos" / s).mkdir(parents=True)
-        write_image(root / "sharp_photos" / s / "a.png", rng.integers(0, 256, (72, 80, 3), dtype=np.uint8))
+    for d in photo_dirs(root):
+        d.mkdir(parents=True)
+        write_image(d / "a.png", rng.integers(0, 256, (72, 80, 3), dtype=np.uint8))
     for kind in ("blur", "sharp"):
         (root / "gopro_pairs" / kind).mkdir(parents=True)
         for i in range(2):
@@ -67,7 +69,8 @@ def _tiny_data(root):
 def test_recipe_continues_from_the_bundled_weights(tmp_path, capsys):
     from fastdeblur.train import recipe
 
-    prior = int(read_metadata(W.resolve_files(NAME)[FILE])["steps"])
+    bundled = read_metadata(W.resolve_files(NAME)[FILE])
+    prior = int(bundled["steps"])
     out = tmp_path / "run"
     assert recipe.main(["--minutes", "5", "--steps", "2", "--crop", "32", "--batch", "1", "--warmup", "1",
                         "--lr", "1e-6", "--data", str(_tiny_data(tmp_path / "data")), "--out", str(out),
@@ -76,7 +79,7 @@ def test_recipe_continues_from_the_bundled_weights(tmp_path, capsys):
     assert int(meta["steps"]) == prior + 2 and f"steps {prior} + 2" in capsys.readouterr().out
     assert set(json.loads(meta["psnr"])) == {"p0", "p1"}
     runs = json.loads(meta["recipe"])["runs"]  # the bundled file's history, plus this run
-    assert runs[:-1] == json.loads(read_metadata(W.resolve_files(NAME)[FILE])["recipe"])["runs"]
+    assert runs[:-1] == json.loads(bundled["recipe"])["runs"]
     assert runs[-1]["steps"] == 2 and runs[-1]["init"] == "bundled" and sum(r["steps"] for r in runs) == prior + 2
     # two tiny steps from the bundled weights: the export is still (almost) them
     a = fastdeblur.load_model(NAME, device="cpu", dtype=torch.float32).state_dict()

@@ -171,8 +171,8 @@ def test_block_sweep_candidates_are_valid_and_hold_the_default(c):
     for t in cands:
         assert (t.th * t.tw) & (t.th * t.tw - 1) == 0  # the launcher's requirement
         assert max(t.th * t.tw, t.chunk) * max(16, c) <= 4096 * t.warps  # accumulators in registers
-        halo_chunks = -(-(t.th + 2) * (t.tw + 2) // t.chunk)
-        assert halo_chunks * -(-c // t.block_k) <= _tune_kernels().MAX_CONV1_STEPS  # compiles in seconds
+        tk = _tune_kernels()
+        assert tk.conv1_steps(t.th, t.tw, t.chunk, c, t.block_k) <= tk.MAX_CONV1_STEPS  # compiles in seconds
     assert _gpu_default(c) in cands
 
 
