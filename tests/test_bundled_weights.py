@@ -12,6 +12,7 @@ from fastdeblur import WeightsError
 from fastdeblur import weights as W
 from fastdeblur.io import read_image, write_image
 from fastdeblur.metrics import psnr
+from fastdeblur.train.blur import BlurConfig
 from fastdeblur.train.export import read_metadata
 
 from .conftest import REPO
@@ -81,6 +82,7 @@ def test_recipe_continues_from_the_bundled_weights(tmp_path, capsys):
     runs = json.loads(meta["recipe"])["runs"]  # the bundled file's history, plus this run
     assert runs[:-1] == json.loads(bundled["recipe"])["runs"]
     assert runs[-1]["steps"] == 2 and runs[-1]["init"] == "bundled" and sum(r["steps"] for r in runs) == prior + 2
+    assert runs[-1]["blur"]["still_prob"] == BlurConfig().still_prob  # the data's settings go along
     # two tiny steps from the bundled weights: the export is still (almost) them
     a = fastdeblur.load_model(NAME, device="cpu", dtype=torch.float32).state_dict()
     b = fastdeblur.load_model(weights=out / FILE, device="cpu", dtype=torch.float32).state_dict()

@@ -96,3 +96,30 @@ def test_scale_sets_the_blur_length_in_pixels():
 
     d = draw_blur(np.random.default_rng(1), 96, 128, BlurConfig(length=(20, 20)), scale=0.5)
     assert np.linalg.norm(np.diff(d.poses[:, :2], axis=0), axis=1).sum() == pytest.approx(10.0)
+
+
+def test_still_draws_come_at_their_rate_and_give_the_photo_back(sharp):
+    from fastdeblur.train.blur import draw_blur
+
+    rng = np.random.default_rng(5)
+    draws = [draw_blur(rng, 96, 128, dataclasses.replace(CLEAN, still_prob=0.3), scale=1.0) for _ in range(400)]
+    still = [not d.poses.any() for d in draws]
+    assert 0.22 < np.mean(still) < 0.38
+    # the moving ones are still real paths of the configured lengths
+    assert all(np.linalg.norm(np.diff(d.poses[:, :2], axis=0), axis=1).sum() >= 3.0 - 1e-6
+               for d, s in zip(draws, still, strict=True) if not s)
+    torch.testing.assert_close(synthesize(sharp, 9, dataclasses.replace(CLEAN, still_prob=1.0)), sharp,
+                               rtol=0, atol=1e-5)
+
+
+def test_still_prob_zero_leaves_the_other_draws_as_they_were():
+    from fastdeblur.train.blur import draw_blur
+
+    # the still coin is drawn last: a config with still_prob > 0 draws the same path, exposure,
+    # noise and JPEG as one without, and only then decides whether to keep the motion
+    a, b = np.random.default_rng(8), np.random.default_rng(8)
+    with_still = draw_blur(a, 96, 128, dataclasses.replace(CLEAN, still_prob=1e-9), scale=1.0)
+    without = draw_blur(b, 96, 128, dataclasses.replace(CLEAN, still_prob=0.0), scale=1.0)
+    assert np.array_equal(with_still.poses, without.poses) and with_still.noise_seed == without.noise_seed
+    b.random()  # what the coin took from `a`
+    assert a.random() == b.random()

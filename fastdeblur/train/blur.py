@@ -6,6 +6,8 @@ path of in-plane camera motion (translation plus rotation about a random centre,
 speed: a random walk on the velocity), warp the sharp image to each of `steps` poses along it
 (bilinear, reflected borders), average, optionally saturate bright regions the way a sensor
 clips each sub-frame, then add signal-dependent sensor noise and optionally JPEG-compress.
+A share of the draws (`still_prob`) has no motion, so the network also learns to leave sharp
+photos alone.
 Where the average is taken is drawn too: in linear light (sRGB gamma undone first and reapplied
 after: what a camera's sensor integrates) or on the sRGB values themselves, which is how GoPro's
 `blur` frames were made (the dataset's author: "it would be enough to assume linear CRF"; the
@@ -44,6 +46,11 @@ class BlurConfig:
     shot_noise: tuple[float, float] = (0.0, 0.003)  # signal-dependent noise scale
     jpeg_prob: float = 0.3
     jpeg_quality: tuple[int, int] = (70, 95)
+    # chance of no motion at all (clipping, noise and JPEG still applied): photos handed to
+    # deblur() are often sharp or nearly so, and a model that never saw one applies the
+    # corrections blur calls for (such as undoing the linear-light average's brightening of
+    # edges) to every input
+    still_prob: float = 0.1
 
 
 def srgb_to_linear(v: torch.Tensor) -> torch.Tensor:
@@ -94,7 +101,8 @@ class BlurDraw:
 def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurConfig(), *,
               length_px: float | None = None, scale: float | None = None) -> BlurDraw:
     """Draw one blur for an h x w image. Path lengths are cfg.length pixels times `scale`
-    (default max(h, w) / 1280: the ranges refer to a 1280 px wide frame); `length_px` fixes it."""
+    (default max(h, w) / 1280: the ranges refer to a 1280 px wide frame); `length_px` fixes it
+    (and rules out cfg.still_prob's still draws)."""
     scale = max(h, w) / 1280.0 if scale is None else scale
     length = rng.uniform(*cfg.length) * scale if length_px is None else length_px
     rotation = math.radians(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)) if length > 0 else 0.0
@@ -107,6 +115,9 @@ def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurCo
     quality = None
     if rng.random() < cfg.jpeg_prob:
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+    # drawn last and only when it can matter, so the draws above stay those of a config without it
+    if length_px is None and cfg.still_prob > 0 and rng.random() < cfg.still_prob:
+        poses = np.zeros_like(poses)
     return BlurDraw(poses, centre, gain, linear, sigma, shot, noise_seed, quality)
 
 

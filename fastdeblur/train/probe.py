@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     model: str | torch.nn.Module = a.model
     if a.model.endswith(".safetensors"):
         model = fastdeblur.load_model(weights=a.model)
-    cfg = dataclasses.replace(BlurConfig(jpeg_prob=0.0), **dict(a.settings))
+    # no still crops: they measure nothing here, and without them the crops and paths stay
+    # those of the probes recorded in docs/TRAINING.md
+    cfg = dataclasses.replace(BlurConfig(jpeg_prob=0.0, still_prob=0.0), **dict(a.settings))
     r = probe(model, photo_dirs(a.data), cfg, n=a.n, crop=a.crop, seed=a.seed, device=a.device)
     changed = ", ".join(f"{k}={v}" for k, v in a.settings) or "defaults"
     print(f"{a.model} on {a.n} synthetic {a.crop}px crops ({changed}): blurry {r['blurry_psnr']:.2f} dB, "

@@ -15,6 +15,7 @@ fits the cosine schedule to the --minutes budget (what a short device session wa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     hours = (time.time() - t0) / 3600
     this_run = {"date": time.strftime("%Y-%m-%d"), "steps": trainer.step, "crop": a.crop, "batch": a.batch,
                 "lr": cfg.lr, "schedule_steps": cfg.steps, "seed": cfg.seed, "device": device,
-                "init": a.init if init is not None else f"none ({a.start})"}
+                "init": a.init if init is not None else f"none ({a.start})",
+                "blur": dataclasses.asdict(data.cfg)}
     ema = trainer.ema if trainer.ema is not None else trainer.model.state_dict()
     eval_model = build_model(cfg).eval()
     eval_model.load_state_dict(ema)
