@@ -32,6 +32,10 @@ from .trainer import TrainConfig, Trainer, build_model, train_device
 
 PHOTO_SETS = ("urban100", "sunhays80", "bsd100")  # under DATA/sharp_photos: what the default model learns from
 DEFAULT_DATA = Path(os.environ.get("FASTDEBLUR_DATA", "../shared/data"))
+# the registry's entry for the shipped model: the export is named as the file it pins, so copying
+# it over the bundled one is all a new release of the weights takes
+SHIPPED = _weights.get_weights("fastdeblur-default")
+SHIPPED_FILE = next(iter(SHIPPED.files))
 
 
 def photo_dirs(data: Path) -> list[Path]:
@@ -86,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from .export import load_exported
 
         # the --init file's steps count even when OUT/last.pt resumes a run that started from it
-        init = load_exported(_weights.resolve_files("fastdeblur-default")["fastdeblur-default.safetensors"]
-                             if a.init == "bundled" else a.init)
+        init = load_exported(_weights.resolve_files(SHIPPED.name)[SHIPPED_FILE] if a.init == "bundled" else a.init)
     prior = int(init.weights_meta.get("steps", 0)) if init is not None else 0
     auto = a.steps == "auto"
     cfg = TrainConfig(out_dir=str(a.out), start=a.start, crop=a.crop, batch=a.batch,
@@ -126,8 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     eval_model = build_model(cfg).eval()
     eval_model.load_state_dict(ema)
     scores = evaluate(eval_model.float().to(device), a.data / "gopro_pairs")
-    path = export_weights(ema, a.out / "fastdeblur-default.safetensors", arch="dmphn", levels=(1, 2, 4),
-                          steps=prior + trainer.step, data=cfg.notes["data"], psnr=scores, name="fastdeblur-default",
+    path = export_weights(ema, a.out / SHIPPED_FILE, arch="dmphn", levels=(1, 2, 4),
+                          steps=prior + trainer.step, data=cfg.notes["data"], psnr=scores, name=SHIPPED.name,
                           recipe={"runs": _runs(init) + [this_run]},
                           license="fastdeblur's own weights, trained on public benchmark photos")
     print(f"steps {prior} + {trainer.step} ({hours:.2f} h this run), GoPro pairs: {scores}, exported {path}")
