@@ -1,6 +1,6 @@
 """How a trained model responds to synthetic blur: a check of the blur generator, no training.
 
-    python -m fastdeblur.train.probe [--model dmphn-1-2-4-gopro] [--n 64] [--crop 256] \
+    python -m fastdeblur.train.probe [--model dmphn-1-2-4-gopro] [--n 96] [--crop 256] \
         [--set linear_prob=0 --set noise_sigma=0,0 ...] [--data ../shared/data]
 
 Blurs n crops of the sharp photos (Urban100, Sun-Hays80, BSD100) with `data.SyntheticBatches`
@@ -44,7 +44,7 @@ def _parse_setting(text: str) -> tuple[str, object]:
     return name, parsed
 
 
-def probe(model: str | torch.nn.Module, photos: list[Path], cfg: BlurConfig, n: int = 64, crop: int = 256,
+def probe(model: str | torch.nn.Module, photos: list[Path], cfg: BlurConfig, n: int = 96, crop: int = 256,
           batch: int = 8, seed: int = 1, device: str = "cpu") -> dict[str, float]:
     """Mean PSNR of the blurry crops and of `model`'s outputs over n synthetic pairs."""
     import fastdeblur
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastdeblur.train.probe", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="dmphn-1-2-4-gopro", help="a registered name or a .safetensors file")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--n", type=int, default=96)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="cpu")
