@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import threading
+import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
 # that way against 16.1 ms through cuDNN, float16 within 0.02 dB (benchmarks/RESULTS.md).
 # float32 stays on cuDNN, whose exact mode is measured; the Triton fp32 path is opt-in.
 TRITON_DTYPES = (torch.float16, torch.bfloat16)
+_TRITON_AUTO_DEVICES = ("cuda",)  # the interpreter (CPU) runs Triton only when asked
 # On CPUs, backend=None runs oneDNN's fused convolutions (models.onednn_model): same weights,
 # same numerics (float32 within rounding of the reference: ~1e-7), fewer passes over memory.
 ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
@@ -114,14 +116,53 @@ def _resolve_backend(backend: str | None, device: torch.device, dtype: torch.dty
     if backend == "triton":
         _backend.require_triton(device)
     fused = None
-    if backend == "triton" or (backend is None and device.type == "cuda" and dtype in TRITON_DTYPES
-                               and _backend.triton_usable(device)):
+    if backend == "triton" or (backend is None and _triton_by_default(device, dtype)):
         fused = "triton"
     elif backend is None and device.type == "cpu" and dtype in ONEDNN_DTYPES and onednn_available():
         fused = "onednn"
     layout_backend = None if backend == "triton" else backend
     use_ext = _backend.choose(layout_backend, device) == "cuda"
     return fused, (OpsLayout("cuda") if use_ext else TorchLayout)
+
+
+# Devices where the automatic choice of the Triton model failed (no C compiler for Triton's
+# launcher, a tile that does not fit this GPU's shared memory, a Triton release that rejects a
+# kernel): deblur() ran the cuDNN path instead, with a warning, and stays on it in this process.
+_triton_failed: set[tuple[str, int | None]] = set()
+
+
+def _device_key(device: torch.device) -> tuple[str, int | None]:
+    if device.type == "cuda" and device.index is None:
+        return ("cuda", torch.cuda.current_device())
+    return (device.type, device.index)
+
+
+def _triton_by_default(device: torch.device, dtype: torch.dtype) -> bool:
+    """backend=None picks the Triton model here: 16-bit on a GPU where Triton runs and has not failed."""
+    from .ops import _backend
+
+    return (device.type in _TRITON_AUTO_DEVICES and dtype in TRITON_DTYPES
+            and _device_key(device) not in _triton_failed and _backend.triton_usable(device))
+
+
+def _raised_by_triton(e: BaseException) -> bool:
+    """`e` (or an exception it was raised from) comes out of Triton's own code: its compiler,
+    launcher or runtime, not a bad input or a full GPU."""
+    import triton
+
+    root = os.path.dirname(triton.__file__) + os.sep
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if type(e).__module__.split(".")[0] == "triton":
+            return True
+        tb = e.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.startswith(root):
+                return True
+            tb = tb.tb_next
+        e = e.__cause__ or e.__context__
+    return False
 
 
 _fused_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakref.WeakKeyDictionary()
@@ -497,8 +538,27 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     fused, layout = _resolve_backend(backend, dev, dt)  # a bad backend fails before any weights load
     if not isinstance(model, nn.Module):
         net = _cached_model(model, dev, dt)
-    if fused:
-        net = _fused(net, fused)
-    if _quantizes_on_extension(restore, dev):
-        return _restore_quantized(run_model(net, x, dtype=dt, tile=tile, layout=layout, shifted=True), restore)
-    return _restore(run_model(net, x, dtype=dt, tile=tile, layout=layout), restore)
+
+    def run(fused: str | None, layout) -> Any:
+        m = _fused(net, fused) if fused else net
+        if _quantizes_on_extension(restore, dev):
+            return _restore_quantized(run_model(m, x, dtype=dt, tile=tile, layout=layout, shifted=True), restore)
+        return _restore(run_model(m, x, dtype=dt, tile=tile, layout=layout), restore)
+
+    chosen = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
+    try:
+        return run(fused, layout)
+    except Exception as e:
+        # Triton picked automatically and failed in its own code: PyTorch's convolutions (cuDNN)
+        # run the same network, so use them, say why, and do not try Triton on this device
+        # again. An explicit backend="triton" raises instead; so does a full GPU.
+        if (fused != "triton" or chosen is not None or isinstance(e, torch.cuda.OutOfMemoryError)
+                or not _raised_by_triton(e)):
+            raise
+        with _model_lock:
+            _triton_failed.add(_device_key(dev))
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        warnings.warn(f"fastdeblur: the Triton kernels failed on {dev} ({type(e).__name__}: {first}); running "
+                      "PyTorch's convolutions instead from now on in this process (backend='triton' raises the "
+                      "full error)", RuntimeWarning, stacklevel=2)
+        return run(*_resolve_backend(None, dev, dt))

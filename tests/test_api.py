@@ -1,6 +1,7 @@
 """deblur(): every input kind comes back as itself; bad input gets an error naming the problem."""
 
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -301,3 +302,61 @@ def test_conv_ops_validate_backend_names(monkeypatch):
     with pytest.raises(InputError, match="backend 'triton' needs a CUDA GPU"):
         ops.conv3x3(x, w, backend="triton")
     assert ops.conv3x3(x, w, backend="reference").shape == (1, 2, 4, 4)
+
+
+def test_triton_failing_when_picked_automatically_falls_back_with_one_warning(net, monkeypatch):
+    """backend=None picks the Triton model on GPUs. If Triton then fails in its own code (no C
+    compiler for its launcher, a tile too big for the GPU's shared memory), deblur() warns, returns
+    the result of the cuDNN/reference path, and does not try Triton on that device again; an
+    explicit backend='triton' raises. Here the interpreter stands in for the GPU."""
+    from fastdeblur import api
+    from fastdeblur.ops.conv import triton_usable
+
+    if not triton_usable(torch.device("cpu")):
+        pytest.skip("needs Triton (its interpreter on CPU)")
+    import triton.runtime.interpreter as interpreter
+
+    launches = []
+
+    def no_compiler(self, *args, **kwargs):
+        launches.append(1)
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
+
+    monkeypatch.setattr(interpreter.InterpretedFunction, "run", no_compiler)
+    monkeypatch.setattr(api, "_TRITON_AUTO_DEVICES", ("cuda", "cpu"))  # as if the CPU were a GPU
+    monkeypatch.setattr(api, "TRITON_DTYPES", (torch.float32,))
+    monkeypatch.setattr(api, "_triton_failed", set())
+    img = np.random.rand(16, 24, 3).astype(np.float32)
+    want = fastdeblur.deblur(img, net, backend="reference")
+    assert api._resolve_backend(None, torch.device("cpu"), torch.float32)[0] == "triton"
+    with pytest.warns(RuntimeWarning, match=r"Triton kernels failed on cpu \(RuntimeError: Failed to find C compiler"):
+        got = fastdeblur.deblur(img, net, dtype="float32")
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert launches == [1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning, no second try
+        np.testing.assert_allclose(fastdeblur.deblur(img, net, dtype="float32"), want, atol=1e-6)
+    assert launches == [1]
+    with pytest.raises(RuntimeError, match="C compiler"):
+        fastdeblur.deblur(img, net, dtype="float32", backend="triton")
+
+
+def test_other_errors_of_the_automatic_triton_model_are_not_swallowed(net, monkeypatch):
+    from fastdeblur import api
+
+    class Broken(torch.nn.Module):
+        size_multiple = net.size_multiple
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("w", torch.zeros(1))
+
+        def forward(self, x, **kw):
+            raise ValueError("a bug of ours, not Triton's")
+
+    monkeypatch.setattr(api, "_resolve_backend", lambda *a: ("triton", None))
+    monkeypatch.setattr(api, "_fused", lambda model, kind: Broken())
+    monkeypatch.setattr(api, "_triton_failed", set())
+    with pytest.raises(ValueError, match="a bug of ours"):
+        fastdeblur.deblur(np.random.rand(16, 24, 3).astype(np.float32), net, dtype="float32")
+    assert not api._triton_failed
