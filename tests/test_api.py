@@ -273,6 +273,21 @@ def test_triton_backend_without_gpu_or_interpreter_is_a_clear_error(net, monkeyp
         fastdeblur.deblur(np.zeros((16, 16, 3), np.uint8), net, backend="triton", device="cpu")
 
 
+def test_torch_without_triton_op_keeps_the_other_paths(net, monkeypatch):
+    """torch 2.3-2.5 (supported) has no torch.library.triton_op: Triton counts as unusable, so
+    backend=None never picks it, and backend='triton' says why."""
+    from fastdeblur.ops.conv import triton_usable
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # Triton would run here otherwise
+    monkeypatch.delattr(torch.library, "triton_op", raising=False)
+    assert not triton_usable(torch.device("cpu"))
+    img = np.random.rand(16, 24, 3).astype(np.float32)
+    np.testing.assert_allclose(fastdeblur.deblur(img, net), fastdeblur.deblur(img, net, backend="reference"),
+                               atol=1e-6)
+    with pytest.raises(InputError, match=r"torch >= 2\.6 \(this is "):
+        fastdeblur.deblur(img, net, backend="triton", device="cpu")
+
+
 @pytest.mark.skipif(not fastdeblur.has_ext(), reason="extension not built")
 @pytest.mark.parametrize("dtype,kind", [(np.uint8, "numpy"), (np.uint16, "numpy"), (np.uint8, "rgba"),
                                         (np.uint8, "pil")])

@@ -12,10 +12,18 @@ from ..errors import InputError
 BACKENDS = ("reference", "triton", "cuda")
 
 
+def torch_runs_triton_ops() -> bool:
+    """torch can register Triton launchers as custom ops (torch.library.triton_op: torch >= 2.6)."""
+    return hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
+
+
 def triton_usable(device: torch.device) -> bool:
-    """Triton kernels run here: a CUDA GPU of compute capability 8.0+, or the CPU interpreter."""
+    """Triton kernels run here: a CUDA GPU of compute capability 8.0+, or the CPU interpreter,
+    with torch >= 2.6 (older torch, which the rest of fastdeblur supports, runs the other paths)."""
     import importlib.util
 
+    if not torch_runs_triton_ops():
+        return False
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -32,9 +40,9 @@ def triton_usable(device: torch.device) -> bool:
 def require_triton(device: torch.device) -> None:
     """Raise the one explanation of why backend 'triton' cannot run on `device`."""
     if not triton_usable(device):
-        raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+, triton and an installed "
-                         f"fastdeblur (its kernels package) (or TRITON_INTERPRET=1 on CPU, for tests); "
-                         f"the device is {device}")
+        raise InputError(f"backend 'triton' needs a CUDA GPU of compute capability 8.0+, triton, torch >= 2.6 "
+                         f"(this is {torch.__version__}) and an installed fastdeblur (its kernels package) "
+                         f"(or TRITON_INTERPRET=1 on CPU, for tests); the device is {device}")
 
 
 def choose(backend: str | None, device: torch.device, *, triton: bool = False) -> str:
