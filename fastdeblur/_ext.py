@@ -23,6 +23,10 @@ def load() -> bool:
         return _loaded
     with _lock:
         if _loaded is None:
+            if not (hasattr(torch.library, "register_fake") and hasattr(torch.library, "register_autograd")):
+                # torch 2.3: the ops would load, but without fake kernels and autograd formulas
+                _loaded, _error = False, f"the extension's ops need torch >= 2.4 (this is {torch.__version__})"
+                return _loaded
             try:
                 from . import _C  # noqa: F401  (registers the ops)
             except ImportError as e:

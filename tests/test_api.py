@@ -267,6 +267,21 @@ def test_without_the_extension_everything_runs_on_torch(net, monkeypatch):
         fastdeblur.deblur(img, net, backend="cuda")
 
 
+def test_torch_23_leaves_the_extension_unloaded(net, monkeypatch):
+    """torch 2.3 (supported) lacks torch.library.register_fake/register_autograd, which the
+    extension's Python parts need: it counts as missing, with the reason, and deblur() runs on torch."""
+    from fastdeblur import _ext
+
+    monkeypatch.setattr(_ext, "_loaded", None)
+    monkeypatch.setattr(_ext, "_error", None)
+    monkeypatch.delattr(torch.library, "register_fake")
+    assert not fastdeblur.has_ext()
+    assert "need torch >= 2.4" in _ext.why_missing()
+    img = np.random.rand(16, 24, 3).astype(np.float32)
+    np.testing.assert_allclose(fastdeblur.deblur(img, net), fastdeblur.deblur(img, net, backend="reference"),
+                               atol=1e-6)
+
+
 def test_triton_backend_without_gpu_or_interpreter_is_a_clear_error(net, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(InputError, match="backend 'triton' needs a CUDA GPU"):
