@@ -146,11 +146,13 @@ def _triton_by_default(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def _raised_by_triton(e: BaseException) -> bool:
-    """`e` (or an exception it was raised from) comes out of Triton's own code: its compiler,
-    launcher or runtime, not a bad input or a full GPU."""
+    """`e` (or an exception it was raised from) comes out of Triton's code (its compiler, launcher
+    or runtime) or torch's bridge to it, where a torch/Triton version mismatch shows: not out of
+    the network's other layers, a bad input or a full GPU."""
     import triton
 
-    root = os.path.dirname(triton.__file__) + os.sep
+    triton_root = os.path.dirname(triton.__file__) + os.sep
+    torch_root = os.path.dirname(torch.__file__) + os.sep
     seen: set[int] = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
@@ -158,7 +160,8 @@ def _raised_by_triton(e: BaseException) -> bool:
             return True
         tb = e.__traceback__
         while tb is not None:
-            if tb.tb_frame.f_code.co_filename.startswith(root):
+            f = tb.tb_frame.f_code.co_filename
+            if f.startswith(triton_root) or (f.startswith(torch_root) and "triton" in f[len(torch_root):]):
                 return True
             tb = tb.tb_next
         e = e.__cause__ or e.__context__

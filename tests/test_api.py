@@ -390,3 +390,33 @@ def test_other_errors_of_the_automatic_triton_model_are_not_swallowed(net, monke
     with pytest.raises(ValueError, match="a bug of ours"):
         fastdeblur.deblur(np.random.rand(16, 24, 3).astype(np.float32), net, dtype="float32")
     assert not api._triton_failed
+
+
+def test_which_errors_count_as_triton_failures():
+    """Raised in Triton's code or torch's bridge to it (or chained from such an error): yes; raised
+    in torch's other code or ours: no."""
+    pytest.importorskip("triton")
+    import os
+
+    import triton
+
+    from fastdeblur.api import _raised_by_triton
+
+    torch_dir, triton_dir = os.path.dirname(torch.__file__), os.path.dirname(triton.__file__)
+
+    def raised_in(path: str, cause: BaseException | None = None) -> BaseException:
+        try:
+            try:
+                exec(compile("raise RuntimeError('from ' + where)", path, "exec"), {"where": path})
+            except RuntimeError as e:
+                if cause is None:
+                    raise
+                raise ValueError("wrapped") from e
+        except (RuntimeError, ValueError) as e:
+            return e
+
+    assert _raised_by_triton(raised_in(os.path.join(triton_dir, "runtime", "build.py")))
+    assert _raised_by_triton(raised_in(os.path.join(torch_dir, "_library", "triton.py")))
+    assert not _raised_by_triton(raised_in(os.path.join(torch_dir, "nn", "functional.py")))
+    assert not _raised_by_triton(raised_in(__file__))
+    assert _raised_by_triton(raised_in(os.path.join(triton_dir, "compiler", "compiler.py"), cause=True))
