@@ -521,7 +521,8 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
       with the compiled extension's layout ops), "reference" (plain torch), "cuda" (the
       extension's ops, torch convolutions), "triton" (the fused model: Triton kernels for the
       layers where they measured faster than cuDNN, see models.fuse_model, plus the extension's
-      layout ops); env FASTDEBLUR_BACKEND.
+      layout ops); env FASTDEBLUR_BACKEND. If Triton, chosen by None, fails in its own code, the
+      call warns (RuntimeWarning) and runs PyTorch's convolutions, as later calls on that device do.
     tile: None (automatic, from the memory budget), 0 (never tile) or a tile size in pixels.
     """
     if tile is not None and (not isinstance(tile, int) or tile < 0):
