@@ -284,3 +284,65 @@ def test_probe_settings_are_checked():
     for bad in ("nosuch=1", "steps", "steps=x", "noise_sigma=1"):
         with pytest.raises(argparse.ArgumentTypeError, match="--set"):
             _parse_setting(bad)
+
+
+def test_validation_logs_psnr_and_ssim_and_saves_strips(gopro_tree, tmp_path):
+    import csv
+
+    from fastdeblur.io import read_image
+    from fastdeblur.train.cli import main
+
+    photos = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"
+    out = tmp_path / "run"
+    args = ["--synthetic", str(photos), "--steps", "2", "--batch", "1", "--crop", "32", "--amp", "none",
+            "--workers", "0", "--device", "cpu", "--out", str(out), "--val-gopro", str(gopro_tree),
+            "--val-every", "2"]
+    assert main(args) == 0
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    val = [r for r in rows if r["val_psnr"]]
+    assert [r["step"] for r in val] == ["2"]
+    strips = sorted((out / "val").iterdir())
+    assert [p.name for p in strips] == ["step0000002_0.png", "step0000002_1.png", "step0000002_2.png"]
+    # each strip is blurry | output | sharp of one validation pair (the GoPro tree's test split)
+    from fastdeblur.train.trainer import _to_uint8
+
+    pairs = PairedImages.from_gopro(gopro_tree, "test", crop=32, seed=1)
+    for i, path in enumerate(strips):
+        strip = read_image(path)
+        assert strip.shape == (32, 96, 3)
+        blur, sharp = pairs[i]
+        assert np.array_equal(strip[:, :32], _to_uint8(blur)) and np.array_equal(strip[:, 64:], _to_uint8(sharp))
+    # the figures themselves are checked against the metrics in the next test
+    assert 0 < float(val[0]["val_ssim"]) <= 1 and float(val[0]["val_psnr"]) > 0
+    assert main([*args, "--val-folders", str(photos), str(photos)]) == 2
+
+
+def test_validation_numbers_match_the_metrics(gopro_tree, tmp_path):
+    from fastdeblur.metrics import psnr, ssim
+    from fastdeblur.train.trainer import _to_uint8
+
+    data = PairedImages.from_gopro(gopro_tree, "train", crop=32)
+    val = PairedImages.from_gopro(gopro_tree, "test", crop=24, seed=1)
+    tr = _trainer(tmp_path, data, steps=1)
+    tr.val_set = val
+    got = tr.validate(max_images=2, save_images=0)
+    model = tr.model.eval()  # the EMA equals the weights before any step
+    want_p, want_s = [], []
+    with torch.no_grad():
+        for i in range(2):
+            blur, sharp = val[i]
+            o = _to_uint8((model(blur[None] - 0.5) + 0.5)[0])
+            want_p.append(psnr(o, _to_uint8(sharp)))
+            want_s.append(ssim(o, _to_uint8(sharp)))
+    assert got["psnr"] == pytest.approx(np.mean(want_p)) and got["ssim"] == pytest.approx(np.mean(want_s))
+    assert not (tmp_path / "run" / "val").exists()
+
+
+def test_resumed_run_keeps_an_older_logs_columns(gopro_tree, tmp_path):
+    data = PairedImages.from_gopro(gopro_tree, "train", crop=32)
+    (tmp_path / "run").mkdir()
+    old_header = "step,loss,lr,images_per_s,val_psnr,input_loss"
+    (tmp_path / "run" / "log.csv").write_text(old_header + "\n")
+    _trainer(tmp_path, data, steps=2).run()
+    lines = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert lines[0] == old_header and len(lines) == 3 and all(ln.count(",") == 5 for ln in lines)

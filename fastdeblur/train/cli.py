@@ -22,7 +22,10 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--gopro", type=Path, help="root of GOPRO_Large (train split)")
     src.add_argument("--folders", nargs=2, type=Path, metavar=("BLUR", "SHARP"), help="paired folders")
     src.add_argument("--synthetic", nargs="+", type=Path, metavar="PHOTOS", help="sharp photos to blur on the fly")
-    p.add_argument("--val-folders", nargs=2, type=Path, metavar=("BLUR", "SHARP"), help="validation pairs")
+    val = p.add_argument_group("validation (PSNR/SSIM in log.csv, strips blurry | output | sharp in OUT/val/)")
+    val.add_argument("--val-folders", nargs=2, type=Path, metavar=("BLUR", "SHARP"), help="validation pairs")
+    val.add_argument("--val-gopro", type=Path, metavar="ROOT", help="root of GOPRO_Large: validate on its test split")
+    val.add_argument("--val-every", type=int, default=500, metavar="STEPS")
     p.add_argument("--out", default="runs/fastdeblur", help="run folder (checkpoints, log.csv); resumed if present")
     p.add_argument("--arch", choices=["dmphn", "stack"], default="dmphn")
     p.add_argument("--levels", default="1,2,4")
@@ -77,10 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         if not parts:
             print("fastdeblur-train: error: give --gopro, --folders or --synthetic", file=sys.stderr)
             return 2
-        val = PairedImages.from_folders(*a.val_folders, crop=a.crop, seed=1) if a.val_folders else None
+        if a.val_folders and a.val_gopro:
+            print("fastdeblur-train: error: give --val-folders or --val-gopro, not both", file=sys.stderr)
+            return 2
+        val = (PairedImages.from_folders(*a.val_folders, crop=a.crop, seed=1) if a.val_folders else
+               PairedImages.from_gopro(a.val_gopro, "test", crop=a.crop, seed=1) if a.val_gopro else None)
         cfg = TrainConfig(out_dir=a.out, arch=a.arch, start=a.start, levels=tuple(int(x) for x in a.levels.split(",")),
                           steps=a.steps, batch=a.batch, crop=a.crop, lr=a.lr, amp=a.amp, workers=a.workers,
-                          seed=a.seed, device=a.device, notes={"data": "+".join(names)})
+                          seed=a.seed, device=a.device, val_every=a.val_every, notes={"data": "+".join(names)})
         data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         path = Trainer(cfg, data, val).run()
         print(f"fastdeblur-train: checkpoint {path}")

@@ -1,5 +1,6 @@
 """Trainer for DMPHN / Stack(N): Adam with warm-up + cosine decay, MSE (the authors' loss), AMP,
-EMA of the weights, checkpoint and exact resume, periodic validation, CSV logs, progress bar.
+EMA of the weights, checkpoint and exact resume, periodic validation (PSNR, SSIM, saved strips),
+CSV logs, progress bar.
 
 Batches are indexed by step (`StepBatches`, or a source with its own `batch(step, size)` such
 as `data.SyntheticBatches`, which makes them on the GPU): batch s is drawn from a generator seeded by
@@ -26,9 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..metrics import psnr
+from ..io import write_image
+from ..metrics import psnr, ssim
 from ..reference import DMPHN, StackDMPHN
 from .init import identity_init
+
+# input_loss: the blurry batch's own MSE against the sharp one, i.e. the loss of a model that
+# returns its input; a model that learns goes well below it
+LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "val_psnr", "input_loss", "val_ssim"]
 
 
 @dataclass
@@ -243,13 +249,13 @@ class Trainer:
                                 sampler=range(self.step, end), num_workers=cfg.workers)
         log = self.out / ("log.csv" if self.rank == 0 else f"log.rank{self.rank}.csv")
         new_log = not log.exists()
+        # a run resumed from an older version keeps its log's columns (val_ssim came later)
+        columns = len(LOG_COLUMNS) if new_log else len(log.read_text().split("\n", 1)[0].split(","))
         with open(log, "a", newline="") as fh, tqdm(total=end - self.step, desc="training", unit="step",
                                                      disable=self.rank != 0) as bar:
             writer = csv.writer(fh)
             if new_log:
-                # input_loss: the blurry batch's own MSE against the sharp one, i.e. the loss of a
-                # model that returns its input; a model that learns goes well below it
-                writer.writerow(["step", "loss", "lr", "images_per_s", "val_psnr", "input_loss"])
+                writer.writerow(LOG_COLUMNS)
             t0, seen = time.perf_counter(), 0
             for blur, sharp in loader:
                 if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
@@ -261,22 +267,36 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or val is not None:
                     ips, loss = seen / (time.perf_counter() - t0), float(loss)
                     input_loss = F.mse_loss(blur.float(), sharp.float())
-                    writer.writerow([self.step, f"{loss:.6f}", f"{self.sched.get_last_lr()[0]:.3e}", f"{ips:.2f}",
-                                     "" if val is None else f"{val:.3f}", f"{float(input_loss):.6f}"])
+                    row = [self.step, f"{loss:.6f}", f"{self.sched.get_last_lr()[0]:.3e}", f"{ips:.2f}",
+                           "" if val is None else f"{val['psnr']:.3f}", f"{float(input_loss):.6f}",
+                           "" if val is None else f"{val['ssim']:.4f}"]
+                    writer.writerow(row[:columns])
                     fh.flush()
-                    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.1f}")
+                    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.1f}",
+                                    **({} if val is None else {"val_psnr": f"{val['psnr']:.2f}"}))
                 if self.step % cfg.ckpt_every == 0:
                     self.save()
         return self.save()
 
     @torch.no_grad()
-    def validate(self, max_images: int = 8) -> float:
-        """Mean PSNR (8-bit, whole crop) of the EMA weights (or the live ones) on the validation set."""
+    def validate(self, max_images: int = 8, save_images: int = 3) -> dict[str, float]:
+        """Mean PSNR and SSIM (8-bit, whole crop) of the EMA weights (or the live ones) on the first
+        `max_images` validation pairs. The first `save_images` are written (rank 0) as one strip,
+        blurry | output | sharp, to out_dir/val/step<step>_<i>.png, to look at as training goes."""
         model = build_model(self.cfg).to(self.device).eval()
         model.load_state_dict(self.ema if self.ema is not None else self.model.state_dict())
-        scores = []
+        psnrs, ssims = [], []
         for i in range(min(max_images, len(self.val_set))):
             blur, sharp = self.val_set[i]
-            out = (model(blur[None].to(self.device) - 0.5) + 0.5).clamp(0, 1)[0]
-            scores.append(psnr(out.permute(1, 2, 0).cpu(), sharp.permute(1, 2, 0)))
-        return float(np.mean(scores))
+            out = (model(blur[None].to(self.device) - 0.5) + 0.5).clamp(0, 1)[0].cpu()
+            b, o, s = (_to_uint8(t) for t in (blur, out, sharp))
+            psnrs.append(psnr(o, s))
+            ssims.append(ssim(o, s) if min(s.shape[:2]) >= 11 else float("nan"))
+            if i < save_images and self.rank == 0:
+                write_image(self.out / "val" / f"step{self.step:07d}_{i}.png", np.concatenate([b, o, s], axis=1))
+        return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims))}
+
+
+def _to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[3, H, W] float in [0, 1] -> HxWx3 uint8 (rounded, as the metrics do)."""
+    return (img.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
