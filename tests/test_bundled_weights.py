@@ -84,14 +84,15 @@ def test_recipe_continues_from_the_bundled_weights(tmp_path, capsys):
     out = tmp_path / "run"
     assert recipe.main(["--minutes", "5", "--steps", "2", "--crop", "32", "--batch", "1", "--warmup", "1",
                         "--lr", "1e-6", "--data", str(_tiny_data(tmp_path / "data")), "--out", str(out),
-                        "--device", "cpu"]) == 0
+                        "--device", "cpu", "--set", "length_log=1", "--set", "jpeg_prob=0"]) == 0
     meta = read_metadata(out / FILE)
     assert int(meta["steps"]) == prior + 2 and f"steps {prior} + 2" in capsys.readouterr().out
     assert set(json.loads(meta["psnr"])) == {"p0", "p1"}
     runs = json.loads(meta["recipe"])["runs"]  # the bundled file's history, plus this run
     assert runs[:-1] == json.loads(bundled["recipe"])["runs"]
     assert runs[-1]["steps"] == 2 and runs[-1]["init"] == "bundled" and sum(r["steps"] for r in runs) == prior + 2
-    assert runs[-1]["blur"]["still_prob"] == BlurConfig().still_prob  # the data's settings go along
+    assert runs[-1]["blur"]["still_prob"] == BlurConfig().still_prob  # the data's settings go along,
+    assert runs[-1]["blur"]["length_log"] is True and runs[-1]["blur"]["jpeg_prob"] == 0.0  # --set ones too
     # two tiny steps from the bundled weights: the export is still (almost) them
     a = fastdeblur.load_model(NAME, device="cpu", dtype=torch.float32).state_dict()
     b = fastdeblur.load_model(weights=out / FILE, device="cpu", dtype=torch.float32).state_dict()

@@ -273,17 +273,20 @@ def test_probe_scores_the_blurry_crops_and_the_model(gopro_tree):
     assert r["improved"] == pytest.approx(np.mean(np.array(after) > np.array(before)))
 
 
-def test_probe_settings_are_checked():
+def test_blur_settings_are_checked():
+    """--set NAME=VALUE of train.probe and train.recipe."""
     import argparse
 
-    from fastdeblur.train.probe import _parse_setting
+    from fastdeblur.train.blur import parse_setting
 
-    assert _parse_setting("linear_prob=0") == ("linear_prob", 0.0)
-    assert _parse_setting("noise_sigma=0,0.001") == ("noise_sigma", (0.0, 0.001))
-    assert _parse_setting("steps=16") == ("steps", 16)
-    for bad in ("nosuch=1", "steps", "steps=x", "noise_sigma=1"):
+    assert parse_setting("linear_prob=0") == ("linear_prob", 0.0)
+    assert parse_setting("noise_sigma=0,0.001") == ("noise_sigma", (0.0, 0.001))
+    assert parse_setting("steps=16") == ("steps", 16)
+    assert parse_setting("length_log=1") == ("length_log", True)
+    assert parse_setting("length_log=False") == ("length_log", False)  # not bool("False")
+    for bad in ("nosuch=1", "steps", "steps=x", "noise_sigma=1", "length_log=2"):
         with pytest.raises(argparse.ArgumentTypeError, match="--set"):
-            _parse_setting(bad)
+            parse_setting(bad)
 
 
 def test_validation_logs_psnr_and_ssim_and_saves_strips(gopro_tree, tmp_path):

@@ -123,3 +123,24 @@ def test_still_prob_zero_leaves_the_other_draws_as_they_were():
     assert np.array_equal(with_still.poses, without.poses) and with_still.noise_seed == without.noise_seed
     b.random()  # what the coin took from `a`
     assert a.random() == b.random()
+
+
+def _path_length(d) -> float:
+    return float(np.linalg.norm(np.diff(d.poses[:, :2], axis=0), axis=1).sum())
+
+
+def test_log_uniform_lengths():
+    """length_log: as many paths in 3-12 px as in 12-48 px (uniform: a fifth and four fifths), the
+    same range, and the same draws after the length as without it."""
+    from fastdeblur.train.blur import draw_blur
+
+    cfg = dataclasses.replace(CLEAN, length=(3.0, 48.0), still_prob=0.0)
+    logcfg = dataclasses.replace(cfg, length_log=True)
+    rng_u, rng_l = np.random.default_rng(2), np.random.default_rng(2)
+    uni = [draw_blur(rng_u, 96, 128, cfg, scale=1.0) for _ in range(600)]
+    log = [draw_blur(rng_l, 96, 128, logcfg, scale=1.0) for _ in range(600)]
+    lu, ll = np.array([_path_length(d) for d in uni]), np.array([_path_length(d) for d in log])
+    assert lu.min() >= 3.0 - 1e-6 and ll.min() >= 3.0 - 1e-6 and lu.max() <= 48.0 + 1e-6 and ll.max() <= 48.0 + 1e-6
+    assert 0.15 < np.mean(lu < 12.0) < 0.25 and 0.43 < np.mean(ll < 12.0) < 0.57
+    assert 9.0 < np.median(ll) < 15.0  # the geometric middle of 3 and 48 is 12
+    assert all(u.noise_seed == g.noise_seed and u.linear == g.linear for u, g in zip(uni, log, strict=True))

@@ -34,6 +34,9 @@ class BlurConfig:
     """Ranges the random blur is drawn from (pixels refer to the image's longer side / 1280)."""
 
     length: tuple[float, float] = (3.0, 48.0)  # path length in pixels (times draw_blur's scale)
+    # lengths drawn log-uniformly (as many from 3-12 px as from 12-48) instead of uniformly (3/4 of
+    # them over 12 px, where even the authors' GoPro model gains nothing: docs/TRAINING.md)
+    length_log: bool = False
     max_rotation_deg: float = 2.0  # total in-plane rotation over the exposure
     steps: int = 32  # poses averaged (GoPro averages 7-13 frames; more keeps streaks smooth)
     jerk: float = 0.6  # how much the velocity wanders (0: straight line at constant speed)
@@ -51,6 +54,32 @@ class BlurConfig:
     # corrections blur calls for (such as undoing the linear-light average's brightening of
     # edges) to every input
     still_prob: float = 0.1
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """"name=value" for a BlurConfig field, as the command lines' --set takes it: a tuple field
+    takes "lo,hi", a flag 1/0 (or true/false, yes/no). Raises argparse.ArgumentTypeError."""
+    import argparse
+    import dataclasses
+
+    name, _, value = text.partition("=")
+    fields = {f.name for f in dataclasses.fields(BlurConfig)}
+    if name not in fields or not value:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
+    default = getattr(BlurConfig(), name)
+    try:
+        if isinstance(default, bool):
+            flags = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+            if value.lower() not in flags:
+                raise ValueError(f"{value!r} is not 1/0, true/false or yes/no")
+            parsed: object = flags[value.lower()]
+        elif isinstance(default, tuple):
+            parsed = tuple(type(d)(v) for d, v in zip(default, value.split(","), strict=True))
+        else:
+            parsed = type(default)(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--set {text!r}: {e}") from None
+    return name, parsed
 
 
 def srgb_to_linear(v: torch.Tensor) -> torch.Tensor:
@@ -104,7 +133,12 @@ def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurCo
     (default max(h, w) / 1280: the ranges refer to a 1280 px wide frame); `length_px` fixes it
     (and rules out cfg.still_prob's still draws)."""
     scale = max(h, w) / 1280.0 if scale is None else scale
-    length = rng.uniform(*cfg.length) * scale if length_px is None else length_px
+    if length_px is None:  # one draw either way, so the draws after it do not depend on length_log
+        u = rng.uniform(0.0, 1.0)
+        lo, hi = cfg.length
+        length = (lo * (hi / lo) ** u if cfg.length_log and lo > 0 else lo + (hi - lo) * u) * scale
+    else:
+        length = length_px
     rotation = math.radians(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)) if length > 0 else 0.0
     poses = camera_path(rng, length, rotation, cfg.steps, cfg.jerk)
     centre = (float(rng.uniform(0, w)), float(rng.uniform(0, h)))

@@ -22,26 +22,9 @@ import numpy as np
 import torch
 
 from ..metrics import psnr
-from .blur import BlurConfig
+from .blur import BlurConfig, parse_setting
 from .data import SyntheticBatches
 from .recipe import DEFAULT_DATA, photo_dirs
-
-
-def _parse_setting(text: str) -> tuple[str, object]:
-    """"name=value" for a BlurConfig field; a tuple field takes "lo,hi"."""
-    name, _, value = text.partition("=")
-    fields = {f.name: f for f in dataclasses.fields(BlurConfig)}
-    if name not in fields or not value:
-        raise argparse.ArgumentTypeError(f"--set {text!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
-    default = getattr(BlurConfig(), name)
-    try:
-        if isinstance(default, tuple):
-            parsed: object = tuple(type(d)(v) for d, v in zip(default, value.split(","), strict=True))
-        else:
-            parsed = type(default)(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--set {text!r}: {e}") from None
-    return name, parsed
 
 
 def probe(model: str | torch.nn.Module, photos: list[Path], cfg: BlurConfig, n: int = 96, crop: int = 256,
@@ -70,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--set", dest="settings", type=_parse_setting, action="append", default=[],
+    p.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
                    help="a BlurConfig field, e.g. linear_prob=0 or noise_sigma=0,0 (repeatable)")
     a = p.parse_args(argv)
     import fastdeblur
@@ -78,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     model: str | torch.nn.Module = a.model
     if a.model.endswith(".safetensors"):
         model = fastdeblur.load_model(weights=a.model)
-    # no still crops: they measure nothing here, and without them the crops and paths stay
+    # no still crops (they measure nothing here) and uniform lengths: the crops and paths stay
     # those of the probes recorded in docs/TRAINING.md
-    cfg = dataclasses.replace(BlurConfig(jpeg_prob=0.0, still_prob=0.0), **dict(a.settings))
+    cfg = dataclasses.replace(BlurConfig(jpeg_prob=0.0, still_prob=0.0, length_log=False), **dict(a.settings))
     r = probe(model, photo_dirs(a.data), cfg, n=a.n, crop=a.crop, seed=a.seed, device=a.device)
     changed = ", ".join(f"{k}={v}" for k, v in a.settings) or "defaults"
     print(f"{a.model} on {a.n} synthetic {a.crop}px crops ({changed}): blurry {r['blurry_psnr']:.2f} dB, "

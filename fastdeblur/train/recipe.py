@@ -26,6 +26,7 @@ import torch
 from .. import weights as _weights
 from ..io import read_image
 from ..metrics import psnr, ssim
+from .blur import BlurConfig, parse_setting
 from .data import SyntheticBatches, SyntheticPairs
 from .export import export_weights
 from .trainer import TrainConfig, Trainer, build_model, train_device
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="batches' seed; default: the --init weights' step count, so a "
                    "continued run sees new crops")
     p.add_argument("--device", default="auto")
+    p.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
+                   help="a synthetic-blur setting (BlurConfig field), e.g. length_log=1 (repeatable; recorded "
+                        "in the export's header)")
     a = p.parse_args(argv)
     photos = photo_dirs(a.data)
     init = None
@@ -103,9 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         model = init.float().train().requires_grad_(True)
     device = train_device(a.device)
     if device.startswith("cuda"):  # pairs made on the GPU: no worker processes to keep up with it
-        data = SyntheticBatches(photos, crop=a.crop, seed=cfg.seed, device=device)
+        data = SyntheticBatches(photos, crop=a.crop, seed=cfg.seed, device=device,
+                                cfg=dataclasses.replace(BlurConfig(jpeg_prob=0.0), **dict(a.settings)))
     else:
-        data = SyntheticPairs(photos, crop=a.crop, seed=cfg.seed)
+        data = SyntheticPairs(photos, crop=a.crop, seed=cfg.seed,
+                              cfg=dataclasses.replace(BlurConfig(), **dict(a.settings)))
     trainer = Trainer(cfg, data, model=model)
     t0 = time.time()
     if auto:  # time a few steps after the first ones (cuDNN's autotuning), then size the schedule
