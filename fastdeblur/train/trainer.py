@@ -250,7 +250,11 @@ class Trainer:
         log = self.out / ("log.csv" if self.rank == 0 else f"log.rank{self.rank}.csv")
         new_log = not log.exists()
         # a run resumed from an older version keeps its log's columns (val_ssim came later)
-        columns = len(LOG_COLUMNS) if new_log else len(log.read_text().split("\n", 1)[0].split(","))
+        if new_log:
+            columns = len(LOG_COLUMNS)
+        else:
+            with open(log) as fh:
+                columns = len(fh.readline().rstrip("\n").split(","))
         with open(log, "a", newline="") as fh, tqdm(total=end - self.step, desc="training", unit="step",
                                                      disable=self.rank != 0) as bar:
             writer = csv.writer(fh)
