@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="16-bit inference: float16 on GPUs, bfloat16 on CPUs")
     prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
                       help="float32 inference (exact; the default where there is no fast 16-bit path)")
+    p.add_argument("--backend", choices=["reference", "cuda", "triton"], default=None,
+                   help="force a path: plain PyTorch, the compiled extension's ops, or the Triton kernels "
+                        "(default: the fastest measured for the device; env FASTDEBLUR_BACKEND)")
     p.add_argument("--tile", type=int, default=None,
                    help="tile size in pixels; 0 never tiles; default: chosen from free memory")
     p.add_argument("--png-level", type=int, default=PNG_LEVEL, choices=range(10), metavar="0-9",
@@ -209,7 +212,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                 reason = f"output {dst} exists (use --overwrite or --skip-existing)"
             if reason is None:
                 try:
-                    sharp = deblur(read_image(src), model, tile=args.tile)
+                    sharp = deblur(read_image(src), model, tile=args.tile, backend=args.backend)
                 except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
                     reason = _reason(src, e)
                 else:

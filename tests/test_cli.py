@@ -150,3 +150,18 @@ def test_missing_weights_fail_cleanly(tmp_path, monkeypatch, capsys):
     # the weights that ship with the package need neither the cache nor the network
     assert main([str(src), "-o", str(tmp_path / "o.png"), "-q", "--model", "fastdeblur-default"]) == 0
     assert read_image(tmp_path / "o.png").shape == (24, 32, 3)
+
+
+def test_backend_option(tmp_path, capsys):
+    """--backend reaches deblur(): the bundled model (no download) through plain PyTorch gives what
+    deblur(..., backend="reference") gives; an unknown backend is a usage error."""
+    import fastdeblur
+
+    src = _img(tmp_path / "in.png")
+    assert main([str(src), "-o", str(tmp_path / "out.png"), "-q", "--model", "fastdeblur-default",
+                 "--backend", "reference"]) == 0
+    want = fastdeblur.deblur(read_image(src), "fastdeblur-default", backend="reference")
+    assert np.array_equal(read_image(tmp_path / "out.png"), want)
+    with pytest.raises(SystemExit) as e:
+        main([str(src), "-o", str(tmp_path / "x.png"), "--backend", "fastest"])
+    assert e.value.code == 2 and "--backend" in capsys.readouterr().err
