@@ -299,15 +299,19 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
     b = t if t.dim() == 4 else t[None]
     if b.shape[1] not in (1, 3):
         raise InputError(f"tensor image must have 1 or 3 channels (dim -3), got {b.shape[1]} (shape {tuple(t.shape)})")
-    if not t.is_floating_point():
-        raise InputError(f"tensor image dtype {t.dtype} is not supported (float in [0, 1])")
+    if not (t.is_floating_point() or t.dtype == torch.uint8):
+        raise InputError(f"tensor image dtype {t.dtype} is not supported (float in [0, 1], or uint8)")
     if b.shape[0] == 0:
         raise InputError("tensor image batch is empty")
     _check_size(b.shape[2], b.shape[3])
-    _check_float_range(b, "tensor image")
+    b = b.detach()
+    if t.dtype == torch.uint8:  # torchvision's images: 0-255, converted on the device that runs the network
+        restore.scale = 255.0
+    else:
+        _check_float_range(b, "tensor image")
+        b = b.float()
     restore.gray = b.shape[1] == 1
     restore.device = t.device
-    b = b.detach().float()
     return b.expand(-1, 3, -1, -1) if restore.gray else b
 
 
@@ -361,8 +365,9 @@ def _restore(y: torch.Tensor, r: _Restore) -> Any:
         luma = torch.tensor(_LUMA, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
         y = (y * luma).sum(1, keepdim=True)
     if r.kind == "torch":
-        y = y.to(device=r.device, dtype=r.dtype)
-        return y.reshape(r.shape)
+        if r.dtype == torch.uint8:
+            y = torch.round(y * 255.0)
+        return y.to(device=r.device, dtype=r.dtype).reshape(r.shape)
     dtype = np.dtype(r.dtype)
     y = y[0].permute(1, 2, 0)
     if dtype.kind == "u":  # quantise on the device, move the small integer image
@@ -511,7 +516,7 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     """Remove motion blur from `image`; returns the same kind, shape and dtype.
 
     image: numpy HxW / HxWx3 / HxWx4 (uint8, uint16, float in [0, 1]), torch [3, H, W] or
-      [N, 3, H, W] float in [0, 1], a PIL image, or a file path (returns a numpy array).
+      [N, 3, H, W] float in [0, 1] or uint8, a PIL image, or a file path (returns a numpy array).
     model: a registered name (see `list_models()`) or a module from `load_model()`.
     device: default CUDA when available, else CPU. dtype: None picks bfloat16 on CPUs with
       AMX/AVX512-BF16, float16 on GPUs with tensor cores, float32 elsewhere (`default_dtype`);

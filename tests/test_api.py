@@ -76,6 +76,24 @@ def test_torch_tensors_keep_shape_dtype_device(net, shape, dtype):
         torch.testing.assert_close(out[:1].float(), first.float(), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(3, 20, 28), (2, 1, 20, 28)])
+def test_uint8_tensors_come_back_uint8(net, shape):
+    """torchvision's images (uint8, 0-255) in, uint8 out: the float result, rounded."""
+    t = torch.randint(0, 256, shape, dtype=torch.uint8)
+    out = fastdeblur.deblur(t, net)
+    assert out.shape == t.shape and out.dtype == torch.uint8
+    want = torch.round(fastdeblur.deblur(t.float() / 255, net) * 255)
+    assert (out.float() - want).abs().max() <= 1  # float32 rounding at a .5 boundary at most
+
+
+def test_tensors_that_require_grad_are_taken_as_data(net):
+    t = torch.rand(3, 16, 24, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = fastdeblur.deblur(t, net)
+    assert not out.requires_grad and out.shape == t.shape
+
+
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16", "P", "CMYK"])
 def test_pil_images(net, mode):
     arr = np.random.randint(0, 256, (24, 32, 3), dtype=np.uint8)
@@ -191,8 +209,8 @@ def test_too_small_image(net):
 def test_unsupported_dtype(net):
     with pytest.raises(InputError, match="dtype int32 is not supported"):
         fastdeblur.deblur(np.zeros((16, 16, 3), np.int32), net)
-    with pytest.raises(InputError, match="dtype torch.uint8 is not supported"):
-        fastdeblur.deblur(torch.zeros(3, 16, 16, dtype=torch.uint8), net)
+    with pytest.raises(InputError, match=r"dtype torch.int16 is not supported \(float in \[0, 1\], or uint8\)"):
+        fastdeblur.deblur(torch.zeros(3, 16, 16, dtype=torch.int16), net)
 
 
 def test_unsupported_object(net):
