@@ -130,11 +130,11 @@ def _path_length(d) -> float:
 
 
 def test_log_uniform_lengths():
-    """length_log: as many paths in 3-12 px as in 12-48 px (uniform: a fifth and four fifths), the
-    same range, and the same draws after the length as without it."""
+    """length_log (the default): as many paths in 3-12 px as in 12-48 px (uniform: a fifth and four
+    fifths), the same range, and the same draws after the length as without it."""
     from fastdeblur.train.blur import draw_blur
 
-    cfg = dataclasses.replace(CLEAN, length=(3.0, 48.0), still_prob=0.0)
+    cfg = dataclasses.replace(CLEAN, length=(3.0, 48.0), still_prob=0.0, length_log=False)
     logcfg = dataclasses.replace(cfg, length_log=True)
     rng_u, rng_l = np.random.default_rng(2), np.random.default_rng(2)
     uni = [draw_blur(rng_u, 96, 128, cfg, scale=1.0) for _ in range(600)]
