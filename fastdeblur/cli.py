@@ -160,7 +160,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     import torch
     from tqdm import tqdm
 
-    from .api import _resolve_device, deblur, load_model
+    from .api import _resolve_backend, _resolve_device, _resolve_dtype, deblur, load_model
     from .io import read_image, write_image
 
     try:
@@ -170,6 +170,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
             dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         elif args.precision == "fp32":
             dtype = torch.float32
+        _resolve_backend(args.backend, device, _resolve_dtype(dtype, device))  # once, not per file
         model = load_model(args.model, args.weights, device, dtype=dtype)
     except (InputError, WeightsError) as e:
         print(f"fastdeblur: error: {e}", file=sys.stderr)

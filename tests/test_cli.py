@@ -165,3 +165,12 @@ def test_backend_option(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(src), "-o", str(tmp_path / "x.png"), "--backend", "fastest"])
     assert e.value.code == 2 and "--backend" in capsys.readouterr().err
+
+
+def test_a_backend_that_cannot_run_is_one_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # no Triton on a CPU then
+    srcs = [_img(tmp_path / f"in{i}.png") for i in range(2)]
+    assert main([*map(str, srcs), "-o", str(tmp_path / "out"), "-q", "--model", "fastdeblur-default",
+                 "--device", "cpu", "--backend", "triton"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("backend 'triton' needs a CUDA GPU") == 1 and not (tmp_path / "out").exists()
