@@ -112,7 +112,7 @@ def _resolve_backend(backend: str | None, device: torch.device, dtype: torch.dty
     from .ops.layout import OpsLayout
     from .reference.patches import TorchLayout
 
-    backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
+    backend = _backend.requested(backend)
     if backend == "triton":
         _backend.require_triton(device)
     fused = None
@@ -554,14 +554,15 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
             return _restore_quantized(run_model(m, x, dtype=dt, tile=tile, layout=layout, shifted=True), restore)
         return _restore(run_model(m, x, dtype=dt, tile=tile, layout=layout), restore)
 
-    chosen = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
+    from .ops._backend import requested
+
     try:
         return run(fused, layout)
     except Exception as e:
         # Triton picked automatically and failed in its own code: PyTorch's convolutions (cuDNN)
         # run the same network, so use them, say why, and do not try Triton on this device
         # again. An explicit backend="triton" raises instead; so does a full GPU.
-        if (fused != "triton" or chosen is not None or isinstance(e, torch.cuda.OutOfMemoryError)
+        if (fused != "triton" or requested(backend) is not None or isinstance(e, torch.cuda.OutOfMemoryError)
                 or not _raised_by_triton(e)):
             raise
         with _model_lock:

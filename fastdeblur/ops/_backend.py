@@ -12,6 +12,11 @@ from ..errors import InputError
 BACKENDS = ("reference", "triton", "cuda")
 
 
+def requested(backend: str | None) -> str | None:
+    """The backend asked for: the argument, else $FASTDEBLUR_BACKEND, else None (pick the best)."""
+    return backend or os.environ.get("FASTDEBLUR_BACKEND") or None
+
+
 def torch_runs_triton_ops() -> bool:
     """torch can register Triton launchers as custom ops (torch.library.triton_op: torch >= 2.6)."""
     return hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
@@ -48,7 +53,7 @@ def require_triton(device: torch.device) -> None:
 def choose(backend: str | None, device: torch.device, *, triton: bool = False) -> str:
     """'cuda' (the compiled extension), 'reference', or for ops with Triton kernels (`triton`)
     'triton', which those ops also pick by default wherever Triton runs."""
-    backend = backend or os.environ.get("FASTDEBLUR_BACKEND") or None
+    backend = requested(backend)
     if backend is not None and backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if backend == "reference":
