@@ -65,7 +65,7 @@ def parse_setting(text: str) -> tuple[str, object]:
     import dataclasses
 
     name, _, value = text.partition("=")
-    fields = {f.name for f in dataclasses.fields(BlurConfig)}
+    fields = [f.name for f in dataclasses.fields(BlurConfig)]  # in order, for the error message
     if name not in fields or not value:
         raise argparse.ArgumentTypeError(f"--set {text!r}: expected NAME=VALUE with NAME one of {', '.join(fields)}")
     default = getattr(BlurConfig(), name)
