@@ -270,7 +270,8 @@ def _from_numpy(a: np.ndarray, restore: _Restore) -> torch.Tensor:
         raise InputError(f"numpy image must be HxW or HxWxC, got shape {a.shape}")
     h, w, c = a.shape
     if c not in (1, 2, 3, 4):
-        raise InputError(f"numpy image must have 1, 2, 3 or 4 channels (last axis), got {c} (shape {a.shape})")
+        hint = "; numpy images are HxWxC, so a CxHxW array needs a.transpose(1, 2, 0)" if h in (1, 3, 4) else ""
+        raise InputError(f"numpy image must have 1, 2, 3 or 4 channels (last axis), got {c} (shape {a.shape}){hint}")
     _check_size(h, w)
     if a.dtype == np.uint8:
         scale = 255.0
@@ -298,7 +299,12 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
         raise InputError(f"tensor image must be [C, H, W] or [N, C, H, W], got shape {tuple(t.shape)}")
     b = t if t.dim() == 4 else t[None]
     if b.shape[1] not in (1, 3):
-        raise InputError(f"tensor image must have 1 or 3 channels (dim -3), got {b.shape[1]} (shape {tuple(t.shape)})")
+        hint = ""
+        if t.shape[-1] in (1, 3):  # channels last, as numpy and PIL hold them
+            hint = ("; tensors are [C, H, W] or [N, C, H, W], so an HxWxC tensor needs t.permute(2, 0, 1)"
+                    if t.dim() == 3 else "; tensors are [N, C, H, W], so an NxHxWxC one needs t.permute(0, 3, 1, 2)")
+        raise InputError(f"tensor image must have 1 or 3 channels (dim -3), got {b.shape[1]} "
+                         f"(shape {tuple(t.shape)}){hint}")
     if not (t.is_floating_point() or t.dtype == torch.uint8):
         raise InputError(f"tensor image dtype {t.dtype} is not supported (float in [0, 1], or uint8)")
     if b.shape[0] == 0:

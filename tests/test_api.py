@@ -176,8 +176,19 @@ def test_wrong_ndim(net):
 def test_wrong_channel_count(net):
     with pytest.raises(InputError, match="1, 2, 3 or 4 channels.*got 5"):
         fastdeblur.deblur(np.zeros((16, 16, 5), np.uint8), net)
-    with pytest.raises(InputError, match="1 or 3 channels.*got 4"):
+    with pytest.raises(InputError, match="1 or 3 channels.*got 4") as e:
         fastdeblur.deblur(torch.zeros(4, 16, 16), net)
+    assert "permute" not in str(e.value)
+
+
+def test_swapped_layout_gets_a_hint(net):
+    """The common mix-ups (numpy CxHxW, torch channels last) name the fix."""
+    with pytest.raises(InputError, match=r"a.transpose\(1, 2, 0\)"):
+        fastdeblur.deblur(np.zeros((3, 16, 16), np.uint8), net)
+    with pytest.raises(InputError, match=r"t.permute\(2, 0, 1\)"):
+        fastdeblur.deblur(torch.zeros(16, 16, 3), net)
+    with pytest.raises(InputError, match=r"t.permute\(0, 3, 1, 2\)"):
+        fastdeblur.deblur(torch.zeros(2, 16, 16, 3), net)
 
 
 def test_nan_and_inf(net):
