@@ -1,17 +1,18 @@
 """A gallery of the synthetic blur the trainer makes: one sharp photo, several random blurs.
 
-Usage: python examples/blur_gallery.py [photo] [-o gallery.png] [--n 6]
-(default photo: the bundled examples/sharp.png)
+Usage: python examples/blur_gallery.py [photo] [-o gallery.png] [--n 6] [--set object_prob=1 ...]
+(default photo: the bundled examples/sharp.png; --set takes any BlurConfig field, as the trainer's)
 """
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fastdeblur.io import read_image, write_image
-from fastdeblur.train.blur import synthesize
+from fastdeblur.train.blur import BlurConfig, parse_setting, synthesize
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,10 +22,12 @@ def main() -> None:
     p.add_argument("photo", nargs="?", default=HERE / "sharp.png", type=Path)
     p.add_argument("-o", "--output", default="blur_gallery.png", type=Path)
     p.add_argument("--n", type=int, default=5)
+    p.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[])
     a = p.parse_args()
+    cfg = dataclasses.replace(BlurConfig(), **dict(a.settings))
     img = read_image(a.photo)
     sharp = torch.from_numpy(img[..., :3].copy()).permute(2, 0, 1).float() / (255 if img.dtype == np.uint8 else 65535)
-    tiles = [sharp] + [synthesize(sharp, seed) for seed in range(a.n)]
+    tiles = [sharp] + [synthesize(sharp, seed, cfg) for seed in range(a.n)]
     cols = 3
     rows = [torch.cat(tiles[i:i + cols] + [torch.ones_like(sharp)] * (cols - len(tiles[i:i + cols])), 2)
             for i in range(0, len(tiles), cols)]

@@ -247,6 +247,22 @@ def test_synthetic_batches_made_on_the_device(gopro_tree, tmp_path):
         assert torch.equal(a, resumed.model.state_dict()[k]), k
 
 
+def test_synthetic_sources_return_the_scene_with_its_moving_object(gopro_tree):
+    """With object_prob=1 both synthetic sources pair the blurry crop with the scene at rest (the
+    photo with the object pasted in), on the same crop as the plain pairs of the same seed."""
+    from fastdeblur.train.blur import BlurConfig
+    from fastdeblur.train.data import SyntheticBatches
+
+    photos = [gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"]
+    plain, moving = BlurConfig(still_prob=0.0), BlurConfig(still_prob=0.0, object_prob=1.0)
+    for make in (lambda cfg: SyntheticPairs(photos, crop=24, seed=2, cfg=cfg, length=4).__getitem__(1),
+                 lambda cfg: SyntheticBatches(photos, crop=24, seed=2, cfg=cfg, device="cpu").batch(1, 2)):
+        (_, photo), (blurry, scene) = make(plain), make(moving)
+        # the target differs from the photo only where the object covers the crop
+        assert 0.0 < (scene != photo).any(dim=-3).float().mean() < 0.8
+        assert blurry.shape == scene.shape and (blurry - scene).abs().mean() > 1e-3
+
+
 def test_probe_scores_the_blurry_crops_and_the_model(gopro_tree):
     import fastdeblur
     from fastdeblur.metrics import psnr

@@ -144,3 +144,59 @@ def test_log_uniform_lengths():
     assert 0.15 < np.mean(lu < 12.0) < 0.25 and 0.43 < np.mean(ll < 12.0) < 0.57
     assert 9.0 < np.median(ll) < 15.0  # the geometric middle of 3 and 48 is 12
     assert all(u.noise_seed == g.noise_seed and u.linear == g.linear for u, g in zip(uni, log, strict=True))
+
+
+OBJECTS = dataclasses.replace(CLEAN, object_prob=1.0, still_prob=0.0)
+
+
+def test_moving_object_target_is_the_scene_at_rest(sharp):
+    """A draw with an object: the target is the photo with the blob (the photo turned by 180
+    degrees) pasted in, the blurry image shows it streaked, and a batch renders each as alone."""
+    from fastdeblur.train.blur import draw_blur, render
+
+    rng = np.random.default_rng(3)
+    draws = [draw_blur(rng, 96, 128, OBJECTS, scale=1.0) for _ in range(3)]
+    assert all(d.obj is not None for d in draws)
+    batch = torch.stack([sharp, sharp.flip(2), sharp.flip(1)])
+    blurry, target = render(batch, draws, return_target=True)
+    for i, d in enumerate(draws):
+        alpha = d.obj.mask(96, 128)
+        assert 0.0 < alpha.mean() < 0.6 and ((alpha > 0) & (alpha < 1)).float().mean() < 0.05  # a blob, sharp-edged
+        inside, outside = alpha == 1, alpha == 0
+        turned = batch[i].flip(-2, -1)
+        torch.testing.assert_close(target[i][:, inside], turned[:, inside], rtol=0, atol=1e-5)
+        torch.testing.assert_close(target[i][:, outside], batch[i][:, outside], rtol=0, atol=1e-6)
+        one_blurry, one_target = render(batch[i:i + 1], [d], return_target=True)
+        torch.testing.assert_close(blurry[i], one_blurry[0], rtol=0, atol=1e-6)
+        torch.testing.assert_close(target[i], one_target[0], rtol=0, atol=0)
+    # the object streaks where it moves: its own motion adds to the camera's
+    without = render(batch, [dataclasses.replace(d, obj=None) for d in draws])
+    assert ((blurry - without).abs().amax(dim=(1, 2, 3)) > 0.05).all()
+
+
+def test_an_object_at_rest_under_a_still_camera_gives_the_target_back(sharp):
+    from fastdeblur.train.blur import draw_blur, render
+
+    d = draw_blur(np.random.default_rng(6), 96, 128, OBJECTS, scale=1.0)
+    tiny = dataclasses.replace(d, poses=d.poses * 1e-4, obj=dataclasses.replace(d.obj, offsets=d.obj.offsets * 1e-4))
+    for linear in (True, False):
+        blurry, target = render(sharp[None], [dataclasses.replace(tiny, linear=linear)], return_target=True)
+        torch.testing.assert_close(blurry, target, rtol=0, atol=2e-3)
+        assert not torch.allclose(target[0], sharp, atol=1e-3)
+
+
+def test_objects_come_at_their_rate_and_leave_other_draws_alone(sharp):
+    from fastdeblur.train.blur import draw_blur, synthesize_pair
+
+    rng = np.random.default_rng(9)
+    cfg = dataclasses.replace(CLEAN, object_prob=0.3)
+    assert 0.22 < np.mean([draw_blur(rng, 96, 128, cfg, scale=1.0).obj is not None for _ in range(400)]) < 0.38
+    a, b = (draw_blur(np.random.default_rng(8), 96, 128, c, scale=1.0) for c in (cfg, CLEAN))
+    assert np.array_equal(a.poses, b.poses) and a.noise_seed == b.noise_seed  # the object is drawn after
+    # still draws and a fixed length have no object; without one the target is the photo itself
+    assert draw_blur(rng, 96, 128, dataclasses.replace(OBJECTS, still_prob=1.0)).obj is None
+    assert draw_blur(rng, 96, 128, OBJECTS, length_px=5.0).obj is None
+    blurry, target = synthesize_pair(sharp, 4, CLEAN)
+    assert torch.equal(target, sharp) and torch.equal(blurry, synthesize(sharp, 4, CLEAN))
+    blurry, target = synthesize_pair(sharp, 4, OBJECTS)
+    assert not torch.equal(target, sharp) and torch.equal(blurry, synthesize(sharp, 4, OBJECTS))

@@ -7,7 +7,12 @@ speed: a random walk on the velocity), warp the sharp image to each of `steps` p
 (bilinear, reflected borders), average, optionally saturate bright regions the way a sensor
 clips each sub-frame, then add signal-dependent sensor noise and optionally JPEG-compress.
 A share of the draws (`still_prob`) has no motion, so the network also learns to leave sharp
-photos alone.
+photos alone, and a share (`object_prob`) adds a moving object: GoPro's scenes, like a user's,
+are dynamic (people walk, branches sway), and a blur that is the same everywhere but for the
+rotation teaches nothing about a sharp background behind a streaked subject. The object is a
+random blob cut from the same photo turned by 180 degrees, pasted over it and moved along its own
+path (the camera's motion on top); the sharp target is the scene at mid-exposure, the blob at
+rest (`render(..., return_target=True)`).
 Where the average is taken is drawn too: in linear light (sRGB gamma undone first and reapplied
 after: what a camera's sensor integrates) or on the sRGB values themselves, which is how GoPro's
 `blur` frames were made (the dataset's author: "it would be enough to assume linear CRF"; the
@@ -56,6 +61,10 @@ class BlurConfig:
     # corrections blur calls for (such as undoing the linear-light average's brightening of
     # edges) to every input
     still_prob: float = 0.1
+    # chance of a moving object in front of the (camera-blurred) scene; its size is a radius of
+    # object_radius times the image's shorter side, its path drawn like the camera's
+    object_prob: float = 0.0
+    object_radius: tuple[float, float] = (0.08, 0.3)
 
 
 def parse_setting(text: str) -> tuple[str, object]:
@@ -116,6 +125,46 @@ def camera_path(rng: np.random.Generator, length_px: float, rotation_rad: float,
 
 
 @dataclass(frozen=True)
+class ObjectDraw:
+    """A moving object: a blob of radius r(theta) = radius * aspect-stretched (1 + sum_k a_k
+    cos(k theta + phi_k)) around `centre` (pixels), turned by `angle`, moved by `offsets` [steps, 2]
+    (pixels, zero at mid-exposure) relative to the background."""
+
+    centre: tuple[float, float]
+    radius: float
+    aspect: float
+    angle: float
+    harmonics: np.ndarray  # [K, 2]: amplitude a_k and phase phi_k of orders k = 2 .. K + 1
+    offsets: np.ndarray
+
+    def mask(self, h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[h, w] coverage in [0, 1], antialiased over about one pixel."""
+        y, x = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) + 0.5,
+                              torch.arange(w, device=device, dtype=torch.float32) + 0.5, indexing="ij")
+        dx, dy = x - self.centre[0], y - self.centre[1]
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        u, v = c * dx + s * dy, (-s * dx + c * dy) * self.aspect
+        theta = torch.atan2(v, u)
+        r = torch.ones_like(theta)
+        for k, (amp, phase) in enumerate(self.harmonics.tolist(), start=2):
+            r = r + amp * torch.cos(k * theta + phase)
+        return (self.radius * r - torch.sqrt(u * u + v * v) + 0.5).clamp(0.0, 1.0)
+
+
+def draw_object(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig, scale: float) -> ObjectDraw:
+    """A random blob and its path, lengths as the camera's (cfg.length times `scale`)."""
+    lo, hi = cfg.length
+    u = rng.uniform(0.0, 1.0)
+    length = (lo * (hi / lo) ** u if cfg.length_log and lo > 0 else lo + (hi - lo) * u) * scale
+    offsets = camera_path(rng, length, 0.0, cfg.steps, cfg.jerk)[:, :2]
+    radius = float(rng.uniform(*cfg.object_radius)) * min(h, w)
+    harmonics = np.stack([rng.uniform(0.0, 0.25, size=3) / np.arange(1, 4), rng.uniform(0, 2 * math.pi, size=3)], 1)
+    return ObjectDraw(centre=(float(rng.uniform(0, w)), float(rng.uniform(0, h))), radius=radius,
+                      aspect=float(np.exp(rng.uniform(-0.5, 0.5))), angle=float(rng.uniform(0, math.pi)),
+                      harmonics=harmonics, offsets=offsets)
+
+
+@dataclass(frozen=True)
 class BlurDraw:
     """One random blur, drawn from a seed: what `render` applies to a sharp image."""
 
@@ -127,13 +176,14 @@ class BlurDraw:
     shot_noise: float
     noise_seed: int
     jpeg_quality: int | None
+    obj: ObjectDraw | None = None
 
 
 def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurConfig(), *,
               length_px: float | None = None, scale: float | None = None) -> BlurDraw:
     """Draw one blur for an h x w image. Path lengths are cfg.length pixels times `scale`
     (default max(h, w) / 1280: the ranges refer to a 1280 px wide frame); `length_px` fixes it
-    (and rules out cfg.still_prob's still draws)."""
+    (and rules out cfg.still_prob's still draws and cfg.object_prob's objects)."""
     scale = max(h, w) / 1280.0 if scale is None else scale
     if length_px is None:  # one draw either way, so the draws after it do not depend on length_log
         u = rng.uniform(0.0, 1.0)
@@ -151,10 +201,13 @@ def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurCo
     quality = None
     if rng.random() < cfg.jpeg_prob:
         quality = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-    # drawn last and only when it can matter, so the draws above stay those of a config without it
+    # drawn last and only when they can matter, so the draws above stay those of a config without them
+    obj = None
+    if length_px is None and cfg.object_prob > 0 and rng.random() < cfg.object_prob:
+        obj = draw_object(rng, h, w, cfg, scale)
     if length_px is None and cfg.still_prob > 0 and rng.random() < cfg.still_prob:
-        poses = np.zeros_like(poses)
-    return BlurDraw(poses, centre, gain, linear, sigma, shot, noise_seed, quality)
+        poses, obj = np.zeros_like(poses), None
+    return BlurDraw(poses, centre, gain, linear, sigma, shot, noise_seed, quality, obj)
 
 
 def _warp(img: torch.Tensor, poses: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
@@ -177,14 +230,17 @@ def _warp(img: torch.Tensor, poses: torch.Tensor, centre: torch.Tensor) -> torch
     return out.view(b, s, c, h, w)
 
 
-def render(sharp: torch.Tensor, draws: list[BlurDraw]) -> torch.Tensor:
-    """sharp [B, 3, H, W] float in [0, 1] (sRGB, any device) -> blurry [B, 3, H, W], before JPEG.
+def render(sharp: torch.Tensor, draws: list[BlurDraw], return_target: bool = False):
+    """sharp [B, 3, H, W] float in [0, 1] (sRGB, any device) -> blurry [B, 3, H, W], before JPEG;
+    with `return_target`, (blurry, target): the scene at mid-exposure, which is `sharp` itself
+    except where a draw pasted a moving object.
 
     The whole batch is warped in one grid_sample call, so on a GPU the blur costs little next to
     a training step; noise comes from a generator on sharp's device seeded by each draw.
     """
     dev = sharp.device
-    lin = srgb_to_linear(sharp.float().clamp(0, 1))
+    sharp = sharp.float().clamp(0, 1)
+    lin = srgb_to_linear(sharp)
     gain = torch.tensor([d.gain for d in draws], device=dev).view(-1, 1, 1, 1)
     poses = torch.as_tensor(np.stack([d.poses for d in draws]), dtype=torch.float32, device=dev)
     centre = torch.tensor([d.centre for d in draws], dtype=torch.float32, device=dev)
@@ -193,7 +249,27 @@ def render(sharp: torch.Tensor, draws: list[BlurDraw]) -> torch.Tensor:
     # sRGB-averaged draws warp the clipped exposure's sRGB values (clipping before the warp
     # rather than after: the same up to interpolation at the clip's edge)
     src = torch.where(linear, bright, linear_to_srgb(bright))
-    avg = _warp(src, poses, centre).clamp_(max=1.0).mean(1)
+    frames = _warp(src, poses, centre)  # [B, S, 3, H, W]: what each sub-frame saw
+    target = sharp
+    moving = [i for i, d in enumerate(draws) if d.obj is not None]
+    if moving:
+        idx = torch.tensor(moving, device=dev)
+        alpha = torch.stack([draws[i].obj.mask(*sharp.shape[-2:], device=dev) for i in moving])[:, None]
+        # the object: the same photo turned by 180 degrees, premultiplied by its coverage, moved by
+        # its own offsets on top of the camera's motion
+        layer = torch.cat([src[idx].flip(-2, -1) * alpha, alpha], 1)
+        offsets = torch.as_tensor(np.stack([draws[i].obj.offsets for i in moving]), dtype=torch.float32, device=dev)
+        layer_poses = poses[idx].clone()
+        layer_poses[..., :2] += offsets
+        moved = _warp(layer, layer_poses, centre[idx])
+        frames[idx] = frames[idx] * (1 - moved[:, :, 3:]) + moved[:, :, :3]
+        # the target is the scene at rest, composed in the space the draw averages in
+        base = torch.where(linear[idx], lin[idx], sharp[idx])
+        still_scene = base * (1 - alpha) + base.flip(-2, -1) * alpha
+        target = sharp.clone()  # and, bit for bit, the photo wherever the object is not
+        target[idx] = torch.where(alpha > 0, torch.where(linear[idx], linear_to_srgb(still_scene), still_scene),
+                                  sharp[idx])
+    avg = frames.clamp_(max=1.0).mean(1)
     blurred = torch.where(linear, avg, srgb_to_linear(avg))  # linear light from here on
     still = poses.abs().amax(dim=(1, 2)) == 0  # no motion: the image itself, not a resampled copy
     blurred = torch.where(still.view(-1, 1, 1, 1), bright.clamp(max=1.0), blurred) / gain
@@ -202,7 +278,8 @@ def render(sharp: torch.Tensor, draws: list[BlurDraw]) -> torch.Tensor:
             gen = torch.Generator(device=dev).manual_seed(d.noise_seed)
             std = torch.sqrt(d.noise_sigma**2 + d.shot_noise**2 * blurred[i].clamp_min(0))
             blurred[i] += std * torch.randn(blurred[i].shape, generator=gen, device=dev)
-    return linear_to_srgb(blurred)
+    blurry = linear_to_srgb(blurred)
+    return (blurry, target) if return_target else blurry
 
 
 def synthesize(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig(), *,
@@ -210,14 +287,24 @@ def synthesize(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig(), *
     """sharp [3, H, W] float in [0, 1] (sRGB) -> blurry [3, H, W], deterministic in `seed`.
 
     `length_px` fixes the path length (0 gives the sharp image back, before noise and JPEG);
-    `scale` multiplies cfg.length (default: the image's longer side / 1280).
+    `scale` multiplies cfg.length (default: the image's longer side / 1280). With
+    cfg.object_prob > 0 the blurry image may show a moving object that `sharp` lacks:
+    `synthesize_pair` gives the matching target.
     """
+    return synthesize_pair(sharp, seed, cfg, length_px=length_px, scale=scale)[0]
+
+
+def synthesize_pair(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig(), *,
+                    length_px: float | None = None, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(blurry, target) [3, H, W] for `sharp`, as `synthesize`: the target is `sharp` itself
+    unless the draw added a moving object, then the scene with the object at rest."""
     _, h, w = sharp.shape
     d = draw_blur(np.random.default_rng(seed), h, w, cfg, length_px=length_px, scale=scale)
-    out = render(sharp[None], [d])[0]
+    out, target = render(sharp[None], [d], return_target=True)
+    out = out[0]
     if d.jpeg_quality is not None:
         out = _jpeg(out.cpu(), d.jpeg_quality).to(out.device)
-    return out.to(sharp.dtype)
+    return out.to(sharp.dtype), target[0].to(sharp.dtype)
 
 
 def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ..errors import InputError
 from ..io import SUFFIXES, read_image
-from .blur import BlurConfig, draw_blur, render, synthesize
+from .blur import BlurConfig, draw_blur, render, synthesize_pair
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -117,7 +117,7 @@ class PairedImages(Dataset):
 
 
 class SyntheticPairs(Dataset):
-    """Sharp photos blurred on the fly by `synthesize` (a fresh blur per epoch and index).
+    """Sharp photos blurred on the fly by `synthesize_pair` (a fresh blur per epoch and index).
 
     Blur lengths are in the photo's own pixels (BlurConfig.length, scale 1): the network sees
     them at that size, as it sees a GoPro frame's blur at 1280x720.
@@ -142,9 +142,9 @@ class SyntheticPairs(Dataset):
         img = to_tensor(read_image(self.files[i % len(self.files)]))
         big = min(self.crop + 2 * self.MARGIN, img.shape[1], img.shape[2])
         (region,) = augment((img,), big, rng)
-        blurry = synthesize(region, int(rng.integers(2**31)), self.cfg, scale=1.0)
+        blurry, target = synthesize_pair(region, int(rng.integers(2**31)), self.cfg, scale=1.0)
         m = (big - self.crop) // 2
-        return blurry[:, m:m + self.crop, m:m + self.crop], region[:, m:m + self.crop, m:m + self.crop]
+        return blurry[:, m:m + self.crop, m:m + self.crop], target[:, m:m + self.crop, m:m + self.crop]
 
 
 class SyntheticBatches:
@@ -185,8 +185,7 @@ class SyntheticBatches:
             (region,) = augment((img,), self.big, rng)
             regions.append(region)
             draws.append(draw_blur(rng, self.big, self.big, self.cfg, scale=1.0))
-        sharp = torch.stack(regions).float() / 255.0
-        blurry = render(sharp, draws)
+        blurry, sharp = render(torch.stack(regions).float() / 255.0, draws, return_target=True)
         m = (self.big - self.crop) // 2
         sl = (slice(None), slice(None), slice(m, m + self.crop), slice(m, m + self.crop))
         return blurry[sl].contiguous(), sharp[sl].contiguous()
