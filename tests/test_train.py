@@ -166,6 +166,9 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "w.safetensors")]) == 0
     assert (tmp_path / "w.safetensors").stat().st_size > 1e6
     assert main(["--steps", "1"]) == 2
+    assert main(["--gopro", str(photos), "--set", "object_prob=1"]) == 2  # --set is for --synthetic
+    with pytest.raises(SystemExit):  # argparse: not a blur setting
+        main([*args, "--set", "nosuch=1"])
     # the same through the main command: `fastdeblur train ...`, `fastdeblur export CKPT OUT`
     from fastdeblur.cli import main as fastdeblur_main
 
@@ -175,6 +178,23 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     from fastdeblur.train.export import read_metadata
 
     assert read_metadata(tmp_path / "w4.safetensors")["steps"] == "4"
+
+
+def test_train_cli_passes_blur_settings_to_the_synthetic_pairs(gopro_tree, tmp_path, monkeypatch):
+    from fastdeblur.train import data
+    from fastdeblur.train.cli import main
+
+    made = []
+    real_init = data.SyntheticPairs.__init__
+    monkeypatch.setattr(data.SyntheticPairs, "__init__",
+                        lambda self, *a, **kw: (made.append(kw["cfg"]), real_init(self, *a, **kw))[1])
+    photos = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"
+    assert main(["--synthetic", str(photos), "--set", "object_prob=0.5", "--set", "length=2,9", "--steps", "1",
+                 "--batch", "1", "--crop", "32", "--amp", "none", "--workers", "0", "--device", "cpu",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert made[0].object_prob == 0.5 and made[0].length == (2.0, 9.0) and made[0].still_prob == 0.1
+    notes = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["config"]["notes"]["data"]
+    assert notes == "synthetic:sharp;object_prob=0.5;length=(2.0, 9.0)"
 
 
 def test_wall_clock_budget_stops_and_checkpoints(gopro_tree, tmp_path):

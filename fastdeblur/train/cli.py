@@ -1,6 +1,7 @@
 """`fastdeblur-train`: train DMPHN on GoPro, paired folders or synthetic blur, then export.
 
     fastdeblur-train --synthetic photos/ --steps 3000 --out runs/synth      # resumes if run again
+    fastdeblur-train --synthetic photos/ --set object_prob=0.3 --set length=3,24 --out runs/objects
     fastdeblur-train --gopro /data --val-folders blur/ sharp/ --out runs/gopro
     fastdeblur-train --export runs/synth/last.pt weights.safetensors
 """
@@ -8,12 +9,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError, WeightsError
+from .blur import BlurConfig, parse_setting
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--gopro", type=Path, help="root of GOPRO_Large (train split)")
     src.add_argument("--folders", nargs=2, type=Path, metavar=("BLUR", "SHARP"), help="paired folders")
     src.add_argument("--synthetic", nargs="+", type=Path, metavar="PHOTOS", help="sharp photos to blur on the fly")
+    src.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[], metavar="NAME=VALUE",
+                     help="a setting of --synthetic's blur (a BlurConfig field: length=3,24, object_prob=0.3, "
+                          "linear_prob=1, ...; repeatable)")
     val = p.add_argument_group("validation (PSNR/SSIM in log.csv, strips blurry | output | sharp in OUT/val/)")
     val.add_argument("--val-folders", nargs=2, type=Path, metavar=("BLUR", "SHARP"), help="validation pairs")
     val.add_argument("--val-gopro", type=Path, metavar="ROOT", help="root of GOPRO_Large: validate on its test split")
@@ -67,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         from .data import PairedImages, SyntheticPairs
         from .trainer import TrainConfig, Trainer
 
+        if a.settings and not a.synthetic:
+            print("fastdeblur-train: error: --set changes the synthetic blur: it needs --synthetic", file=sys.stderr)
+            return 2
         parts, names = [], []
         if a.gopro:
             parts.append(PairedImages.from_gopro(a.gopro, "train", crop=a.crop, seed=a.seed))
@@ -75,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             parts.append(PairedImages.from_folders(*a.folders, crop=a.crop, seed=a.seed))
             names.append("folders")
         if a.synthetic:
-            parts.append(SyntheticPairs(a.synthetic, crop=a.crop, seed=a.seed))
-            names.append("synthetic:" + ",".join(p.name for p in a.synthetic))
+            blur = dataclasses.replace(BlurConfig(), **dict(a.settings))
+            parts.append(SyntheticPairs(a.synthetic, crop=a.crop, seed=a.seed, cfg=blur))
+            changed = "".join(f";{k}={v}" for k, v in a.settings)
+            names.append("synthetic:" + ",".join(p.name for p in a.synthetic) + changed)
         if not parts:
             print("fastdeblur-train: error: give --gopro, --folders or --synthetic", file=sys.stderr)
             return 2
