@@ -151,12 +151,15 @@ class ObjectDraw:
         return (self.radius * r - torch.sqrt(u * u + v * v) + 0.5).clamp(0.0, 1.0)
 
 
+def _path_length(cfg: BlurConfig, u: float) -> float:
+    """The path length in pixels (before scaling) at quantile u of cfg.length's distribution."""
+    lo, hi = cfg.length
+    return lo * (hi / lo) ** u if cfg.length_log and lo > 0 else lo + (hi - lo) * u
+
+
 def draw_object(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig, scale: float) -> ObjectDraw:
     """A random blob and its path, lengths as the camera's (cfg.length times `scale`)."""
-    lo, hi = cfg.length
-    u = rng.uniform(0.0, 1.0)
-    length = (lo * (hi / lo) ** u if cfg.length_log and lo > 0 else lo + (hi - lo) * u) * scale
-    offsets = camera_path(rng, length, 0.0, cfg.steps, cfg.jerk)[:, :2]
+    offsets = camera_path(rng, _path_length(cfg, rng.uniform(0.0, 1.0)) * scale, 0.0, cfg.steps, cfg.jerk)[:, :2]
     radius = float(rng.uniform(*cfg.object_radius)) * min(h, w)
     harmonics = np.stack([rng.uniform(0.0, 0.25, size=3) / np.arange(1, 4), rng.uniform(0, 2 * math.pi, size=3)], 1)
     return ObjectDraw(centre=(float(rng.uniform(0, w)), float(rng.uniform(0, h))), radius=radius,
@@ -186,9 +189,7 @@ def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurCo
     (and rules out cfg.still_prob's still draws and cfg.object_prob's objects)."""
     scale = max(h, w) / 1280.0 if scale is None else scale
     if length_px is None:  # one draw either way, so the draws after it do not depend on length_log
-        u = rng.uniform(0.0, 1.0)
-        lo, hi = cfg.length
-        length = (lo * (hi / lo) ** u if cfg.length_log and lo > 0 else lo + (hi - lo) * u) * scale
+        length = _path_length(cfg, rng.uniform(0.0, 1.0)) * scale
     else:
         length = length_px
     rotation = math.radians(rng.uniform(-cfg.max_rotation_deg, cfg.max_rotation_deg)) if length > 0 else 0.0
