@@ -488,15 +488,28 @@ def _first_tensor(model: nn.Module) -> torch.Tensor:
     return next(itertools.chain(model.parameters(), model.buffers()))
 
 
+# self-ensemble: the flips (dims of [N, 3, H, W]) whose outputs, flipped back, are averaged
+ENSEMBLE_FLIPS = {1: [()], 2: [(), (3,)], 4: [(), (3,), (2,), (2, 3)]}
+
+
+def _check_ensemble(ensemble: Any) -> None:
+    if isinstance(ensemble, bool) or not isinstance(ensemble, (int, np.integer)) or ensemble not in ENSEMBLE_FLIPS:
+        raise InputError(f"ensemble must be 1 (off), 2 (and the mirror image) or 4 (and the vertical flips of "
+                         f"both), got {ensemble!r}")
+
+
 def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = None,
-              tile: int | None = None, layout=None, shifted: bool = False) -> torch.Tensor:
+              tile: int | None = None, layout=None, shifted: bool = False, ensemble: int = 1) -> torch.Tensor:
     """x [N, 3, H, W] float in [0, 1] (or uint8 / int32-held uint16 pixels) -> restored, float32
     in [0, 1], same shape, on the model's device.
 
     tile: None picks a tile size from the memory budget (no tiling when the image fits), 0
     forces a whole-image run, a positive number (>= 128) bounds each CNN call's input side.
     shifted: return the raw network output (restored - 0.5, unclamped) instead.
+    ensemble: 2 or 4 also runs the image flipped left-right (and, for 4, both of them upside
+    down) and averages the outputs flipped back, before clamping: 2x or 4x the time.
     """
+    _check_ensemble(ensemble)
     param = _first_tensor(model)
     dtype = dtype or param.dtype
     if tile and tile < MIN_TILE:
@@ -513,12 +526,20 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
         # its pages (6000x4000: 4.8 GB peak RSS against 3.1 GB), and big images must fit first.
         reuse = x.device.type == "cpu" and not tile
         with _heap.reuse_heap() if reuse else contextlib.nullcontext():
-            y = _padded_forward(model, x, dtype, tile or None, layout)
+            if ensemble == 1:
+                y = _padded_forward(model, x, dtype, tile or None, layout)
+            else:
+                # summed at once: a replayed CUDA graph's output is overwritten by the next replay
+                y = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+                for dims in ENSEMBLE_FLIPS[ensemble]:
+                    out = _padded_forward(model, x.flip(dims) if dims else x, dtype, tile or None, layout)
+                    y += out.flip(dims) if dims else out
+                y /= ensemble
             return y if shifted else (y + 0.5).clamp_(0.0, 1.0)
 
 
 def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None, dtype: Any = None,
-           backend: str | None = None, tile: int | None = None) -> Any:
+           backend: str | None = None, tile: int | None = None, ensemble: int = 1) -> Any:
     """Remove motion blur from `image`; returns the same kind, shape and dtype.
 
     image: numpy HxW / HxWx3 / HxWx4 (uint8, uint16, float in [0, 1]), torch [3, H, W] or
@@ -535,9 +556,12 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
       layout ops); env FASTDEBLUR_BACKEND. If Triton, chosen by None, fails in its own code, the
       call warns (RuntimeWarning) and runs PyTorch's convolutions, as later calls on that device do.
     tile: None (automatic, from the memory budget), 0 (never tile) or a tile size in pixels.
+    ensemble: 1 (default), 2 or 4: average the outputs for the image and its left-right mirror
+      (2), and for both turned upside down (4), each flipped back: sharper, at 2x / 4x the time.
     """
     if tile is not None and (not isinstance(tile, int) or tile < 0):
         raise InputError(f"tile must be None, 0 or a positive number of pixels, got {tile!r}")
+    _check_ensemble(ensemble)
     x, restore = _to_batch(image)
     if isinstance(model, nn.Module):
         net = model
@@ -557,8 +581,9 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     def run(fused: str | None, layout) -> Any:
         m = _fused(net, fused) if fused else net
         if _quantizes_on_extension(restore, dev):
-            return _restore_quantized(run_model(m, x, dtype=dt, tile=tile, layout=layout, shifted=True), restore)
-        return _restore(run_model(m, x, dtype=dt, tile=tile, layout=layout), restore)
+            y = run_model(m, x, dtype=dt, tile=tile, layout=layout, shifted=True, ensemble=ensemble)
+            return _restore_quantized(y, restore)
+        return _restore(run_model(m, x, dtype=dt, tile=tile, layout=layout, ensemble=ensemble), restore)
 
     from .ops._backend import requested
 

@@ -26,6 +26,33 @@ def _expected(net, rgb_float):  # HxWx3 float in [0, 1] -> HxWx3 float32
     return run_model(net, x, tile=0)[0].permute(1, 2, 0).numpy()
 
 
+@pytest.mark.parametrize("ensemble", [2, 4])
+def test_ensemble_averages_the_flipped_outputs(net, ensemble):
+    """ensemble=N: the mean of the network's outputs for the flipped inputs, flipped back, taken
+    before clamping; on an odd size, whose padding lands on the other side once flipped."""
+    x = torch.rand(2, 3, 21, 37)
+    want = sum(run_model(net, x.flip(d) if d else x, tile=0, shifted=True).flip(d or ())
+               for d in [(), (3,), (2,), (2, 3)][:ensemble]) / ensemble
+    got = run_model(net, x, tile=0, shifted=True, ensemble=ensemble)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert (got - run_model(net, x, tile=0, shifted=True)).abs().max() > 1e-3  # not the plain output
+    clamped = run_model(net, x, tile=0, ensemble=ensemble)
+    torch.testing.assert_close(clamped, (want + 0.5).clamp(0, 1), rtol=0, atol=1e-6)
+    img = (x[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # and through deblur()
+    want8 = np.round(run_model(net, torch.from_numpy(img).permute(2, 0, 1)[None], tile=0,
+                               ensemble=ensemble)[0].permute(1, 2, 0).numpy() * 255)
+    assert np.abs(fastdeblur.deblur(img, net, ensemble=ensemble).astype(int) - want8).max() <= 1
+    big = torch.rand(1, 3, 150, 170)  # exact tiling holds for every flipped copy
+    torch.testing.assert_close(run_model(net, big, tile=128, ensemble=ensemble),
+                               run_model(net, big, tile=0, ensemble=ensemble), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, 3, 8, True, "2", 2.0])
+def test_bad_ensemble_is_named(net, bad):
+    with pytest.raises(InputError, match="ensemble must be 1"):
+        fastdeblur.deblur(np.zeros((16, 16, 3), np.uint8), net, ensemble=bad)
+
+
 @pytest.mark.parametrize("shape", [(37, 53, 3), (40, 48, 3), (9, 8, 3), (8, 17, 3)])
 def test_numpy_uint8_any_size(net, shape):
     img = np.random.randint(0, 256, shape, dtype=np.uint8)

@@ -167,6 +167,21 @@ def test_backend_option(tmp_path, capsys):
     assert e.value.code == 2 and "--backend" in capsys.readouterr().err
 
 
+def test_ensemble_option(tmp_path, capsys):
+    """--ensemble N reaches deblur(); other counts are a usage error."""
+    import fastdeblur
+
+    src = _img(tmp_path / "in.png")
+    assert main([str(src), "-o", str(tmp_path / "out.png"), "-q", "--model", "fastdeblur-default",
+                 "--ensemble", "2"]) == 0
+    want = fastdeblur.deblur(read_image(src), "fastdeblur-default", ensemble=2)
+    assert np.array_equal(read_image(tmp_path / "out.png"), want)
+    assert not np.array_equal(want, fastdeblur.deblur(read_image(src), "fastdeblur-default"))
+    with pytest.raises(SystemExit) as e:
+        main([str(src), "-o", str(tmp_path / "x.png"), "--ensemble", "3"])
+    assert e.value.code == 2 and "--ensemble" in capsys.readouterr().err
+
+
 def test_a_backend_that_cannot_run_is_one_error(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # no Triton on a CPU then
     srcs = [_img(tmp_path / f"in{i}.png") for i in range(2)]
