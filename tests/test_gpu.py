@@ -102,3 +102,24 @@ def test_repeated_sizes_replay_a_cuda_graph(frame, backend):
     b = fastdeblur.deblur(t, MODEL)
     assert a.data_ptr() != b.data_ptr()  # never the graph's own buffer
     _graphs.clear()
+
+
+def test_ensemble_with_graph_replay(frame):
+    """ensemble=4 on the GPU: the four same-size copies run eagerly, capture and replay a CUDA
+    graph, and their sum must equal the flipped runs taken one at a time (each copied at once)."""
+    from fastdeblur import _graphs
+    from fastdeblur.api import run_model
+
+    _graphs.clear()
+    model = fastdeblur.load_model(MODEL, device="cuda", dtype=torch.float16)
+    x = torch.from_numpy(frame[:256, :384]).permute(2, 0, 1).float().div(255)[None].cuda()
+    flips = [(), (3,), (2,), (2, 3)]
+    want = sum(run_model(model, x.flip(d) if d else x, shifted=True).flip(d or ()).clone() for d in flips) / 4
+    for _ in range(3):  # the second and third calls replay the graph for every copy
+        got = run_model(model, x, shifted=True, ensemble=4)
+        assert (got - want).abs().max().item() <= 2e-3
+    assert any(e.graph is not None for e in _graphs._graphs.values())
+    out = fastdeblur.deblur(frame[:256, :384], MODEL, device="cuda", ensemble=2)  # the default GPU path
+    plain = fastdeblur.deblur(frame[:256, :384], MODEL, device="cuda")
+    assert out.shape == plain.shape and not np.array_equal(out, plain)
+    _graphs.clear()
