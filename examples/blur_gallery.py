@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from fastdeblur.io import read_image, write_image
-from fastdeblur.train.blur import BlurConfig, parse_setting, synthesize
+from fastdeblur.train.blur import BlurConfig, add_settings_option, synthesize
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,7 +22,7 @@ def main() -> None:
     p.add_argument("photo", nargs="?", default=HERE / "sharp.png", type=Path)
     p.add_argument("-o", "--output", default="blur_gallery.png", type=Path)
     p.add_argument("--n", type=int, default=5)
-    p.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[])
+    add_settings_option(p)
     a = p.parse_args()
     cfg = dataclasses.replace(BlurConfig(), **dict(a.settings))
     img = read_image(a.photo)

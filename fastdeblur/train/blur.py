@@ -93,6 +93,13 @@ def parse_setting(text: str) -> tuple[str, object]:
     return name, parsed
 
 
+def add_settings_option(parser, help: str = "a BlurConfig field, e.g. linear_prob=0 (repeatable)") -> None:
+    """The command lines' repeatable `--set NAME=VALUE` (parsed by `parse_setting`), collected
+    in `args.settings` as (name, value) pairs for dataclasses.replace(BlurConfig(...), **dict(...))."""
+    parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
+                        metavar="NAME=VALUE", help=help)
+
+
 def srgb_to_linear(v: torch.Tensor) -> torch.Tensor:
     return torch.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
 

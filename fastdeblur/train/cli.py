@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, WeightsError
-from .blur import BlurConfig, parse_setting
+from .blur import BlurConfig, add_settings_option
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,9 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--gopro", type=Path, help="root of GOPRO_Large (train split)")
     src.add_argument("--folders", nargs=2, type=Path, metavar=("BLUR", "SHARP"), help="paired folders")
     src.add_argument("--synthetic", nargs="+", type=Path, metavar="PHOTOS", help="sharp photos to blur on the fly")
-    src.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[], metavar="NAME=VALUE",
-                     help="a setting of --synthetic's blur (a BlurConfig field: length=3,24, object_prob=0.3, "
-                          "linear_prob=1, ...; repeatable)")
+    add_settings_option(src, help="a setting of --synthetic's blur (a BlurConfig field: length=3,24, "
+                                  "object_prob=0.3, linear_prob=1, ...; repeatable)")
     val = p.add_argument_group("validation (PSNR/SSIM in log.csv, strips blurry | output | sharp in OUT/val/)")
     val.add_argument("--val-folders", nargs=2, type=Path, metavar=("BLUR", "SHARP"), help="validation pairs")
     val.add_argument("--val-gopro", type=Path, metavar="ROOT", help="root of GOPRO_Large: validate on its test split")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..metrics import psnr
-from .blur import BlurConfig, parse_setting
+from .blur import BlurConfig, add_settings_option
 from .data import SyntheticBatches
 from .recipe import DEFAULT_DATA, photo_dirs
 
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
-                   help="a BlurConfig field, e.g. linear_prob=0 or noise_sigma=0,0 (repeatable)")
+    add_settings_option(p, help="a BlurConfig field, e.g. linear_prob=0 or noise_sigma=0,0 (repeatable)")
     a = p.parse_args(argv)
     import fastdeblur
 

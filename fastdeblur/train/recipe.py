@@ -26,7 +26,7 @@ import torch
 from .. import weights as _weights
 from ..io import read_image
 from ..metrics import psnr, ssim
-from .blur import BlurConfig, parse_setting
+from .blur import BlurConfig, add_settings_option
 from .data import SyntheticBatches, SyntheticPairs
 from .export import export_weights
 from .trainer import TrainConfig, Trainer, build_model, train_device
@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="batches' seed; default: the --init weights' step count, so a "
                    "continued run sees new crops")
     p.add_argument("--device", default="auto")
-    p.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
-                   help="a synthetic-blur setting (BlurConfig field), e.g. length_log=1 (repeatable; recorded "
-                        "in the export's header)")
+    add_settings_option(p, help="a synthetic-blur setting (BlurConfig field), e.g. length_log=1 (repeatable; "
+                               "recorded in the export's header)")
     a = p.parse_args(argv)
     photos = photo_dirs(a.data)
     init = None
