@@ -273,6 +273,8 @@ def _from_numpy(a: np.ndarray, restore: _Restore) -> torch.Tensor:
         hint = "; numpy images are HxWxC, so a CxHxW array needs a.transpose(1, 2, 0)" if h in (1, 3, 4) else ""
         raise InputError(f"numpy image must have 1, 2, 3 or 4 channels (last axis), got {c} (shape {a.shape}){hint}")
     _check_size(h, w)
+    if not a.dtype.isnative:  # big-endian data (FITS, some TIFF readers): the same values, native order
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype == np.uint8:
         scale = 255.0
     elif a.dtype == np.uint16:
@@ -297,6 +299,9 @@ def _from_numpy(a: np.ndarray, restore: _Restore) -> torch.Tensor:
 def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
     if t.dim() not in (3, 4):
         raise InputError(f"tensor image must be [C, H, W] or [N, C, H, W], got shape {tuple(t.shape)}")
+    if t.device.type == "meta" or t.layout != torch.strided:
+        raise InputError(f"tensor image must be a dense tensor holding pixels, got a {t.layout} tensor "
+                         f"on device {t.device.type!r}")
     b = t if t.dim() == 4 else t[None]
     if b.shape[1] not in (1, 3):
         hint = ""

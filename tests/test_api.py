@@ -251,6 +251,26 @@ def test_unsupported_dtype(net):
         fastdeblur.deblur(torch.zeros(3, 16, 16, dtype=torch.int16), net)
 
 
+@pytest.mark.parametrize("dtype", [">u2", ">f4", ">f8"])
+def test_big_endian_arrays(net, dtype):
+    """Big-endian data (FITS, some TIFF readers) deblurs as the same values in native order and
+    comes back in its own dtype."""
+    img = np.random.default_rng(0).integers(0, 65536, (19, 24, 3)).astype(np.uint16)
+    if dtype != ">u2":
+        img = img / 65535.0
+    native = fastdeblur.deblur(img.astype(np.dtype(dtype).newbyteorder("=")), net)
+    out = fastdeblur.deblur(img.astype(dtype), net)
+    assert out.dtype == np.dtype(dtype) and out.shape == img.shape
+    np.testing.assert_array_equal(out, native)
+
+
+def test_tensor_without_pixels(net):
+    with pytest.raises(InputError, match="dense tensor holding pixels.*'meta'"):
+        fastdeblur.deblur(torch.zeros(3, 16, 16, device="meta"), net)
+    with pytest.raises(InputError, match="dense tensor holding pixels.*sparse"):
+        fastdeblur.deblur(torch.zeros(3, 16, 16).to_sparse(), net)
+
+
 def test_unsupported_object(net):
     with pytest.raises(InputError, match="cannot deblur a list"):
         fastdeblur.deblur([[0, 1]], net)
