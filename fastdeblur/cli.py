@@ -1,8 +1,9 @@
 """`fastdeblur` command line: deblur files and folders.
 
 One input file: -o names the output file (or a folder to put it in). Several inputs or a folder:
--o is a folder and names are kept. Every write is a temp file plus a rename; a bad file is
-reported by name and skipped, and the exit status is 1 when any file failed (2 for usage errors).
+-o is a folder and names are kept (with --recursive, subfolders too). Every write is a temp file
+plus a rename; a bad file is reported by name and skipped, and the exit status is 1 when any file
+failed (2 for usage errors).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="also read the subfolders of folder inputs; the outputs keep the same subfolders")
     p.add_argument("--model", default="default", help="model name (see --list-models); default: %(default)s")
     p.add_argument("--weights", type=Path, help="folder with the model's weight files (instead of the cache)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -80,16 +83,26 @@ def _download(name: str) -> int:
     return EXIT_OK
 
 
-def _expand(inputs: list[Path]) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(file, name relative to its input) pairs, and error messages for inputs that don't exist."""
+def _expand(inputs: list[Path], recursive: bool = False,
+            output: Path | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(file, name relative to its input) pairs, and error messages for inputs that don't exist.
+    recursive: folders are walked (hidden folders and the output folder left out), and the
+    relative names keep their subfolders."""
     files: list[tuple[Path, Path]] = []
     errors: list[str] = []
+    out = output.resolve() if output is not None else None
     for inp in inputs:
         if inp.is_dir():
-            found = sorted(p for p in inp.iterdir() if p.is_file() and is_image_path(p))
+            found = sorted(p.relative_to(inp) for p in (inp.rglob("*") if recursive else inp.iterdir())
+                           if p.is_file() and is_image_path(p))
+            if recursive:
+                found = [rel for rel in found if not any(part.startswith(".") for part in rel.parts[:-1])
+                         and not (out is not None and (inp / rel).resolve().is_relative_to(out))]
             if not found:
-                errors.append(f"{inp}: folder holds no images ({', '.join(SUFFIXES)})")
-            files.extend((p, Path(p.name)) for p in found)
+                hint = ("; its subfolders are read with --recursive"
+                        if not recursive and any(p.is_dir() for p in inp.iterdir()) else "")
+                errors.append(f"{inp}: folder holds no images ({', '.join(SUFFIXES)}){hint}")
+            files.extend((inp / rel, rel) for rel in found)
         elif inp.exists():
             files.append((inp, Path(inp.name)))
         else:
@@ -106,6 +119,9 @@ def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
         return [(files[0][0], out)]
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} must be a folder when the input is a folder or several files")
+    if not out.exists() and out.suffix.lower() in SUFFIXES:  # a typo'd file name would become a folder
+        raise InputError(f"output {out} looks like a file name, but a folder or several files need -o "
+                         "to name a folder")
     return [(src, out / rel) for src, rel in files]
 
 
@@ -146,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print("fastdeblur: error: --tile must be 0 or a positive number of pixels", file=sys.stderr)
         return EXIT_USAGE
 
-    files, errors = _expand(args.inputs)
+    files, errors = _expand(args.inputs, args.recursive, args.output)
     for msg in errors:
         print(f"fastdeblur: error: {msg}", file=sys.stderr)
     if not files:

@@ -67,6 +67,39 @@ def test_folder_and_several_inputs(tmp_path):
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["0.png", "x.jpg"]
 
 
+def test_recursive_keeps_the_subfolders(tmp_path, capsys):
+    """-r walks subfolders (not hidden ones, not the output folder inside the input), and the
+    outputs keep the tree; without -r only the folder's own files are read, and a folder whose
+    images all lie in subfolders says to use --recursive."""
+    root = tmp_path / "shots"
+    for rel in ["a.png", "day1/b.jpg", "day1/x/c.png", ".cache/h.png"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        _img(root / rel)
+    out = root / "sharp"  # inside the input tree: its files must not be read back as inputs
+    _img(out / "old.png")
+    args = ["--model", "fastdeblur-default", "-q"]
+    assert main([str(root), "-r", "-o", str(out), *args]) == 0
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == ["a.png", "day1/b.jpg", "day1/x/c.png", "old.png"]
+    assert main([str(root / "day1"), "-o", str(tmp_path / "flat"), *args]) == 0
+    assert [p.name for p in (tmp_path / "flat").rglob("*")] == ["b.jpg"]
+    assert main([str(root / "day1" / "x" / ".."), "-r", "-o", str(tmp_path / "dots"), *args]) == 0
+    assert sorted(p.relative_to(tmp_path / "dots").as_posix()
+                  for p in (tmp_path / "dots").rglob("*.*")) == ["b.jpg", "x/c.png"]
+    capsys.readouterr()
+    (tmp_path / "deep" / "only").mkdir(parents=True)
+    _img(tmp_path / "deep" / "only" / "d.png")
+    assert main([str(tmp_path / "deep"), "-o", str(tmp_path / "o3"), *args]) == 1
+    assert "deep: folder holds no images" in (err := capsys.readouterr().err) and "--recursive" in err
+
+
+def test_several_inputs_need_a_folder(tmp_path, capsys):
+    a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.png")
+    assert main([str(a), str(b), "-o", str(tmp_path / "out.png"), "-q"]) == 2
+    assert "looks like a file name" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+
+
 @pytest.mark.needs_data
 def test_overwrite_policy(tmp_path, capsys):
     src = _img(tmp_path / "in.png")
