@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     exist = p.add_mutually_exclusive_group()
     exist.add_argument("--overwrite", action="store_true", help="replace existing output files")
     exist.add_argument("--skip-existing", action="store_true", help="leave existing output files alone")
+    p.add_argument("--strip-metadata", action="store_true",
+                   help="write the pixels only (default: keep the input's ICC colour profile, and its EXIF "
+                        "block in JPEG and PNG outputs, orientation reset since it is applied)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--list-models", action="store_true", help="list the models and exit")
     p.add_argument("--download", metavar="MODEL", help="fetch a model's weights into the cache and exit")
@@ -180,7 +183,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     from tqdm import tqdm
 
     from .api import _resolve_backend, _resolve_device, _resolve_dtype, deblur, load_model
-    from .io import read_image, write_image
+    from .io import read_image, read_metadata, write_image
 
     try:
         device = _resolve_device(args.device)
@@ -239,7 +242,9 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                 else:
                     finish_pending()
                     written.add(dst.resolve())
-                    pending = (writer.submit(write_image, dst, sharp, png_level=args.png_level), src, dst)
+                    meta = {} if args.strip_metadata else read_metadata(src)
+                    pending = (writer.submit(write_image, dst, sharp, png_level=args.png_level, metadata=meta),
+                               src, dst)
                     continue
             print(f"fastdeblur: error: {reason}", file=sys.stderr)
             failed += 1

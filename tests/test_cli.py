@@ -93,6 +93,29 @@ def test_recursive_keeps_the_subfolders(tmp_path, capsys):
     assert "deep: folder holds no images" in (err := capsys.readouterr().err) and "--recursive" in err
 
 
+def test_metadata_is_kept_unless_stripped(tmp_path):
+    """A photo's ICC profile and EXIF reach its output (orientation applied once, tag reset to 1);
+    --strip-metadata writes the pixels only."""
+    from PIL import Image, ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "TestCam"
+    src = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.randint(0, 256, (24, 40, 3), dtype=np.uint8)).save(src, icc_profile=icc, exif=exif)
+    args = ["--model", "fastdeblur-default", "-q"]
+    for out, strip in ((tmp_path / "kept.jpg", []), (tmp_path / "kept.png", []),
+                       (tmp_path / "bare.jpg", ["--strip-metadata"])):
+        assert main([str(src), "-o", str(out), *args, *strip]) == 0
+        with Image.open(out) as im:
+            assert im.size == (24, 40)  # turned upright once
+            got = im.getexif()
+            if strip:
+                assert "icc_profile" not in im.info and not got
+            else:
+                assert im.info["icc_profile"] == icc and got[0x010F] == "TestCam" and got[0x0112] == 1
+
+
 def test_several_inputs_need_a_folder(tmp_path, capsys):
     a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.png")
     assert main([str(a), str(b), "-o", str(tmp_path / "out.png"), "-q"]) == 2

@@ -24,6 +24,8 @@ def test_16bit_round_trip(tmp_path, suffix, shape):
     img = np.random.randint(0, 65536, shape, dtype=np.uint16)
     back = read_image(write_image(tmp_path / f"a{suffix}", img))
     assert back.dtype == np.uint16 and np.array_equal(back, img)
+    back = read_image(write_image(tmp_path / f"f{suffix}", np.asfortranarray(img)))  # any memory order
+    assert np.array_equal(back, img)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
@@ -106,3 +108,86 @@ def test_write_replaces_atomically(tmp_path):
     write_image(path, np.zeros((8, 8, 3), np.uint8))
     write_image(path, np.full((8, 8, 3), 9, np.uint8))
     assert read_image(path).max() == 9 and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def _profile(space: str = "sRGB") -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile(space)).tobytes()
+
+
+def _exif(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "TestCam"  # Make
+    return exif
+
+
+@pytest.mark.parametrize("src", [".jpg", ".png", ".png16", ".tif16"])
+@pytest.mark.parametrize("dst", [".jpg", ".png", ".png16", ".tif", ".bmp"])
+def test_metadata_is_carried_where_the_format_holds_it(tmp_path, src, dst):
+    """The ICC profile (PNG, JPEG, TIFF) and EXIF (PNG, JPEG; orientation reset to 1, since it is
+    applied on reading) of an input reach its output, including the 16-bit PNG path."""
+    from fastdeblur.io import read_metadata
+
+    icc = _profile()
+    img = np.random.randint(0, 256, (12, 20, 3), dtype=np.uint8)
+    path = tmp_path / f"in{src[:4]}"
+    if src == ".tif16":
+        write_image(path, img.astype(np.uint16) * 257, metadata={"icc_profile": icc})
+    elif src == ".png16":  # through our own 16-bit writer: what it writes must read back
+        write_image(path, img.astype(np.uint16) * 257, metadata={"icc_profile": icc, "exif": _exif(6).tobytes()})
+    else:
+        Image.fromarray(img).save(path, icc_profile=icc, exif=_exif(6))
+    meta = read_metadata(path)
+    assert meta["icc_profile"] == icc
+    has_exif = src != ".tif16"
+    assert ("exif" in meta) == has_exif
+    pixels = read_image(path)
+    if has_exif:
+        assert pixels.shape[:2] == (20, 12)  # orientation 6 applied
+    out = write_image(tmp_path / f"out{dst[:4]}", pixels.astype(np.uint16) * 257 if dst == ".png16" else pixels,
+                      metadata=meta)
+    with Image.open(out) as im:
+        assert (im.info.get("icc_profile") == icc) == (dst != ".bmp")
+        exif = im.getexif()
+        if has_exif and dst in (".jpg", ".png", ".png16"):
+            assert exif[0x010F] == "TestCam" and exif[0x0112] == 1
+        else:
+            assert 0x010F not in exif
+    assert read_image(out).shape == pixels.shape  # displayed as written: no second rotation
+
+
+def test_metadata_that_does_not_fit_is_left_out(tmp_path):
+    """A profile of another colour space than the output's (a CMYK photo comes back RGB), or a
+    damaged file's metadata, is dropped, never written wrong or failing the image."""
+    from fastdeblur.io import read_metadata
+
+    rgb, gray = np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)
+    lab = _profile("LAB")
+    with Image.open(write_image(tmp_path / "a.png", rgb, metadata={"icc_profile": lab})) as im:
+        assert "icc_profile" not in im.info
+    with Image.open(write_image(tmp_path / "b.png", gray, metadata={"icc_profile": _profile()})) as im:
+        assert "icc_profile" not in im.info  # an RGB profile on a gray image
+    with Image.open(write_image(tmp_path / "c.jpg", rgb, metadata={"exif": b"Exif\x00\x00" + b"x" * 70000})) as im:
+        assert not im.getexif()  # beyond one JPEG APP1 segment
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00garbage!")
+    assert read_metadata(tmp_path / "bad.jpg") == {}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_16bit_png_orientation_matches_pillow(tmp_path, orientation):
+    """16-bit PNGs (decoded by imagecodecs) are turned as Pillow turns 8-bit images."""
+    from PIL import ImageOps
+
+    img = np.random.randint(0, 256, (6, 11, 3), dtype=np.uint8)
+    path = write_image(tmp_path / "a.png", img.astype(np.uint16) * 257, metadata={"exif": _exif(orientation).tobytes()})
+    want = np.asarray(ImageOps.exif_transpose(_with_orientation(img, orientation)))
+    got = read_image(path)
+    assert got.dtype == np.uint16 and np.array_equal(got, want.astype(np.uint16) * 257)
+
+
+def _with_orientation(img: np.ndarray, orientation: int) -> Image.Image:
+    im = Image.fromarray(img)
+    im.getexif()[0x0112] = orientation
+    return im
