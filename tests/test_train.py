@@ -1,5 +1,7 @@
 """Training: loaders on a tiny GoPro-like tree, a few steps lower the loss, resume is exact."""
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -74,6 +76,49 @@ def test_a_few_steps_lower_the_loss(gopro_tree, tmp_path):
         after = torch.nn.functional.mse_loss(tr.model(fixed[0] - 0.5), fixed[1] - 0.5).item()
     assert after < 0.95 * before  # measured: 0.021 -> 0.0028 (identity start); random start 0.086 -> 0.080
     assert (tmp_path / "run" / "last.pt").is_file() and (tmp_path / "run" / "log.csv").read_text().count("\n") > 5
+
+
+def test_pixel_losses_match_their_formulas():
+    """Each loss against its formula in float64, on random images of an odd size; the frequency
+    term against numpy's FFT; a bad name is refused before any data loads."""
+    from fastdeblur.train.trainer import CHARBONNIER_EPS, pixel_loss
+
+    g = torch.Generator().manual_seed(0)
+    out, target = (torch.rand(2, 3, 13, 18, generator=g, dtype=torch.float64) for _ in range(2))
+    d = (out - target).numpy()
+    want = {"mse": (d ** 2).mean(), "l1": np.abs(d).mean(),
+            "charbonnier": np.sqrt(d ** 2 + CHARBONNIER_EPS ** 2).mean()}
+    for kind, w in want.items():
+        assert abs(pixel_loss(out, target, kind).item() - w) < 1e-12, kind
+    spec = np.fft.rfft2(d) / (13 * 18)
+    fft = (np.abs(spec.real).sum() + np.abs(spec.imag).sum()) / (2 * spec.size)
+    assert abs(pixel_loss(out, target, "l1", fft_weight=0.1).item() - (want["l1"] + 0.1 * fft)) < 1e-12
+    assert pixel_loss(out, out, "charbonnier", fft_weight=1.0).item() == pytest.approx(CHARBONNIER_EPS)
+    with pytest.raises(ValueError, match="loss must be one of mse, l1, charbonnier"):
+        pixel_loss(out, target, "ssim")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        Trainer(TrainConfig(loss="L2", device="cpu"), None)
+
+
+@pytest.mark.parametrize("loss,fft", [("l1", 0.0), ("charbonnier", 0.1)])
+def test_other_losses_train_and_log_the_mse(gopro_tree, tmp_path, loss, fft):
+    """A run with another loss lowers the MSE too, and log.csv's mse column is the output's MSE
+    whatever the loss (for the default loss, equal to the loss column)."""
+    data = PairedImages.from_gopro(gopro_tree, "train", crop=32)
+    tr = _trainer(tmp_path, data, steps=20, loss=loss, fft_weight=fft)
+    fixed = StepBatches(data, 4, seed=99)[0]
+    with torch.no_grad():
+        before = torch.nn.functional.mse_loss(tr.model(fixed[0] - 0.5), fixed[1] - 0.5).item()
+    tr.run()
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(tr.model(fixed[0] - 0.5), fixed[1] - 0.5).item()
+    assert after < 0.95 * before
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert all(float(r["mse"]) != float(r["loss"]) for r in rows)  # charbonnier/l1 differ from the MSE
+    mse_run = _trainer(tmp_path / "mse", data, steps=3)
+    mse_run.run()
+    rows = list(csv.DictReader(open(tmp_path / "mse" / "run" / "log.csv")))
+    assert all(r["mse"] == r["loss"] for r in rows)
 
 
 def test_resume_reproduces_the_same_next_step(gopro_tree, tmp_path):

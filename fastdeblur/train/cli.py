@@ -17,6 +17,7 @@ import torch
 
 from ..errors import InputError, WeightsError
 from .blur import BlurConfig, add_settings_option
+from .trainer import LOSSES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=6)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--loss", choices=LOSSES, default="mse",
+                   help="training loss (default: %(default)s, the authors')")
+    p.add_argument("--fft-weight", type=float, default=0.0, metavar="W",
+                   help="add W times the spectra's mean absolute difference (MIMO-UNet's frequency loss; default 0)")
     p.add_argument("--amp", choices=["auto", "bf16", "fp16", "none"], default="auto")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -56,7 +61,8 @@ def _export(ckpt: Path, out: Path) -> int:
     cfg = st["config"]
     weights = st["ema"] if st.get("ema") is not None else st["model"]
     export_weights(weights, out, arch=cfg["arch"], levels=tuple(cfg["levels"]), stages=cfg["stages"],
-                   steps=st["step"], recipe={k: cfg[k] for k in ("crop", "batch", "lr", "amp", "seed")},
+                   steps=st["step"],
+                   recipe={k: cfg[k] for k in ("crop", "batch", "lr", "amp", "seed", "loss", "fft_weight") if k in cfg},
                    data=cfg.get("notes", {}).get("data", "unknown"), name=out.stem)
     print(f"fastdeblur-train: wrote {out} (step {st['step']})")
     return 0
@@ -97,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                PairedImages.from_gopro(a.val_gopro, "test", crop=a.crop, seed=1) if a.val_gopro else None)
         cfg = TrainConfig(out_dir=a.out, arch=a.arch, start=a.start, levels=tuple(int(x) for x in a.levels.split(",")),
                           steps=a.steps, batch=a.batch, crop=a.crop, lr=a.lr, amp=a.amp, workers=a.workers,
+                          loss=a.loss, fft_weight=a.fft_weight,
                           seed=a.seed, device=a.device, val_every=a.val_every, notes={"data": "+".join(names)})
         data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         path = Trainer(cfg, data, val).run()

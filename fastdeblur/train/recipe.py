@@ -29,7 +29,7 @@ from ..metrics import psnr, ssim
 from .blur import BlurConfig, add_settings_option
 from .data import SyntheticBatches, SyntheticPairs
 from .export import export_weights
-from .trainer import TrainConfig, Trainer, build_model, train_device
+from .trainer import LOSSES, TrainConfig, Trainer, build_model, train_device
 
 PHOTO_SETS = ("urban100", "sunhays80", "bsd100")  # under DATA/sharp_photos: what the default model learns from
 DEFAULT_DATA = Path(os.environ.get("FASTDEBLUR_DATA", "../shared/data"))
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="batches' seed; default: the --init weights' step count, so a "
                    "continued run sees new crops")
     p.add_argument("--device", default="auto")
+    p.add_argument("--loss", choices=LOSSES, default="mse", help="training loss (default: %(default)s, the authors')")
+    p.add_argument("--fft-weight", type=float, default=0.0, metavar="W",
+                   help="add W times the spectra's mean absolute difference (default: 0, off)")
     add_settings_option(p, help="a synthetic-blur setting (BlurConfig field), e.g. length_log=1 (repeatable; "
                                "recorded in the export's header)")
     a = p.parse_args(argv)
@@ -98,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     auto = a.steps == "auto"
     cfg = TrainConfig(out_dir=str(a.out), start=a.start, crop=a.crop, batch=a.batch,
                       steps=10**9 if auto else int(a.steps), lr=a.lr, warmup=a.warmup, clip=1.0,
+                      loss=a.loss, fft_weight=a.fft_weight,
                       workers=2, val_every=10**9, ckpt_every=250 if not auto else 10**9, device=a.device,
                       seed=prior if a.seed is None else a.seed, max_seconds=a.minutes * 60,
                       notes={"data": "synthetic blur of " + "+".join(PHOTO_SETS)})
@@ -128,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     hours = (time.time() - t0) / 3600
     this_run = {"date": time.strftime("%Y-%m-%d"), "steps": trainer.step, "crop": a.crop, "batch": a.batch,
                 "lr": cfg.lr, "schedule_steps": cfg.steps, "seed": cfg.seed, "device": device,
+                "loss": cfg.loss, "fft_weight": cfg.fft_weight,
                 "init": a.init if init is not None else f"none ({a.start})",
                 "blur": dataclasses.asdict(data.cfg)}
     ema = trainer.ema if trainer.ema is not None else trainer.model.state_dict()

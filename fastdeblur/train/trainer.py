@@ -34,7 +34,34 @@ from .init import identity_init
 
 # input_loss: the blurry batch's own MSE against the sharp one, i.e. the loss of a model that
 # returns its input; a model that learns goes well below it
-LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "val_psnr", "input_loss", "val_ssim"]
+# mse: the output's MSE, equal to loss under the default loss and comparable across losses
+LOG_COLUMNS = ["step", "loss", "lr", "images_per_s", "val_psnr", "input_loss", "val_ssim", "mse"]
+LOSSES = ("mse", "l1", "charbonnier")
+CHARBONNIER_EPS = 1e-3
+
+
+def pixel_loss(out: torch.Tensor, target: torch.Tensor, kind: str = "mse", fft_weight: float = 0.0) -> torch.Tensor:
+    """The training loss of `out` against `target` (float32, [N, 3, H, W]).
+
+    kind: "mse" (the authors'), "l1", or "charbonnier" (sqrt(d^2 + eps^2), a smooth L1 with
+    eps = 1e-3, as MPRNet's); fft_weight > 0 adds that times the mean absolute difference of the
+    two images' 2-D spectra (real and imaginary parts, rfft2 with norm="forward": divided by
+    H*W, so the term does not grow with the crop), which weighs the fine detail a blur removes as much
+    as the smooth parts (MIMO-UNet's frequency loss).
+    """
+    d = out - target
+    if kind == "mse":
+        loss = d.square().mean()
+    elif kind == "l1":
+        loss = d.abs().mean()
+    elif kind == "charbonnier":
+        loss = (d.square() + CHARBONNIER_EPS ** 2).sqrt().mean()
+    else:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {kind!r}")
+    if fft_weight:
+        spec = torch.view_as_real(torch.fft.rfft2(d, norm="forward"))  # linear: the spectrum of the difference
+        loss = loss + fft_weight * spec.abs().mean()
+    return loss
 
 
 @dataclass
@@ -53,6 +80,8 @@ class TrainConfig:
     amp: str = "auto"  # auto | bf16 | fp16 | none
     ema: float = 0.999  # 0 disables
     clip: float = 0.0  # gradient norm limit (0: none); guards short high-learning-rate runs
+    loss: str = "mse"  # see pixel_loss: mse (the authors'), l1, charbonnier
+    fft_weight: float = 0.0  # weight of pixel_loss's frequency term (0: none)
     workers: int = 2
     seed: int = 0
     val_every: int = 500
@@ -141,6 +170,9 @@ class Trainer:
         import os
 
         self.cfg = cfg
+        if cfg.loss not in LOSSES or cfg.fft_weight < 0:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)} with fft_weight >= 0, "
+                             f"got {cfg.loss!r}, {cfg.fft_weight}")
         self.rank, self.world = _distributed()
         if self.world > 1 and cfg.batch % self.world:
             raise ValueError(f"batch ({cfg.batch}) must be a multiple of the number of processes ({self.world})")
@@ -211,7 +243,8 @@ class Trainer:
         blur = blur.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
             out = self.net(blur - 0.5)
-        loss = F.mse_loss(out.float(), sharp - 0.5)
+        loss = pixel_loss(out.float(), sharp - 0.5, self.cfg.loss, self.cfg.fft_weight)
+        self.last_mse = F.mse_loss(out.detach().float(), sharp - 0.5)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg.clip:
@@ -273,7 +306,7 @@ class Trainer:
                     input_loss = F.mse_loss(blur.float(), sharp.float())
                     row = [self.step, f"{loss:.6f}", f"{self.sched.get_last_lr()[0]:.3e}", f"{ips:.2f}",
                            "" if val is None else f"{val['psnr']:.3f}", f"{float(input_loss):.6f}",
-                           "" if val is None else f"{val['ssim']:.4f}"]
+                           "" if val is None else f"{val['ssim']:.4f}", f"{float(self.last_mse):.6f}"]
                     writer.writerow(row[:columns])
                     fh.flush()
                     bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.1f}",
