@@ -19,6 +19,8 @@ from .errors import InputError
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_ORIENTATION = 0x0112
+_JPEG_APP1_LIMIT = 65533  # an EXIF block must fit one JPEG APP1 segment
 
 
 def is_image_path(path: Path) -> bool:
@@ -110,10 +112,6 @@ def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
     return meta
 
 
-_EXIF_ORIENTATION = 0x0112
-_JPEG_APP1_LIMIT = 65533  # an EXIF block must fit one JPEG APP1 segment
-
-
 def _usable_metadata(meta: dict[str, bytes] | None, img: np.ndarray, suffix: str) -> dict[str, bytes]:
     """The part of `meta` that `suffix` can hold and that describes `img`: an ICC profile only if
     its colour space (header bytes 16-20) matches the image's channels (a CMYK photo comes back
@@ -126,7 +124,7 @@ def _usable_metadata(meta: dict[str, bytes] | None, img: np.ndarray, suffix: str
     if icc and len(icc) >= 128 and icc[16:20] == (b"RGB " if channels >= 3 else b"GRAY"):
         out["icc_profile"] = icc
     exif = meta.get("exif")
-    if exif and suffix in (".png", ".jpg", ".jpeg") and len(exif) <= _JPEG_APP1_LIMIT:
+    if exif and (suffix == ".png" or (suffix in (".jpg", ".jpeg") and len(exif) <= _JPEG_APP1_LIMIT)):
         out["exif"] = exif
     return out
 
