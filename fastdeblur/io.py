@@ -1,4 +1,4 @@
-"""Image files in and out: PNG, JPEG, TIFF, BMP, 8 and 16 bit, EXIF orientation applied; the
+"""Image files in and out: PNG, JPEG, TIFF, BMP, WebP, 8 and 16 bit, EXIF orientation applied; the
 ICC profile and EXIF block can be carried from an input file to its output (read_metadata).
 
 imageio (Pillow and tifffile plugins) does the work; 16-bit PNG goes through imagecodecs,
@@ -16,8 +16,8 @@ import numpy as np
 
 from .errors import InputError
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-_EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+_EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION = 0x0112
 _JPEG_APP1_LIMIT = 65533  # an EXIF block must fit one JPEG APP1 segment
@@ -89,7 +89,7 @@ PNG_LEVEL = 1
 
 def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
     """What of a file's metadata its deblurred copy keeps: the ICC colour profile (`icc_profile`)
-    and, from JPEG and PNG files, the EXIF block (`exif`: camera, time, GPS), its orientation tag
+    and, from JPEG, WebP and PNG files, the EXIF block (`exif`: camera, time, GPS), its orientation tag
     set to 1 because read_image has applied it. Empty when there is none or Pillow cannot parse
     it: metadata never fails a file."""
     from PIL import Image
@@ -101,7 +101,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
                 meta["icc_profile"] = bytes(im.info["icc_profile"])
             # a TIFF's "EXIF" is its own layout tags; a PNG's EXIF stored after the pixels would
             # need a full decode, so only one stored before them (as cameras and editors do) is kept
-            if im.format == "JPEG" or (im.format == "PNG" and "exif" in im.info):
+            if im.format in ("JPEG", "WEBP") or (im.format == "PNG" and "exif" in im.info):
                 exif = im.getexif()
                 if len(exif):
                     if _EXIF_ORIENTATION in exif:
@@ -115,7 +115,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
 def _usable_metadata(meta: dict[str, bytes] | None, img: np.ndarray, suffix: str) -> dict[str, bytes]:
     """The part of `meta` that `suffix` can hold and that describes `img`: an ICC profile only if
     its colour space (header bytes 16-20) matches the image's channels (a CMYK photo comes back
-    RGB, a gray one may come back gray), EXIF only in JPEG and PNG."""
+    RGB, a gray one may come back gray), EXIF only in JPEG, WebP and PNG."""
     out: dict[str, bytes] = {}
     if not meta or suffix == ".bmp":
         return out
@@ -124,7 +124,7 @@ def _usable_metadata(meta: dict[str, bytes] | None, img: np.ndarray, suffix: str
     if icc and len(icc) >= 128 and icc[16:20] == (b"RGB " if channels >= 3 else b"GRAY"):
         out["icc_profile"] = icc
     exif = meta.get("exif")
-    if exif and (suffix == ".png" or (suffix in (".jpg", ".jpeg") and len(exif) <= _JPEG_APP1_LIMIT)):
+    if exif and (suffix in (".png", ".webp") or (suffix in (".jpg", ".jpeg") and len(exif) <= _JPEG_APP1_LIMIT)):
         out["exif"] = exif
     return out
 
@@ -154,7 +154,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, 
 
     quality: JPEG quality (1-100); png_level: PNG compression (0 = none ... 9 = smallest, slowest);
     metadata: `read_metadata`'s dict, written where the format holds it (ICC profile: PNG, JPEG,
-    TIFF; EXIF: PNG, JPEG).
+    WebP, TIFF; EXIF: PNG, JPEG, WebP). JPEG and WebP are written lossy at `quality`.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -176,7 +176,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, 
         else:
             import imageio.v3 as iio
 
-            kwargs: dict = ({"quality": quality} if suffix in (".jpg", ".jpeg") else
+            kwargs: dict = ({"quality": quality} if suffix in (".jpg", ".jpeg", ".webp") else
                             {"compress_level": png_level} if suffix == ".png" else {})
             if suffix in (".tif", ".tiff"):  # tifffile: the profile only
                 kwargs.update({"iccprofile": meta["icc_profile"]} if "icc_profile" in meta else {})

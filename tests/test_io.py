@@ -44,11 +44,12 @@ def test_png_level_trades_size_for_time_and_stays_lossless(tmp_path, dtype):
             write_image(tmp_path / "x.png", img, png_level=bad)
 
 
-def test_jpeg_is_close_and_16bit_is_reduced(tmp_path):
+@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+def test_lossy_formats_are_close_and_16bit_is_reduced(tmp_path, suffix):
     img = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (24, 1))[..., None].repeat(3, -1)
-    back = read_image(write_image(tmp_path / "a.jpg", img))
+    back = read_image(write_image(tmp_path / f"a{suffix}", img))
     assert back.shape == img.shape and np.abs(back.astype(int) - img).mean() < 2
-    back16 = read_image(write_image(tmp_path / "b.jpg", img.astype(np.uint16) * 257))
+    back16 = read_image(write_image(tmp_path / f"b{suffix}", img.astype(np.uint16) * 257))
     assert back16.dtype == np.uint8 and np.abs(back16.astype(int) - img).mean() < 2
 
 
@@ -123,16 +124,16 @@ def _exif(orientation: int) -> Image.Exif:
     return exif
 
 
-@pytest.mark.parametrize("src", [".jpg", ".png", ".png16", ".tif16"])
-@pytest.mark.parametrize("dst", [".jpg", ".png", ".png16", ".tif", ".bmp"])
+@pytest.mark.parametrize("src", [".jpg", ".png", ".png16", ".tif16", ".webp"])
+@pytest.mark.parametrize("dst", [".jpg", ".png", ".png16", ".tif", ".bmp", ".webp"])
 def test_metadata_is_carried_where_the_format_holds_it(tmp_path, src, dst):
-    """The ICC profile (PNG, JPEG, TIFF) and EXIF (PNG, JPEG; orientation reset to 1, since it is
-    applied on reading) of an input reach its output, including the 16-bit PNG path."""
+    """The ICC profile (PNG, JPEG, WebP, TIFF) and EXIF (PNG, JPEG, WebP; orientation reset to 1,
+    since it is applied on reading) of an input reach its output, including the 16-bit PNG path."""
     from fastdeblur.io import read_metadata
 
     icc = _profile()
     img = np.random.randint(0, 256, (12, 20, 3), dtype=np.uint8)
-    path = tmp_path / f"in{src[:4]}"
+    path = tmp_path / f"in{src.removesuffix('16')}"
     if src == ".tif16":
         write_image(path, img.astype(np.uint16) * 257, metadata={"icc_profile": icc})
     elif src == ".png16":  # through our own 16-bit writer: what it writes must read back
@@ -146,12 +147,12 @@ def test_metadata_is_carried_where_the_format_holds_it(tmp_path, src, dst):
     pixels = read_image(path)
     if has_exif:
         assert pixels.shape[:2] == (20, 12)  # orientation 6 applied
-    out = write_image(tmp_path / f"out{dst[:4]}", pixels.astype(np.uint16) * 257 if dst == ".png16" else pixels,
-                      metadata=meta)
+    out = write_image(tmp_path / f"out{dst.removesuffix('16')}",
+                      pixels.astype(np.uint16) * 257 if dst == ".png16" else pixels, metadata=meta)
     with Image.open(out) as im:
         assert (im.info.get("icc_profile") == icc) == (dst != ".bmp")
         exif = im.getexif()
-        if has_exif and dst in (".jpg", ".png", ".png16"):
+        if has_exif and dst in (".jpg", ".png", ".png16", ".webp"):
             assert exif[0x010F] == "TestCam" and exif[0x0112] == 1
         else:
             assert 0x010F not in exif
