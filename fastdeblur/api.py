@@ -53,6 +53,13 @@ def _resolve_device(device: Any) -> torch.device:
         raise InputError(f"device {device!r} is not a valid torch device") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    if dev.type == "meta":
+        raise InputError("device 'meta' holds no pixels; use cpu or cuda")
+    if dev.type not in ("cpu", "cuda"):  # mps, xpu, ...: the plain-PyTorch path, where torch has the device
+        probe = getattr(getattr(torch.backends, dev.type, None) or getattr(torch, dev.type, None), "is_available", None)
+        if probe is None or not probe():
+            raise InputError(f"device {device!r} asked for, but this torch build or machine has no "
+                             f"{dev.type} device")
     return dev
 
 
@@ -135,6 +142,11 @@ def _device_key(device: torch.device) -> tuple[str, int | None]:
     if device.type == "cuda" and device.index is None:
         return ("cuda", torch.cuda.current_device())
     return (device.type, device.index)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """a and b name the same device ("cpu" and "cpu:0" do; "cuda" is the current GPU)."""
+    return a.type == b.type and (a.type == "cpu" or _device_key(a) == _device_key(b))
 
 
 def _triton_by_default(device: torch.device, dtype: torch.dtype) -> bool:
@@ -574,6 +586,9 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
         dev, dt = weight.device, weight.dtype
         if dtype is not None and _resolve_dtype(dtype, dev) != dt:
             raise InputError(f"the model given is in {dt}; load it with dtype={dtype!r} instead of passing dtype here")
+        if device is not None and not _same_device(_resolve_device(device), dev):
+            raise InputError(f"the model given is on {dev}; load it with device={device!r} (or move it) "
+                             "instead of passing device here")
     else:
         if device is None and restore.kind == "torch" and restore.device.type == "cuda":
             device = restore.device

@@ -1,5 +1,6 @@
 """deblur(): every input kind comes back as itself; bad input gets an error naming the problem."""
 
+import copy
 import threading
 import warnings
 
@@ -291,6 +292,18 @@ def test_bad_options(net):
         fastdeblur.deblur(img, net, tile=64)
     with pytest.raises(InputError, match="not a valid torch device"):
         fastdeblur.deblur(img, device="gpu9")
+    with pytest.raises(InputError, match="'meta' holds no pixels"):
+        fastdeblur.deblur(img, net, device="meta")
+    for same in ("cpu", "cpu:0", torch.device("cpu")):  # where the model is: fine
+        assert fastdeblur.deblur(img, net, device=same).shape == img.shape
+    elsewhere = copy.deepcopy(net).to("meta")  # a model on another device than the one asked for
+    with pytest.raises(InputError, match="the model given is on meta; load it with device='cpu'"):
+        fastdeblur.deblur(img, elsewhere, device="cpu")
+    for other in ("mps", "xpu"):  # neither exists on the machines the tests run on
+        if (getattr(torch.backends, other, None) or getattr(torch, other)).is_available():
+            continue
+        with pytest.raises(InputError, match=f"no {other} device"):
+            fastdeblur.deblur(img, net, device=other)
     with pytest.raises(InputError, match="dtype 'int8'"):
         fastdeblur.deblur(img, dtype="int8")
 
