@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     exist.add_argument("--skip-existing", action="store_true", help="leave existing output files alone")
     p.add_argument("--strip-metadata", action="store_true",
                    help="write the pixels only (default: keep the input's ICC colour profile, and its EXIF "
-                        "block in JPEG and PNG outputs, orientation reset since it is applied)")
+                        "block in JPEG, WebP and PNG outputs, orientation reset since it is applied)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--list-models", action="store_true", help="list the models and exit")
     p.add_argument("--download", metavar="MODEL", help="fetch a model's weights into the cache and exit")

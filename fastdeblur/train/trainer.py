@@ -45,8 +45,8 @@ def pixel_loss(out: torch.Tensor, target: torch.Tensor, kind: str = "mse", fft_w
 
     kind: "mse" (the authors'), "l1", or "charbonnier" (sqrt(d^2 + eps^2), a smooth L1 with
     eps = 1e-3, as MPRNet's); fft_weight > 0 adds that times the mean absolute difference of the
-    two images' 2-D spectra (real and imaginary parts, rfft2 with norm="forward": divided by
-    H*W, so the term does not grow with the crop), which weighs the fine detail a blur removes as much
+    two images' 2-D spectra (real and imaginary parts, rfft2 with norm="forward": divided by H*W,
+    so the term does not grow with the crop), which weighs the fine detail a blur removes as much
     as the smooth parts (MIMO-UNet's frequency loss).
     """
     d = out - target
