@@ -116,6 +116,28 @@ def test_metadata_is_kept_unless_stripped(tmp_path):
                 assert im.info["icc_profile"] == icc and got[0x010F] == "TestCam" and got[0x0112] == 1
 
 
+def test_read_ahead_skips_what_will_not_run(tmp_path, monkeypatch):
+    """Files are read ahead on a thread, but never those whose output is skipped or refused, and
+    with several writer threads every output still lands once, under its own name."""
+    from fastdeblur import cli, io
+
+    folder = tmp_path / "in"
+    for i in range(7):
+        _img(folder / f"{i}.png", value=10 * i)
+    out = tmp_path / "out"
+    for i in (1, 2, 5):  # already done: skipped
+        _img(out / f"{i}.png", value=1)
+    seen = []
+    real = io.read_image
+    monkeypatch.setattr(io, "read_image", lambda p: seen.append(p.name) or real(p))
+    monkeypatch.setattr(cli, "_io_threads", lambda: (2, 3))
+    assert main([str(folder), "-o", str(out), "--skip-existing", "--model", "fastdeblur-default", "-q"]) == 0
+    assert sorted(seen) == ["0.png", "3.png", "4.png", "6.png"]
+    assert sorted(p.name for p in out.iterdir()) == [f"{i}.png" for i in range(7)]
+    assert all(read_image(out / f"{i}.png").max() == 1 for i in (1, 2, 5))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
 def test_several_inputs_need_a_folder(tmp_path, capsys):
     a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.png")
     assert main([str(a), str(b), "-o", str(tmp_path / "out.png"), "-q"]) == 2
