@@ -64,3 +64,7 @@ echo "== torch.compile baseline (compiling takes a minute or two; GPU_CHECK_COMP
 
 echo "== GPU memory, 3840x2160 and 1280x720"
 timeout 120 python3 benchmarks/memory.py --device cuda --sizes 2160x3840,720x1280 --dtype float16 2>&1 | tee "$out/memory.md"
+
+echo "== command-line folder throughput, 24 720p frames (the default model, then a 9 ms stand-in for it)"
+timeout 90 python3 benchmarks/cli_throughput.py --device cuda --repeat 2 2>&1 | tail -1
+timeout 60 python3 benchmarks/cli_throughput.py --stand-in 9 --repeat 2 2>&1 | tail -1
