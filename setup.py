@@ -3,7 +3,10 @@
 Metadata lives in pyproject.toml. The extension builds against the torch already installed, so
 install with `pip install --no-build-isolation .`. It always holds the CPU ops; the CUDA sources
 join when torch has CUDA and nvcc is found, or FASTDEBLUR_FORCE_CUDA=1. FASTDEBLUR_SKIP_EXT=1
-(or no torch at build time) gives a pure-Python install that runs on the reference path.
+(or no torch at build time) gives a pure-Python install that runs on the reference path. A
+build that fails (no C++ compiler, as in slim container images) installs that pure-Python
+package too, with a warning, unless FASTDEBLUR_REQUIRE_EXT=1 (CI sets it, so a broken build
+fails there).
 """
 
 import os
@@ -36,8 +39,25 @@ def extension():
     else:
         ext = CppExtension("fastdeblur._C", CPU_SOURCES, extra_compile_args={"cxx": cxx})
     kind = f"CPU + CUDA (arch {os.environ['TORCH_CUDA_ARCH_LIST']})" if with_cuda else "CPU only"
-    line = f"torch {torch.__version__}, CUDA_HOME {CUDA_HOME}, extension fastdeblur._C: {kind}"
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}, line
+    ext.optional = os.environ.get("FASTDEBLUR_REQUIRE_EXT", "0") in ("", "0")
+    line = f"torch {torch.__version__}, CUDA_HOME {CUDA_HOME}, extension fastdeblur._C: {kind}" + (
+        "" if ext.optional else ", required (FASTDEBLUR_REQUIRE_EXT=1)")
+
+    class BuildOptional(BuildExtension):
+        """torch's builder; when the extension is optional, a failed build (no C++ compiler: torch
+        checks it first; or a compile error) leaves it out with a warning instead of failing."""
+
+        def build_extensions(self):
+            try:
+                super().build_extensions()
+            except Exception as e:  # CalledProcessError, FileNotFoundError, RuntimeError from ninja, ...
+                if not all(x.optional for x in self.extensions):
+                    raise
+                self.warn(f"building fastdeblur._C failed ({type(e).__name__}: {e}); installing fastdeblur "
+                          "without its C++ extension: the plain PyTorch path runs instead (fastdeblur.has_ext() "
+                          "is False). Install a C++ compiler and reinstall to build it.")
+
+    return [ext], {"build_ext": BuildOptional.with_options(use_ninja=True)}, line
 
 
 ext_modules, cmdclass, config = extension()
