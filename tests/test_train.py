@@ -1,6 +1,7 @@
 """Training: loaders on a tiny GoPro-like tree, a few steps lower the loss, resume is exact."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -223,6 +224,16 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     from fastdeblur.train.export import read_metadata
 
     assert read_metadata(tmp_path / "w4.safetensors")["steps"] == "4"
+    # the loss options reach the run's config and the export's recipe
+    other = [*args[:-1], str(tmp_path / "l1"), "--loss", "charbonnier", "--fft-weight", "0.1"]
+    assert main(other) == 0
+    cfg = torch.load(tmp_path / "l1" / "last.pt", weights_only=True)["config"]
+    assert (cfg["loss"], cfg["fft_weight"]) == ("charbonnier", 0.1)
+    assert main(["--export", str(tmp_path / "l1" / "last.pt"), str(tmp_path / "l1.safetensors")]) == 0
+    recipe = json.loads(read_metadata(tmp_path / "l1.safetensors")["recipe"])
+    assert (recipe["loss"], recipe["fft_weight"]) == ("charbonnier", 0.1)
+    with pytest.raises(SystemExit):  # argparse: not a loss
+        main([*args, "--loss", "ssim"])
 
 
 def test_train_cli_passes_blur_settings_to_the_synthetic_pairs(gopro_tree, tmp_path, monkeypatch):
