@@ -477,9 +477,12 @@ def memory_budget(device: torch.device) -> int:
     env = os.environ.get("FASTDEBLUR_MEMORY_BUDGET")
     if env:
         try:
-            return int(float(env) * 2**20)
-        except ValueError as e:
-            raise InputError(f"FASTDEBLUR_MEMORY_BUDGET must be a number of MiB, got {env!r}") from e
+            mib = float(env)
+        except ValueError:
+            mib = float("nan")
+        if not mib > 0 or mib == float("inf"):
+            raise InputError(f"FASTDEBLUR_MEMORY_BUDGET must be a positive number of MiB, got {env!r}")
+        return int(mib * 2**20)
     if device.type == "cuda":  # bounded, so a 4K frame stays under 3 GB in half precision
         free, _ = torch.cuda.mem_get_info(device)
         return int(min(free * 0.6, 2.5 * 2**30))

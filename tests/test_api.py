@@ -148,6 +148,20 @@ def test_tiling_matches_whole_image(net):
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
 
 
+@pytest.mark.parametrize("value", ["abc", "-5", "0", "nan", "inf", ""])
+def test_memory_budget_env_is_checked(monkeypatch, value):
+    from fastdeblur.api import memory_budget
+
+    monkeypatch.setenv("FASTDEBLUR_MEMORY_BUDGET", value)
+    if value == "":  # unset in effect: the default share of free memory
+        assert memory_budget(torch.device("cpu")) > 0
+        return
+    with pytest.raises(InputError, match=f"FASTDEBLUR_MEMORY_BUDGET must be a positive number of MiB, got '{value}'"):
+        memory_budget(torch.device("cpu"))
+    monkeypatch.setenv("FASTDEBLUR_MEMORY_BUDGET", "1.5")
+    assert memory_budget(torch.device("cpu")) == int(1.5 * 2**20)
+
+
 def test_auto_tile_follows_the_budget():
     assert auto_tile(1280 * 720, torch.float32, 3 * 2**30) is None
     side = auto_tile(6000 * 4000, torch.float32, 3 * 2**30)
