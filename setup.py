@@ -19,16 +19,25 @@ CPU_SOURCES = ["csrc/fastdeblur.cpp", "csrc/patch_ops.cpp", "csrc/cpu/patch_ops_
 CUDA_SOURCES = ["csrc/cuda/register_cuda.cpp", "csrc/cuda/patch_ops_kernel.cu"]
 
 
+def _flag(name: str) -> bool:
+    """A FASTDEBLUR_* switch, read as fastdeblur.errors.env_flag reads them (the package is not
+    importable while it builds): 1/true/yes/on or 0/false/no/off, unset meaning off."""
+    raw = os.environ.get(name, "").strip().lower()
+    if raw not in ("", "0", "false", "no", "off", "1", "true", "yes", "on"):
+        raise SystemExit(f"{name} must be 1/true/yes/on or 0/false/no/off, got {os.environ[name]!r}")
+    return raw in ("1", "true", "yes", "on")
+
+
 def extension():
     """(ext_modules, cmdclass, a line describing the configuration)."""
-    if os.environ.get("FASTDEBLUR_SKIP_EXT", "0") not in ("", "0"):
+    if _flag("FASTDEBLUR_SKIP_EXT"):
         return [], {}, "extension skipped (FASTDEBLUR_SKIP_EXT=1): pure-Python install"
     try:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     except ImportError:
         return [], {}, "torch is not importable here (build isolation?): pure-Python install"
-    force = os.environ.get("FASTDEBLUR_FORCE_CUDA", "0") not in ("", "0")
+    force = _flag("FASTDEBLUR_FORCE_CUDA")
     with_cuda = force or (torch.version.cuda is not None and CUDA_HOME is not None)
     cxx = ["-O3", "-g0"]  # the C++ standard is the one torch asks for (BuildExtension adds it)
     if with_cuda:
@@ -39,7 +48,7 @@ def extension():
     else:
         ext = CppExtension("fastdeblur._C", CPU_SOURCES, extra_compile_args={"cxx": cxx})
     kind = f"CPU + CUDA (arch {os.environ['TORCH_CUDA_ARCH_LIST']})" if with_cuda else "CPU only"
-    ext.optional = os.environ.get("FASTDEBLUR_REQUIRE_EXT", "0") in ("", "0")
+    ext.optional = not _flag("FASTDEBLUR_REQUIRE_EXT")
     line = f"torch {torch.__version__}, CUDA_HOME {CUDA_HOME}, extension fastdeblur._C: {kind}" + (
         "" if ext.optional else ", required (FASTDEBLUR_REQUIRE_EXT=1)")
 

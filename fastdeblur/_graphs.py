@@ -12,7 +12,6 @@ At most `MAX_GRAPHS` graphs are kept (each holds its activations' memory: about 
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .errors import env_flag
 
 MAX_GRAPHS = 2
 
@@ -39,7 +40,7 @@ _lock = threading.Lock()
 
 
 def enabled() -> bool:
-    return os.environ.get("FASTDEBLUR_CUDA_GRAPHS", "1") not in ("0", "false", "no", "off")
+    return env_flag("FASTDEBLUR_CUDA_GRAPHS", True)
 
 
 def forward(model: nn.Module, x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor],

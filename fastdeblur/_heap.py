@@ -25,6 +25,8 @@ import ctypes
 import os
 import threading
 
+from .errors import env_flag
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _DURING = 1 << 30  # no mmap, no trim for blocks under 1 GiB while a forward runs
 _AFTER_MMAP, _AFTER_TRIM = 32 << 20, 64 << 20
@@ -65,7 +67,7 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def enabled() -> bool:
-    return os.environ.get("FASTDEBLUR_MALLOC_TUNING", "1") != "0" and _glibc() is not None
+    return env_flag("FASTDEBLUR_MALLOC_TUNING", True) and _glibc() is not None
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from .errors import WeightsError, env_flag
 from .io import private_temp_path, publish
 from .reference import DMPHN, StackDMPHN
 
@@ -200,7 +200,7 @@ def resolve_files(name: str, weights: str | os.PathLike | None = None, *,
     missing = [f for f in entry.files if f not in found]
     if not missing:
         return found
-    offline = os.environ.get("FASTDEBLUR_OFFLINE", "") not in ("", "0")
+    offline = env_flag("FASTDEBLUR_OFFLINE", False)
     if not download or offline:
         raise WeightsError(_missing_message(entry, folder, missing, "downloads are disabled"
                                             + (" (FASTDEBLUR_OFFLINE is set)" if offline else "")))

@@ -105,6 +105,30 @@ def test_missing_weights_offline_say_what_to_do(fresh_home, monkeypatch):
         resolve_files(MODEL)
 
 
+@pytest.mark.parametrize("value,offline", [("1", True), ("Yes", True), ("on", True), ("0", False),
+                                           ("false", False), ("OFF", False), ("", False)])
+def test_env_switches_read_words_alike(monkeypatch, value, offline):
+    """FASTDEBLUR_OFFLINE, _CUDA_GRAPHS and _MALLOC_TUNING take 1/true/yes/on and 0/false/no/off
+    (FASTDEBLUR_OFFLINE=false used to mean offline); anything else names the variable."""
+    from fastdeblur import InputError
+    from fastdeblur.errors import env_flag
+
+    monkeypatch.setenv("FASTDEBLUR_OFFLINE", value)
+    assert env_flag("FASTDEBLUR_OFFLINE", False) is offline
+    assert env_flag("FASTDEBLUR_OFFLINE", True) is (offline or value == "")
+    monkeypatch.setenv("FASTDEBLUR_CUDA_GRAPHS", "maybe")
+    with pytest.raises(InputError, match="FASTDEBLUR_CUDA_GRAPHS must be one of 1/true/yes/on or 0/false/no/off, "
+                                         "got 'maybe'"):
+        env_flag("FASTDEBLUR_CUDA_GRAPHS", True)
+
+
+def test_offline_false_still_downloads(fresh_home, monkeypatch):
+    monkeypatch.setenv("FASTDEBLUR_OFFLINE", "false")
+    monkeypatch.setenv("FASTDEBLUR_OFFICIAL_URL", "http://127.0.0.1:9")  # discard port: refused
+    with pytest.raises(WeightsError, match="downloading"):  # it tried the network
+        resolve_files(MODEL)
+
+
 def test_unreachable_server_is_a_clear_error(fresh_home, monkeypatch):
     monkeypatch.setenv("FASTDEBLUR_OFFICIAL_URL", "http://127.0.0.1:9")  # discard port: refused
     with pytest.raises(WeightsError, match="downloading encoder_lv1.pkl failed"):
