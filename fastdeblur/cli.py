@@ -19,7 +19,7 @@ from . import __version__
 from .errors import InputError, WeightsError
 from .io import PNG_LEVEL, SUFFIXES, is_image_path
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for Ctrl-C
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,6 +202,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     inputs = {src.resolve() for src, _ in jobs}
     written: set[Path] = set()  # outputs written or being written
     done = skipped = 0
+    interrupted, failed_before = False, failed
 
     def verdict(src: Path, dst: Path) -> str | None:
         """None to deblur src into dst, "skip", or why not."""
@@ -237,36 +238,46 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                 print(f"fastdeblur: error: {_reason(src, e)}", file=sys.stderr)
                 failed += 1
 
-        for i, (src, dst) in enumerate(tqdm(jobs, desc="deblurring", unit="img",
-                                            disable=True if args.quiet else None, file=sys.stderr)):
-            for j in range(i, min(i + lookahead, len(jobs))):  # read ahead what will be deblurred
-                if j not in reads and verdict(*jobs[j]) is None:
-                    reads[j] = reader.submit(read_image, jobs[j][0])
-            read = reads.pop(i, None)
-            reason = verdict(src, dst)
-            if reason == "skip":
-                skipped += 1
-                continue
-            if reason is None:
-                try:
-                    sharp = deblur((read or reader.submit(read_image, src)).result(), model, tile=args.tile,
-                                   backend=args.backend, ensemble=args.ensemble)
-                except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
-                    reason = _reason(src, e)
-                else:
-                    while len(pending) >= writers:
-                        finish_oldest()
-                    written.add(dst.resolve())
-                    meta = {} if args.strip_metadata else read_metadata(src)
-                    pending.append((writer.submit(write_image, dst, sharp, png_level=args.png_level,
-                                                  metadata=meta), src, dst))
+        try:
+            for i, (src, dst) in enumerate(tqdm(jobs, desc="deblurring", unit="img",
+                                                disable=True if args.quiet else None, file=sys.stderr)):
+                for j in range(i, min(i + lookahead, len(jobs))):  # read ahead what will be deblurred
+                    if j not in reads and verdict(*jobs[j]) is None:
+                        reads[j] = reader.submit(read_image, jobs[j][0])
+                read = reads.pop(i, None)
+                reason = verdict(src, dst)
+                if reason == "skip":
+                    skipped += 1
                     continue
-            if read is not None:
-                read.cancel()
-            print(f"fastdeblur: error: {reason}", file=sys.stderr)
-            failed += 1
-        while pending:
+                if reason is None:
+                    try:
+                        sharp = deblur((read or reader.submit(read_image, src)).result(), model, tile=args.tile,
+                                       backend=args.backend, ensemble=args.ensemble)
+                    except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
+                        reason = _reason(src, e)
+                    else:
+                        while len(pending) >= writers:
+                            finish_oldest()
+                        written.add(dst.resolve())
+                        meta = {} if args.strip_metadata else read_metadata(src)
+                        pending.append((writer.submit(write_image, dst, sharp, png_level=args.png_level,
+                                                      metadata=meta), src, dst))
+                        continue
+                if read is not None:
+                    read.cancel()
+                print(f"fastdeblur: error: {reason}", file=sys.stderr)
+                failed += 1
+        except KeyboardInterrupt:  # Ctrl-C: keep what is deblurred, start nothing new
+            interrupted = True
+            for f in reads.values():
+                f.cancel()
+        while pending:  # writes in flight finish (each one is atomic)
             finish_oldest()
+    if interrupted:
+        left = len(jobs) - done - skipped - (failed - failed_before)
+        print(f"fastdeblur: interrupted: {done} written, {skipped} skipped, {failed} failed, {left} left undone",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     if not args.quiet:
         print(f"fastdeblur: {done} written, {skipped} skipped, {failed} failed", file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK

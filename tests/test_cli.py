@@ -138,6 +138,32 @@ def test_read_ahead_skips_what_will_not_run(tmp_path, monkeypatch):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_ctrl_c_keeps_what_is_done(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the third image: the outputs already deblurred are written whole, nothing new
+    starts, no temp file is left, and the exit status is 130 with a count of what is left."""
+    from fastdeblur import api
+
+    folder = tmp_path / "in"
+    for i in range(5):
+        _img(folder / f"{i}.png")
+    calls = []
+
+    def interrupted_on_the_third(img, model, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return img
+
+    monkeypatch.setattr(api, "deblur", interrupted_on_the_third)
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: None)
+    out = tmp_path / "out"
+    assert main([str(folder), "-o", str(out), "-q"]) == 130
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
+    assert all(read_image(out / n).shape == (24, 32, 3) for n in ("0.png", "1.png"))
+    assert "interrupted: 2 written, 0 skipped, 0 failed, 3 left undone" in capsys.readouterr().err
+    assert len(calls) == 3
+
+
 def test_several_inputs_need_a_folder(tmp_path, capsys):
     a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.png")
     assert main([str(a), str(b), "-o", str(tmp_path / "out.png"), "-q"]) == 2
