@@ -74,7 +74,8 @@ print(f"fastdeblur build configuration: {config}")
 setup(
     packages=PACKAGES,
     package_dir={"fastdeblur.kernels": "kernels"},
-    package_data={"fastdeblur": ["_bundled/*.safetensors"]},  # fastdeblur's own weights (weights.BUNDLED_DIR)
+    # fastdeblur's own weights (weights.BUNDLED_DIR); py.typed: the public API's annotations are for type checkers
+    package_data={"fastdeblur": ["_bundled/*.safetensors", "py.typed"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )
