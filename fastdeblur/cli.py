@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     exist.add_argument("--skip-existing", action="store_true", help="leave existing output files alone")
     p.add_argument("--strip-metadata", action="store_true",
                    help="write the pixels only (default: keep the input's ICC colour profile, and its EXIF "
-                        "block in JPEG, WebP and PNG outputs, orientation reset since it is applied)")
+                        "block in JPEG, WebP, AVIF and PNG outputs, orientation reset since it is applied)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--list-models", action="store_true", help="list the models and exit")
     p.add_argument("--download", metavar="MODEL", help="fetch a model's weights into the cache and exit")
@@ -184,7 +184,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     from tqdm import tqdm
 
     from .api import _resolve_backend, _resolve_device, _resolve_dtype, deblur, load_model
-    from .io import read_image, read_metadata, write_image
+    from .io import cannot_write, read_image, read_metadata, write_image
 
     try:
         device = _resolve_device(args.device)
@@ -214,6 +214,8 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
             return "skip"
         if dst.exists() and not args.overwrite:
             return f"output {dst} exists (use --overwrite or --skip-existing)"
+        if (why := cannot_write(dst.suffix)) is not None:  # say so before the network runs
+            return f"{dst}: {why}"
         return None
 
     # Files are decoded on reader threads ahead of the network and encoded on writer threads behind

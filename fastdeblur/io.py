@@ -1,4 +1,4 @@
-"""Image files in and out: PNG, JPEG, TIFF, BMP, WebP, 8 and 16 bit, EXIF orientation applied; the
+"""Image files in and out: PNG, JPEG, TIFF, BMP, WebP, AVIF, 8 and 16 bit, EXIF orientation applied; the
 ICC profile and EXIF block can be carried from an input file to its output (read_metadata).
 
 imageio (Pillow and tifffile plugins) does the work; 16-bit PNG goes through imagecodecs,
@@ -16,8 +16,9 @@ import numpy as np
 
 from .errors import InputError
 
-SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
-_EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp")
+SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".avif")
+_EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp", ".avif")
+_LOSSY = (".jpg", ".jpeg", ".webp", ".avif")  # written at `quality`
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION = 0x0112
 _JPEG_APP1_LIMIT = 65533  # an EXIF block must fit one JPEG APP1 segment
@@ -25,6 +26,17 @@ _JPEG_APP1_LIMIT = 65533  # an EXIF block must fit one JPEG APP1 segment
 
 def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in SUFFIXES
+
+
+def cannot_write(suffix: str) -> str | None:
+    """Why this Pillow build cannot write `suffix` files (its optional codecs: WebP, AVIF), or None."""
+    from PIL import features
+
+    codec = {".webp": "webp", ".avif": "avif"}.get(suffix.lower())
+    if codec and not features.check(codec):
+        return (f"this Pillow build has no {codec.upper()} codec (pip install -U pillow), so {suffix} files "
+                "cannot be written")
+    return None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -89,7 +101,7 @@ PNG_LEVEL = 1
 
 def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
     """What of a file's metadata its deblurred copy keeps: the ICC colour profile (`icc_profile`)
-    and, from JPEG, WebP and PNG files, the EXIF block (`exif`: camera, time, GPS), its orientation tag
+    and, from JPEG, WebP, AVIF and PNG files, the EXIF block (`exif`: camera, time, GPS), its orientation tag
     set to 1 because read_image has applied it. Empty when there is none or Pillow cannot parse
     it: metadata never fails a file."""
     from PIL import Image
@@ -101,7 +113,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
                 meta["icc_profile"] = bytes(im.info["icc_profile"])
             # a TIFF's "EXIF" is its own layout tags; a PNG's EXIF stored after the pixels would
             # need a full decode, so only one stored before them (as cameras and editors do) is kept
-            if im.format in ("JPEG", "WEBP") or (im.format == "PNG" and "exif" in im.info):
+            if im.format in ("JPEG", "WEBP", "AVIF") or (im.format == "PNG" and "exif" in im.info):
                 exif = im.getexif()
                 if len(exif):
                     if _EXIF_ORIENTATION in exif:
@@ -115,7 +127,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
 def _usable_metadata(meta: dict[str, bytes] | None, img: np.ndarray, suffix: str) -> dict[str, bytes]:
     """The part of `meta` that `suffix` can hold and that describes `img`: an ICC profile only if
     its colour space (header bytes 16-20) matches the image's channels (a CMYK photo comes back
-    RGB, a gray one may come back gray), EXIF only in JPEG, WebP and PNG."""
+    RGB, a gray one may come back gray), EXIF only in JPEG, WebP, AVIF and PNG."""
     out: dict[str, bytes] = {}
     if not meta or suffix == ".bmp":
         return out
@@ -124,7 +136,8 @@ def _usable_metadata(meta: dict[str, bytes] | None, img: np.ndarray, suffix: str
     if icc and len(icc) >= 128 and icc[16:20] == (b"RGB " if channels >= 3 else b"GRAY"):
         out["icc_profile"] = icc
     exif = meta.get("exif")
-    if exif and (suffix in (".png", ".webp") or (suffix in (".jpg", ".jpeg") and len(exif) <= _JPEG_APP1_LIMIT)):
+    jpeg = suffix in (".jpg", ".jpeg")
+    if exif and (suffix in (".png", ".webp", ".avif") or (jpeg and len(exif) <= _JPEG_APP1_LIMIT)):
         out["exif"] = exif
     return out
 
@@ -154,12 +167,15 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, 
 
     quality: JPEG quality (1-100); png_level: PNG compression (0 = none ... 9 = smallest, slowest);
     metadata: `read_metadata`'s dict, written where the format holds it (ICC profile: PNG, JPEG,
-    WebP, TIFF; EXIF: PNG, JPEG, WebP). JPEG and WebP are written lossy at `quality`.
+    WebP, AVIF, TIFF; EXIF: PNG, JPEG, WebP, AVIF). JPEG, WebP and AVIF are written lossy at
+    `quality`.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unsupported output format {path.suffix!r} (use one of {', '.join(SUFFIXES)})")
+    if (why := cannot_write(suffix)) is not None:
+        raise InputError(f"{path}: {why}")
     if not (isinstance(png_level, int) and 0 <= png_level <= 9):
         raise InputError(f"png_level must be an integer from 0 to 9, got {png_level!r}")
     if img.dtype == np.uint16 and suffix in _EIGHT_BIT_ONLY:
@@ -176,7 +192,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, 
         else:
             import imageio.v3 as iio
 
-            kwargs: dict = ({"quality": quality} if suffix in (".jpg", ".jpeg", ".webp") else
+            kwargs: dict = ({"quality": quality} if suffix in _LOSSY else
                             {"compress_level": png_level} if suffix == ".png" else {})
             if suffix in (".tif", ".tiff"):  # tifffile: the profile only
                 kwargs.update({"iccprofile": meta["icc_profile"]} if "icc_profile" in meta else {})

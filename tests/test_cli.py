@@ -164,6 +164,21 @@ def test_ctrl_c_keeps_what_is_done(tmp_path, capsys, monkeypatch):
     assert len(calls) == 3
 
 
+def test_an_output_format_without_codec_fails_before_the_network(tmp_path, capsys, monkeypatch):
+    from PIL import features
+
+    from fastdeblur import api
+
+    real = features.check
+    monkeypatch.setattr(features, "check", lambda name: False if name == "avif" else real(name))
+    monkeypatch.setattr(api, "deblur", lambda *a, **k: pytest.fail("the network ran"))
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: None)
+    src = _img(tmp_path / "a.png")
+    assert main([str(src), "-o", str(tmp_path / "a.avif"), "-q"]) == 1
+    assert "a.avif: this Pillow build has no AVIF codec" in capsys.readouterr().err
+    assert not (tmp_path / "a.avif").exists()
+
+
 def test_several_inputs_need_a_folder(tmp_path, capsys):
     a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.png")
     assert main([str(a), str(b), "-o", str(tmp_path / "out.png"), "-q"]) == 2

@@ -44,7 +44,7 @@ def test_png_level_trades_size_for_time_and_stays_lossless(tmp_path, dtype):
             write_image(tmp_path / "x.png", img, png_level=bad)
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".webp"])
+@pytest.mark.parametrize("suffix", [".jpg", ".webp", ".avif"])
 def test_lossy_formats_are_close_and_16bit_is_reduced(tmp_path, suffix):
     img = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (24, 1))[..., None].repeat(3, -1)
     back = read_image(write_image(tmp_path / f"a{suffix}", img))
@@ -124,11 +124,12 @@ def _exif(orientation: int) -> Image.Exif:
     return exif
 
 
-@pytest.mark.parametrize("src", [".jpg", ".png", ".png16", ".tif16", ".webp"])
-@pytest.mark.parametrize("dst", [".jpg", ".png", ".png16", ".tif", ".bmp", ".webp"])
+@pytest.mark.parametrize("src", [".jpg", ".png", ".png16", ".tif16", ".webp", ".avif"])
+@pytest.mark.parametrize("dst", [".jpg", ".png", ".png16", ".tif", ".bmp", ".webp", ".avif"])
 def test_metadata_is_carried_where_the_format_holds_it(tmp_path, src, dst):
-    """The ICC profile (PNG, JPEG, WebP, TIFF) and EXIF (PNG, JPEG, WebP; orientation reset to 1,
-    since it is applied on reading) of an input reach its output, including the 16-bit PNG path."""
+    """The ICC profile (PNG, JPEG, WebP, AVIF, TIFF) and EXIF (PNG, JPEG, WebP, AVIF; orientation
+    reset to 1, since it is applied on reading) of an input reach its output, including the 16-bit
+    PNG path."""
     from fastdeblur.io import read_metadata
 
     icc = _profile()
@@ -152,8 +153,8 @@ def test_metadata_is_carried_where_the_format_holds_it(tmp_path, src, dst):
     with Image.open(out) as im:
         assert (im.info.get("icc_profile") == icc) == (dst != ".bmp")
         exif = im.getexif()
-        if has_exif and dst in (".jpg", ".png", ".png16", ".webp"):
-            assert exif[0x010F] == "TestCam" and exif[0x0112] == 1
+        if has_exif and dst in (".jpg", ".png", ".png16", ".webp", ".avif"):
+            assert exif[0x010F] == "TestCam" and exif.get(0x0112, 1) == 1  # AVIF drops a tag of 1
         else:
             assert 0x010F not in exif
     assert read_image(out).shape == pixels.shape  # displayed as written: no second rotation
@@ -192,3 +193,17 @@ def _with_orientation(img: np.ndarray, orientation: int) -> Image.Image:
     im = Image.fromarray(img)
     im.getexif()[0x0112] = orientation
     return im
+
+
+def test_a_missing_codec_is_named_before_anything_is_written(tmp_path, monkeypatch):
+    """A Pillow built without AVIF (or WebP): the write is refused with the reason, no file left."""
+    from PIL import features
+
+    from fastdeblur.io import cannot_write
+
+    real = features.check
+    monkeypatch.setattr(features, "check", lambda name: False if name == "avif" else real(name))
+    assert "no AVIF codec" in cannot_write(".AVIF") and cannot_write(".webp") is None
+    with pytest.raises(InputError, match=r"a\.avif: this Pillow build has no AVIF codec"):
+        write_image(tmp_path / "a.avif", np.zeros((8, 8, 3), np.uint8))
+    assert not list(tmp_path.iterdir())
