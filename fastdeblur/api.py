@@ -186,13 +186,18 @@ _fused_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Module]] = weakr
 def _fused(model: nn.Module, kind: str) -> nn.Module:
     """The fused twin of `model` ("triton" or "onednn"; weights packed once), cached while the
     model lives."""
-    from .models import fuse_model, onednn_model
-
     with _model_lock:
         twins = _fused_cache.setdefault(model, {})
         fused = twins.get(kind)
         if fused is None:
-            fused = twins[kind] = fuse_model(model) if kind == "triton" else onednn_model(model)
+            if kind == "triton":  # imports triton, an optional dependency: only when asked for
+                from .models.fused import fuse_model
+
+                fused = twins[kind] = fuse_model(model)
+            else:
+                from .models.onednn import onednn_model
+
+                fused = twins[kind] = onednn_model(model)
     return fused
 
 

@@ -266,6 +266,38 @@ def test_unsupported_dtype(net):
         fastdeblur.deblur(torch.zeros(3, 16, 16, dtype=torch.int16), net)
 
 
+_WITHOUT_TRITON = r"""
+import sys, tempfile, pathlib
+sys.modules["triton"] = None  # as if triton were not installed: importing it raises ImportError
+import numpy as np, torch, fastdeblur
+from fastdeblur.cli import main
+from fastdeblur.io import write_image
+from fastdeblur.reference import DMPHN
+from fastdeblur.train.trainer import TrainConfig  # the trainer imports too
+torch.manual_seed(0)
+net = DMPHN().eval()
+img = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+for kw in [{}, {"dtype": "float32"}, {"backend": "reference"}, {"tile": 128}, {"ensemble": 2}]:
+    assert fastdeblur.deblur(img, net, device="cpu", **kw).shape == img.shape, kw
+tmp = pathlib.Path(tempfile.mkdtemp())
+write_image(tmp / "a.png", img)
+assert main([str(tmp / "a.png"), "-o", str(tmp / "b.png"), "--model", "fastdeblur-default", "-q"]) == 0
+assert not any(m.startswith(("fastdeblur.kernels", "fastdeblur.models.fused")) for m in sys.modules)
+print("ok")
+"""
+
+
+def test_cpu_paths_run_without_triton():
+    """A CPU install has no triton (it comes with the test extras and CUDA torch builds): deblur()'s
+    default (oneDNN) and other CPU paths, the command and the trainer's import must not need it.
+    The quick start's first command failed this way until the eleventh session."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _WITHOUT_TRITON], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("dtype", [">u2", ">f4", ">f8"])
 def test_big_endian_arrays(net, dtype):
     """Big-endian data (FITS, some TIFF readers) deblurs as the same values in native order and
