@@ -1,7 +1,7 @@
 """Folder throughput of the `fastdeblur` command: files per second, reading and writing included.
 
-Copies one 720p frame (the first GoPro test frame when FASTDEBLUR_DATA or ../shared/data has
-it, else a random image) N times into a temp folder, runs the command's main() once on a few
+Copies one 720p frame (the benchmarks' `conftest.frame()`: the first official GoPro test frame,
+else a random image) N times into a temp folder, runs the command's main() once on a few
 copies to load the model and warm the device up (Triton compiles, CUDA-graph capture), then
 times it on all N, in the same process. With --stand-in MS the network is replaced by a sleep of
 MS milliseconds, to measure the file pipeline alone (what a GPU forward of that length leaves).
@@ -19,17 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def _frame() -> np.ndarray:
-    from fastdeblur.io import read_image
-
-    data = Path(os.environ.get("FASTDEBLUR_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    path = data / "gopro_pairs" / "blur" / "GOPR0384_11_00_000001.png"
-    if path.is_file():
-        return read_image(path)
-    return np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import frame  # noqa: E402  (the benchmarks' 720p frame)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     device = [] if a.device is None else ["--device", a.device]
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"
-        write_image(src / "f0000.png", _frame())
+        write_image(src / "f0000.png", frame())
         for i in range(1, a.frames):
             shutil.copyfile(src / "f0000.png", src / f"f{i:04d}.png")
         warm = Path(tmp) / "warm"
