@@ -204,6 +204,10 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     done = skipped = 0
     interrupted, failed_before = False, failed
 
+    def load(src: Path) -> tuple:
+        """The pixels and the metadata the output keeps (on a reader thread)."""
+        return read_image(src), ({} if args.strip_metadata else read_metadata(src))
+
     def verdict(src: Path, dst: Path) -> str | None:
         """None to deblur src into dst, "skip", or why not."""
         if dst.resolve() in inputs or _same_file(src, dst):
@@ -245,7 +249,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                                                 disable=True if args.quiet else None, file=sys.stderr)):
                 for j in range(i, min(i + lookahead, len(jobs))):  # read ahead what will be deblurred
                     if j not in reads and verdict(*jobs[j]) is None:
-                        reads[j] = reader.submit(read_image, jobs[j][0])
+                        reads[j] = reader.submit(load, jobs[j][0])
                 read = reads.pop(i, None)
                 reason = verdict(src, dst)
                 if reason == "skip":
@@ -253,15 +257,14 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                     continue
                 if reason is None:
                     try:
-                        sharp = deblur((read or reader.submit(read_image, src)).result(), model, tile=args.tile,
-                                       backend=args.backend, ensemble=args.ensemble)
+                        img, meta = (read or reader.submit(load, src)).result()
+                        sharp = deblur(img, model, tile=args.tile, backend=args.backend, ensemble=args.ensemble)
                     except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
                         reason = _reason(src, e)
                     else:
                         while len(pending) >= writers:
                             finish_oldest()
                         written.add(dst.resolve())
-                        meta = {} if args.strip_metadata else read_metadata(src)
                         pending.append((writer.submit(write_image, dst, sharp, png_level=args.png_level,
                                                       metadata=meta), src, dst))
                         continue

@@ -1,5 +1,6 @@
-"""Image files in and out: PNG, JPEG, TIFF, BMP, WebP, AVIF, 8 and 16 bit, EXIF orientation applied; the
-ICC profile and EXIF block can be carried from an input file to its output (read_metadata).
+"""Image files in and out: PNG, JPEG, TIFF, BMP, WebP, AVIF, 8 and 16 bit, EXIF orientation
+applied; the ICC profile and EXIF block can be carried from an input file to its output
+(read_metadata).
 
 imageio (Pillow and tifffile plugins) does the work; 16-bit PNG goes through imagecodecs,
 since Pillow reduces 16-bit RGB PNGs to 8 bits. Writes land through a temp file in the target
@@ -101,9 +102,9 @@ PNG_LEVEL = 1
 
 def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
     """What of a file's metadata its deblurred copy keeps: the ICC colour profile (`icc_profile`)
-    and, from JPEG, WebP, AVIF and PNG files, the EXIF block (`exif`: camera, time, GPS), its orientation tag
-    set to 1 because read_image has applied it. Empty when there is none or Pillow cannot parse
-    it: metadata never fails a file."""
+    and, from JPEG, WebP, AVIF and PNG files, the EXIF block (`exif`: camera, time, GPS), its
+    orientation tag set to 1 because read_image has applied it. Empty when there is none or
+    Pillow cannot parse it: metadata never fails a file."""
     from PIL import Image
 
     meta: dict[str, bytes] = {}
