@@ -60,6 +60,23 @@ def test_synthetic_pairs(gopro_tree):
     assert torch.equal(ds[3][0], blur)
 
 
+def test_synthetic_photos_are_found_in_subfolders_and_bad_sources_named(gopro_tree):
+    from fastdeblur.errors import InputError
+
+    train = gopro_tree / "GOPRO_Large" / "train"  # 12 images, all two levels down
+    (train / "notes.txt").write_text("not a photo")
+    assert len(SyntheticPairs([train], crop=32).files) == 12
+    one = train / "GOPR0001_00_00" / "sharp" / "000000.png"
+    assert SyntheticPairs([one, train / "GOPR0002_00_00"], crop=32).files[0] == one
+    with pytest.raises(InputError, match="nowhere.*does not exist"):
+        SyntheticPairs([train, gopro_tree / "nowhere"])
+    (gopro_tree / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(InputError, match="no images .* in .*empty or its subfolders"):
+        SyntheticPairs([gopro_tree / "empty"])
+    with pytest.raises(InputError, match="nowhere is not a folder"):
+        PairedImages.from_folders(gopro_tree / "nowhere", train)
+
+
 def _trainer(tmp_path, data, **kw):
     cfg = TrainConfig(out_dir=str(tmp_path / "run"), crop=32, batch=2, lr=5e-4, warmup=1, amp="none", workers=0,
                       val_every=10**6, ckpt_every=10**6, log_every=1, device="cpu", **kw)

@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("training data (one or more)")
     src.add_argument("--gopro", type=Path, help="root of GOPRO_Large (train split)")
     src.add_argument("--folders", nargs=2, type=Path, metavar=("BLUR", "SHARP"), help="paired folders")
-    src.add_argument("--synthetic", nargs="+", type=Path, metavar="PHOTOS", help="sharp photos to blur on the fly")
+    src.add_argument("--synthetic", nargs="+", type=Path, metavar="PHOTOS",
+                     help="sharp photos to blur on the fly: files, or folders (subfolders included)")
     add_settings_option(src, help="a setting of --synthetic's blur (a BlurConfig field: length=3,24, "
                                   "object_prob=0.3, linear_prob=1, ...; repeatable)")
     val = p.add_argument_group("validation (PSNR/SSIM in log.csv, strips blurry | output | sharp in OUT/val/)")

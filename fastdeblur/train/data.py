@@ -48,16 +48,26 @@ def augment(pair: Sequence[torch.Tensor], crop: int, rng: np.random.Generator) -
 
 
 def _images_in(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
 
 
 def _sharp_photos(sources: Sequence[str | os.PathLike]) -> list[Path]:
-    """The image files of `sources` (folders and files), for synthetic pairs."""
+    """The image files of `sources` (files, and folders searched with their subfolders)."""
     files: list[Path] = []
     for s in map(Path, sources):
-        files += _images_in(s) if s.is_dir() else [s]
+        if s.is_dir():
+            found = sorted(p for p in s.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+            if not found:
+                raise InputError(f"no images ({', '.join(sorted(SUFFIXES))}) in {s} or its subfolders")
+            files += found
+        elif s.is_file():
+            files.append(s)
+        else:
+            raise InputError(f"{s} does not exist")
     if not files:
-        raise InputError("no sharp photos found for synthetic pairs")
+        raise InputError("no sharp photos given for synthetic pairs")
     return files
 
 
