@@ -208,13 +208,15 @@ _model_cache: dict[tuple, nn.Module] = {}
 _model_lock = threading.Lock()
 
 
-def load_model(name: str = "default", weights: str | os.PathLike | None = None,
+def load_model(name: str | None = None, weights: str | os.PathLike | None = None,
                device: Any = None, *, dtype: Any = None) -> nn.Module:
     """A registered model with its verified weights, in eval mode, on `device`.
 
-    `weights` is a directory of the model's files (the authors' .pkl files), or a .safetensors
-    file exported by fastdeblur (its header names the architecture); without it the cache is
-    used and, if needed, filled by a verified download.
+    `name` is a registered model (see `list_models()`; None: "default"). `weights` is a
+    directory of the model's files (the authors' .pkl files), or a .safetensors file exported
+    by fastdeblur, whose header names the architecture: `name` may then be left out, and if it
+    is given, its architecture must be the file's. Without `weights` the cache is used and, if
+    needed, filled by a verified download.
     """
     dev = _resolve_device(device)
     dt = _resolve_dtype(dtype, dev)
@@ -223,13 +225,28 @@ def load_model(name: str = "default", weights: str | os.PathLike | None = None,
         from .train.export import load_exported
 
         model = load_exported(weights)
+        if name is not None:
+            _check_file_fits(_weights.get_weights(name), model, weights)
         model.weights_name = model.weights_meta.get("name", Path(weights).stem)
         return model.to(device=dev, dtype=dt).eval().requires_grad_(False)
-    entry = _weights.get_weights(name)
+    entry = _weights.get_weights("default" if name is None else name)
     files = _weights.resolve_files(entry.name, weights)
     model = _weights.load_weights_into(entry.build(), files)
     model.weights_name = entry.name
     return model.to(device=dev, dtype=dt).eval().requires_grad_(False)
+
+
+def _check_file_fits(entry: _weights.ModelWeights, model: nn.Module, path: str | os.PathLike) -> None:
+    """A model named beside a weights file must be the architecture the file holds."""
+    meta = model.weights_meta
+    held = (meta["arch"], tuple(model.levels) if meta["arch"] == "dmphn" else (model.stages,))
+    if held != (entry.arch, tuple(entry.config)):
+        def say(arch: str, config: tuple[int, ...]) -> str:
+            return f"DMPHN({'-'.join(map(str, config))})" if arch == "dmphn" else f"Stack({config[0]})"
+
+        raise InputError(f"weights file {path} holds a {say(*held)}, not {entry.name}'s "
+                         f"{say(entry.arch, entry.config)}; leave the model name out and the file's own "
+                         "architecture is used")
 
 
 def _cached_model(name: str, device: torch.device, dtype: torch.dtype) -> nn.Module:

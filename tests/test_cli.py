@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+from fastdeblur import deblur, load_model
 from fastdeblur.cli import main
 from fastdeblur.io import read_image, write_image
 
@@ -269,6 +270,23 @@ def test_missing_weights_fail_cleanly(tmp_path, monkeypatch, capsys):
     # the weights that ship with the package need neither the cache nor the network
     assert main([str(src), "-o", str(tmp_path / "o.png"), "-q", "--model", "fastdeblur-default"]) == 0
     assert read_image(tmp_path / "o.png").shape == (24, 32, 3)
+
+
+def test_weights_file_option(tmp_path, capsys):
+    import torch
+
+    from fastdeblur.reference import DMPHN
+    from fastdeblur.train.export import export_weights
+
+    torch.manual_seed(0)
+    w = export_weights(DMPHN((1, 2)).state_dict(), tmp_path / "mine.safetensors", arch="dmphn", levels=(1, 2))
+    src = _img(tmp_path / "in.png")
+    assert main([str(src), "-o", str(tmp_path / "out.png"), "-q", "--weights", str(w), "--device", "cpu"]) == 0
+    expect = deblur(read_image(src), load_model(weights=w, device="cpu"))
+    assert np.array_equal(read_image(tmp_path / "out.png"), expect)
+    assert main([str(src), "-o", str(tmp_path / "o2.png"), "-q", "--weights", str(w), "--model", "default"]) == 1
+    assert "holds a DMPHN(1-2), not dmphn-1-2-4-gopro's DMPHN(1-2-4)" in capsys.readouterr().err
+    assert not (tmp_path / "o2.png").exists()
 
 
 def test_backend_option(tmp_path, capsys):

@@ -211,6 +211,12 @@ def test_export_and_load_through_load_model(tmp_path):
     x = torch.rand(1, 3, 16, 16) - 0.5
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model.half().float()(x), rtol=0, atol=1e-5)
+    # a model named beside the file must be the file's architecture, never silently replaced by it
+    assert fastdeblur.load_model("fastdeblur-default", weights=path).levels == (1, 2, 4)
+    with pytest.raises(fastdeblur.InputError, match=r"holds a DMPHN\(1-2-4\), not stack4-dmphn-gopro's Stack\(4\)"):
+        fastdeblur.load_model("stack4-dmphn-gopro", weights=path)
+    with pytest.raises(fastdeblur.InputError, match=r"not dmphn-1-2-4-8-gopro's DMPHN\(1-2-4-8\)"):
+        fastdeblur.load_model("dmphn-1-2-4-8-gopro", weights=path)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(WeightsError, match="not a readable safetensors file"):
