@@ -104,6 +104,21 @@ def test_recipe_continues_from_the_bundled_weights(tmp_path, capsys):
 def test_recipe_bundled_init_names_a_broken_install(tmp_path, monkeypatch):
     from fastdeblur.train import recipe
 
+    data = _tiny_data(tmp_path / "data")
     monkeypatch.setattr(W, "BUNDLED_DIR", tmp_path)
     with pytest.raises(WeightsError, match="is missing"):
-        recipe.main(["--minutes", "0.1", "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+        recipe.main(["--minutes", "0.1", "--data", str(data), "--out", str(tmp_path / "run")])
+
+
+def test_recipe_checks_its_data_before_training(tmp_path, capsys):
+    from fastdeblur.train import recipe
+
+    data = _tiny_data(tmp_path / "data")
+    for sub in ("gopro_pairs/sharp", "sharp_photos/bsd100"):  # each is refused before any step
+        for f in (data / sub).iterdir():
+            f.unlink()
+        (data / sub).rmdir()
+        with pytest.raises(SystemExit) as e:
+            recipe.main(["--minutes", "0.1", "--data", str(data), "--out", str(tmp_path / "run"), "--device", "cpu"])
+        assert e.value.code == 2 and f"no folder {data / sub}: --data" in capsys.readouterr().err
+        assert not (tmp_path / "run").exists()

@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                                "recorded in the export's header)")
     a = p.parse_args(argv)
     photos = photo_dirs(a.data)
+    # checked before training, so an hour's run never ends in a traceback at its evaluation
+    pairs = [a.data / "gopro_pairs" / k for k in ("blur", "sharp")]
+    missing = [str(d) for d in (*photos, *pairs) if not d.is_dir()]
+    if missing:
+        p.error(f"no folder {missing[0]}: --data (default $FASTDEBLUR_DATA or ../shared/data) must hold "
+                f"sharp_photos/{{{','.join(PHOTO_SETS)}}} and gopro_pairs/{{blur,sharp}}")
     init = None
     if a.init != "none":
         from .export import load_exported
