@@ -389,6 +389,13 @@ def test_probe_scores_the_blurry_crops_and_the_model(gopro_tree):
     assert r["improved"] == pytest.approx(np.mean(np.array(after) > np.array(before)))
 
 
+def test_probe_command_names_missing_data(tmp_path, capsys):
+    from fastdeblur.train.probe import main
+
+    assert main(["--data", str(tmp_path), "--n", "1"]) == 1
+    assert f"error: {tmp_path / 'sharp_photos' / 'urban100'} does not exist" in capsys.readouterr().err
+
+
 def test_blur_settings_are_checked():
     """--set NAME=VALUE of train.probe and train.recipe."""
     import argparse

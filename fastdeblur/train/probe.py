@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     import fastdeblur
 
-    model: str | torch.nn.Module = a.model
-    if a.model.endswith(".safetensors"):
-        model = fastdeblur.load_model(weights=a.model)
     # no still crops (they measure nothing here) and uniform lengths: the crops and paths stay
     # those of the probes recorded in docs/TRAINING.md
     cfg = dataclasses.replace(BlurConfig(jpeg_prob=0.0, still_prob=0.0, length_log=False), **dict(a.settings))
-    r = probe(model, photo_dirs(a.data), cfg, n=a.n, crop=a.crop, seed=a.seed, device=a.device)
+    try:
+        model: str | torch.nn.Module = a.model
+        if a.model.endswith(".safetensors"):
+            model = fastdeblur.load_model(weights=a.model)
+        r = probe(model, photo_dirs(a.data), cfg, n=a.n, crop=a.crop, seed=a.seed, device=a.device)
+    except (fastdeblur.InputError, fastdeblur.WeightsError, OSError) as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 1
     changed = ", ".join(f"{k}={v}" for k, v in a.settings) or "defaults"
     print(f"{a.model} on {a.n} synthetic {a.crop}px crops ({changed}): blurry {r['blurry_psnr']:.2f} dB, "
           f"model {r['model_psnr']:.2f} dB, gain {r['gain']:+.2f} dB, {r['improved']:.0%} of crops improved")
