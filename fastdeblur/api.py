@@ -383,7 +383,7 @@ def _to_batch(image: Any) -> tuple[torch.Tensor, _Restore]:
     if type(image).__module__.startswith("PIL."):
         r = _Restore("pil", None, image.size, False)
         return _from_pil(image, r), r
-    raise InputError(f"cannot deblur a {type(image).__name__}: pass a numpy array, torch tensor, "
+    raise InputError(f"cannot deblur a value of type {type(image).__name__}: pass a numpy array, torch tensor, "
                      "PIL image or file path")
 
 

@@ -319,7 +319,7 @@ def test_tensor_without_pixels(net):
 
 
 def test_unsupported_object(net):
-    with pytest.raises(InputError, match="cannot deblur a list"):
+    with pytest.raises(InputError, match="cannot deblur a value of type list"):
         fastdeblur.deblur([[0, 1]], net)
 
 
