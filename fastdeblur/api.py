@@ -97,6 +97,10 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
         raise InputError(f"dtype {dtype} is not supported (float32, float16 or bfloat16)")
     if dtype == torch.float16 and device.type == "cpu":
         raise InputError("float16 is not supported on CPU (slow and inexact there); use bfloat16 or float32")
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_has_fast_bf16():
+        warnings.warn("this CPU has no bfloat16 arithmetic (AMX or AVX512-BF16), so bfloat16 runs emulated: "
+                      "17x slower than float32 on an AVX2 CPU; float32 is the fast dtype here (the default)",
+                      RuntimeWarning, stacklevel=3)
     return dtype
 
 
@@ -125,7 +129,7 @@ def _resolve_backend(backend: str | None, device: torch.device, dtype: torch.dty
     fused = None
     if backend == "triton" or (backend is None and _triton_by_default(device, dtype)):
         fused = "triton"
-    elif backend is None and device.type == "cpu" and dtype in ONEDNN_DTYPES and onednn_available():
+    elif backend is None and device.type == "cpu" and dtype in ONEDNN_DTYPES and onednn_available(dtype):
         fused = "onednn"
     layout_backend = None if backend == "triton" else backend
     use_ext = _backend.choose(layout_backend, device) == "cuda"

@@ -4,6 +4,7 @@ and the heap tuning around CPU forwards does what it claims."""
 import copy
 import ctypes
 import resource
+import warnings
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ def test_float32_equals_the_reference(name, batch, h, w):
     assert (got.double() - want).abs().max() <= 2 * (same.double() - want).abs().max() + 1e-5
 
 
+@pytest.mark.skipif(not onednn_available(torch.bfloat16), reason="oneDNN runs no bfloat16 on this CPU (AVX2 only)")
 @pytest.mark.parametrize("name", ["dmphn-1-2-4", "stack-2"])
 def test_bfloat16_error_is_at_most_twice_torchs(name):
     model = _model(name)
@@ -187,8 +189,32 @@ def test_a_failing_self_check_falls_back_to_the_reference(monkeypatch):
 
     monkeypatch.setattr(onednn._OneDNN, "forward", broken)
     assert onednn.onednn_available.__wrapped__() is False  # the uncached check
-    monkeypatch.setattr(onednn, "onednn_available", lambda: False)
+    monkeypatch.setattr(onednn, "onednn_available", lambda dtype=torch.float32: False)
     assert api._resolve_backend(None, torch.device("cpu"), torch.bfloat16)[0] is None
+
+
+def test_bfloat16_runs_on_any_x86_cpu():
+    """oneDNN refuses bfloat16 on AVX2-only CPUs (AMD Zen 3): deblur() must then take the
+    reference path, not fail; where the CPU has the instructions the fused path must be on."""
+    cpu = torch.device("cpu")
+    has = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert onednn_available(torch.bfloat16) is has  # the self-check agrees with torch's CPU probe
+    assert api._resolve_backend(None, cpu, torch.bfloat16)[0] == ("onednn" if has else None)
+    assert api._resolve_backend(None, cpu, torch.float32)[0] == "onednn"
+    if not has:
+        with pytest.raises(RuntimeError, match="do not run torch.bfloat16 on this machine"):
+            onednn_model(_model("dmphn-1-2", torch.bfloat16))
+    img = np.random.default_rng(0).random((64, 96, 3), dtype=np.float32)
+    out16 = fastdeblur.deblur(img, _model("dmphn-1-2", torch.bfloat16))
+    out32 = fastdeblur.deblur(img, _model("dmphn-1-2"))
+    assert out16.dtype == np.float32 and np.abs(out16 - out32).max() < 0.05
+    # asking for bfloat16 where it is emulated (17x slower) is allowed, with a warning that says so
+    fast = api.cpu_has_fast_bf16()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        api._resolve_dtype("bfloat16", cpu)
+        api._resolve_dtype(None, cpu)
+    assert [str(w.message)[:41] for w in caught] == ([] if fast else ["this CPU has no bfloat16 arithmetic (AMX "])
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")

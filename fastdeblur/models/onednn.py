@@ -27,11 +27,14 @@ _PAD, _ONE = [1, 1], [1, 1]
 
 
 @functools.cache
-def onednn_available() -> bool:
-    """torch has oneDNN's fused-convolution ops on this x86 CPU and they compute what torch does.
+def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
+    """torch has oneDNN's fused-convolution ops for `dtype` on this x86 CPU, and they compute
+    what torch does.
 
     The ops are internal to torch (inductor's), so a quick self-check on a tiny input guards
     against another torch version changing them: if it fails, deblur() runs the reference.
+    bfloat16 needs AVX512-BW/VL/DQ or AVX-NE-CONVERT (oneDNN refuses it on AVX2-only CPUs such
+    as AMD's Zen 3); the check runs in `dtype`, so such a CPU answers False for bfloat16 only.
     Other CPU architectures keep the reference path (not measured there).
     """
     if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
@@ -44,11 +47,13 @@ def onednn_available() -> bool:
             for m in (rb, up):
                 for t in m.parameters():
                     t.copy_(torch.rand(t.shape, generator=gen) - 0.5)
-            x = torch.rand(1, 5, 6, 4, generator=gen)  # NHWC
+            rb, up = rb.to(dtype), up.to(dtype)
+            x = torch.rand(1, 5, 6, 4, generator=gen).to(dtype)  # NHWC
             v = x.permute(0, 3, 1, 2)
-            want = (rb(v), up(v))
+            want = (rb.float()(v.float()), up.float()(v.float()))
             got = (_OneDNN(rb)(x.clone(), reuse=True).permute(0, 3, 1, 2), _OneDNN(up)(x).permute(0, 3, 1, 2))
-        return all(torch.allclose(g, w, atol=1e-5) for g, w in zip(got, want, strict=True))
+        atol = 1e-5 if dtype == torch.float32 else 0.02  # bfloat16's rounding: ~0.012 on these values (< 2.1)
+        return all(torch.allclose(g.float(), w, rtol=atol, atol=atol) for g, w in zip(got, want, strict=True))
     except (RuntimeError, AttributeError, TypeError):
         return False
 
@@ -94,9 +99,10 @@ def onednn_model(model: nn.Module) -> nn.Module:
     Same class, forward and tiling; the weights are reordered for oneDNN once, here, so build it
     after the model has its final dtype.
     """
-    if not onednn_available():
-        raise RuntimeError("this torch build has no oneDNN (mkldnn) fused convolutions")
-    dev = next(itertools.chain(model.parameters(), model.buffers())).device
-    if dev.type != "cpu":
-        raise ValueError(f"onednn_model runs on the CPU; the model is on {dev}")
+    first = next(itertools.chain(model.parameters(), model.buffers()))
+    if first.device.type != "cpu":
+        raise ValueError(f"onednn_model runs on the CPU; the model is on {first.device}")
+    if not onednn_available(first.dtype):
+        raise RuntimeError(f"oneDNN's fused convolutions do not run {first.dtype} on this machine "
+                           "(no oneDNN in this torch build, or a CPU without the instructions)")
     return swap_cnns(model, _OneDNN)
