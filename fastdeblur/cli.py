@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -189,17 +190,22 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     from .io import cannot_write, read_image, read_metadata, write_image
 
     try:
-        device = _resolve_device(args.device)
-        dtype = None  # the device's default (see deblur)
-        if args.precision == "half":
-            dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        elif args.precision == "fp32":
-            dtype = torch.float32
-        _resolve_backend(args.backend, device, _resolve_dtype(dtype, device))  # once, not per file
-        model = load_model(args.model, args.weights, device, dtype=dtype)
+        with warnings.catch_warnings(record=True) as caught:  # e.g. --half where bf16 is emulated
+            warnings.simplefilter("always")
+            device = _resolve_device(args.device)
+            dtype = None  # the device's default (see deblur)
+            if args.precision == "half":
+                dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+            elif args.precision == "fp32":
+                dtype = torch.float32
+            _resolve_backend(args.backend, device, _resolve_dtype(dtype, device))  # once, not per file
+            model = load_model(args.model, args.weights, device, dtype=dtype)
     except (InputError, WeightsError) as e:
         print(f"fastdeblur: error: {e}", file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        for msg in dict.fromkeys(str(w.message) for w in caught):  # each once, as one line
+            print(f"fastdeblur: warning: {msg}", file=sys.stderr)
 
     inputs = {src.resolve() for src, _ in jobs}
     written: set[Path] = set()  # outputs written or being written
