@@ -65,6 +65,8 @@ def test_synthetic_photos_are_found_in_subfolders_and_bad_sources_named(gopro_tr
 
     train = gopro_tree / "GOPRO_Large" / "train"  # 12 images, all two levels down
     (train / "notes.txt").write_text("not a photo")
+    (train / ".thumbs").mkdir()
+    write_image(train / ".thumbs" / "t.png", np.zeros((40, 48, 3), np.uint8))
     assert len(SyntheticPairs([train], crop=32).files) == 12
     one = train / "GOPR0001_00_00" / "sharp" / "000000.png"
     assert SyntheticPairs([one, train / "GOPR0002_00_00"], crop=32).files[0] == one

@@ -54,11 +54,13 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _sharp_photos(sources: Sequence[str | os.PathLike]) -> list[Path]:
-    """The image files of `sources` (files, and folders searched with their subfolders)."""
+    """The image files of `sources` (files, and folders searched with their subfolders, hidden ones
+    left out as the command's -r does)."""
     files: list[Path] = []
     for s in map(Path, sources):
         if s.is_dir():
-            found = sorted(p for p in s.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+            found = sorted(p for p in s.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file()
+                           and not any(part.startswith(".") for part in p.relative_to(s).parts))  # hidden
             if not found:
                 raise InputError(f"no images ({', '.join(sorted(SUFFIXES))}) in {s} or its subfolders")
             files += found
