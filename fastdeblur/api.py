@@ -283,6 +283,7 @@ class _Restore:
     alpha: Any = None
     device: Any = None
     scale: float = 1.0  # pixel value of white: 255, 65535 or 1.0
+    pil_int32: bool = False  # a PIL mode "I" image, read as 16-bit gray: give mode "I" back
 
 
 def _check_size(h: int, w: int) -> None:
@@ -366,6 +367,19 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
 
 def _from_pil(im, restore: _Restore) -> torch.Tensor:
     mode = im.mode
+    if mode == "I":  # 32-bit integer gray: Pillow < 10 opens 16-bit gray PNGs this way
+        a = np.asarray(im)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise InputError(f"PIL mode I image holds values in [{lo}, {hi}]: fastdeblur reads mode I as "
+                             "16-bit gray (0 to 65535)")
+        restore.shape, restore.dtype, restore.pil_int32 = a.shape, np.dtype(np.uint16), True
+        return _from_numpy(a.astype(np.uint16), restore)
+    if mode == "F":  # 32-bit float gray: values in [0, 1], as for float numpy images
+        a = np.asarray(im)
+        _check_float_range(a, "PIL mode F image")
+        restore.shape, restore.dtype = a.shape, a.dtype
+        return _from_numpy(a, restore)
     if mode not in ("RGB", "RGBA", "L", "LA", "I;16"):
         im = im.convert("RGBA" if "transparency" in im.info or mode in ("PA", "RGBa") else "RGB")
     a = np.asarray(im)
@@ -432,7 +446,7 @@ def _finish(a: np.ndarray, r: _Restore) -> Any:
     if r.kind == "pil":
         from PIL import Image
 
-        return Image.fromarray(a)  # the array's dtype and channels select the mode we read
+        return Image.fromarray(a.astype(np.int32) if r.pil_int32 else a)  # dtype and channels select the mode
     return a
 
 

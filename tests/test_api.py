@@ -132,6 +132,21 @@ def test_pil_images(net, mode):
     assert out.mode == {"P": "RGB", "CMYK": "RGB"}.get(mode, mode)
 
 
+def test_pil_32_bit_gray_modes_keep_their_values(net):
+    """Mode I (Pillow < 10 opens 16-bit gray PNGs so) is 16-bit gray, F is float gray in [0, 1]:
+    converting them to RGB, as other modes are, clipped them to 0..255 (a white or black image)."""
+    a16 = np.random.default_rng(0).integers(0, 65536, (24, 32), dtype=np.uint16)
+    out = fastdeblur.deblur(Image.fromarray(a16.astype(np.int32)), net)
+    assert out.mode == "I" and np.array_equal(np.asarray(out), fastdeblur.deblur(a16, net).astype(np.int32))
+    f = np.random.default_rng(1).random((24, 32), dtype=np.float32)
+    out = fastdeblur.deblur(Image.fromarray(f), net)
+    assert out.mode == "F" and np.array_equal(np.asarray(out), fastdeblur.deblur(f, net))
+    with pytest.raises(InputError, match=r"mode I image holds values in \[0, 131070\]"):
+        fastdeblur.deblur(Image.fromarray(np.array([[0, 131070]] * 16 * 8, np.int32).reshape(16, 16)), net)
+    with pytest.raises(InputError, match=r"PIL mode F image: float images must lie in \[0, 1\]"):
+        fastdeblur.deblur(Image.fromarray(f * 255), net)
+
+
 def test_path_returns_numpy(net, tmp_path):
     img = np.random.randint(0, 256, (24, 32, 3), dtype=np.uint8)
     path = tmp_path / "x.png"
