@@ -349,14 +349,18 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
                     if t.dim() == 3 else "; tensors are [N, C, H, W], so an NxHxWxC one needs t.permute(0, 3, 1, 2)")
         raise InputError(f"tensor image must have 1 or 3 channels (dim -3), got {b.shape[1]} "
                          f"(shape {tuple(t.shape)}){hint}")
-    if not (t.is_floating_point() or t.dtype == torch.uint8):
-        raise InputError(f"tensor image dtype {t.dtype} is not supported (float in [0, 1], or uint8)")
+    uint16 = getattr(torch, "uint16", None)  # torch >= 2.3
+    if not (t.is_floating_point() or t.dtype in (torch.uint8, uint16)):
+        raise InputError(f"tensor image dtype {t.dtype} is not supported (float in [0, 1], uint8 or uint16)")
     if b.shape[0] == 0:
         raise InputError("tensor image batch is empty")
     _check_size(b.shape[2], b.shape[3])
     b = b.detach()
     if t.dtype == torch.uint8:  # torchvision's images: 0-255, converted on the device that runs the network
         restore.scale = 255.0
+    elif t.dtype == uint16:  # as numpy's: held in int32, which run_model reads as 16-bit pixels
+        restore.scale = 65535.0
+        b = b.to(torch.int32)
     else:
         _check_float_range(b, "tensor image")
         b = b.float()
@@ -428,8 +432,8 @@ def _restore(y: torch.Tensor, r: _Restore) -> Any:
         luma = torch.tensor(_LUMA, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
         y = (y * luma).sum(1, keepdim=True)
     if r.kind == "torch":
-        if r.dtype == torch.uint8:
-            y = torch.round(y * 255.0)
+        if r.dtype in (torch.uint8, getattr(torch, "uint16", None)):
+            y = torch.round(y * r.scale)
         return y.to(device=r.device, dtype=r.dtype).reshape(r.shape)
     dtype = np.dtype(r.dtype)
     y = y[0].permute(1, 2, 0)

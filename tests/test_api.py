@@ -114,6 +114,17 @@ def test_uint8_tensors_come_back_uint8(net, shape):
     assert (out.float() - want).abs().max() <= 1  # float32 rounding at a .5 boundary at most
 
 
+@pytest.mark.skipif(not hasattr(torch, "uint16"), reason="torch < 2.3 has no uint16")
+def test_uint16_tensors_come_back_uint16_as_numpy_does(net):
+    a = np.random.default_rng(0).integers(0, 65536, (20, 28, 3), dtype=np.uint16)
+    t = torch.from_numpy(a.astype(np.int32)).to(torch.uint16).permute(2, 0, 1)
+    out = fastdeblur.deblur(t, net)
+    assert out.shape == t.shape and out.dtype == torch.uint16
+    assert np.array_equal(out.permute(1, 2, 0).to(torch.int32).numpy(), fastdeblur.deblur(a, net).astype(np.int32))
+    with pytest.raises(InputError, match=r"dtype torch.int16 is not supported \(float in \[0, 1\], uint8 or uint16\)"):
+        fastdeblur.deblur(t.to(torch.int16), net)
+
+
 def test_tensors_that_require_grad_are_taken_as_data(net):
     t = torch.rand(3, 16, 24, requires_grad=True)
     with warnings.catch_warnings():
