@@ -93,6 +93,7 @@ def multipatch_forward(
     level2_extra: torch.Tensor | None = None,
     tile: int | None = None,
     layout=TorchLayout,
+    keep_features: bool = True,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One DMPHN pass, finest level first. Index i = 0 is level 1 (the whole image).
 
@@ -101,24 +102,32 @@ def multipatch_forward(
     Stack stage's) are added after the regroup; `level2_extra` is added to level 2's residual.
     `tile` (pixels) bounds each encoder/decoder call's input; results equal the untiled ones.
     `layout` does the patch split/regroup steps (TorchLayout, or the extension's ops).
-    Returns the level-1 output and each level's features (on the next coarser grid).
+    Returns the level-1 output and each level's features (on the next coarser grid), or no
+    features with `keep_features=False`: each level's are then freed once the next has used them
+    (a whole image's 1/4-resolution features are 32 bytes per pixel in float32 and level).
     """
     residual: torch.Tensor | None = None
     carry: torch.Tensor | None = None
-    features: list[torch.Tensor] = [x] * len(encoders)
+    features: list[torch.Tensor] = [x] * len(encoders) if keep_features else []
+    # without autograd, sums land in the encoder's fresh output instead of another whole tensor
+    add = torch.Tensor.add_ if not torch.is_grad_enabled() else torch.add
     for i in reversed(range(len(encoders))):
         grid, coarser = grids[i], grids[i - 1] if i else (1, 1)
         inp = layout.split(x, grid, residual)
+        residual = None  # each whole-image tensor is let go as soon as it is used
         feat = _call(encoders[i], inp, tile)
+        del inp
         if carry is not None:
-            feat = feat + carry
+            feat, carry = add(feat, carry), None
         feat = layout.regroup(feat, grid, coarser)
         if prev_features is not None:
-            feat = feat + prev_features[i]
-        features[i] = carry = feat
+            feat = add(feat, prev_features[i])
+        carry = feat
+        if keep_features:
+            features[i] = feat
         residual = _call(decoders[i], feat, tile and tile // 4)
         if i == 1 and level2_extra is not None:
-            residual = residual + level2_extra
+            residual = add(residual, level2_extra)
     assert residual is not None
     return residual, features
 
@@ -165,7 +174,7 @@ class DMPHN(nn.Module):
 
     def forward(self, x: torch.Tensor, tile: int | None = None, layout=TorchLayout) -> torch.Tensor:
         """x [N, 3, H, W] = img - 0.5 -> restored - 0.5; `tile` bounds memory (exact)."""
-        out, _ = multipatch_forward(x, *self._parts(), tile=tile, layout=layout)
+        out, _ = multipatch_forward(x, *self._parts(), tile=tile, layout=layout, keep_features=False)
         return out
 
 
@@ -200,7 +209,8 @@ class StackDMPHN(nn.Module):
         for k in range(1, self.stages + 1):
             enc = [getattr(self, f"encoder_s{k}_lv{lv}") for lv in (1, 2, 3)]
             dec = [getattr(self, f"decoder_s{k}_lv{lv}") for lv in (1, 2, 3)]
-            y, feats = multipatch_forward(y, enc, dec, grids, feats, first, tile, layout)
+            y, feats = multipatch_forward(y, enc, dec, grids, feats, first, tile, layout,
+                                          keep_features=k < self.stages)  # the next stage's input
             if first is None:
                 first = y
         return y
