@@ -609,7 +609,7 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     """Remove motion blur from `image`; returns the same kind, shape and dtype.
 
     image: numpy HxW / HxWx3 / HxWx4 (uint8, uint16, float in [0, 1]), torch [3, H, W] or
-      [N, 3, H, W] float in [0, 1] or uint8, a PIL image, or a file path (returns a numpy array).
+      [N, 3, H, W] float in [0, 1], uint8 or uint16, a PIL image, or a file path (returns a numpy array).
     model: a registered name (see `list_models()`) or a module from `load_model()`.
     device: default CUDA when available, else CPU. dtype: None picks bfloat16 on CPUs with
       AMX/AVX512-BF16, float16 on GPUs with tensor cores, float32 elsewhere (`default_dtype`);
