@@ -579,3 +579,17 @@ def test_which_errors_count_as_triton_failures():
     assert not _raised_by_triton(raised_in(os.path.join(torch_dir, "nn", "functional.py")))
     assert not _raised_by_triton(raised_in(__file__))
     assert _raised_by_triton(raised_in(os.path.join(triton_dir, "compiler", "compiler.py"), cause=True))
+
+
+@pytest.mark.parametrize("kw", [{}, {"tile": 128}, {"ensemble": 2}], ids=["whole", "tiled", "ensemble"])
+def test_inputs_are_never_written_over(net, kw):
+    """The forward shifts and sums in place, but only in its own temporaries."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (136, 144, 3), dtype=np.uint8),
+              rng.integers(0, 65536, (136, 144, 3), dtype=np.uint16),
+              rng.random((136, 144, 3), dtype=np.float32),
+              torch.rand(3, 136, 144), torch.randint(0, 256, (1, 3, 136, 144), dtype=torch.uint8)]
+    for img in images:
+        keep = img.copy() if isinstance(img, np.ndarray) else img.clone()
+        fastdeblur.deblur(img, net, **kw)
+        assert (np.array_equal(img, keep) if isinstance(img, np.ndarray) else torch.equal(img, keep)), type(img)
