@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--half", dest="precision", action="store_const", const="half",
-                      help="16-bit inference: float16 on GPUs, bfloat16 on CPUs")
+                      help="16-bit inference: float16 on GPUs, bfloat16 on CPUs (emulated, and slow, on CPUs "
+                           "without AMX or AVX512-BF16)")
     prec.add_argument("--fp32", dest="precision", action="store_const", const="fp32",
                       help="float32 inference (exact; the default where there is no fast 16-bit path)")
     p.add_argument("--backend", choices=["reference", "cuda", "triton"], default=None,
