@@ -201,6 +201,23 @@ def test_a_failing_self_check_falls_back_to_the_reference(monkeypatch):
     assert api._resolve_backend(None, torch.device("cpu"), torch.bfloat16)[0] is None
 
 
+def test_the_self_check_packs_weights_of_the_dtype_it_checks(monkeypatch):
+    from fastdeblur.models import onednn
+
+    seen = []
+
+    class Spy(onednn._OneDNN):
+        def __init__(self, layer):
+            seen.append(next(layer.parameters()).dtype)
+            super().__init__(layer)
+
+    monkeypatch.setattr(onednn, "_OneDNN", Spy)
+    for dtype in (torch.float32, torch.bfloat16):  # on AVX2 the bfloat16 packing fails: one entry
+        seen.clear()
+        onednn.onednn_available.__wrapped__(dtype)
+        assert seen and set(seen) == {dtype}
+
+
 def test_bfloat16_runs_on_any_x86_cpu():
     """oneDNN refuses bfloat16 on AVX2-only CPUs (AMD Zen 3): deblur() must then take the
     reference path, not fail; where the CPU has the instructions the fused path must be on."""

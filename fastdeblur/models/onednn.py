@@ -13,6 +13,7 @@ oneDNN, no copies).
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import platform
@@ -50,7 +51,9 @@ def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
             rb, up = rb.to(dtype), up.to(dtype)
             x = torch.rand(1, 5, 6, 4, generator=gen).to(dtype)  # NHWC
             v = x.permute(0, 3, 1, 2)
-            want = (rb.float()(v.float()), up.float()(v.float()))
+            # float32 copies of the same (rounded) weights: Module.float() would convert rb and up
+            # themselves, and the oneDNN twins below would then be checked in float32
+            want = tuple(copy.deepcopy(m).float()(v.float()) for m in (rb, up))
             got = (_OneDNN(rb)(x.clone(), reuse=True).permute(0, 3, 1, 2), _OneDNN(up)(x).permute(0, 3, 1, 2))
         atol = 1e-5 if dtype == torch.float32 else 0.02  # bfloat16's rounding: ~0.012 on these values (< 2.1)
         return all(torch.allclose(g.float(), w, rtol=atol, atol=atol) for g, w in zip(got, want, strict=True))
