@@ -302,7 +302,7 @@ def _check_float_range(x, what: str) -> None:
         raise InputError(f"{what}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
 
 
-def _from_numpy(a: np.ndarray, restore: _Restore) -> torch.Tensor:
+def _from_numpy(a: np.ndarray, restore: _Restore, what: str = "numpy image") -> torch.Tensor:
     if a.ndim == 2:
         a = a[..., None]
     if a.ndim != 3:
@@ -320,7 +320,7 @@ def _from_numpy(a: np.ndarray, restore: _Restore) -> torch.Tensor:
         scale = 65535.0
     elif a.dtype in (np.float16, np.float32, np.float64):
         scale = 1.0
-        _check_float_range(a, "numpy image")
+        _check_float_range(a, what)
     else:
         raise InputError(f"numpy image dtype {a.dtype} is not supported (uint8, uint16 or float in [0, 1])")
     restore.gray = c <= 2
@@ -349,8 +349,7 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
                     if t.dim() == 3 else "; tensors are [N, C, H, W], so an NxHxWxC one needs t.permute(0, 3, 1, 2)")
         raise InputError(f"tensor image must have 1 or 3 channels (dim -3), got {b.shape[1]} "
                          f"(shape {tuple(t.shape)}){hint}")
-    uint16 = getattr(torch, "uint16", None)  # torch >= 2.3
-    if not (t.is_floating_point() or t.dtype in (torch.uint8, uint16)):
+    if not (t.is_floating_point() or t.dtype in (torch.uint8, torch.uint16)):
         raise InputError(f"tensor image dtype {t.dtype} is not supported (float in [0, 1], uint8 or uint16)")
     if b.shape[0] == 0:
         raise InputError("tensor image batch is empty")
@@ -358,7 +357,7 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
     b = b.detach()
     if t.dtype == torch.uint8:  # torchvision's images: 0-255, converted on the device that runs the network
         restore.scale = 255.0
-    elif t.dtype == uint16:  # as numpy's: held in int32, which run_model reads as 16-bit pixels
+    elif t.dtype == torch.uint16:  # as numpy's: held in int32, which run_model reads as 16-bit pixels
         restore.scale = 65535.0
         b = b.to(torch.int32)
     else:
@@ -381,9 +380,8 @@ def _from_pil(im, restore: _Restore) -> torch.Tensor:
         return _from_numpy(a.astype(np.uint16), restore)
     if mode == "F":  # 32-bit float gray: values in [0, 1], as for float numpy images
         a = np.asarray(im)
-        _check_float_range(a, "PIL mode F image")
         restore.shape, restore.dtype = a.shape, a.dtype
-        return _from_numpy(a, restore)
+        return _from_numpy(a, restore, "PIL mode F image")
     if mode not in ("RGB", "RGBA", "L", "LA", "I;16"):
         im = im.convert("RGBA" if "transparency" in im.info or mode in ("PA", "RGBa") else "RGB")
     a = np.asarray(im)
@@ -432,7 +430,7 @@ def _restore(y: torch.Tensor, r: _Restore) -> Any:
         luma = torch.tensor(_LUMA, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
         y = (y * luma).sum(1, keepdim=True)
     if r.kind == "torch":
-        if r.dtype in (torch.uint8, getattr(torch, "uint16", None)):
+        if not r.dtype.is_floating_point:  # uint8 / uint16 pixels
             y = torch.round(y * r.scale)
         return y.to(device=r.device, dtype=r.dtype).reshape(r.shape)
     dtype = np.dtype(r.dtype)

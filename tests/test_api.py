@@ -114,7 +114,6 @@ def test_uint8_tensors_come_back_uint8(net, shape):
     assert (out.float() - want).abs().max() <= 1  # float32 rounding at a .5 boundary at most
 
 
-@pytest.mark.skipif(not hasattr(torch, "uint16"), reason="torch < 2.3 has no uint16")
 def test_uint16_tensors_come_back_uint16_as_numpy_does(net):
     a = np.random.default_rng(0).integers(0, 65536, (20, 28, 3), dtype=np.uint16)
     t = torch.from_numpy(a.astype(np.int32)).to(torch.uint16).permute(2, 0, 1)
