@@ -283,7 +283,7 @@ class _Restore:
     alpha: Any = None
     device: Any = None
     scale: float = 1.0  # pixel value of white: 255, 65535 or 1.0
-    pil_int32: bool = False  # a PIL mode "I" image, read as 16-bit gray: give mode "I" back
+    pil_mode: str | None = None  # a PIL image's mode, to give back where the result's differs
 
 
 def _check_size(h: int, w: int) -> None:
@@ -368,22 +368,33 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
     return b.expand(-1, 3, -1, -1) if restore.gray else b
 
 
+# PIL modes deblurred as another and given back in their own: premultiplied alpha, padded RGB
+# and other colour spaces through RGB (as Pillow converts them). Bilevel images come back 8-bit
+# gray, palette images RGB(A): thresholding or re-quantising the result would undo the deblurring.
+_PIL_WORK_MODES = {"1": "L", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB",
+                   "LAB": "RGB", "HSV": "RGB"}
+# 16-bit gray modes by byte order; Pillow's convert() between them clips to 0..255
+_PIL_16BIT = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}
+
+
 def _from_pil(im, restore: _Restore) -> torch.Tensor:
     mode = im.mode
+    restore.pil_mode = None if mode in ("P", "PA") else "L" if mode == "1" else mode  # None: RGB or RGBA
     if mode == "I":  # 32-bit integer gray: Pillow < 10 opens 16-bit gray PNGs this way
         a = np.asarray(im)
         lo, hi = int(a.min()), int(a.max())
         if lo < 0 or hi > 65535:
             raise InputError(f"PIL mode I image holds values in [{lo}, {hi}]: fastdeblur reads mode I as "
                              "16-bit gray (0 to 65535)")
-        restore.shape, restore.dtype, restore.pil_int32 = a.shape, np.dtype(np.uint16), True
+        restore.shape, restore.dtype = a.shape, np.dtype(np.uint16)
         return _from_numpy(a.astype(np.uint16), restore)
     if mode == "F":  # 32-bit float gray: values in [0, 1], as for float numpy images
         a = np.asarray(im)
         restore.shape, restore.dtype = a.shape, a.dtype
         return _from_numpy(a, restore, "PIL mode F image")
-    if mode not in ("RGB", "RGBA", "L", "LA", "I;16"):
-        im = im.convert("RGBA" if "transparency" in im.info or mode in ("PA", "RGBa") else "RGB")
+    if mode not in ("RGB", "RGBA", "L", "LA", *_PIL_16BIT):
+        work = _PIL_WORK_MODES.get(mode) or ("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
+        im = im.convert(work)
     a = np.asarray(im)
     restore.shape, restore.dtype = a.shape, a.dtype
     return _from_numpy(a, restore)
@@ -448,7 +459,13 @@ def _finish(a: np.ndarray, r: _Restore) -> Any:
     if r.kind == "pil":
         from PIL import Image
 
-        return Image.fromarray(a.astype(np.int32) if r.pil_int32 else a)  # dtype and channels select the mode
+        mode = r.pil_mode
+        if mode == "I":
+            return Image.fromarray(a.astype(np.int32))
+        if mode in _PIL_16BIT:
+            return Image.frombytes(mode, (a.shape[1], a.shape[0]), a.astype(_PIL_16BIT[mode]).tobytes())
+        out = Image.fromarray(a)  # dtype and channels select the mode: L, LA, RGB or RGBA
+        return out if mode in (None, out.mode) else out.convert(mode)
     return a
 
 

@@ -130,14 +130,50 @@ def test_tensors_that_require_grad_are_taken_as_data(net):
     assert not out.requires_grad and out.shape == t.shape
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16", "P", "CMYK"])
-def test_pil_images(net, mode):
-    arr = np.random.randint(0, 256, (24, 32, 3), dtype=np.uint8)
-    im = Image.fromarray(arr).convert(mode) if mode != "I;16" else Image.fromarray(
-        np.random.randint(0, 65536, (24, 32), dtype=np.uint16))
-    out = fastdeblur.deblur(im, net)
+@pytest.fixture(scope="module")
+def identity_net():
+    """A DMPHN that returns its input (to float32 rounding): what comes back is what went in."""
+    from fastdeblur.train.init import identity_init
+
+    return identity_init(DMPHN((1, 2, 4))).eval().requires_grad_(False)
+
+
+def _pil_image(mode: str, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    if mode in ("I;16", "I;16L", "I;16B"):
+        a16 = rng.integers(0, 65536, (24, 32), dtype=np.uint16)
+        return Image.frombytes(mode, (32, 24), a16.astype(">u2" if mode == "I;16B" else "<u2").tobytes())
+    rgba = rng.integers(0, 256, (24, 32, 4), dtype=np.uint8)
+    if mode in ("La", "LA", "RGBa", "RGBA", "PA"):
+        return Image.fromarray(rgba).convert({"La": "LA", "RGBa": "RGBA", "PA": "RGBA"}.get(mode, mode)).convert(mode)
+    return Image.fromarray(rgba[..., :3]).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16", "I;16L", "I;16B", "La", "RGBa", "RGBX", "CMYK",
+                                  "YCbCr", "HSV", "LAB", "1", "P", "PA"])
+def test_pil_images_come_back_in_their_mode(identity_net, mode):
+    """A PIL image comes back in its own mode, holding the network's output as Pillow converts it:
+    16-bit gray in its byte order (converting it to RGB clipped it to 0..255), other colour
+    spaces and premultiplied alpha through RGB(A) and back. Two exceptions, since re-quantising
+    would undo the deblurring: bilevel (1) comes back 8-bit gray, palette (P, PA) RGB or RGBA."""
+    im = _pil_image(mode)
+    out = fastdeblur.deblur(im, identity_net)
     assert isinstance(out, Image.Image) and out.size == im.size
-    assert out.mode == {"P": "RGB", "CMYK": "RGB"}.get(mode, mode)
+    if mode in ("1", "P", "PA"):
+        want = im.convert({"1": "L", "P": "RGB", "PA": "RGBA"}[mode])
+    elif mode in ("La", "RGBa", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"):
+        want = im.convert({"La": "LA", "RGBa": "RGBA"}.get(mode, "RGB")).convert(mode)
+    else:
+        want = im
+    assert out.mode == want.mode
+    assert out.tobytes() == want.tobytes()
+
+
+def test_pil_palette_transparency_is_kept(identity_net):
+    im = _pil_image("RGB").convert("P")
+    im.info["transparency"] = 0
+    out = fastdeblur.deblur(im, identity_net)
+    assert out.mode == "RGBA" and out.tobytes() == im.convert("RGBA").tobytes()
 
 
 def test_pil_32_bit_gray_modes_keep_their_values(net):
