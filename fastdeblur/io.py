@@ -40,8 +40,16 @@ def cannot_write(suffix: str) -> str | None:
     return None
 
 
+# Pillow modes read as another: other colour spaces through RGB (a CMYK JPEG's four channels
+# would otherwise pass for RGBA), premultiplied alpha undone, bilevel as 8-bit gray
+_PIL_READ_AS = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB", "1": "L",
+                "La": "LA", "RGBa": "RGBA", "PA": "RGBA"}
+_TIFF_AS_STORED = (1, 2)  # photometric MINISBLACK, RGB: tifffile's array as it is (16-bit RGB included)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """HxW, HxWx3 or HxWx4 array, uint8 or uint16 as stored, EXIF orientation applied."""
+    """HxW, HxWx2, HxWx3 or HxWx4 array (gray, gray + alpha, RGB, RGBA), uint8 or uint16 as
+    stored, EXIF orientation applied; other colour spaces (CMYK, YCbCr, palette, ...) as RGB."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -56,13 +64,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
             img = _oriented(imagecodecs.png_decode(data), _png_orientation(data))
         elif path.suffix.lower() in (".tif", ".tiff"):
-            import imageio.v3 as iio
-
-            img = iio.imread(data, extension=".tif")
+            img = _read_tiff(data, path)
         else:
-            import imageio.v3 as iio
-
-            img = iio.imread(data, plugin="pillow", rotate=True)
+            img = _read_pillow(data, path)
+    except InputError:
+        raise
     except Exception as e:  # decoders raise many types (OSError, ValueError, codec errors)
         raise InputError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
     img = np.asarray(img)
@@ -70,7 +76,41 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         img = img[0]  # a single-page stack from a multi-page reader
     if img.dtype not in (np.uint8, np.uint16):
         raise InputError(f"{path}: pixel type {img.dtype} is not supported (8- or 16-bit images only)")
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (1, 2, 3, 4)):
+        raise InputError(f"{path}: holds an array of shape {img.shape}, not a gray, RGB or RGBA image")
     return img
+
+
+def _single_image(path: Path, frames: int) -> None:
+    if frames > 1:
+        raise InputError(f"{path}: holds {frames} frames (an animation or a multi-page file); fastdeblur "
+                         "reads single images: save the frame you want as its own file")
+
+
+def _read_pillow(data: bytes, path: Path) -> np.ndarray:
+    import imageio.v3 as iio
+
+    with iio.imopen(data, "r", plugin="pillow") as f:
+        _single_image(path, f.properties(index=...).n_images)
+        meta = f.metadata(index=0, exclude_applied=False)
+        mode = meta.get("mode")
+        as_mode = "RGBA" if mode == "P" and "transparency" in meta else _PIL_READ_AS.get(mode)
+        return f.read(index=0, mode=as_mode, rotate=True)
+
+
+def _read_tiff(data: bytes, path: Path) -> np.ndarray:
+    """Gray and RGB TIFFs (8 or 16 bit) through tifffile; other photometric interpretations
+    (CMYK, YCbCr, palette, white-is-zero) through Pillow, which converts them to RGB or gray."""
+    import io
+
+    import tifffile
+
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        series = tif.series[0]
+        _single_image(path, len(series.pages))
+        if tif.pages[0].photometric in _TIFF_AS_STORED:
+            return series.asarray()
+    return _read_pillow(data, path)
 
 
 def _png_orientation(data: bytes) -> int:

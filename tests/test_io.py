@@ -207,3 +207,69 @@ def test_a_missing_codec_is_named_before_anything_is_written(tmp_path, monkeypat
     with pytest.raises(InputError, match=r"a\.avif: this Pillow build has no AVIF codec"):
         write_image(tmp_path / "a.avif", np.zeros((8, 8, 3), np.uint8))
     assert not list(tmp_path.iterdir())
+
+
+def _rgb(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (13, 17, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("name,mode", [("cmyk.jpg", "CMYK"), ("cmyk.tif", "CMYK"), ("ycc.tif", "YCbCr"),
+                                       ("palette.png", "P"), ("palette.tif", "P"), ("palette.gif", "P")])
+def test_other_colour_spaces_are_read_as_rgb(tmp_path, name, mode):
+    """A CMYK file's four channels were taken for RGBA and a YCbCr TIFF's for RGB: wrong colours
+    out, silently. Now they are read as Pillow converts them to RGB."""
+    im = Image.fromarray(_rgb()).convert(mode)
+    im.save(tmp_path / name)
+    with Image.open(tmp_path / name) as stored:
+        want = np.asarray(stored.convert("RGB"))
+    back = read_image(tmp_path / name)
+    assert back.shape == (13, 17, 3) and back.dtype == np.uint8
+    assert np.array_equal(back, want)
+    if mode == "YCbCr":  # and close to the RGB it was made from (YCbCr rounding: a few levels)
+        assert np.abs(back.astype(int) - _rgb()).max() <= 4
+
+
+def test_white_is_zero_tiff_is_read_as_gray(tmp_path):
+    import tifffile
+
+    gray = _rgb()[..., 0]
+    tifffile.imwrite(tmp_path / "mw.tif", 255 - gray, photometric="miniswhite")
+    assert np.array_equal(read_image(tmp_path / "mw.tif"), gray)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".gif"])
+def test_palette_transparency_is_read_as_alpha(tmp_path, suffix):
+    im = Image.fromarray(_rgb()).convert("P")
+    im.save(tmp_path / f"t{suffix}", transparency=int(np.asarray(im)[0, 0]))
+    back = read_image(tmp_path / f"t{suffix}")
+    assert back.shape == (13, 17, 4) and back[0, 0, 3] == 0 and back[..., 3].max() == 255
+
+
+def test_bilevel_png_is_read_as_8bit_gray(tmp_path):
+    bits = _rgb()[..., 0] > 127
+    Image.fromarray(bits).save(tmp_path / "b.png")
+    back = read_image(tmp_path / "b.png")
+    assert back.dtype == np.uint8 and np.array_equal(back, bits.astype(np.uint8) * 255)
+
+
+def test_a_single_frame_gif_is_an_image(tmp_path):
+    Image.fromarray(_rgb()).save(tmp_path / "one.gif")
+    assert read_image(tmp_path / "one.gif").shape == (13, 17, 3)
+
+
+def test_animations_and_multi_page_files_are_named(tmp_path):
+    frames = [Image.fromarray(_rgb(s)) for s in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    for name in ("anim.gif", "pages.tif"):
+        with pytest.raises(InputError, match=f"{name}: holds 3 frames"):
+            read_image(tmp_path / name)
+
+
+def test_arrays_that_are_not_images_are_named(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((13, 17, 5), np.uint8), photometric="minisblack",
+                     planarconfig="contig")
+    with pytest.raises(InputError, match=r"five.tif: holds an array of shape \(13, 17, 5\)"):
+        read_image(tmp_path / "five.tif")
