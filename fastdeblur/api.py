@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _graphs, _heap
+from . import _graphs, _heap, _system
 from . import weights as _weights
 from .errors import InputError
 from .io import read_image
@@ -532,6 +532,30 @@ def _cuda_flags(active: bool, exact_fp32: bool, benchmark: bool):
             cudnn.allow_tf32 = old[1]
 
 
+# torch's CPU thread pool is sized from the cores it sees, which in a container with a CPU quota
+# (docker --cpus 2 on a 64-core host) are the host's: dozens of threads then share two CPUs of
+# time, and the scheduler's throttling stalls the convolutions' threads, which wait on each
+# other. fit_threads_to_cpu_quota shrinks the pool to the quota, once, unless the user chose a
+# size (OMP_NUM_THREADS / MKL_NUM_THREADS, or torch.set_num_threads before the first call).
+_THREADS_AT_IMPORT = torch.get_num_threads()
+_threads_lock = threading.Lock()
+_threads_fitted = False
+
+
+def fit_threads_to_cpu_quota() -> None:
+    global _threads_fitted
+    with _threads_lock:
+        if _threads_fitted:
+            return
+        _threads_fitted = True
+        if "OMP_NUM_THREADS" in os.environ or "MKL_NUM_THREADS" in os.environ:
+            return
+        threads = torch.get_num_threads()
+        quota = _system.cpu_quota()
+        if quota is not None and quota < threads == _THREADS_AT_IMPORT:
+            torch.set_num_threads(quota)
+
+
 def memory_budget(device: torch.device) -> int:
     """Bytes one forward may use: $FASTDEBLUR_MEMORY_BUDGET (MiB), else a share of what is free."""
     env = os.environ.get("FASTDEBLUR_MEMORY_BUDGET")
@@ -546,67 +570,13 @@ def memory_budget(device: torch.device) -> int:
     if device.type == "cuda":  # bounded, so a 4K frame stays under 3 GB in half precision
         free, _ = torch.cuda.mem_get_info(device)
         return int(min(free * 0.6, 2.5 * 2**30))
-    avail = cpu_memory_available()
+    avail = _system.memory_available()
     if avail is None:
         try:
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError):
             avail = 8 * 2**30
     return int(min(3 * 2**30, avail * 0.5))
-
-
-def _read_numbers(path: Path) -> dict[str, int]:
-    """'name value' lines (meminfo's 'Name:  value kB', memory.stat's 'name value') -> {name: value}."""
-    out = {}
-    for line in path.read_text().splitlines():
-        parts = line.replace(":", " ").split()
-        if len(parts) >= 2 and parts[1].isdigit():
-            out[parts[0]] = int(parts[1]) * (1024 if parts[2:3] == ["kB"] else 1)
-    return out
-
-
-def cpu_memory_available(root: Path = Path("/")) -> int | None:
-    """Bytes this process can still take without swapping (Linux; None where unknown).
-
-    The kernel's MemAvailable (free memory plus the page cache it can drop: MemFree alone calls a
-    warm file cache used, and made a 720p frame tile on a desktop that had read many files), capped
-    by the memory limit of every cgroup above the process (a container's limit; the host's
-    meminfo does not show it) less that group's working set (its usage without inactive files).
-    """
-    found = []
-    try:
-        meminfo = _read_numbers(root / "proc/meminfo")
-        if "MemAvailable" in meminfo:
-            found.append(meminfo["MemAvailable"])
-    except OSError:
-        pass
-    try:
-        groups = (root / "proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        groups = []
-    for line in groups:
-        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
-        if controllers == "" and line.startswith("0::"):  # cgroup v2
-            mount, files = root / "sys/fs/cgroup", ("memory.max", "memory.current", "inactive_file")
-        elif "memory" in controllers.split(","):  # cgroup v1
-            mount = root / "sys/fs/cgroup/memory"
-            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
-        else:
-            continue
-        # the process's group and its ancestors; in a container the mount itself is its group
-        rel = Path(path.strip("/"))
-        dirs = {mount / p for p in [rel, *rel.parents]} | {mount}
-        for d in dirs:
-            try:
-                limit_text = (d / files[0]).read_text().strip()
-                if limit_text == "max" or int(limit_text) >= 2**60:  # no limit
-                    continue
-                usage = int((d / files[1]).read_text())
-                inactive = _read_numbers(d / "memory.stat").get(files[2], 0)
-                found.append(max(int(limit_text) - max(usage - inactive, 0), 0))
-            except (OSError, ValueError):
-                continue
-    return min(found) if found else None
 
 
 def auto_tile(pixels: int, dtype: torch.dtype, budget: int) -> int | None:
@@ -650,6 +620,8 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
     dtype = dtype or param.dtype
     if tile and tile < MIN_TILE:
         raise InputError(f"tile must be 0 (off) or at least {MIN_TILE} pixels, got {tile}")
+    if param.device.type == "cpu":
+        fit_threads_to_cpu_quota()
     with torch.inference_mode():
         x = x.to(param.device)
         owned = not x.is_floating_point()
