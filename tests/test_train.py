@@ -98,6 +98,15 @@ def _mse_before_and_after_run(tr, data) -> tuple[float, float]:
     return before, mse()
 
 
+def test_cpu_training_sizes_its_threads_to_the_cpu_quota(gopro_tree, tmp_path, monkeypatch):
+    from fastdeblur import api
+
+    calls = []
+    monkeypatch.setattr(api, "fit_threads_to_cpu_quota", lambda: calls.append(True))
+    _trainer(tmp_path, PairedImages.from_gopro(gopro_tree, "train", crop=32), steps=1).run()
+    assert calls == [True]
+
+
 def test_a_few_steps_lower_the_loss(gopro_tree, tmp_path):
     data = PairedImages.from_gopro(gopro_tree, "train", crop=32)
     before, after = _mse_before_and_after_run(_trainer(tmp_path, data, steps=20), data)

@@ -272,6 +272,10 @@ class Trainer:
         from tqdm import tqdm
 
         cfg = self.cfg
+        if self.device.type == "cpu":  # in a container, the pool sized to its CPU quota (see api)
+            from ..api import fit_threads_to_cpu_quota
+
+            fit_threads_to_cpu_quota()
         if self.step == 0 and (self.out / "last.pt").is_file():
             self.load(self.out / "last.pt")
         end = steps if steps is not None else cfg.steps
