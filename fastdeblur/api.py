@@ -536,7 +536,7 @@ def _cuda_flags(active: bool, exact_fp32: bool, benchmark: bool):
 # (docker --cpus 2 on a 64-core host) are the host's: dozens of threads then share two CPUs of
 # time, and the scheduler's throttling stalls the convolutions' threads, which wait on each
 # other. fit_threads_to_cpu_quota shrinks the pool to the quota, once, unless the user chose a
-# size (OMP_NUM_THREADS / MKL_NUM_THREADS, or torch.set_num_threads before the first call).
+# size: OMP_NUM_THREADS / MKL_NUM_THREADS, or torch.set_num_threads since fastdeblur's import.
 _THREADS_AT_IMPORT = torch.get_num_threads()
 _threads_lock = threading.Lock()
 _threads_fitted = False
