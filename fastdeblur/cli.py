@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 import warnings
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
                "Training: fastdeblur train --help; fastdeblur export CHECKPOINT OUT.safetensors",
     )
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image files or folders")
-    p.add_argument("-o", "--output", type=Path, help="output file (one input) or folder")
+    p.add_argument("-o", "--output", help="output file (one input) or folder (several inputs, a folder, or a "
+                   "name ending in /)")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="also read the subfolders of folder inputs; the outputs keep the same subfolders")
     p.add_argument("--model", help="model name (see --list-models); default: default, or with a .safetensors "
@@ -91,37 +92,52 @@ def _download(name: str) -> int:
     return EXIT_OK
 
 
-def _expand(inputs: list[Path], recursive: bool = False,
-            output: Path | None = None) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(file, name relative to its input) pairs, and error messages for inputs that don't exist.
+def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = None
+            ) -> tuple[list[tuple[Path, Path]], list[str], Counter[str]]:
+    """(file, name relative to its input) pairs, error messages for inputs that don't exist or
+    hold no images, and the suffixes of the other files found in the folders (.heic, .txt, ...).
     recursive: folders are walked (hidden folders and the output folder left out), and the
     relative names keep their subfolders."""
     files: list[tuple[Path, Path]] = []
     errors: list[str] = []
+    ignored: Counter[str] = Counter()
     out = output.resolve() if output is not None else None
     for inp in inputs:
         if inp.is_dir():
-            found = sorted(p.relative_to(inp) for p in (inp.rglob("*") if recursive else inp.iterdir())
-                           if p.is_file() and is_image_path(p))
-            if recursive:
-                found = [rel for rel in found if not any(part.startswith(".") for part in rel.parts[:-1])
-                         and not (out is not None and (inp / rel).resolve().is_relative_to(out))]
+            found, others = [], Counter()
+            for p in inp.rglob("*") if recursive else inp.iterdir():
+                rel = p.relative_to(inp)
+                if (not p.is_file() or any(part.startswith(".") for part in rel.parts)
+                        or (recursive and out is not None and p.resolve().is_relative_to(out))):
+                    continue
+                if is_image_path(p):
+                    found.append(rel)
+                else:
+                    others[p.suffix.lower() or "(no suffix)"] += 1
             if not found:
                 hint = ("; its subfolders are read with --recursive"
                         if not recursive and any(p.is_dir() for p in inp.iterdir()) else "")
-                errors.append(f"{inp}: folder holds no images ({', '.join(SUFFIXES)}){hint}")
-            files.extend((inp / rel, rel) for rel in found)
+                seen = f"; it holds {_suffix_list(others)}" if others else ""
+                errors.append(f"{inp}: folder holds no images ({', '.join(SUFFIXES)}){seen}{hint}")
+            else:
+                ignored.update(others)
+            files.extend((inp / rel, rel) for rel in sorted(found))
         elif inp.exists():
             files.append((inp, Path(inp.name)))
         else:
             errors.append(f"{inp}: no such file or folder")
-    return files, errors
+    return files, errors, ignored
+
+
+def _suffix_list(counts: Counter[str]) -> str:
+    """'12 .heic files, 1 .txt file' (the most common first)."""
+    return ", ".join(f"{n} {suffix} file{'s' * (n != 1)}" for suffix, n in counts.most_common())
 
 
 def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     single = len(args.inputs) == 1 and not args.inputs[0].is_dir()
     out = args.output
-    if single and not out.is_dir() and not str(out).endswith(os.sep):
+    if single and not out.is_dir() and not args.output_is_folder:
         if out.suffix.lower() not in SUFFIXES:
             raise InputError(f"output {out} has no image suffix ({', '.join(SUFFIXES)})")
         return [(files[0][0], out)]
@@ -166,13 +182,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("fastdeblur: error: -o/--output is required", file=sys.stderr)
         return EXIT_USAGE
+    # "-o out/" names a folder, whether or not it exists yet; Path() drops the slash
+    args.output_is_folder = args.output.endswith(("/", os.sep))
+    args.output = Path(args.output)
     if args.tile is not None and args.tile < 0:
         print("fastdeblur: error: --tile must be 0 or a positive number of pixels", file=sys.stderr)
         return EXIT_USAGE
 
-    files, errors = _expand(args.inputs, args.recursive, args.output)
+    files, errors, ignored = _expand(args.inputs, args.recursive, args.output)
     for msg in errors:
         print(f"fastdeblur: error: {msg}", file=sys.stderr)
+    if ignored and not args.quiet:  # say so: a folder of HEIC photos would otherwise pass in silence
+        print(f"fastdeblur: not images fastdeblur reads, left alone: {_suffix_list(ignored)}", file=sys.stderr)
     if not files:
         return EXIT_FAILED
     try:

@@ -94,6 +94,32 @@ def test_recursive_keeps_the_subfolders(tmp_path, capsys):
     assert "deep: folder holds no images" in (err := capsys.readouterr().err) and "--recursive" in err
 
 
+def test_files_that_are_not_images_are_counted_and_hidden_ones_left_out(tmp_path, capsys):
+    """A folder of iPhone HEIC photos must not pass in silence: the other files are named by
+    suffix once (not with -q), and a folder holding none we read says what it holds. Hidden
+    files (macOS's ._x.jpg resource forks, .DS_Store) are neither read nor counted."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _img(folder / "a.png")
+    for name in ["b.heic", "c.HEIC", "notes.txt", "._a.jpg", ".DS_Store"]:
+        (folder / name).write_bytes(b"not an image we read")
+    args = ["--model", "fastdeblur-default"]
+    assert main([str(folder), "-o", str(tmp_path / "out"), *args]) == 0
+    assert "not images fastdeblur reads, left alone: 2 .heic files, 1 .txt file" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+    assert main([str(folder), "-o", str(tmp_path / "out2"), "-q", *args]) == 0
+    assert capsys.readouterr().err == ""
+    (folder / "a.png").unlink()
+    assert main([str(folder), "-o", str(tmp_path / "out3"), *args]) == 1
+    assert "folder holds no images (.png" in (err := capsys.readouterr().err) and "it holds 2 .heic files" in err
+
+
+def test_an_output_ending_in_a_slash_is_a_folder(tmp_path):
+    src = _img(tmp_path / "a.png")
+    assert main([str(src), "-o", str(tmp_path / "new") + "/", "--model", "fastdeblur-default", "-q"]) == 0
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["a.png"]
+
+
 def test_metadata_is_kept_unless_stripped(tmp_path):
     """A photo's ICC profile and EXIF reach its output (orientation applied once, tag reset to 1);
     --strip-metadata writes the pixels only."""
