@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__, _system
 from .errors import InputError, WeightsError
-from .io import PNG_LEVEL, SUFFIXES, is_image_path
+from .io import HEIF_HINT, HEIF_SUFFIXES, PNG_LEVEL, is_image_path, suffixes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for Ctrl-C
 
@@ -118,7 +118,7 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
                 hint = ("; its subfolders are read with --recursive"
                         if not recursive and any(p.is_dir() for p in inp.iterdir()) else "")
                 seen = f"; it holds {_suffix_list(others)}" if others else ""
-                errors.append(f"{inp}: folder holds no images ({', '.join(SUFFIXES)}){seen}{hint}")
+                errors.append(f"{inp}: folder holds no images ({', '.join(suffixes())}){seen}{hint}")
             else:
                 ignored.update(others)
             files.extend((inp / rel, rel) for rel in sorted(found))
@@ -130,20 +130,21 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
 
 
 def _suffix_list(counts: Counter[str]) -> str:
-    """'12 .heic files, 1 .txt file' (the most common first)."""
-    return ", ".join(f"{n} {suffix} file{'s' * (n != 1)}" for suffix, n in counts.most_common())
+    """'12 .heic files (pip install pillow-heif ...), 1 .txt file' (the most common first)."""
+    return ", ".join(f"{n} {suffix} file{'s' * (n != 1)}" + (f" ({HEIF_HINT})" if suffix in HEIF_SUFFIXES else "")
+                     for suffix, n in counts.most_common())
 
 
 def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     single = len(args.inputs) == 1 and not args.inputs[0].is_dir()
     out = args.output
     if single and not out.is_dir() and not args.output_is_folder:
-        if out.suffix.lower() not in SUFFIXES:
-            raise InputError(f"output {out} has no image suffix ({', '.join(SUFFIXES)})")
+        if out.suffix.lower() not in suffixes():
+            raise InputError(f"output {out} has no image suffix ({', '.join(suffixes())})")
         return [(files[0][0], out)]
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} must be a folder when the input is a folder or several files")
-    if not out.exists() and out.suffix.lower() in SUFFIXES:  # a typo'd file name would become a folder
+    if not out.exists() and out.suffix.lower() in suffixes():  # a typo'd file name would become a folder
         raise InputError(f"output {out} looks like a file name, but a folder or several files need -o "
                          "to name a folder")
     return [(src, out / rel) for src, rel in files]

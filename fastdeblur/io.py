@@ -1,5 +1,5 @@
-"""Image files in and out: PNG, JPEG, TIFF, BMP, WebP, AVIF, 8 and 16 bit, EXIF orientation
-applied; the ICC profile and EXIF block can be carried from an input file to its output
+"""Image files in and out: PNG, JPEG, TIFF, BMP, WebP, AVIF (and HEIC/HEIF with pillow-heif),
+8 and 16 bit, EXIF orientation applied; the ICC profile and EXIF block can be carried from an input file to its output
 (read_metadata).
 
 imageio (Pillow and tifffile plugins) does the work; 16-bit PNG goes through imagecodecs,
@@ -18,21 +18,50 @@ import numpy as np
 from .errors import InputError
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".avif")
-_EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp", ".avif")
-_LOSSY = (".jpg", ".jpeg", ".webp", ".avif")  # written at `quality`
+_EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp", ".avif", ".heic", ".heif")
+_LOSSY = (".jpg", ".jpeg", ".webp", ".avif", ".heic", ".heif")  # written at `quality`
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION = 0x0112
 _JPEG_APP1_LIMIT = 65533  # an EXIF block must fit one JPEG APP1 segment
 
 
+# HEIC/HEIF (iPhones' photos) through pillow-heif, an optional dependency (`pip install
+# fastdeblur[heif]`): it bundles libheif with libde265 (LGPL) and the x265 encoder (GPL), which a
+# core dependency should not impose. Without it these files are named, not read.
+HEIF_SUFFIXES = (".heic", ".heif")
+HEIF_HINT = "pip install pillow-heif (or fastdeblur[heif])"
+_heif_state: list[bool] = []  # [available], once checked
+
+
+def heif_available() -> bool:
+    """pillow-heif is installed; its Pillow plugin is registered on the first call."""
+    if not _heif_state:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+            _heif_state.append(True)
+        except ImportError:
+            _heif_state.append(False)
+    return _heif_state[0]
+
+
+def suffixes() -> tuple[str, ...]:
+    """The file suffixes read and written here: SUFFIXES, and HEIC/HEIF where pillow-heif is installed."""
+    return SUFFIXES + HEIF_SUFFIXES if heif_available() else SUFFIXES
+
+
 def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in SUFFIXES
+    return path.suffix.lower() in suffixes()
 
 
 def cannot_write(suffix: str) -> str | None:
-    """Why this Pillow build cannot write `suffix` files (its optional codecs: WebP, AVIF), or None."""
+    """Why `suffix` files cannot be written here (Pillow's optional WebP and AVIF codecs, HEIC
+    without pillow-heif), or None."""
     from PIL import features
 
+    if suffix.lower() in HEIF_SUFFIXES and not heif_available():
+        return f"{suffix} files need pillow-heif: {HEIF_HINT}"
     codec = {".webp": "webp", ".avif": "avif"}.get(suffix.lower())
     if codec and not features.check(codec):
         return (f"this Pillow build has no {codec.upper()} codec (pip install -U pillow), so {suffix} files "
@@ -55,6 +84,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
+    if path.suffix.lower() in HEIF_SUFFIXES and not heif_available():
+        raise InputError(f"{path}: reading HEIC/HEIF needs pillow-heif: {HEIF_HINT}")
     data = path.read_bytes()
     if not data:
         raise InputError(f"{path}: empty file")
@@ -142,19 +173,21 @@ PNG_LEVEL = 1
 
 def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
     """What of a file's metadata its deblurred copy keeps: the ICC colour profile (`icc_profile`)
-    and, from JPEG, WebP, AVIF and PNG files, the EXIF block (`exif`: camera, time, GPS), its
+    and, from JPEG, WebP, AVIF, HEIC and PNG files, the EXIF block (`exif`: camera, time, GPS), its
     orientation tag set to 1 because read_image has applied it. Empty when there is none or
     Pillow cannot parse it: metadata never fails a file."""
     from PIL import Image
 
     meta: dict[str, bytes] = {}
+    if Path(path).suffix.lower() in HEIF_SUFFIXES:
+        heif_available()  # registers the plugin that opens them
     try:
         with Image.open(path) as im:
             if im.info.get("icc_profile"):
                 meta["icc_profile"] = bytes(im.info["icc_profile"])
             # a TIFF's "EXIF" is its own layout tags; a PNG's EXIF stored after the pixels would
             # need a full decode, so only one stored before them (as cameras and editors do) is kept
-            if im.format in ("JPEG", "WEBP", "AVIF") or (im.format == "PNG" and "exif" in im.info):
+            if im.format in ("JPEG", "WEBP", "AVIF", "HEIF") or (im.format == "PNG" and "exif" in im.info):
                 exif = im.getexif()
                 if len(exif):
                     if _EXIF_ORIENTATION in exif:
@@ -178,7 +211,7 @@ def _usable_metadata(meta: dict[str, bytes] | None, img: np.ndarray, suffix: str
         out["icc_profile"] = icc
     exif = meta.get("exif")
     jpeg = suffix in (".jpg", ".jpeg")
-    if exif and (suffix in (".png", ".webp", ".avif") or (jpeg and len(exif) <= _JPEG_APP1_LIMIT)):
+    if exif and (suffix in (".png", ".webp", ".avif", *HEIF_SUFFIXES) or (jpeg and len(exif) <= _JPEG_APP1_LIMIT)):
         out["exif"] = exif
     return out
 
@@ -213,8 +246,8 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, 
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise InputError(f"{path}: unsupported output format {path.suffix!r} (use one of {', '.join(SUFFIXES)})")
+    if suffix not in SUFFIXES + HEIF_SUFFIXES:
+        raise InputError(f"{path}: unsupported output format {path.suffix!r} (use one of {', '.join(suffixes())})")
     if (why := cannot_write(suffix)) is not None:
         raise InputError(f"{path}: {why}")
     if not (isinstance(png_level, int) and 0 <= png_level <= 9):

@@ -94,10 +94,14 @@ def test_recursive_keeps_the_subfolders(tmp_path, capsys):
     assert "deep: folder holds no images" in (err := capsys.readouterr().err) and "--recursive" in err
 
 
-def test_files_that_are_not_images_are_counted_and_hidden_ones_left_out(tmp_path, capsys):
-    """A folder of iPhone HEIC photos must not pass in silence: the other files are named by
-    suffix once (not with -q), and a folder holding none we read says what it holds. Hidden
-    files (macOS's ._x.jpg resource forks, .DS_Store) are neither read nor counted."""
+def test_files_that_are_not_images_are_counted_and_hidden_ones_left_out(tmp_path, capsys, monkeypatch):
+    """A folder of iPhone HEIC photos must not pass in silence where pillow-heif is missing: the
+    other files are named by suffix once (not with -q), with how to read HEIC, and a folder
+    holding none we read says what it holds. Hidden files (macOS's ._x.jpg resource forks,
+    .DS_Store) are neither read nor counted."""
+    import fastdeblur.io
+
+    monkeypatch.setattr(fastdeblur.io, "_heif_state", [False])
     folder = tmp_path / "in"
     folder.mkdir()
     _img(folder / "a.png")
@@ -105,7 +109,8 @@ def test_files_that_are_not_images_are_counted_and_hidden_ones_left_out(tmp_path
         (folder / name).write_bytes(b"not an image we read")
     args = ["--model", "fastdeblur-default"]
     assert main([str(folder), "-o", str(tmp_path / "out"), *args]) == 0
-    assert "not images fastdeblur reads, left alone: 2 .heic files, 1 .txt file" in capsys.readouterr().err
+    assert ("not images fastdeblur reads, left alone: 2 .heic files (pip install pillow-heif (or fastdeblur[heif])), "
+            "1 .txt file") in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
     assert main([str(folder), "-o", str(tmp_path / "out2"), "-q", *args]) == 0
     assert capsys.readouterr().err == ""

@@ -273,3 +273,50 @@ def test_arrays_that_are_not_images_are_named(tmp_path):
                      planarconfig="contig")
     with pytest.raises(InputError, match=r"five.tif: holds an array of shape \(13, 17, 5\)"):
         read_image(tmp_path / "five.tif")
+
+
+@pytest.fixture
+def no_heif(monkeypatch):
+    """A machine without pillow-heif."""
+    import fastdeblur.io as fio
+
+    monkeypatch.setattr(fio, "_heif_state", [False])
+
+
+def test_heic_photos_are_read_and_written_with_their_metadata(tmp_path):
+    """iPhones' HEIC: read as displayed (the file's rotation applied), EXIF carried to the output
+    (HEIC, JPEG, PNG), 8-bit lossy at `quality` like JPEG."""
+    pytest.importorskip("pillow_heif", reason="pillow-heif is not installed (pip install fastdeblur[heif])")
+    from fastdeblur.io import heif_available, read_metadata
+
+    assert heif_available()
+    rgb = np.repeat(np.repeat(_rgb(), 4, axis=0), 4, axis=1)  # smooth enough to compress well: 52x68
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 6, "TestCam"  # shown turned by 90 degrees
+    Image.fromarray(rgb).save(tmp_path / "in.heic", quality=95, exif=exif.tobytes())
+    back = read_image(tmp_path / "in.heic")
+    assert back.shape == (68, 52, 3)  # upright: rows and columns swapped
+    upright = np.rot90(rgb, -1)
+    assert 10 * np.log10(255**2 / np.mean((back.astype(float) - upright) ** 2)) > 30
+    meta = read_metadata(tmp_path / "in.heic") | {"icc_profile": _profile()}
+    for suffix in (".heic", ".jpg", ".png"):
+        out = write_image(tmp_path / f"out{suffix}", back, metadata=meta)
+        with Image.open(out) as im:
+            assert im.getexif().get(0x010F) == "TestCam" and im.getexif().get(0x0112, 1) == 1
+        assert read_metadata(out)["icc_profile"] == _profile()
+        assert read_image(out).shape == (68, 52, 3)
+    out16 = write_image(tmp_path / "16.heic", back.astype(np.uint16) * 257)
+    assert read_image(out16).dtype == np.uint8
+
+
+def test_heic_without_pillow_heif_is_named(tmp_path, no_heif):
+    from fastdeblur.io import cannot_write, is_image_path
+
+    (tmp_path / "x.heic").write_bytes(b"\0\0\0\x18ftypheic")
+    with pytest.raises(InputError, match="x.heic: reading HEIC/HEIF needs pillow-heif: pip install pillow-heif"):
+        read_image(tmp_path / "x.heic")
+    assert not is_image_path(tmp_path / "x.heic")
+    assert "pip install pillow-heif" in cannot_write(".heic")
+    with pytest.raises(InputError, match="y.heic: .heic files need pillow-heif"):
+        write_image(tmp_path / "y.heic", _rgb())
+    assert not (tmp_path / "y.heic").exists()
