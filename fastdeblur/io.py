@@ -1,6 +1,6 @@
 """Image files in and out: PNG, JPEG, TIFF, BMP, WebP, AVIF (and HEIC/HEIF with pillow-heif),
-8 and 16 bit, EXIF orientation applied; the ICC profile and EXIF block can be carried from an input file to its output
-(read_metadata).
+8 and 16 bit, EXIF orientation applied, other colour spaces read as RGB; the ICC profile and
+EXIF block can be carried from an input file to its output (read_metadata).
 
 imageio (Pillow and tifffile plugins) does the work; 16-bit PNG goes through imagecodecs,
 since Pillow reduces 16-bit RGB PNGs to 8 bits. Writes land through a temp file in the target
