@@ -101,6 +101,27 @@ def reuse_heap():
                     _release_locked()
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                      "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def free_bytes() -> int:
+    """Bytes glibc holds free in the main heap while a forward's pages are kept for the next one
+    (until the trim; mallinfo2, glibc >= 2.33; else 0). The kernel counts them as this process's,
+    so neither MemAvailable nor a cgroup's working set shows them as available, yet the next
+    forward reuses them. After malloc_trim the free chunks' pages are returned but still counted
+    by mallinfo2, so then this is 0."""
+    with _lock:
+        kept = _depth > 0 or _trim_timer is not None
+    lib = _glibc()
+    fn = getattr(lib, "mallinfo2", None) if lib is not None and kept else None
+    if fn is None:
+        return 0
+    fn.restype = _Mallinfo2
+    return int(fn().fordblks)
+
+
 def _release() -> None:
     with _lock:
         if _depth == 0:  # not if a forward started as the timer fired

@@ -575,7 +575,9 @@ def memory_budget(device: torch.device) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return int(min(free * 0.6, 2.5 * 2**30))
     avail = _system.memory_available()
-    if avail is None:
+    if avail is not None:  # the heap pages kept from the last forward are ours to reuse
+        avail += _heap.free_bytes()
+    else:
         try:
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (ValueError, OSError):
