@@ -179,7 +179,8 @@ def test_kept_heap_pages_count_as_available_until_the_trim(monkeypatch):
         torch.empty(256 << 20, dtype=torch.uint8).fill_(1)
     kept = _heap.free_bytes()
     assert kept >= 256 << 20
-    assert api.memory_budget(torch.device("cpu")) == ((1 << 30) + kept) // 2
+    # (small Python objects come and go on the same heap between the two readings)
+    assert abs(api.memory_budget(torch.device("cpu")) - ((1 << 30) + kept) // 2) < 1 << 20
     _heap._trim_timer.cancel()
     _heap._release()  # trimmed: the pages went back, and mallinfo2's free chunks no longer count
     assert _heap.free_bytes() == 0
