@@ -130,8 +130,9 @@ def _read_pillow(data: bytes, path: Path) -> np.ndarray:
 
 
 def _read_tiff(data: bytes, path: Path) -> np.ndarray:
-    """Gray and RGB TIFFs (8 or 16 bit) through tifffile; other photometric interpretations
-    (CMYK, YCbCr, palette, white-is-zero) through Pillow, which converts them to RGB or gray."""
+    """Gray and RGB TIFFs (8 or 16 bit) through tifffile, turned upright as their orientation
+    tag says; other photometric interpretations (CMYK, YCbCr, palette, white-is-zero) through
+    Pillow, which converts them to RGB or gray."""
     import io
 
     import tifffile
@@ -139,8 +140,10 @@ def _read_tiff(data: bytes, path: Path) -> np.ndarray:
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         series = tif.series[0]
         _single_image(path, len(series.pages))
-        if tif.pages[0].photometric in _TIFF_AS_STORED:
-            return series.asarray()
+        page = tif.pages[0]
+        if page.photometric in _TIFF_AS_STORED:
+            orientation = page.tags.get(_EXIF_ORIENTATION)  # TIFF's own tag 274, which EXIF took over
+            return _oriented(series.asarray(), int(orientation.value) if orientation is not None else 1)
     return _read_pillow(data, path)
 
 

@@ -229,6 +229,22 @@ def test_other_colour_spaces_are_read_as_rgb(tmp_path, name, mode):
         assert np.abs(back.astype(int) - _rgb()).max() <= 4
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_matches_pillow(tmp_path, orientation):
+    """A TIFF's orientation tag (274; scanners and editors write it) was ignored on the tifffile
+    path, so a portrait scan came out on its side. 16-bit too, which Pillow cannot read as RGB."""
+    import tifffile
+    from PIL import ImageOps
+
+    tag = [(274, "H", 1, orientation, True)]
+    tifffile.imwrite(tmp_path / "o.tif", _rgb(), photometric="rgb", extratags=tag)
+    tifffile.imwrite(tmp_path / "o16.tif", _rgb().astype(np.uint16) * 257, photometric="rgb", extratags=tag)
+    with Image.open(tmp_path / "o.tif") as im:
+        upright = np.asarray(ImageOps.exif_transpose(im))
+    assert np.array_equal(read_image(tmp_path / "o.tif"), upright)
+    assert np.array_equal(read_image(tmp_path / "o16.tif"), upright.astype(np.uint16) * 257)
+
+
 def test_white_is_zero_tiff_is_read_as_gray(tmp_path):
     import tifffile
 
