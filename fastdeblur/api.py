@@ -15,6 +15,7 @@ import os
 import threading
 import warnings
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -610,8 +611,38 @@ def _check_ensemble(ensemble: Any) -> None:
                          f"both), got {ensemble!r}")
 
 
+@contextlib.contextmanager
+def _reporting(progress: Callable[[float], None] | None, model: nn.Module, shape: torch.Size, ensemble: int):
+    """Tell `progress` the fraction of the forward done after each encoder/decoder call or tile
+    (by the image area it covered), and 1.0 at the end: a replayed CUDA graph runs no Python, so
+    it reports only then."""
+    if progress is None:
+        yield
+        return
+    from .reference.tiled import progress_sink
+
+    n, _, h, w = shape
+    mh, mw = model.size_multiple
+    total = getattr(model, "cnn_calls", 0) * n * (h + -h % mh) * (w + -w % mw) * ensemble
+    done = 0
+
+    def sink(area: int) -> None:
+        nonlocal done
+        done += area
+        progress(min(done / total, 1.0))
+
+    token = progress_sink.set(sink if total else None)
+    try:
+        yield
+    finally:
+        progress_sink.reset(token)
+    if done < total or not total:
+        progress(1.0)
+
+
 def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = None,
-              tile: int | None = None, layout=None, shifted: bool = False, ensemble: int = 1) -> torch.Tensor:
+              tile: int | None = None, layout=None, shifted: bool = False, ensemble: int = 1,
+              progress: Callable[[float], None] | None = None) -> torch.Tensor:
     """x [N, 3, H, W] float in [0, 1] (or uint8 / int32-held uint16 pixels) -> restored, float32
     in [0, 1], same shape, on the model's device.
 
@@ -620,6 +651,7 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
     shifted: return the raw network output (restored - 0.5, unclamped) instead.
     ensemble: 2 or 4 also runs the image flipped left-right (and, for 4, both of them upside
     down) and averages the outputs flipped back, before clamping: 2x or 4x the time.
+    progress: called with the fraction done (0 to 1) after each encoder/decoder call or tile.
     """
     _check_ensemble(ensemble)
     param = _first_tensor(model)
@@ -640,7 +672,7 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
         # Not when tiling: tiles and whole-image tensors of many sizes fragment a heap that keeps
         # its pages (6000x4000: 4.8 GB peak RSS against 3.1 GB), and big images must fit first.
         reuse = x.device.type == "cpu" and not tile
-        with _heap.reuse_heap() if reuse else contextlib.nullcontext():
+        with _heap.reuse_heap() if reuse else contextlib.nullcontext(), _reporting(progress, model, x.shape, ensemble):
             if ensemble == 1:
                 y = _padded_forward(model, x, dtype, tile or None, layout, owned=owned)
             else:
@@ -654,7 +686,8 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
 
 
 def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None, dtype: Any = None,
-           backend: str | None = None, tile: int | None = None, ensemble: int = 1) -> Any:
+           backend: str | None = None, tile: int | None = None, ensemble: int = 1,
+           progress: Callable[[float], None] | None = None) -> Any:
     """Remove motion blur from `image`; returns the same kind, shape and dtype.
 
     image: numpy HxW / HxWx3 / HxWx4 (uint8, uint16, float in [0, 1]), torch [3, H, W] or
@@ -673,6 +706,9 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     tile: None (automatic, from the memory budget), 0 (never tile) or a tile size in pixels.
     ensemble: 1 (default), 2 or 4: average the outputs for the image and its left-right mirror
       (2), and for both turned upside down (4), each flipped back: sharper, at 2x / 4x the time.
+    progress: a function called with the fraction done, 0 to 1, as the network runs (after each
+      encoder/decoder call or tile: 6 to hundreds of calls per image), and with 1.0 at the end;
+      for a progress bar on CPU, where a large photo takes minutes.
     """
     if tile is not None and (not isinstance(tile, int) or tile < 0):
         raise InputError(f"tile must be None, 0 or a positive number of pixels, got {tile!r}")
@@ -699,9 +735,11 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     def run(fused: str | None, layout) -> Any:
         m = _fused(net, fused) if fused else net
         if _quantizes_on_extension(restore, dev):
-            y = run_model(m, x, dtype=dt, tile=tile, layout=layout, shifted=True, ensemble=ensemble)
+            y = run_model(m, x, dtype=dt, tile=tile, layout=layout, shifted=True, ensemble=ensemble,
+                          progress=progress)
             return _restore_quantized(y, restore)
-        return _restore(run_model(m, x, dtype=dt, tile=tile, layout=layout, ensemble=ensemble), restore)
+        return _restore(run_model(m, x, dtype=dt, tile=tile, layout=layout, ensemble=ensemble, progress=progress),
+                        restore)
 
     from .ops._backend import requested
 

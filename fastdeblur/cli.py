@@ -209,7 +209,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     import torch
     from tqdm import tqdm
 
-    from .api import _resolve_backend, _resolve_device, _resolve_dtype, deblur, load_model
+    from .api import _first_tensor, _resolve_backend, _resolve_device, _resolve_dtype, deblur, load_model
     from .io import cannot_write, read_image, read_metadata, write_image
 
     try:
@@ -231,6 +231,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
             print(f"fastdeblur: warning: {msg}", file=sys.stderr)
 
     inputs = {src.resolve() for src, _ in jobs}
+    per_image = not args.quiet and _first_tensor(model).device.type == "cpu"
     written: set[Path] = set()  # outputs written or being written
     done = skipped = 0
     interrupted, failed_before = False, failed
@@ -289,7 +290,13 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                 if reason is None:
                     try:
                         img, meta = (read or reader.submit(load, src)).result()
-                        sharp = deblur(img, model, tile=args.tile, backend=args.backend, ensemble=args.ensemble)
+                        # on a CPU a photo takes seconds to minutes: a second bar follows it
+                        with tqdm(total=100, desc=src.name, leave=False, position=1, file=sys.stderr,
+                                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+                                  disable=None if per_image else True) as bar:
+                            sharp = deblur(img, model, tile=args.tile, backend=args.backend, ensemble=args.ensemble,
+                                           progress=(lambda f: bar.update(round(100 * f) - bar.n)) if per_image
+                                           else None)
                     except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
                         reason = _reason(src, e)
                     else:

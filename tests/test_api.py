@@ -48,6 +48,31 @@ def test_ensemble_averages_the_flipped_outputs(net, ensemble):
                                run_model(net, big, tile=0, ensemble=ensemble), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("model,tile,ensemble", [("1-2-4", 0, 1), ("1-2-4", 128, 1), ("stack2", 0, 2),
+                                                 ("1-2-4-8", 128, 2)])
+def test_progress_counts_the_work_exactly(model, tile, ensemble):
+    """progress(fraction) after every encoder/decoder call or tile: rising, and the area count
+    reaches exactly 1.0 by itself (the closing 1.0 is not sent twice), tiled or not, on an odd
+    size whose padding the count includes."""
+    from fastdeblur.reference import StackDMPHN
+
+    torch.manual_seed(0)
+    net = StackDMPHN(2) if model == "stack2" else DMPHN(tuple(int(p) for p in model.split("-")))
+    seen = []
+    run_model(net.eval(), torch.rand(2, 3, 150, 171), tile=tile, ensemble=ensemble, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and seen.count(1.0) == 1
+    if not tile:  # one report per network call
+        assert len(seen) == net.cnn_calls * ensemble
+    else:
+        assert len(seen) > net.cnn_calls * ensemble
+
+
+def test_deblur_reports_progress(net):
+    seen = []
+    fastdeblur.deblur(np.zeros((20, 30, 3), np.uint8), net, progress=seen.append)
+    assert len(seen) == net.cnn_calls and seen[-1] == 1.0
+
+
 @pytest.mark.parametrize("bad", [0, 3, 8, True, "2", 2.0])
 def test_bad_ensemble_is_named(net, bad):
     with pytest.raises(InputError, match="ensemble must be 1"):

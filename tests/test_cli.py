@@ -125,6 +125,19 @@ def test_an_output_ending_in_a_slash_is_a_folder(tmp_path):
     assert [p.name for p in (tmp_path / "new").iterdir()] == ["a.png"]
 
 
+def test_a_cpu_run_follows_each_image(tmp_path, monkeypatch):
+    """On a CPU each image gets a progress bar of its own (deblur's `progress`); -q has none."""
+    import fastdeblur.api
+
+    calls, real = [], fastdeblur.api.deblur
+    monkeypatch.setattr(fastdeblur.api, "deblur", lambda *a, progress=None, **k: calls.append(progress) or real(
+        *a, progress=progress, **k))
+    src = _img(tmp_path / "a.png")
+    assert main([str(src), "-o", str(tmp_path / "b.png"), "--model", "fastdeblur-default"]) == 0
+    assert main([str(src), "-o", str(tmp_path / "c.png"), "--model", "fastdeblur-default", "-q"]) == 0
+    assert callable(calls[0]) and calls[1] is None
+
+
 def test_metadata_is_kept_unless_stripped(tmp_path):
     """A photo's ICC profile and EXIF reach its output (orientation applied once, tag reset to 1);
     --strip-metadata writes the pixels only."""

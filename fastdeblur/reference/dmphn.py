@@ -133,7 +133,7 @@ def multipatch_forward(
 
 
 def _call(net: nn.Module, x: torch.Tensor, tile: int | None) -> torch.Tensor:
-    return apply_tiled(net, x, tile, net.footprint) if tile else net(x)
+    return apply_tiled(net, x, tile, net.footprint)  # tile None or 0: one call
 
 
 def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:
@@ -165,6 +165,11 @@ class DMPHN(nn.Module):
     @property
     def size_multiple(self) -> tuple[int, int]:
         return size_multiple(self.levels)
+
+    @property
+    def cnn_calls(self) -> int:
+        """Encoder and decoder calls per forward, each over the whole image's area."""
+        return 2 * len(self.levels)
 
     def _parts(self) -> tuple[list[nn.Module], list[nn.Module], list[Grid]]:
         n = len(self.levels)
@@ -201,6 +206,11 @@ class StackDMPHN(nn.Module):
     @property
     def size_multiple(self) -> tuple[int, int]:
         return size_multiple(self.levels)
+
+    @property
+    def cnn_calls(self) -> int:
+        """Encoder and decoder calls per forward, each over the whole image's area."""
+        return 2 * len(self.levels) * self.stages
 
     def forward(self, x: torch.Tensor, tile: int | None = None, layout=TorchLayout) -> torch.Tensor:
         """x [N, 3, H, W] = img - 0.5 -> restored - 0.5; `tile` bounds memory (exact)."""

@@ -9,6 +9,8 @@ whole; the 32-channel full-resolution activations exist one tile at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +29,17 @@ class Footprint:
     down: int = 1  # input pixels per output pixel (encoder: 4)
 
 
+# Progress of the forward running in this context: told the work each CNN call (or tile) has
+# just done, as the full-resolution pixel area it covered (fastdeblur.api.run_model's `progress`)
+progress_sink: ContextVar[Callable[[int], None] | None] = ContextVar("fastdeblur_progress", default=None)
+
+
+def _done(fp: Footprint, batch: int, h: int, w: int) -> None:
+    sink = progress_sink.get()
+    if sink is not None:
+        sink(batch * h * w * fp.up * fp.up)  # input pixels -> full-resolution pixels (decoder: 16 each)
+
+
 def _spans(length: int, core: int, align: int) -> list[tuple[int, int]]:
     core = max(align, core // align * align)
     return [(s, min(s + core, length)) for s in range(0, length, core)]
@@ -36,7 +49,9 @@ def apply_tiled(net: nn.Module, x: torch.Tensor, tile: int | None, fp: Footprint
     """net(x) for x [N, C, H, W], computed on input crops of at most about `tile` pixels a side."""
     h, w = x.shape[-2:]
     if not tile or (h <= tile and w <= tile):
-        return net(x)
+        y = net(x)
+        _done(fp, x.shape[0], h, w)
+        return y
     core = tile - 2 * fp.halo
     if core < fp.align:
         raise ValueError(f"tile {tile} is too small for a halo of {fp.halo} pixels")
@@ -55,5 +70,6 @@ def apply_tiled(net: nn.Module, x: torch.Tensor, tile: int | None, fp: Footprint
             oy, ox = scale(y0 - cy0), scale(x0 - cx0)
             out[:, :, scale(y0):scale(y1), scale(x0):scale(x1)] = (
                 y[:, :, oy:oy + scale(y1 - y0), ox:ox + scale(x1 - x0)])
+            _done(fp, x.shape[0], y1 - y0, x1 - x0)
     assert out is not None
     return out
