@@ -122,3 +122,13 @@ def test_extension_layout_equals_torch_layout(build):
     x = (torch.rand(2, 3, 32, 24, dtype=torch.float64) - 0.5).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(model(x, layout=OpsLayout()), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_torch_compile_sees_one_graph():
+    """The progress hook (a ContextVar, which torch.compile cannot trace) stays out of compiled
+    code: a compiled DMPHN is one graph, not one per encoder/decoder call."""
+    import torch._dynamo as dynamo
+
+    with torch.no_grad():
+        explained = dynamo.explain(DMPHN((1, 2)).eval())(torch.rand(1, 3, 32, 32))
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)

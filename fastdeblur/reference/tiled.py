@@ -35,6 +35,8 @@ progress_sink: ContextVar[Callable[[int], None] | None] = ContextVar("fastdeblur
 
 
 def _done(fp: Footprint, batch: int, h: int, w: int) -> None:
+    if torch.compiler.is_compiling():  # torch.compile cannot trace ContextVar.get: it would split the graph
+        return
     sink = progress_sink.get()
     if sink is not None:
         sink(batch * h * w * fp.up * fp.up)  # input pixels -> full-resolution pixels (decoder: 16 each)
