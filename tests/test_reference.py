@@ -132,3 +132,28 @@ def test_torch_compile_sees_one_graph():
     with torch.no_grad():
         explained = dynamo.explain(DMPHN((1, 2)).eval())(torch.rand(1, 3, 32, 32))
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
+def test_multipatch_forward_takes_cnns_without_a_footprint():
+    """multipatch_forward is public, for models of one's own: CNNs without `footprint` run whole
+    (as before progress reporting needed it) and cannot be tiled, which says why."""
+    from fastdeblur.reference import LEVEL_GRIDS, multipatch_forward
+
+    class Plain(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)
+
+    torch.manual_seed(0)
+    enc, dec = [Encoder(), Encoder()], [Decoder(), Decoder()]
+    grids = [LEVEL_GRIDS[1], LEVEL_GRIDS[2]]
+    x = torch.rand(1, 3, 32, 48) - 0.5
+    with torch.no_grad():
+        want, _ = multipatch_forward(x, enc, dec, grids)
+        got, _ = multipatch_forward(x, [Plain(e) for e in enc], [Plain(d) for d in dec], grids)
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+        with pytest.raises(ValueError, match="Plain has no `footprint`"):
+            multipatch_forward(x, [Plain(e) for e in enc], [Plain(d) for d in dec], grids, tile=16)

@@ -133,7 +133,7 @@ def multipatch_forward(
 
 
 def _call(net: nn.Module, x: torch.Tensor, tile: int | None) -> torch.Tensor:
-    return apply_tiled(net, x, tile, net.footprint)  # tile None or 0: one call
+    return apply_tiled(net, x, tile, getattr(net, "footprint", None))  # tile None or 0: one call
 
 
 def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:

@@ -47,13 +47,18 @@ def _spans(length: int, core: int, align: int) -> list[tuple[int, int]]:
     return [(s, min(s + core, length)) for s in range(0, length, core)]
 
 
-def apply_tiled(net: nn.Module, x: torch.Tensor, tile: int | None, fp: Footprint) -> torch.Tensor:
-    """net(x) for x [N, C, H, W], computed on input crops of at most about `tile` pixels a side."""
+def apply_tiled(net: nn.Module, x: torch.Tensor, tile: int | None, fp: Footprint | None) -> torch.Tensor:
+    """net(x) for x [N, C, H, W], computed on input crops of at most about `tile` pixels a side.
+    Without a footprint (a CNN of the user's own) only whole calls are possible, and they report
+    no progress."""
     h, w = x.shape[-2:]
     if not tile or (h <= tile and w <= tile):
         y = net(x)
-        _done(fp, x.shape[0], h, w)
+        if fp is not None:
+            _done(fp, x.shape[0], h, w)
         return y
+    if fp is None:
+        raise ValueError(f"{type(net).__name__} has no `footprint` (halo and stride), so it cannot be tiled")
     core = tile - 2 * fp.halo
     if core < fp.align:
         raise ValueError(f"tile {tile} is too small for a halo of {fp.halo} pixels")
