@@ -50,19 +50,21 @@ def _parser() -> argparse.ArgumentParser:
                    help="force a path: plain PyTorch, the compiled extension's ops, or the Triton kernels "
                         "(default: the fastest measured for the device; env FASTDEBLUR_BACKEND)")
     p.add_argument("--tile", type=int, default=None,
-                   help="tile size in pixels; 0 never tiles; default: chosen from free memory")
+                   help="tile size in pixels; 0 never tiles; default: chosen from the memory available")
     p.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4),
                    help="average the outputs for the image and its mirror image (2), and for both upside "
                         "down (4): sharper, at 2x / 4x the time; default %(default)s (off)")
     p.add_argument("--png-level", type=int, default=PNG_LEVEL, choices=range(10), metavar="0-9",
                    help="PNG compression, 0 (none) to 9 (smallest, slowest); default %(default)s: a 720p "
                         "frame in ~80 ms, against ~350 ms for level 6 (13%% smaller files)")
+    p.add_argument("--quality", type=int, default=95, choices=range(1, 101), metavar="1-100",
+                   help="quality of lossy outputs (JPEG, WebP, AVIF, HEIC); default %(default)s")
     exist = p.add_mutually_exclusive_group()
     exist.add_argument("--overwrite", action="store_true", help="replace existing output files")
     exist.add_argument("--skip-existing", action="store_true", help="leave existing output files alone")
     p.add_argument("--strip-metadata", action="store_true",
                    help="write the pixels only (default: keep the input's ICC colour profile, and its EXIF "
-                        "block in JPEG, WebP, AVIF and PNG outputs, orientation reset since it is applied)")
+                        "block in JPEG, WebP, AVIF, HEIC and PNG outputs, orientation reset since it is applied)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--list-models", action="store_true", help="list the models and exit")
     p.add_argument("--download", metavar="MODEL", help="fetch a model's weights into the cache and exit")
@@ -304,7 +306,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                             finish_oldest()
                         written.add(dst.resolve())
                         pending.append((writer.submit(write_image, dst, sharp, png_level=args.png_level,
-                                                      metadata=meta), src, dst))
+                                                      quality=args.quality, metadata=meta), src, dst))
                         continue
                 if read is not None:
                     read.cancel()

@@ -242,7 +242,7 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, 
                 metadata: dict[str, bytes] | None = None) -> Path:
     """Write atomically; 16-bit data is reduced to 8 bits only for JPEG and BMP.
 
-    quality: JPEG quality (1-100); png_level: PNG compression (0 = none ... 9 = smallest, slowest);
+    quality: JPEG, WebP, AVIF and HEIC quality (1-100); png_level: PNG compression (0 = none ... 9 = smallest, slowest);
     metadata: `read_metadata`'s dict, written where the format holds it (ICC profile: PNG, JPEG,
     WebP, AVIF, TIFF; EXIF: PNG, JPEG, WebP, AVIF). JPEG, WebP and AVIF are written lossy at
     `quality`.
@@ -255,6 +255,8 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, 
         raise InputError(f"{path}: {why}")
     if not (isinstance(png_level, int) and 0 <= png_level <= 9):
         raise InputError(f"png_level must be an integer from 0 to 9, got {png_level!r}")
+    if not (isinstance(quality, int) and not isinstance(quality, bool) and 1 <= quality <= 100):
+        raise InputError(f"quality must be an integer from 1 to 100, got {quality!r}")
     if img.dtype == np.uint16 and suffix in _EIGHT_BIT_ONLY:
         img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     meta = _usable_metadata(metadata, img, suffix)

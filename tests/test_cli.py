@@ -45,6 +45,17 @@ def test_png_level_reaches_the_writer(tmp_path):
     assert np.array_equal(read_image(tmp_path / "l0.png"), read_image(tmp_path / "l9.png"))
 
 
+def test_quality_reaches_the_writer_and_is_checked(tmp_path, capsys):
+    src = _img(tmp_path / "in.png", size=(96, 128))
+    args = ["--model", "fastdeblur-default", "-q"]
+    assert main([str(src), "-o", str(tmp_path / "q30.jpg"), "--quality", "30", *args]) == 0
+    assert main([str(src), "-o", str(tmp_path / "q95.jpg"), *args]) == 0  # the default
+    assert (tmp_path / "q95.jpg").stat().st_size > 1.5 * (tmp_path / "q30.jpg").stat().st_size
+    with pytest.raises(SystemExit) as e:
+        main([str(src), "-o", str(tmp_path / "x.jpg"), "--quality", "0"])
+    assert e.value.code == 2 and "--quality" in capsys.readouterr().err
+
+
 @pytest.mark.needs_data
 def test_single_file(tmp_path, capsys):
     src = _img(tmp_path / "in.png")

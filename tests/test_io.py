@@ -336,3 +336,10 @@ def test_heic_without_pillow_heif_is_named(tmp_path, no_heif):
     with pytest.raises(InputError, match="y.heic: .heic files need pillow-heif"):
         write_image(tmp_path / "y.heic", _rgb())
     assert not (tmp_path / "y.heic").exists()
+
+
+@pytest.mark.parametrize("bad", [0, 101, 95.0, True, "95"])
+def test_a_bad_quality_is_named(tmp_path, bad):
+    with pytest.raises(InputError, match="quality must be an integer from 1 to 100"):
+        write_image(tmp_path / "a.jpg", _rgb(), quality=bad)
+    assert not list(tmp_path.iterdir())
