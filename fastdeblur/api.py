@@ -581,7 +581,7 @@ def memory_budget(device: torch.device) -> int:
     else:
         try:
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):
+        except (AttributeError, ValueError, OSError):  # Windows has no os.sysconf, macOS no SC_AVPHYS_PAGES
             avail = 8 * 2**30
     return int(min(3 * 2**30, avail * 0.5))
 

@@ -255,6 +255,9 @@ def test_cpu_budget_is_half_the_available_memory_up_to_3_gib(monkeypatch):
     assert api.memory_budget(torch.device("cpu")) == 2**30
     monkeypatch.setattr(api._system, "memory_available", lambda: 64 * 2**30)
     assert api.memory_budget(torch.device("cpu")) == 3 * 2**30
+    monkeypatch.setattr(api._system, "memory_available", lambda: None)  # not Linux
+    monkeypatch.delattr(api.os, "sysconf")  # Windows: 8 GiB assumed, so the 3 GiB cap
+    assert api.memory_budget(torch.device("cpu")) == 3 * 2**30
 
 
 def test_auto_tile_follows_the_budget():
