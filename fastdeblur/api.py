@@ -289,6 +289,7 @@ class _Restore:
     device: Any = None
     scale: float = 1.0  # pixel value of white: 255, 65535 or 1.0
     pil_mode: str | None = None  # a PIL image's mode, to give back where the result's differs
+    pil_info: dict | None = None  # and its info (ICC profile, EXIF, dpi), kept as Pillow's own operations keep it
 
 
 def _check_size(h: int, w: int) -> None:
@@ -385,6 +386,8 @@ _PIL_16BIT = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}
 def _from_pil(im, restore: _Restore) -> torch.Tensor:
     mode = im.mode
     restore.pil_mode = None if mode in ("P", "PA") else "L" if mode == "1" else mode  # None: RGB or RGBA
+    # a palette's (or bilevel image's) transparent index means nothing in the RGB(A) or L given back
+    restore.pil_info = {k: v for k, v in im.info.items() if not (k == "transparency" and mode in ("P", "PA", "1"))}
     if mode == "I":  # 32-bit integer gray: Pillow < 10 opens 16-bit gray PNGs this way
         a = np.asarray(im)
         lo, hi = int(a.min()), int(a.max())
@@ -466,11 +469,14 @@ def _finish(a: np.ndarray, r: _Restore) -> Any:
 
         mode = r.pil_mode
         if mode == "I":
-            return Image.fromarray(a.astype(np.int32))
-        if mode in _PIL_16BIT:
-            return Image.frombytes(mode, (a.shape[1], a.shape[0]), a.astype(_PIL_16BIT[mode]).tobytes())
-        out = Image.fromarray(a)  # dtype and channels select the mode: L, LA, RGB or RGBA
-        return out if mode in (None, out.mode) else out.convert(mode)
+            out = Image.fromarray(a.astype(np.int32))
+        elif mode in _PIL_16BIT:
+            out = Image.frombytes(mode, (a.shape[1], a.shape[0]), a.astype(_PIL_16BIT[mode]).tobytes())
+        else:
+            out = Image.fromarray(a)  # dtype and channels select the mode: L, LA, RGB or RGBA
+            out = out if mode in (None, out.mode) else out.convert(mode)
+        out.info.update(r.pil_info or {})
+        return out
     return a
 
 

@@ -201,6 +201,29 @@ def test_pil_palette_transparency_is_kept(identity_net):
     assert out.mode == "RGBA" and out.tobytes() == im.convert("RGBA").tobytes()
 
 
+def test_pil_info_is_kept_as_pillow_keeps_it(identity_net, tmp_path):
+    """Pillow's own operations (resize, convert, copy) keep `info`: the ICC profile, EXIF and dpi
+    of a photo opened with Image.open. deblur() returned an image without them, so code that
+    saves an image with its own info (`exif=im.info["exif"]`) lost the colour profile and the
+    orientation tag, and a phone photo was shown on its side."""
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _pil_image("RGB").save(tmp_path / "p.jpg", icc_profile=icc, exif=exif.tobytes(), dpi=(300, 300))
+    with Image.open(tmp_path / "p.jpg") as im:
+        out = fastdeblur.deblur(im, identity_net)
+        assert out.info["icc_profile"] == icc and out.info["exif"] == im.info["exif"]
+        assert out.info["dpi"] == im.info["dpi"]
+    out.save(tmp_path / "q.jpg", icc_profile=out.info["icc_profile"], exif=out.info["exif"])
+    with Image.open(tmp_path / "q.jpg") as back:
+        assert back.info.get("icc_profile") == icc and back.getexif().get(0x0112) == 6
+    pal = _pil_image("RGB").convert("P")
+    pal.info["transparency"] = 0  # a palette index: meaningless for the RGBA given back
+    assert "transparency" not in fastdeblur.deblur(pal, identity_net).info
+
+
 def test_pil_32_bit_gray_modes_keep_their_values(net):
     """Mode I (Pillow < 10 opens 16-bit gray PNGs so) is 16-bit gray, F is float gray in [0, 1]:
     converting them to RGB, as other modes are, clipped them to 0..255 (a white or black image)."""
