@@ -28,7 +28,7 @@ from torch import nn
 from . import _graphs, _heap, _system
 from . import weights as _weights
 from .errors import InputError
-from .io import read_image
+from .io import PIL_WORK_MODES, read_image
 
 MIN_SIZE = 8
 MIN_TILE = 128
@@ -374,11 +374,9 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
     return b.expand(-1, 3, -1, -1) if restore.gray else b
 
 
-# PIL modes deblurred as another and given back in their own: premultiplied alpha, padded RGB
-# and other colour spaces through RGB (as Pillow converts them). Bilevel images come back 8-bit
-# gray, palette images RGB(A): thresholding or re-quantising the result would undo the deblurring.
-_PIL_WORK_MODES = {"1": "L", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB", "CMYK": "RGB", "YCbCr": "RGB",
-                   "LAB": "RGB", "HSV": "RGB"}
+# PIL modes are deblurred as io.PIL_WORK_MODES says and given back in their own. Bilevel images
+# come back 8-bit gray, palette images RGB(A): thresholding or re-quantising the result would undo
+# the deblurring.
 # 16-bit gray modes by byte order; Pillow's convert() between them clips to 0..255
 _PIL_16BIT = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}
 
@@ -401,7 +399,7 @@ def _from_pil(im, restore: _Restore) -> torch.Tensor:
         restore.shape, restore.dtype = a.shape, a.dtype
         return _from_numpy(a, restore, "PIL mode F image")
     if mode not in ("RGB", "RGBA", "L", "LA", *_PIL_16BIT):
-        work = _PIL_WORK_MODES.get(mode) or ("RGBA" if "transparency" in im.info or mode == "PA" else "RGB")
+        work = PIL_WORK_MODES.get(mode) or ("RGBA" if "transparency" in im.info else "RGB")
         im = im.convert(work)
     a = np.asarray(im)
     restore.shape, restore.dtype = a.shape, a.dtype

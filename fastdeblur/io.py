@@ -69,10 +69,11 @@ def cannot_write(suffix: str) -> str | None:
     return None
 
 
-# Pillow modes read as another: other colour spaces through RGB (a CMYK JPEG's four channels
-# would otherwise pass for RGBA), premultiplied alpha undone, bilevel as 8-bit gray
-_PIL_READ_AS = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB", "1": "L",
-                "La": "LA", "RGBa": "RGBA", "PA": "RGBA"}
+# Pillow modes deblurred as another (files and PIL images alike): other colour spaces through RGB
+# (a CMYK JPEG's four channels would otherwise pass for RGBA), premultiplied alpha undone,
+# bilevel as 8-bit gray. A palette ("P") becomes RGBA where it has a transparent index, else RGB.
+PIL_WORK_MODES = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RGBX": "RGB", "1": "L",
+                  "La": "LA", "RGBa": "RGBA", "PA": "RGBA"}
 _TIFF_AS_STORED = (1, 2)  # photometric MINISBLACK, RGB: tifffile's array as it is (16-bit RGB included)
 
 
@@ -125,7 +126,7 @@ def _read_pillow(data: bytes, path: Path) -> np.ndarray:
         _single_image(path, f.properties(index=...).n_images)
         meta = f.metadata(index=0, exclude_applied=False)
         mode = meta.get("mode")
-        as_mode = "RGBA" if mode == "P" and "transparency" in meta else _PIL_READ_AS.get(mode)
+        as_mode = "RGBA" if mode == "P" and "transparency" in meta else PIL_WORK_MODES.get(mode)
         return f.read(index=0, mode=as_mode, rotate=True)
 
 
