@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import __version__, _system
 from .errors import InputError, WeightsError
-from .io import HEIF_HINT, HEIF_SUFFIXES, PNG_LEVEL, is_image_path, suffixes
+from .io import HEIF_HINT, HEIF_SUFFIXES, PNG_LEVEL, is_hidden, is_image_path, suffixes
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for Ctrl-C
 
@@ -109,7 +109,7 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
             found, others = [], Counter()
             for p in inp.rglob("*") if recursive else inp.iterdir():
                 rel = p.relative_to(inp)
-                if (not p.is_file() or any(part.startswith(".") for part in rel.parts)
+                if (not p.is_file() or is_hidden(rel)
                         or (recursive and out is not None and p.resolve().is_relative_to(out))):
                     continue
                 if is_image_path(p):

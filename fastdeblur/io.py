@@ -55,6 +55,12 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in suffixes()
 
 
+def is_hidden(relative: Path) -> bool:
+    """A path below a searched folder that is hidden or lies in a hidden folder (".cache/x.png",
+    macOS's "._IMG.jpg" resource forks): folder searches leave these out."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def cannot_write(suffix: str) -> str | None:
     """Why `suffix` files cannot be written here (Pillow's optional WebP and AVIF codecs, HEIC
     without pillow-heif), or None."""

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import InputError
-from ..io import read_image, suffixes
+from ..io import is_hidden, is_image_path, read_image, suffixes
 from .blur import BlurConfig, draw_blur, render, synthesize_pair
 
 
@@ -50,7 +50,7 @@ def augment(pair: Sequence[torch.Tensor], crop: int, rng: np.random.Generator) -
 def _images_in(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes())
+    return sorted(p for p in folder.iterdir() if is_image_path(p))
 
 
 def _sharp_photos(sources: Sequence[str | os.PathLike]) -> list[Path]:
@@ -59,8 +59,8 @@ def _sharp_photos(sources: Sequence[str | os.PathLike]) -> list[Path]:
     files: list[Path] = []
     for s in map(Path, sources):
         if s.is_dir():
-            found = sorted(p for p in s.rglob("*") if p.suffix.lower() in suffixes() and p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(s).parts))  # hidden
+            found = sorted(p for p in s.rglob("*") if is_image_path(p) and p.is_file()
+                           and not is_hidden(p.relative_to(s)))
             if not found:
                 raise InputError(f"no images ({', '.join(sorted(suffixes()))}) in {s} or its subfolders")
             files += found
