@@ -1,7 +1,8 @@
-"""`fastdeblur` command line: deblur files and folders.
+"""`fastdeblur` command line: deblur image and video files, and folders of them.
 
 One input file: -o names the output file (or a folder to put it in). Several inputs or a folder:
--o is a folder and names are kept (with --recursive, subfolders too). Every write is a temp file
+-o is a folder and names are kept (with --recursive, subfolders too). Videos (with PyAV) are
+deblurred frame by frame into a video of the output's kind (fastdeblur.video). Every write is a temp file
 plus a rename; a bad file is reported by name and skipped, and the exit status is 1 when any file
 failed (2 for usage errors).
 """
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from . import __version__, _system
 from .errors import InputError, WeightsError
-from .io import HEIF_HINT, HEIF_SUFFIXES, PNG_LEVEL, is_hidden, is_image_path, suffixes
+from .io import HEIF_HINT, HEIF_SUFFIXES, PNG_LEVEL, VIDEO_SUFFIXES, is_hidden, is_image_path, suffixes
+from .video import VIDEO_HINT, is_video_path, video_available
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for Ctrl-C
 
@@ -26,11 +28,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the sh
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastdeblur",
-        description="Remove motion blur from photos with DMPHN.",
+        description="Remove motion blur from photos and videos with DMPHN.",
         epilog="Examples: fastdeblur blurry.png -o sharp.png | fastdeblur photos/ -o sharp/ --half. "
                "Training: fastdeblur train --help; fastdeblur export CHECKPOINT OUT.safetensors",
     )
-    p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image files or folders")
+    p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image or video files, or folders")
     p.add_argument("-o", "--output", help="output file (one input) or folder (several inputs, a folder, or a "
                    "name ending in /)")
     p.add_argument("-r", "--recursive", action="store_true",
@@ -59,12 +61,16 @@ def _parser() -> argparse.ArgumentParser:
                         "frame in ~80 ms, against ~350 ms for level 6 (13%% smaller files)")
     p.add_argument("--quality", type=int, default=95, choices=range(1, 101), metavar="1-100",
                    help="quality of lossy outputs (JPEG, WebP, AVIF, HEIC); default %(default)s")
+    p.add_argument("--crf", type=int, default=None, metavar="N",
+                   help="video quality: the encoder's constant rate factor, lower is better and bigger "
+                        "(default: H.264 18, HEVC 20, VP9 24, AV1 28, about the source's look)")
     exist = p.add_mutually_exclusive_group()
     exist.add_argument("--overwrite", action="store_true", help="replace existing output files")
     exist.add_argument("--skip-existing", action="store_true", help="leave existing output files alone")
     p.add_argument("--strip-metadata", action="store_true",
                    help="write the pixels only (default: keep the input's ICC colour profile, and its EXIF "
-                        "block in JPEG, WebP, AVIF, HEIC and PNG outputs, orientation reset since it is applied)")
+                        "block in JPEG, WebP, AVIF, HEIC and PNG outputs, orientation reset since it is applied; "
+                        "a video's tags: creation time, location, title)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--list-models", action="store_true", help="list the models and exit")
     p.add_argument("--download", metavar="MODEL", help="fetch a model's weights into the cache and exit")
@@ -112,7 +118,7 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
                 if (not p.is_file() or is_hidden(rel)
                         or (recursive and out is not None and p.resolve().is_relative_to(out))):
                     continue
-                if is_image_path(p):
+                if is_image_path(p) or (is_video_path(p) and video_available()):
                     found.append(rel)
                 else:
                     others[p.suffix.lower() or "(no suffix)"] += 1
@@ -120,7 +126,7 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
                 hint = ("; its subfolders are read with --recursive"
                         if not recursive and any(p.is_dir() for p in inp.iterdir()) else "")
                 seen = f"; it holds {_suffix_list(others)}" if others else ""
-                errors.append(f"{inp}: folder holds no images ({', '.join(suffixes())}){seen}{hint}")
+                errors.append(f"{inp}: folder holds no images ({', '.join(_readable())}){seen}{hint}")
             else:
                 ignored.update(others)
             files.extend((inp / rel, rel) for rel in sorted(found))
@@ -131,22 +137,33 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
     return files, errors, ignored
 
 
+def _readable() -> tuple[str, ...]:
+    """The suffixes deblurred here: images, and videos where PyAV is installed."""
+    return suffixes() + (VIDEO_SUFFIXES if video_available() else ())
+
+
 def _suffix_list(counts: Counter[str]) -> str:
     """'12 .heic files (pip install pillow-heif ...), 1 .txt file' (the most common first)."""
-    return ", ".join(f"{n} {suffix} file{'s' * (n != 1)}" + (f" ({HEIF_HINT})" if suffix in HEIF_SUFFIXES else "")
-                     for suffix, n in counts.most_common())
+    def hint(suffix: str) -> str:
+        return (f" ({HEIF_HINT})" if suffix in HEIF_SUFFIXES else f" ({VIDEO_HINT})" if suffix in VIDEO_SUFFIXES
+                else "")
+    return ", ".join(f"{n} {suffix} file{'s' * (n != 1)}{hint(suffix)}" for suffix, n in counts.most_common())
 
 
 def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     single = len(args.inputs) == 1 and not args.inputs[0].is_dir()
     out = args.output
     if single and not out.is_dir() and not args.output_is_folder:
-        if out.suffix.lower() not in suffixes():
+        src = files[0][0]
+        if is_video_path(src) != is_video_path(out):
+            raise InputError(f"output {out} must be a video file ({', '.join(VIDEO_SUFFIXES)}) for the video {src}"
+                             if is_video_path(src) else f"output {out} is a video, but the input {src} is an image")
+        if not is_video_path(out) and out.suffix.lower() not in suffixes():
             raise InputError(f"output {out} has no image suffix ({', '.join(suffixes())})")
-        return [(files[0][0], out)]
+        return [(src, out)]
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} must be a folder when the input is a folder or several files")
-    if not out.exists() and out.suffix.lower() in suffixes():  # a typo'd file name would become a folder
+    if not out.exists() and out.suffix.lower() in suffixes() + VIDEO_SUFFIXES:  # a typo'd name, not a folder
         raise InputError(f"output {out} looks like a file name, but a folder or several files need -o "
                          "to name a folder")
     return [(src, out / rel) for src, rel in files]
@@ -252,9 +269,29 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
             return "skip"
         if dst.exists() and not args.overwrite:
             return f"output {dst} exists (use --overwrite or --skip-existing)"
-        if (why := cannot_write(dst.suffix)) is not None:  # say so before the network runs
+        why = ((None if video_available() else f"videos need PyAV: {VIDEO_HINT}") if is_video_path(dst)
+               else cannot_write(dst.suffix))
+        if why is not None:  # say so before the network runs
             return f"{dst}: {why}"
         return None
+
+    def deblur_one_video(src: Path, dst: Path) -> None:
+        """A video, frame by frame, with a bar of its frames (videos are not read ahead)."""
+        from .video import deblur_video
+
+        with tqdm(desc=src.name, unit="frame", leave=False, position=1, file=sys.stderr,
+                  disable=True if args.quiet else None) as bar:
+            def frames_done(n: int, total: int | None) -> None:
+                if total != bar.total:
+                    bar.total = total
+                    bar.refresh()
+                bar.update(n - bar.n)
+
+            result = deblur_video(src, dst, model, overwrite=True, crf=args.crf, metadata=not args.strip_metadata,
+                                  progress=frames_done, tile=args.tile, backend=args.backend, ensemble=args.ensemble)
+        if result.audio.startswith("re-encoded") and not args.quiet:
+            tqdm.write(f"fastdeblur: {dst}: sound {result.audio} ({dst.suffix} files cannot hold the source's)",
+                       file=sys.stderr)
 
     # Files are decoded on reader threads ahead of the network and encoded on writer threads behind
     # it (the codecs release the GIL): a 720p PNG takes ~37 ms to read and ~85 ms to write here,
@@ -282,14 +319,23 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
             for i, (src, dst) in enumerate(tqdm(jobs, desc="deblurring", unit="img",
                                                 disable=True if args.quiet else None, file=sys.stderr)):
                 for j in range(i, min(i + lookahead, len(jobs))):  # read ahead what will be deblurred
-                    if j not in reads and verdict(*jobs[j]) is None:
+                    if j not in reads and not is_video_path(jobs[j][0]) and verdict(*jobs[j]) is None:
                         reads[j] = reader.submit(load, jobs[j][0])
                 read = reads.pop(i, None)
                 reason = verdict(src, dst)
                 if reason == "skip":
                     skipped += 1
                     continue
-                if reason is None:
+                if reason is None and is_video_path(src):
+                    written.add(dst.resolve())
+                    try:
+                        deblur_one_video(src, dst)
+                        done += 1
+                        continue
+                    except (ValueError, RuntimeError, OSError) as e:
+                        written.discard(dst.resolve())
+                        reason = _reason(src, e)
+                elif reason is None:
                     try:
                         img, meta = (read or reader.submit(load, src)).result()
                         # on a CPU a photo takes seconds to minutes: a second bar follows it

@@ -29,6 +29,8 @@ _JPEG_APP1_LIMIT = 65533  # an EXIF block must fit one JPEG APP1 segment
 # fastdeblur[heif]`): it bundles libheif with libde265 (LGPL) and the x265 encoder (GPL), which a
 # core dependency should not impose. Without it these files are named, not read.
 HEIF_SUFFIXES = (".heic", ".heif")
+# Videos are fastdeblur.video's (through PyAV); read_image names them instead of failing to decode.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 HEIF_HINT = "pip install pillow-heif (or fastdeblur[heif])"
 _heif_state: list[bool] = []  # [available], once checked
 
@@ -93,6 +95,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: not a file")
     if path.suffix.lower() in HEIF_SUFFIXES and not heif_available():
         raise InputError(f"{path}: reading HEIC/HEIF needs pillow-heif: {HEIF_HINT}")
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        raise InputError(f"{path}: a video, not an image; use fastdeblur.deblur_video(src, dst), or the command "
+                         f"`fastdeblur {path.name} -o OUT{path.suffix}`")
     data = path.read_bytes()
     if not data:
         raise InputError(f"{path}: empty file")

@@ -1,0 +1,373 @@
+"""Videos in and out: decode with FFmpeg (PyAV), deblur each frame, encode, carry the sound.
+
+Frames go through `deblur()` one by one at their stored size (on a GPU, frames of one size replay
+a captured graph). Decoding runs on a thread ahead of the network and encoding on one behind it,
+so FFmpeg's work overlaps the forward. Timestamps (variable frame rates included), the rotation
+tag, the colour tags and 10-bit depth are kept; sound is copied packet for packet, or re-encoded
+where the output container cannot hold its codec. The output lands through a temp file and a
+rename, so an error or Ctrl-C leaves no half-written video.
+
+PyAV is optional (`pip install fastdeblur[video]`): its wheels bundle FFmpeg with x264 and x265,
+which are GPL, and a core dependency should not impose them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .io import VIDEO_SUFFIXES, private_temp_path, publish
+
+VIDEO_HINT = "pip install av (or fastdeblur[video])"
+_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
+# The encoder for each source codec we re-encode in kind; anything else becomes H.264 (VP9 in WebM).
+_ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+# Constant-quality settings that look like the source at normal viewing (x264's "visually lossless"
+# 18 and the others' equivalents); lower is better and bigger.
+DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libsvtav1": 28}
+_CRF_RANGE = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63, "libsvtav1": 63}
+_QUEUE = 4  # decoded frames held ahead of the network, and deblurred ones behind it
+
+
+def video_available() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def is_video_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError:
+        raise InputError(f"videos need PyAV, which is not installed: {VIDEO_HINT}") from None
+    return av
+
+
+@dataclass
+class VideoResult:
+    """What `deblur_video` wrote."""
+
+    path: Path
+    frames: int
+    width: int
+    height: int
+    codec: str  # the encoder used, e.g. "libx264"
+    audio: str  # "copied", "re-encoded to aac", or "none"
+
+
+def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "default", *,
+                 overwrite: bool = False, crf: int | None = None, metadata: bool = True,
+                 progress: Callable[[int, int | None], None] | None = None, **deblur_kwargs: Any) -> VideoResult:
+    """Deblur every frame of the video `src` into `dst` (.mp4, .m4v, .mov, .mkv, .webm, .avi).
+
+    model and deblur_kwargs (device, dtype, backend, tile, ensemble): as for `deblur()`; a model
+      from `load_model()` is loaded once, a name is cached after the first frame.
+    crf: constant-quality setting of the encoder (lower: better, bigger); default DEFAULT_CRF's
+      value for it. The encoder is the source's kind (H.264, HEVC, VP9, AV1) where the output
+      container holds it, else H.264 (VP9 for .webm).
+    metadata: carry the container's tags (creation time, title, a phone's location, ...) and the
+      streams' language; False writes none.
+    progress: called as progress(frames_done, frames_total) after each frame; frames_total is the
+      container's count or an estimate from its duration, None where it has neither.
+    """
+    from .api import deblur
+
+    av = _import_av()
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise InputError(f"{src}: no such file" if not src.exists() else f"{src}: not a file")
+    fmt = _CONTAINERS.get(dst.suffix.lower())
+    if fmt is None:
+        raise InputError(f"{dst}: unsupported video output {dst.suffix!r} (use one of {', '.join(VIDEO_SUFFIXES)})")
+    if dst.exists() and not overwrite:
+        raise InputError(f"output {dst} exists (pass overwrite=True)")
+    if dst.exists() and os.path.samefile(src, dst):
+        raise InputError(f"refusing to overwrite the input file {dst}")
+    if crf is not None and (not isinstance(crf, int) or isinstance(crf, bool) or crf < 0):
+        raise InputError(f"crf must be a non-negative integer, got {crf!r}")
+    try:
+        inp = av.open(str(src))
+    except (av.FFmpegError, OSError) as e:
+        raise InputError(f"{src}: cannot be read as a video: {e}") from e
+    with inp:
+        if not inp.streams.video:
+            raise InputError(f"{src}: holds no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"  # frame and slice threads in the decoder
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        total = _frame_count(vin)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = private_temp_path(dst)
+        try:
+            out = av.open(str(tmp), "w", format=fmt)
+            with out:
+                codec, pix_fmt = _video_encoder(av, out, vin.codec_context, fmt)
+                copy_sound = ain is None or ain.codec_context.name in out.supported_codecs
+                items = _decoded(inp, vin, ain, _bits(av, pix_fmt), decode_sound=not copy_sound)
+                # The first frame's rotation and colour tags go into the header, which the first
+                # packet muxed (often sound) writes: read up to that frame before muxing anything.
+                ahead = list(_through_first_frame(items))
+                if ahead[-1][0] != "video":
+                    raise InputError(f"{src}: its video stream holds no frames")
+                enc = _Encoder(av, out, vin, ain, codec, pix_fmt, crf, ahead[-1][2])
+                if metadata:
+                    _copy_tags(inp, out, [(vin, enc.stream), (ain, enc.aout)])
+                frames = _pipeline(itertools.chain(ahead, items), lambda img: deblur(img, model, **deblur_kwargs),
+                                   enc, progress, total)
+                enc.flush()
+            publish(tmp, dst)
+        except av.FFmpegError as e:
+            raise InputError(f"{src}: {e}") from e
+        finally:
+            tmp.unlink(missing_ok=True)
+    return VideoResult(dst, frames, vin.codec_context.width, vin.codec_context.height, codec, enc.audio)
+
+
+_MUXER_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "duration"}  # the muxer writes its own
+_STREAM_TAGS = ("language", "title", "handler_name")
+
+
+def _copy_tags(inp, out, pairs) -> None:
+    out.metadata.update({k: v for k, v in inp.metadata.items() if k.lower() not in _MUXER_TAGS})
+    for src, dst in pairs:
+        if src is not None and dst is not None:
+            dst.metadata.update({k: v for k, v in src.metadata.items() if k.lower() in _STREAM_TAGS})
+
+
+def _through_first_frame(items: Iterator[tuple[str, Any, Any]]) -> Iterator[tuple[str, Any, Any]]:
+    """The items up to and including the first video frame (all of them if there is none)."""
+    for item in items:
+        yield item
+        if item[0] == "video":
+            return
+    yield ("end", None, None)
+
+
+def _video_encoder(av, out, ctx, fmt: str) -> tuple[str, str]:
+    """(encoder, pixel format): the source's kind and format where the container and the encoder
+    take them, else H.264 (VP9 in WebM) and 8-bit 4:2:0."""
+    name = _ENCODERS.get(ctx.name)
+    if name is None or ctx.name not in out.supported_codecs or not _has_encoder(av, name):
+        name = "libvpx-vp9" if fmt == "webm" else "libx264"
+    formats = {f.name for f in av.codec.Codec(name, "w").video_formats}
+    return name, ctx.pix_fmt if ctx.pix_fmt in formats else "yuv420p"
+
+
+def _bits(av, pix_fmt: str) -> int:
+    """8, or 16 for formats deeper than 8 bits (deblurred as 16-bit RGB)."""
+    return 16 if av.VideoFormat(pix_fmt).components[0].bits > 8 else 8
+
+
+def _frame_count(stream) -> int | None:
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base and rate:
+        return max(1, round(float(stream.duration * stream.time_base * rate)))
+    return None
+
+
+class _Encoder:
+    """The output streams: video encoded from deblurred RGB frames, sound copied or re-encoded."""
+
+    def __init__(self, av, out, vin, ain, codec: str, pix_fmt: str, crf: int | None, first):
+        limit = _CRF_RANGE[codec]
+        if crf is not None and crf > limit:
+            raise InputError(f"crf {crf} is out of range for {codec} (0-{limit})")
+        self.av, self.out, self.pix_fmt = av, out, pix_fmt
+        self.rate = vin.average_rate or vin.guessed_rate or 30
+        self.encoded = 0
+        self.stream = out.add_stream(codec, rate=self.rate)
+        self.stream.width, self.stream.height = vin.codec_context.width, vin.codec_context.height
+        self.stream.pix_fmt = pix_fmt
+        # the source's timestamps are encoded and written as they are (a variable frame rate too)
+        self.stream.time_base = self.stream.codec_context.time_base = vin.time_base
+        if vin.sample_aspect_ratio:
+            self.stream.sample_aspect_ratio = vin.sample_aspect_ratio
+        opts = {"crf": str(DEFAULT_CRF[codec] if crf is None else crf)}
+        if codec == "libx265":  # x265 prints its settings on stderr unless told not to
+            opts["x265-params"] = "log-level=error"
+        if codec == "libvpx-vp9":
+            opts.update({"b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "2"})
+        self.stream.options = opts
+        if first.rotation:  # a phone's portrait video: its frames are stored sideways, tagged
+            self.stream.set_display_rotation(first.rotation)
+        # the source's colour tags, so players show the same colours (0 or 2: unspecified)
+        self.colour = {a: getattr(first, a) for a in ("colorspace", "color_range", "color_primaries", "color_trc")}
+        ctx = self.stream.codec_context
+        for attr, value in self.colour.items():
+            setattr(ctx, attr, value)
+        self.audio = "none"
+        self.aout, self.resampler = None, None
+        if ain is not None:
+            actx = ain.codec_context
+            if actx.name in out.supported_codecs:
+                self.aout = out.add_stream_from_template(ain)
+                self.audio = "copied"
+            else:  # e.g. PCM sound into WebM
+                codec = out.default_audio_codec
+                spec = av.codec.Codec(codec, "w")
+                rates = spec.audio_rates  # Opus takes 48 kHz and a few lower rates, not 44.1 kHz
+                rate = actx.sample_rate if not rates or actx.sample_rate in rates else max(rates)
+                self.aout = out.add_stream(codec, rate=rate, layout=actx.layout)
+                fmts = spec.audio_formats
+                self.resampler = av.AudioResampler(format=fmts[0].name if fmts else None, layout=actx.layout,
+                                                   rate=rate)
+                self.audio = f"re-encoded to {codec}"
+
+    def video(self, img: np.ndarray, like) -> None:
+        """Encode deblurred pixels `img` [H, W, 3] with the timestamp and tags of source frame `like`."""
+        rgb = self.av.VideoFrame.from_ndarray(img, format="rgb48le" if img.dtype == np.uint16 else "rgb24")
+        frame = rgb.reformat(format=self.pix_fmt, dst_colorspace=self.colour["colorspace"] or None,
+                             dst_color_range=self.colour["color_range"] or None)
+        if like.pts is None:  # a stream without timestamps: frame n at n / rate
+            tb = self.stream.time_base
+            frame.pts, frame.time_base = round(self.encoded / (self.rate * tb)), tb
+        else:
+            frame.pts, frame.time_base = like.pts, like.time_base
+        self.encoded += 1
+        frame.color_primaries, frame.color_trc = self.colour["color_primaries"], self.colour["color_trc"]
+        self.out.mux(self.stream.encode(frame))
+
+    def sound(self, item) -> None:
+        """Copy a demuxed packet, or re-encode a decoded frame."""
+        if self.resampler is None:
+            item.stream = self.aout
+            self.out.mux(item)
+            return
+        for frame in self.resampler.resample(item):
+            self.out.mux(self.aout.encode(frame))
+
+    def flush(self) -> None:
+        self.out.mux(self.stream.encode(None))
+        if self.resampler is not None:
+            for frame in self.resampler.resample(None):
+                self.out.mux(self.aout.encode(frame))
+            self.out.mux(self.aout.encode(None))
+
+
+def _has_encoder(av, name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+    except (av.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def _decoded(inp, vin, ain, bits: int, decode_sound: bool) -> Iterator[tuple[str, Any, Any]]:
+    """("video", pixels [H, W, 3], source frame) and ("sound", packet or decoded frame, None), in
+    file order."""
+    fmt = "rgb48le" if bits == 16 else "rgb24"
+    for packet in inp.demux([vin] if ain is None else [vin, ain]):
+        if packet.stream is vin:
+            for frame in packet.decode():
+                yield "video", frame.to_ndarray(format=fmt, src_color_range=frame.color_range or None), frame
+        elif decode_sound:
+            for frame in packet.decode():
+                yield "sound", frame, None
+        elif packet.dts is not None:  # a copy takes real packets, not the demuxer's final empty one
+            yield "sound", packet, None
+
+
+class _Stop(Exception):
+    """Raised in a worker thread when the other side gave up."""
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    while True:
+        if stop.is_set():
+            raise _Stop
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            continue
+
+
+_END = object()
+
+
+def _pipeline(items: Iterator, deblur_frame: Callable[[np.ndarray], np.ndarray], enc: _Encoder,
+              progress: Callable[[int, int | None], None] | None, total: int | None) -> int:
+    """Decode on one thread, deblur here, encode on another; the first error anywhere stops all
+    three and is raised here. Returns the number of frames encoded."""
+    stop = threading.Event()
+    decoded: queue.Queue = queue.Queue(_QUEUE)
+    deblurred: queue.Queue = queue.Queue(_QUEUE)
+    errors: list[BaseException] = []
+
+    def run(work: Callable[[], None]) -> Callable[[], None]:
+        def body() -> None:
+            try:
+                work()
+            except _Stop:
+                pass
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread
+                errors.append(e)
+                stop.set()
+        return body
+
+    def decode() -> None:
+        for item in items:
+            _put(decoded, item, stop)
+        _put(decoded, _END, stop)
+
+    def encode() -> None:
+        while (item := _get(deblurred, stop)) is not _END:
+            kind, payload, frame = item
+            if kind == "video":
+                enc.video(payload, frame)
+            else:
+                enc.sound(payload)
+
+    threads = [threading.Thread(target=run(decode), name="fastdeblur-decode", daemon=True),
+               threading.Thread(target=run(encode), name="fastdeblur-encode", daemon=True)]
+    for t in threads:
+        t.start()
+    frames = 0
+    try:
+        while (item := _get(decoded, stop)) is not _END:
+            kind, payload, frame = item
+            if kind == "video":
+                payload = deblur_frame(payload)
+                frames += 1
+            _put(deblurred, (kind, payload, frame), stop)
+            if kind == "video" and progress is not None:
+                progress(frames, total if total is None else max(total, frames))
+        _put(deblurred, _END, stop)
+    except _Stop:  # a worker failed: its error is raised below
+        pass
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return frames

@@ -1,0 +1,281 @@
+"""Videos: frames, timestamps, rotation, colour tags, bit depth and sound survive; errors and
+interruptions leave no file behind and no thread running."""
+
+import threading
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from fastdeblur import InputError, deblur, deblur_video
+from fastdeblur.metrics import psnr
+from fastdeblur.reference import DMPHN
+from fastdeblur.train.init import identity_init
+
+av = pytest.importorskip("av", reason="PyAV is not installed (pip install fastdeblur[video])")
+
+
+def make_video(path, *, codec="libx264", pix_fmt="yuv420p", size=(96, 64), frames=8, rate=25, sound="aac",
+               sound_rate=48000, rotation=0, colorspace=None, color_range=None, vfr=False, tags=None):
+    """A small smooth moving pattern (chroma subsampling loses little of it), encoded losslessly
+    where the codec can, with a sine tone of the video's length."""
+    out = av.open(str(path), "w")
+    if tags:
+        out.metadata.update(tags)
+    v = out.add_stream(codec, rate=rate)
+    v.width, v.height, v.pix_fmt = size[0], size[1], pix_fmt
+    v.options = {"libx264": {"crf": "0"}, "libx265": {"x265-params": "log-level=error:lossless=1"}}.get(codec, {})
+    tb = Fraction(1, rate * 100)
+    v.time_base = v.codec_context.time_base = tb
+    if rotation:
+        v.set_display_rotation(rotation)
+    if colorspace is not None:
+        v.codec_context.colorspace = colorspace
+    if color_range is not None:
+        v.codec_context.color_range = color_range
+    a = out.add_stream(sound, rate=sound_rate, layout="mono") if sound else None
+    yy, xx = np.mgrid[0:size[1], 0:size[0]]
+    pts = 0
+    for i in range(frames):
+        img = np.stack([128 + 100 * np.sin(xx / 9 + i / 3), 128 + 100 * np.cos(yy / 7 - i / 5),
+                        128 + 90 * np.sin((xx + yy) / 13)], -1).astype(np.uint8)
+        f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format=pix_fmt, dst_colorspace=colorspace,
+                                                                      dst_color_range=color_range)
+        f.pts, f.time_base = pts, tb
+        pts += (50 if i % 2 else 150) if vfr else 100
+        out.mux(v.encode(f))
+    out.mux(v.encode(None))
+    if a is not None:
+        t, pcm = 0, sound.startswith("pcm")
+        while t < frames / rate * sound_rate:
+            s = 0.3 * np.sin((t + np.arange(1024)) / 10)
+            af = av.AudioFrame.from_ndarray((s * 32767).astype(np.int16)[None] if pcm else s.astype(np.float32)[None],
+                                            format="s16" if pcm else "fltp", layout="mono")
+            af.sample_rate, af.pts = sound_rate, t
+            t += 1024
+            out.mux(a.encode(af))
+        out.mux(a.encode(None))
+    out.close()
+    return path
+
+
+def probe(path):
+    """(frames as RGB arrays, their times, first frame's (rotation, colorspace, color_range), stream info)."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        info = {"codec": v.codec_context.name, "pix_fmt": v.codec_context.pix_fmt, "time_base": v.time_base,
+                "streams": [(s.type, s.codec_context.name) for s in c.streams], "tags": dict(c.metadata),
+                "sound_rate": c.streams.audio[0].codec_context.sample_rate if c.streams.audio else None}
+        deep = v.codec_context.pix_fmt.endswith("10le")
+        frames, pts, first = [], [], None
+        for f in c.decode(v):
+            frames.append(f.to_ndarray(format="rgb48le" if deep else "rgb24", src_color_range=f.color_range or None))
+            pts.append(f.pts * f.time_base)  # seconds, as a Fraction
+            first = first or (f.rotation, f.colorspace, f.color_range)
+    with av.open(str(path)) as c:
+        sound = [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size] if c.streams.audio else []
+    return frames, pts, first, info, sound
+
+
+@pytest.fixture(scope="module")
+def identity():
+    """DMPHN(1-2-4) that returns its input: what comes out is what the video path did to the frames."""
+    return identity_init(DMPHN((1, 2, 4))).eval().requires_grad_(False)
+
+
+def _assert_same_frames(a, b, min_db):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.shape == y.shape and x.dtype == y.dtype
+        assert psnr(x, y) >= min_db
+
+
+def test_round_trip_keeps_frames_timestamps_rotation_colour_sound_and_tags(tmp_path, identity):
+    tags = {"title": "hello", "location": "+48.8577+002.2950/", "creation_time": "2026-12-01T10:00:00.000000Z"}
+    src = make_video(tmp_path / "in.mp4", rotation=90, colorspace=1, color_range=1, vfr=True, tags=tags)
+    seen = []
+    r = deblur_video(src, tmp_path / "out.mp4", identity, crf=0, progress=lambda n, total: seen.append((n, total)))
+    assert (r.frames, r.width, r.height, r.codec, r.audio) == (8, 96, 64, "libx264", "copied")
+    assert seen == [(n, 8) for n in range(1, 9)]
+    a, pts_a, first_a, info_a, sound_a = probe(src)
+    b, pts_b, first_b, info_b, sound_b = probe(r.path)
+    assert pts_b == pts_a and pts_a[:3] == [0, Fraction(6, 100), Fraction(8, 100)]  # a variable frame rate, kept
+    assert first_b == first_a == (90, 1, 1)  # rotation tag, BT.709, limited range
+    assert info_b["streams"] == info_a["streams"] == [("video", "h264"), ("audio", "aac")]
+    assert sound_b == sound_a and len(sound_a) > 5  # copied packet for packet
+    assert {k: info_b["tags"].get(k) for k in tags} == tags
+    _assert_same_frames(a, b, 42)  # RGB -> 4:2:0 and back again, nothing else
+    stripped = deblur_video(src, tmp_path / "bare.mp4", identity, metadata=False)
+    assert not {"title", "location"} & set(probe(stripped.path)[3]["tags"])
+
+
+def test_frames_are_deblurred_like_images(tmp_path):
+    """The frames go through deblur() with the model and options given: the output matches
+    deblur() of the decoded frames, up to the lossless encoder's colour conversion."""
+    src = make_video(tmp_path / "in.mkv", sound=None, frames=3)
+    r = deblur_video(src, tmp_path / "out.mkv", "fastdeblur-default", crf=0, ensemble=2)
+    frames = probe(src)[0]
+    want = [deblur(f, "fastdeblur-default", ensemble=2) for f in frames]
+    assert max(psnr(f, w) for f, w in zip(frames, want, strict=True)) < 40  # the model changes the frames
+    # what 4:2:0 keeps of the deblurred frames: the encoder itself is lossless here
+    subsampled = [av.VideoFrame.from_ndarray(w, format="rgb24").reformat(format="yuv420p").to_ndarray(format="rgb24")
+                  for w in want]
+    _assert_same_frames(probe(r.path)[0], subsampled, 50)
+
+
+def test_ten_bit_hevc_stays_ten_bit(tmp_path, identity):
+    src = make_video(tmp_path / "in.mkv", codec="libx265", pix_fmt="yuv420p10le", sound="flac", frames=4)
+    r = deblur_video(src, tmp_path / "out.mkv", identity, crf=0)
+    a, _, _, _, sound_a = probe(src)
+    b, _, _, info, sound_b = probe(r.path)
+    assert (r.codec, info["pix_fmt"], b[0].dtype) == ("libx265", "yuv420p10le", np.uint16)
+    assert sound_b == sound_a
+    _assert_same_frames(a, b, 40)  # x265's crf 0 is not lossless
+
+
+def test_sound_the_container_cannot_hold_is_re_encoded(tmp_path, identity):
+    src = make_video(tmp_path / "in.mkv", sound="pcm_s16le", sound_rate=44100, frames=4)
+    r = deblur_video(src, tmp_path / "out.webm", identity)
+    info = probe(r.path)[3]
+    assert (r.codec, r.audio) == ("libvpx-vp9", "re-encoded to opus")
+    assert info["streams"] == [("video", "vp9"), ("audio", "opus")] and info["sound_rate"] == 48000  # Opus: no 44.1k
+
+
+def test_bad_inputs_are_named(tmp_path, identity):
+    src = make_video(tmp_path / "in.mp4", frames=2)
+    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 5000)
+    with pytest.raises(InputError, match="junk.mp4: cannot be read as a video"):
+        deblur_video(tmp_path / "junk.mp4", tmp_path / "o.mp4", identity)
+    with pytest.raises(InputError, match="no such file"):
+        deblur_video(tmp_path / "missing.mp4", tmp_path / "o.mp4", identity)
+    sound_only = av.open(str(tmp_path / "tone.mkv"), "w")
+    a = sound_only.add_stream("pcm_s16le", rate=8000, layout="mono")
+    af = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+    af.sample_rate = 8000
+    sound_only.mux(a.encode(af))
+    sound_only.mux(a.encode(None))
+    sound_only.close()
+    with pytest.raises(InputError, match="holds no video stream"):
+        deblur_video(tmp_path / "tone.mkv", tmp_path / "o.mp4", identity)
+    with pytest.raises(InputError, match="unsupported video output '.png'"):
+        deblur_video(src, tmp_path / "o.png", identity)
+    (tmp_path / "exists.mp4").write_bytes(b"x")
+    with pytest.raises(InputError, match="exists"):
+        deblur_video(src, tmp_path / "exists.mp4", identity)
+    with pytest.raises(InputError, match="input file"):
+        deblur_video(src, src, identity, overwrite=True)
+    for crf in (-1, 1.5, True):
+        with pytest.raises(InputError, match="crf must be"):
+            deblur_video(src, tmp_path / "o.mp4", identity, crf=crf)
+    with pytest.raises(InputError, match="crf 60 is out of range for libx264"):
+        deblur_video(src, tmp_path / "o.mp4", identity, crf=60)
+    with pytest.raises(InputError, match=r"a video, not an image; use fastdeblur.deblur_video"):
+        deblur(src)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.mp4", "in.mp4", "junk.mp4", "tone.mkv"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where", ["network", "encoder", "interrupt"])
+def test_a_failure_midway_leaves_nothing_behind(tmp_path, identity, monkeypatch, where):
+    """An error in the network, in the encoder's thread, or Ctrl-C after 3 frames: the error comes
+    out, no output or temp file is left, and no thread keeps running."""
+    from fastdeblur import video
+
+    src = make_video(tmp_path / "in.mp4", frames=8)
+    calls = []
+    if where == "encoder":
+        real = video._Encoder.video
+
+        def failing(self, img, like):
+            if len(calls) == 3:
+                raise RuntimeError("encoder broke")
+            calls.append(1)
+            real(self, img, like)
+        monkeypatch.setattr(video._Encoder, "video", failing)
+    elif where == "network":
+        from fastdeblur import api
+
+        real = api.deblur
+
+        def failing(img, *args, **kwargs):
+            if len(calls) == 3:
+                raise RuntimeError("network broke")
+            calls.append(1)
+            return real(img, *args, **kwargs)
+        monkeypatch.setattr(api, "deblur", failing)
+
+    def progress(n, total):
+        if where == "interrupt" and n == 3:
+            raise KeyboardInterrupt
+
+    before = threading.active_count()
+    with pytest.raises(KeyboardInterrupt if where == "interrupt" else RuntimeError):
+        deblur_video(src, tmp_path / "out.mp4", identity, progress=progress)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    assert threading.active_count() == before
+
+
+def test_command_deblurs_videos_beside_images(tmp_path, capsys):
+    from fastdeblur.cli import main
+    from fastdeblur.io import write_image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    make_video(folder / "clip.mov", frames=3, tags={"title": "trip"})
+    write_image(folder / "photo.png", np.random.randint(0, 256, (40, 56, 3), np.uint8))
+    code = main([str(folder), "-o", str(tmp_path / "out") + "/", "--model", "fastdeblur-default", "--crf", "23"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mov", "photo.png"]
+    frames, _, _, info, _ = probe(tmp_path / "out" / "clip.mov")
+    assert len(frames) == 3 and info["tags"].get("title") == "trip"
+    assert main([str(folder / "clip.mov"), "-o", str(tmp_path / "bare.mkv"), "--model", "fastdeblur-default",
+                 "--strip-metadata", "-q"]) == 0
+    assert "title" not in probe(tmp_path / "bare.mkv")[3]["tags"]
+
+
+def test_command_checks_video_outputs(tmp_path, capsys):
+    from fastdeblur.cli import main
+    from fastdeblur.io import write_image
+
+    clip = make_video(tmp_path / "clip.mp4", frames=2)
+    assert main([str(clip), "-o", str(tmp_path / "x.png")]) == 2
+    assert "must be a video file (.mp4" in capsys.readouterr().err
+    photo = write_image(tmp_path / "photo.png", np.zeros((8, 8, 3), np.uint8))
+    assert main([str(photo), "-o", str(tmp_path / "x.mp4")]) == 2
+    assert "is a video, but the input" in capsys.readouterr().err
+    assert main([str(clip), str(photo), "-o", str(tmp_path / "x.mkv")]) == 2  # a folder is needed
+    assert "looks like a file name" in capsys.readouterr().err
+
+
+def test_command_without_pyav_names_the_videos_it_leaves(tmp_path, capsys, monkeypatch):
+    from fastdeblur import cli
+    from fastdeblur.io import write_image
+
+    monkeypatch.setattr(cli, "video_available", lambda: False)
+    (tmp_path / "only").mkdir()
+    make_video(tmp_path / "only" / "a.mp4", frames=1)
+    assert cli.main([str(tmp_path / "only"), "-o", str(tmp_path / "out") + "/"]) == 1
+    err = capsys.readouterr().err
+    assert "folder holds no images" in err and "1 .mp4 file (pip install av (or fastdeblur[video]))" in err
+    write_image(tmp_path / "only" / "b.png", np.zeros((8, 8, 3), np.uint8))
+    assert cli.main([str(tmp_path / "only"), "-o", str(tmp_path / "out") + "/", "--model", "fastdeblur-default"]) == 0
+    assert "left alone: 1 .mp4 file (pip install av" in capsys.readouterr().err
+    assert cli.main([str(tmp_path / "only" / "a.mp4"), "-o", str(tmp_path / "o.mp4")]) == 1
+    assert "videos need PyAV: pip install av" in capsys.readouterr().err
+
+
+def test_frames_without_timestamps_are_spaced_by_the_frame_rate(tmp_path, identity, monkeypatch):
+    """Some containers (AVI, raw streams) leave frames without a pts: frame n goes at n / rate."""
+    from fastdeblur import video
+
+    real = video._decoded
+
+    def untimed(*args, **kwargs):
+        for kind, payload, frame in real(*args, **kwargs):
+            if kind == "video":
+                frame.pts = None
+            yield kind, payload, frame
+    monkeypatch.setattr(video, "_decoded", untimed)
+    src = make_video(tmp_path / "in.mp4", vfr=True, frames=5, sound=None)
+    r = deblur_video(src, tmp_path / "out.mp4", identity)
+    assert probe(r.path)[1] == [Fraction(n, 25) for n in range(5)]
