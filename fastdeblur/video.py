@@ -3,8 +3,8 @@
 Frames go through `deblur()` one by one at their stored size (on a GPU, frames of one size replay
 a captured graph). Decoding runs on a thread ahead of the network and encoding on one behind it,
 so FFmpeg's work overlaps the forward. Timestamps (variable frame rates included), the rotation
-tag, the colour tags and 10-bit depth are kept; sound is copied packet for packet, or re-encoded
-where the output container cannot hold its codec. The output lands through a temp file and a
+tag, the colour tags and 10-bit depth are kept; every sound track is copied packet for packet, or
+re-encoded where the output container cannot hold its codec. The output lands through a temp file and a
 rename, so an error or Ctrl-C leaves no half-written video.
 
 PyAV is optional (`pip install fastdeblur[video]`): its wheels bundle FFmpeg with x264 and x265,
@@ -29,7 +29,7 @@ from .io import VIDEO_SUFFIXES, private_temp_path, publish
 
 VIDEO_HINT = "pip install av (or fastdeblur[video])"
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
-# The encoder for each source codec we re-encode in kind; anything else becomes H.264 (VP9 in WebM).
+# The encoder for each source codec re-encoded in kind; for anything else see _video_encoder.
 _ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
 # Constant-quality settings that look like the source at normal viewing (x264's "visually lossless"
 # 18 and the others' equivalents); lower is better and bigger.
@@ -79,7 +79,7 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
       from `load_model()` is loaded once, a name is cached after the first frame.
     crf: constant-quality setting of the encoder (lower: better, bigger); default DEFAULT_CRF's
       value for it. The encoder is the source's kind (H.264, HEVC, VP9, AV1) where the output
-      container holds it, else H.264 (VP9 for .webm).
+      container holds it, else 8-bit H.264 (VP9 for .webm), or 10-bit HEVC for deeper sources.
     metadata: carry the container's tags (creation time, title, a phone's location, ...) and the
       streams' language; False writes none.
     progress: called as progress(frames_done, frames_total) after each frame; frames_total is the
@@ -109,7 +109,7 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
             raise InputError(f"{src}: holds no video stream")
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"  # frame and slice threads in the decoder
-        ain = inp.streams.audio[0] if inp.streams.audio else None
+        sound = [a for a in inp.streams.audio if a.codec_context.name]  # every track, in order
         total = _frame_count(vin)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = private_temp_path(dst)
@@ -117,16 +117,16 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
             out = av.open(str(tmp), "w", format=fmt)
             with out:
                 codec, pix_fmt = _video_encoder(av, out, vin.codec_context, fmt)
-                copy_sound = ain is None or ain.codec_context.name in out.supported_codecs
-                items = _decoded(inp, vin, ain, _bits(av, pix_fmt), decode_sound=not copy_sound)
+                decode = {a.index for a in sound if not _copies(out, a)}
+                items = _decoded(inp, vin, sound, _bits(av, pix_fmt), decode)
                 # The first frame's rotation and colour tags go into the header, which the first
                 # packet muxed (often sound) writes: read up to that frame before muxing anything.
                 ahead = list(_through_first_frame(items))
                 if ahead[-1][0] != "video":
                     raise InputError(f"{src}: its video stream holds no frames")
-                enc = _Encoder(av, out, vin, ain, codec, pix_fmt, crf, ahead[-1][2])
+                enc = _Encoder(av, out, vin, sound, codec, pix_fmt, crf, ahead[-1][2])
                 if metadata:
-                    _copy_tags(inp, out, [(vin, enc.stream), (ain, enc.aout)])
+                    _copy_tags(inp, out, [(vin, enc.stream)] + [(a, enc.tracks[a.index].stream) for a in sound])
                 frames = _pipeline(itertools.chain(ahead, items), lambda img: deblur(img, model, **deblur_kwargs),
                                    enc, progress, total)
                 enc.flush()
@@ -159,13 +159,23 @@ def _through_first_frame(items: Iterator[tuple[str, Any, Any]]) -> Iterator[tupl
 
 
 def _video_encoder(av, out, ctx, fmt: str) -> tuple[str, str]:
-    """(encoder, pixel format): the source's kind and format where the container and the encoder
-    take them, else H.264 (VP9 in WebM) and 8-bit 4:2:0."""
+    """(encoder, pixel format). H.264, HEVC, VP9 and AV1 are re-encoded in kind and format where
+    the container and the encoder take them. Anything else (MJPEG, MPEG-4 Part 2, ProRes, DV)
+    becomes what players play: 8-bit 4:2:0 H.264 (VP9 in WebM), or 10-bit 4:2:0 HEVC for sources
+    deeper than 8 bits."""
+    src_fmt = ctx.pix_fmt or "yuv420p"
+    deep = _bits(av, src_fmt) > 8
     name = _ENCODERS.get(ctx.name)
-    if name is None or ctx.name not in out.supported_codecs or not _has_encoder(av, name):
-        name = "libvpx-vp9" if fmt == "webm" else "libx264"
-    formats = {f.name for f in av.codec.Codec(name, "w").video_formats}
-    return name, ctx.pix_fmt if ctx.pix_fmt in formats else "yuv420p"
+    if name is not None and ctx.name in out.supported_codecs and _has_encoder(av, name):
+        formats = {f.name for f in av.codec.Codec(name, "w").video_formats}
+        if src_fmt in formats:
+            return name, src_fmt
+        return name, "yuv420p10le" if deep and "yuv420p10le" in formats else "yuv420p"
+    if fmt == "webm":
+        return "libvpx-vp9", "yuv420p"
+    if deep and "hevc" in out.supported_codecs and _has_encoder(av, "libx265"):
+        return "libx265", "yuv420p10le"
+    return "libx264", "yuv420p"
 
 
 def _bits(av, pix_fmt: str) -> int:
@@ -185,7 +195,7 @@ def _frame_count(stream) -> int | None:
 class _Encoder:
     """The output streams: video encoded from deblurred RGB frames, sound copied or re-encoded."""
 
-    def __init__(self, av, out, vin, ain, codec: str, pix_fmt: str, crf: int | None, first):
+    def __init__(self, av, out, vin, sound: list, codec: str, pix_fmt: str, crf: int | None, first):
         limit = _CRF_RANGE[codec]
         if crf is not None and crf > limit:
             raise InputError(f"crf {crf} is out of range for {codec} (0-{limit})")
@@ -212,23 +222,9 @@ class _Encoder:
         ctx = self.stream.codec_context
         for attr, value in self.colour.items():
             setattr(ctx, attr, value)
-        self.audio = "none"
-        self.aout, self.resampler = None, None
-        if ain is not None:
-            actx = ain.codec_context
-            if actx.name in out.supported_codecs:
-                self.aout = out.add_stream_from_template(ain)
-                self.audio = "copied"
-            else:  # e.g. PCM sound into WebM
-                codec = out.default_audio_codec
-                spec = av.codec.Codec(codec, "w")
-                rates = spec.audio_rates  # Opus takes 48 kHz and a few lower rates, not 44.1 kHz
-                rate = actx.sample_rate if not rates or actx.sample_rate in rates else max(rates)
-                self.aout = out.add_stream(codec, rate=rate, layout=actx.layout)
-                fmts = spec.audio_formats
-                self.resampler = av.AudioResampler(format=fmts[0].name if fmts else None, layout=actx.layout,
-                                                   rate=rate)
-                self.audio = f"re-encoded to {codec}"
+        self.tracks = {a.index: _SoundTrack(av, out, a) for a in sound}
+        hows = list(dict.fromkeys(t.how for t in self.tracks.values()))
+        self.audio = " and ".join(hows) if hows else "none"
 
     def video(self, img: np.ndarray, like) -> None:
         """Encode deblurred pixels `img` [H, W, 3] with the timestamp and tags of source frame `like`."""
@@ -244,21 +240,52 @@ class _Encoder:
         frame.color_primaries, frame.color_trc = self.colour["color_primaries"], self.colour["color_trc"]
         self.out.mux(self.stream.encode(frame))
 
-    def sound(self, item) -> None:
-        """Copy a demuxed packet, or re-encode a decoded frame."""
-        if self.resampler is None:
-            item.stream = self.aout
-            self.out.mux(item)
-            return
-        for frame in self.resampler.resample(item):
-            self.out.mux(self.aout.encode(frame))
+    def sound(self, item, index: int) -> None:
+        self.tracks[index].write(item)
 
     def flush(self) -> None:
         self.out.mux(self.stream.encode(None))
+        for track in self.tracks.values():
+            track.flush()
+
+
+def _copies(out, stream) -> bool:
+    """A sound stream is copied where the output container holds its codec, else re-encoded."""
+    return stream.codec_context.name in out.supported_codecs
+
+
+class _SoundTrack:
+    """One sound stream of the output: the source's packets copied, or its frames re-encoded."""
+
+    def __init__(self, av, out, ain):
+        self.out, self.resampler = out, None
+        if _copies(out, ain):
+            self.stream, self.how = out.add_stream_from_template(ain), "copied"
+            return
+        actx = ain.codec_context  # e.g. PCM sound into WebM
+        codec = out.default_audio_codec
+        spec = av.codec.Codec(codec, "w")
+        rates = spec.audio_rates  # Opus takes 48 kHz and a few lower rates, not 44.1 kHz
+        rate = actx.sample_rate if not rates or actx.sample_rate in rates else max(rates)
+        self.stream = out.add_stream(codec, rate=rate, layout=actx.layout)
+        fmts = spec.audio_formats
+        self.resampler = av.AudioResampler(format=fmts[0].name if fmts else None, layout=actx.layout, rate=rate)
+        self.how = f"re-encoded to {codec}"
+
+    def write(self, item) -> None:
+        """Copy a demuxed packet, or re-encode a decoded frame."""
+        if self.resampler is None:
+            item.stream = self.stream
+            self.out.mux(item)
+            return
+        for frame in self.resampler.resample(item):
+            self.out.mux(self.stream.encode(frame))
+
+    def flush(self) -> None:
         if self.resampler is not None:
             for frame in self.resampler.resample(None):
-                self.out.mux(self.aout.encode(frame))
-            self.out.mux(self.aout.encode(None))
+                self.out.mux(self.stream.encode(frame))
+            self.out.mux(self.stream.encode(None))
 
 
 def _has_encoder(av, name: str) -> bool:
@@ -269,19 +296,20 @@ def _has_encoder(av, name: str) -> bool:
     return True
 
 
-def _decoded(inp, vin, ain, bits: int, decode_sound: bool) -> Iterator[tuple[str, Any, Any]]:
-    """("video", pixels [H, W, 3], source frame) and ("sound", packet or decoded frame, None), in
-    file order."""
+def _decoded(inp, vin, sound: list, bits: int, decode: set[int]) -> Iterator[tuple[str, Any, Any]]:
+    """("video", pixels [H, W, 3], source frame) and ("sound", packet, or decoded frame for the
+    stream indices in `decode`, stream index), in file order."""
     fmt = "rgb48le" if bits == 16 else "rgb24"
-    for packet in inp.demux([vin] if ain is None else [vin, ain]):
+    for packet in inp.demux([vin, *sound]):
+        index = packet.stream.index
         if packet.stream is vin:
             for frame in packet.decode():
                 yield "video", frame.to_ndarray(format=fmt, src_color_range=frame.color_range or None), frame
-        elif decode_sound:
+        elif index in decode:
             for frame in packet.decode():
-                yield "sound", frame, None
+                yield "sound", frame, index
         elif packet.dts is not None:  # a copy takes real packets, not the demuxer's final empty one
-            yield "sound", packet, None
+            yield "sound", packet, index
 
 
 class _Stop(Exception):
@@ -339,11 +367,11 @@ def _pipeline(items: Iterator, deblur_frame: Callable[[np.ndarray], np.ndarray],
 
     def encode() -> None:
         while (item := _get(deblurred, stop)) is not _END:
-            kind, payload, frame = item
+            kind, payload, extra = item
             if kind == "video":
-                enc.video(payload, frame)
+                enc.video(payload, extra)
             else:
-                enc.sound(payload)
+                enc.sound(payload, extra)
 
     threads = [threading.Thread(target=run(decode), name="fastdeblur-decode", daemon=True),
                threading.Thread(target=run(encode), name="fastdeblur-encode", daemon=True)]
@@ -352,11 +380,11 @@ def _pipeline(items: Iterator, deblur_frame: Callable[[np.ndarray], np.ndarray],
     frames = 0
     try:
         while (item := _get(decoded, stop)) is not _END:
-            kind, payload, frame = item
+            kind, payload, extra = item
             if kind == "video":
                 payload = deblur_frame(payload)
                 frames += 1
-            _put(deblurred, (kind, payload, frame), stop)
+            _put(deblurred, (kind, payload, extra), stop)
             if kind == "video" and progress is not None:
                 progress(frames, total if total is None else max(total, frames))
         _put(deblurred, _END, stop)
