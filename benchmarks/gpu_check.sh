@@ -68,3 +68,11 @@ timeout 120 python3 benchmarks/memory.py --device cuda --sizes 2160x3840,720x128
 echo "== command-line folder throughput, 24 720p frames (the default model, then a 9 ms stand-in for it)"
 timeout 90 python3 benchmarks/cli_throughput.py --device cuda --repeat 2 2>&1 | tail -1
 timeout 60 python3 benchmarks/cli_throughput.py --stand-in 9 --repeat 2 2>&1 | tail -1
+
+echo "== video throughput, 60 720p H.264 frames with sound (the default model, then a 9 ms stand-in for it)"
+if python3 -c "import av" 2>/dev/null; then
+  timeout 120 python3 benchmarks/video_throughput.py --device cuda --frames 60 --repeat 2 2>&1 | tail -1
+  timeout 60 python3 benchmarks/video_throughput.py --stand-in 9 --frames 60 --repeat 2 2>&1 | tail -1
+else
+  echo "PyAV is not installed here: skipped"
+fi
