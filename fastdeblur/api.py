@@ -348,12 +348,12 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
         raise InputError(f"tensor image must be a dense tensor holding pixels, got a {t.layout} tensor "
                          f"on device {t.device.type!r}")
     b = t if t.dim() == 4 else t[None]
-    if b.shape[1] not in (1, 3):
+    if b.shape[1] not in (1, 2, 3, 4):
         hint = ""
-        if t.shape[-1] in (1, 3):  # channels last, as numpy and PIL hold them
+        if t.shape[-1] in (1, 2, 3, 4):  # channels last, as numpy and PIL hold them
             hint = ("; tensors are [C, H, W] or [N, C, H, W], so an HxWxC tensor needs t.permute(2, 0, 1)"
                     if t.dim() == 3 else "; tensors are [N, C, H, W], so an NxHxWxC one needs t.permute(0, 3, 1, 2)")
-        raise InputError(f"tensor image must have 1 or 3 channels (dim -3), got {b.shape[1]} "
+        raise InputError(f"tensor image must have 1, 2, 3 or 4 channels (dim -3), got {b.shape[1]} "
                          f"(shape {tuple(t.shape)}){hint}")
     if not (t.is_floating_point() or t.dtype in (torch.uint8, torch.uint16)):
         raise InputError(f"tensor image dtype {t.dtype} is not supported (float in [0, 1], uint8 or uint16)")
@@ -361,6 +361,9 @@ def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
         raise InputError("tensor image batch is empty")
     _check_size(b.shape[2], b.shape[3])
     b = b.detach()
+    if b.shape[1] in (2, 4):  # gray or RGB plus alpha, which is given back untouched (as for numpy)
+        restore.alpha = b[:, -1:].clone()
+        b = b[:, :-1]
     if t.dtype == torch.uint8:  # torchvision's images: 0-255, converted on the device that runs the network
         restore.scale = 255.0
     elif t.dtype == torch.uint16:  # as numpy's: held in int32, which run_model reads as 16-bit pixels
@@ -449,7 +452,8 @@ def _restore(y: torch.Tensor, r: _Restore) -> Any:
     if r.kind == "torch":
         if not r.dtype.is_floating_point:  # uint8 / uint16 pixels
             y = torch.round(y * r.scale)
-        return y.to(device=r.device, dtype=r.dtype).reshape(r.shape)
+        y = y.to(device=r.device, dtype=r.dtype)
+        return (y if r.alpha is None else torch.cat([y, r.alpha], 1)).reshape(r.shape)
     dtype = np.dtype(r.dtype)
     y = y[0].permute(1, 2, 0)
     if dtype.kind == "u":  # quantise on the device, move the small integer image
@@ -694,8 +698,9 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
            progress: Callable[[float], None] | None = None) -> Any:
     """Remove motion blur from `image`; returns the same kind, shape and dtype.
 
-    image: numpy HxW / HxWx3 / HxWx4 (uint8, uint16, float in [0, 1]), torch [3, H, W] or
-      [N, 3, H, W] float in [0, 1], uint8 or uint16, a PIL image, or a file path (returns a numpy array).
+    image: numpy HxW / HxWxC (uint8, uint16, float in [0, 1]), torch [C, H, W] or [N, C, H, W]
+      (float in [0, 1], uint8 or uint16), C = 1, 2, 3 or 4 (gray, gray + alpha, RGB, RGBA: alpha
+      comes back untouched), a PIL image, or a file path (returns a numpy array).
     model: a registered name (see `list_models()`) or a module from `load_model()`.
     device: default CUDA when available, else CPU. dtype: None picks bfloat16 on CPUs with
       AMX/AVX512-BF16, float16 on GPUs with tensor cores, float32 elsewhere (`default_dtype`);

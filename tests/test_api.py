@@ -118,6 +118,19 @@ def test_alpha_is_passed_through(net):
     assert np.array_equal(out[..., :3], fastdeblur.deblur(img[..., :3], net))
 
 
+@pytest.mark.parametrize(("shape", "dtype"), [((4, 20, 28), torch.uint8), ((2, 4, 20, 28), torch.float32),
+                                              ((2, 20, 28), torch.uint16), ((3, 2, 20, 28), torch.bfloat16)])
+def test_tensor_alpha_is_passed_through(net, shape, dtype):
+    """RGBA and gray + alpha tensors (torchvision reads RGBA PNGs as [4, H, W] uint8): the colour
+    channels are deblurred as they would be alone, the alpha channel comes back bit for bit."""
+    t = torch.randint(0, 256, shape, dtype=torch.int32).to(dtype) if not dtype.is_floating_point else \
+        torch.rand(shape).to(dtype)
+    out = fastdeblur.deblur(t, net)
+    assert out.shape == t.shape and out.dtype == dtype
+    assert torch.equal(out[..., -1, :, :], t[..., -1, :, :])
+    assert torch.equal(out[..., :-1, :, :], fastdeblur.deblur(t[..., :-1, :, :], net))
+
+
 @pytest.mark.parametrize("shape", [(3, 20, 28), (2, 3, 20, 28), (1, 20, 28), (2, 1, 20, 28)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_torch_tensors_keep_shape_dtype_device(net, shape, dtype):
@@ -339,8 +352,8 @@ def test_wrong_ndim(net):
 def test_wrong_channel_count(net):
     with pytest.raises(InputError, match="1, 2, 3 or 4 channels.*got 5"):
         fastdeblur.deblur(np.zeros((16, 16, 5), np.uint8), net)
-    with pytest.raises(InputError, match="1 or 3 channels.*got 4") as e:
-        fastdeblur.deblur(torch.zeros(4, 16, 16), net)
+    with pytest.raises(InputError, match="1, 2, 3 or 4 channels.*got 5") as e:
+        fastdeblur.deblur(torch.zeros(5, 16, 16), net)
     assert "permute" not in str(e.value)
 
 
