@@ -287,9 +287,14 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                     bar.refresh()
                 bar.update(n - bar.n)
 
-            result = deblur_video(src, dst, model, overwrite=True, crf=args.crf, metadata=not args.strip_metadata,
-                                  progress=frames_done, tile=args.tile, backend=args.backend, ensemble=args.ensemble)
-        if result.audio.startswith("re-encoded") and not args.quiet:
+            with warnings.catch_warnings(record=True) as caught:  # a file cut short: said, not fatal
+                warnings.simplefilter("always", RuntimeWarning)
+                result = deblur_video(src, dst, model, overwrite=True, crf=args.crf,
+                                      metadata=not args.strip_metadata, progress=frames_done, tile=args.tile,
+                                      backend=args.backend, ensemble=args.ensemble)
+        for w in caught:
+            tqdm.write(f"fastdeblur: warning: {w.message}", file=sys.stderr)
+        if "re-encoded" in result.audio and not args.quiet:
             tqdm.write(f"fastdeblur: {dst}: sound {result.audio} ({dst.suffix} files cannot hold the source's)",
                        file=sys.stderr)
 

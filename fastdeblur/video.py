@@ -17,6 +17,7 @@ import itertools
 import os
 import queue
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,8 @@ class VideoResult:
     width: int
     height: int
     codec: str  # the encoder used, e.g. "libx264"
-    audio: str  # "copied", "re-encoded to aac", or "none"
+    audio: str  # "copied", "re-encoded to aac", "copied and re-encoded to opus", or "none"
+    expected: int | None = None  # the frames the container announces, or its duration implies
 
 
 def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "default", *,
@@ -84,6 +86,8 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
       streams' language; False writes none.
     progress: called as progress(frames_done, frames_total) after each frame; frames_total is the
       container's count or an estimate from its duration, None where it has neither.
+    A file that ends before the frames its header announces (a copy cut short) is deblurred as far
+    as it goes, with a RuntimeWarning.
     """
     from .api import deblur
 
@@ -110,7 +114,7 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"  # frame and slice threads in the decoder
         sound = [a for a in inp.streams.audio if a.codec_context.name]  # every track, in order
-        total = _frame_count(vin)
+        total = _frame_count(vin, inp)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = private_temp_path(dst)
         try:
@@ -135,7 +139,16 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
             raise InputError(f"{src}: {e}") from e
         finally:
             tmp.unlink(missing_ok=True)
-    return VideoResult(dst, frames, vin.codec_context.width, vin.codec_context.height, codec, enc.audio)
+    # Cut short: the frames read end well before the stream's announced duration (times, not frame
+    # counts: some files count the ticks of a fine clock, e.g. an AVI at "600 fps" with gaps)
+    announced = _stream_seconds(vin)
+    if announced is not None and enc.span is not None:
+        step = enc.span / (frames - 1) if frames > 1 else 1 / float(enc.rate)  # the frames' mean spacing
+        read = enc.span + step
+        if read < announced - max(2 * step, 0.01 * announced):
+            warnings.warn(f"{src}: frames for {read:.2f} s of the {announced:.2f} s its header announces could be "
+                          f"read ({frames} frames); the file may be cut short", RuntimeWarning, stacklevel=2)
+    return VideoResult(dst, frames, vin.codec_context.width, vin.codec_context.height, codec, enc.audio, total)
 
 
 _MUXER_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "duration"}  # the muxer writes its own
@@ -183,13 +196,26 @@ def _bits(av, pix_fmt: str) -> int:
     return 16 if av.VideoFormat(pix_fmt).components[0].bits > 8 else 8
 
 
-def _frame_count(stream) -> int | None:
+def _stream_seconds(stream) -> float | None:
+    """The video stream's own duration (or its Matroska DURATION tag), in seconds."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if tag := stream.metadata.get("DURATION"):  # "00:01:02.500000000"
+        try:
+            h, m, sec = tag.split(":")
+            return int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+    return None
+
+
+def _frame_count(stream, container) -> int | None:
+    """The stream's frame count, or an estimate from its duration (its own, else the file's)."""
     if stream.frames:
         return int(stream.frames)
     rate = stream.average_rate or stream.guessed_rate
-    if stream.duration and stream.time_base and rate:
-        return max(1, round(float(stream.duration * stream.time_base * rate)))
-    return None
+    seconds = _stream_seconds(stream) or (container.duration / 1e6 if container.duration else None)  # microseconds
+    return max(1, round(seconds * float(rate))) if rate and seconds else None
 
 
 class _Encoder:
@@ -202,6 +228,8 @@ class _Encoder:
         self.av, self.out, self.pix_fmt = av, out, pix_fmt
         self.rate = vin.average_rate or vin.guessed_rate or 30
         self.encoded = 0
+        self.first: float | None = None
+        self.span: float | None = None
         self.stream = out.add_stream(codec, rate=self.rate)
         self.stream.width, self.stream.height = vin.codec_context.width, vin.codec_context.height
         self.stream.pix_fmt = pix_fmt
@@ -231,6 +259,9 @@ class _Encoder:
         rgb = self.av.VideoFrame.from_ndarray(img, format="rgb48le" if img.dtype == np.uint16 else "rgb24")
         frame = rgb.reformat(format=self.pix_fmt, dst_colorspace=self.colour["colorspace"] or None,
                              dst_color_range=self.colour["color_range"] or None)
+        if like.time is not None:  # the time from the first frame to the last, for the check for cut files
+            self.first = like.time if self.first is None else self.first
+            self.span = like.time - self.first
         if like.pts is None:  # a stream without timestamps: frame n at n / rate
             tb = self.stream.time_base
             frame.pts, frame.time_base = round(self.encoded / (self.rate * tb)), tb

@@ -2,6 +2,7 @@
 interruptions leave no file behind and no thread running."""
 
 import threading
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -304,3 +305,19 @@ def test_codec_and_format_choice(tmp_path, identity, codec, pix_fmt, suffix, wan
     # full-range 4:2:0 comes back from the decoder as yuvj420p
     assert (r.codec, info["pix_fmt"].replace("yuvj", "yuv")) == want and len(frames) == 3
     _assert_same_frames(probe(src)[0], frames, 33)
+
+
+def test_a_file_cut_short_is_deblurred_as_far_as_it_goes_with_a_warning(tmp_path, identity, capsys):
+    from fastdeblur.cli import main
+
+    full = make_video(tmp_path / "full.mkv", size=(160, 96), frames=40)
+    data = full.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 2])
+    with pytest.warns(RuntimeWarning, match=r"cut.mkv: frames for 0\.\d+ s of the 1.60 s its header announces"):
+        r = deblur_video(tmp_path / "cut.mkv", tmp_path / "out.mkv", identity)
+    assert 5 < r.frames < 35 and r.expected == 40 and len(probe(r.path)[0]) == r.frames
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the whole file: no warning
+        assert deblur_video(full, tmp_path / "whole.mkv", identity).frames == 40
+    assert main([str(tmp_path / "cut.mkv"), "-o", str(tmp_path / "cli.mkv"), "--model", "fastdeblur-default"]) == 0
+    assert "fastdeblur: warning: " in capsys.readouterr().err
