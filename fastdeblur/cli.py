@@ -2,9 +2,9 @@
 
 One input file: -o names the output file (or a folder to put it in). Several inputs or a folder:
 -o is a folder and names are kept (with --recursive, subfolders too). Videos (with PyAV) are
-deblurred frame by frame into a video of the output's kind (fastdeblur.video). Every write is a temp file
-plus a rename; a bad file is reported by name and skipped, and the exit status is 1 when any file
-failed (2 for usage errors).
+deblurred frame by frame into a video of the output's kind (fastdeblur.video). Every write is a
+temp file plus a rename; a bad file is reported by name and skipped, and the exit status is 1
+when any file failed (2 for usage errors).
 """
 
 from __future__ import annotations
@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     args.output = Path(args.output)
     if args.tile is not None and args.tile < 0:
         print("fastdeblur: error: --tile must be 0 or a positive number of pixels", file=sys.stderr)
+        return EXIT_USAGE
+    if args.crf is not None and args.crf < 0:
+        print("fastdeblur: error: --crf must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
 
     files, errors, ignored = _expand(args.inputs, args.recursive, args.output)

@@ -1,5 +1,7 @@
 """Image files: formats, bit depths, EXIF orientation, broken files, atomic writes."""
 
+import functools
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -111,6 +113,7 @@ def test_write_replaces_atomically(tmp_path):
     assert read_image(path).max() == 9 and [p.name for p in tmp_path.iterdir()] == ["x.png"]
 
 
+@functools.cache  # one profile per space: a new one has a new creation time (seconds) in its header
 def _profile(space: str = "sRGB") -> bytes:
     from PIL import ImageCms
 

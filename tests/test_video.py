@@ -254,6 +254,8 @@ def test_command_checks_video_outputs(tmp_path, capsys):
     assert "is a video, but the input" in capsys.readouterr().err
     assert main([str(clip), str(photo), "-o", str(tmp_path / "x.mkv")]) == 2  # a folder is needed
     assert "looks like a file name" in capsys.readouterr().err
+    assert main([str(clip), "-o", str(tmp_path / "x.mp4"), "--crf", "-1"]) == 2
+    assert "--crf must be 0 or more" in capsys.readouterr().err
 
 
 def test_command_without_pyav_names_the_videos_it_leaves(tmp_path, capsys, monkeypatch):
