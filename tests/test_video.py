@@ -323,3 +323,69 @@ def test_a_file_cut_short_is_deblurred_as_far_as_it_goes_with_a_warning(tmp_path
         assert deblur_video(full, tmp_path / "whole.mkv", identity).frames == 40
     assert main([str(tmp_path / "cut.mkv"), "-o", str(tmp_path / "cli.mkv"), "--model", "fastdeblur-default"]) == 0
     assert "fastdeblur: warning: " in capsys.readouterr().err
+
+
+def _linear_mean(frames):
+    """The reference for a linear-light average: float64, sRGB's formula both ways."""
+    v = np.stack(frames).astype(np.float64) / 255
+    lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4).mean(0)
+    return np.round(np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055) * 255)
+
+
+@pytest.mark.parametrize("space", ["linear", "srgb"])
+def test_pairs_from_slow_motion_video_are_gopro_style(tmp_path, space):
+    """Windows of 7 frames, one in 2 kept: pair i averages frames 14i .. 14i+6 and its sharp frame
+    is frame 14i+3, bit for bit; the output is GoPro's layout, which the GoPro loader reads."""
+    from fastdeblur.io import read_image
+    from fastdeblur.train.data import PairedImages
+    from fastdeblur.train.video_pairs import make_video_pairs
+
+    clip = make_video(tmp_path / "slowmo.mov", rate=240, frames=40, pix_fmt="yuv444p")
+    n = make_video_pairs([clip], tmp_path / "pairs", frames=(7, 7), every=2, space=space)
+    assert n == 3  # 5 whole windows of 7 in 40 frames, windows 0, 2 and 4 kept
+    frames = probe(clip)[0]
+    for i in range(n):
+        window = frames[14 * i:14 * i + 7]
+        blurry = read_image(tmp_path / "pairs" / "train" / "slowmo" / "blur" / f"{i:06d}.png")
+        want = _linear_mean(window) if space == "linear" else np.round(np.stack(window).astype(np.float64).mean(0))
+        assert np.abs(blurry.astype(float) - want).max() <= 1
+        assert np.array_equal(read_image(tmp_path / "pairs" / "train" / "slowmo" / "sharp" / f"{i:06d}.png"),
+                              window[3])
+    assert len(PairedImages.from_gopro(tmp_path / "pairs", crop=32)) == 3
+
+
+def test_pairs_are_the_same_for_the_same_seed_and_checked(tmp_path):
+    from fastdeblur.train.video_pairs import make_video_pairs
+
+    clip = make_video(tmp_path / "a.mp4", rate=240, frames=60, sound=None)
+    counts = [make_video_pairs([clip], tmp_path / f"p{k}", seed=seed) for k, seed in enumerate((0, 0, 1))]
+    files = [sorted((tmp_path / f"p{k}" / "train" / "a" / "blur").iterdir()) for k in range(3)]
+    assert counts[0] == counts[1] and [f.read_bytes() for f in files[0]] == [f.read_bytes() for f in files[1]]
+    assert 60 // 13 <= counts[0] <= 60 // 7
+    with pytest.raises(InputError, match="is not empty"):
+        make_video_pairs([clip], tmp_path / "p0")
+    slow = make_video(tmp_path / "slow.mp4", rate=30, frames=20, sound=None)
+    with pytest.raises(InputError, match="30 fps is too slow"):
+        make_video_pairs([slow], tmp_path / "q")
+    assert make_video_pairs([slow], tmp_path / "q", min_fps=0) >= 1
+    with pytest.raises(InputError, match="too short"):
+        make_video_pairs([make_video(tmp_path / "short.mp4", rate=240, frames=5, sound=None)], tmp_path / "r")
+    for kw, msg in [({"frames": (8, 8)}, "no odd count"), ({"frames": (2, 5)}, "3 <= lo <= hi"),
+                    ({"space": "log"}, "space must be"), ({"every": 0}, "every must be")]:
+        with pytest.raises(InputError, match=msg):
+            make_video_pairs([clip], tmp_path / "s", **kw)
+    with pytest.raises(InputError, match="no videos"):
+        make_video_pairs([tmp_path / "p0"], tmp_path / "s")
+
+
+def test_train_command_makes_pairs(tmp_path, capsys):
+    from fastdeblur.train.cli import main
+
+    (tmp_path / "clips").mkdir()
+    make_video(tmp_path / "clips" / "x.mkv", rate=240, frames=30, sound=None)
+    assert main(["--make-pairs", str(tmp_path / "clips"), "--pairs-out", str(tmp_path / "pairs"),
+                 "--pair-frames", "9,9"]) == 0
+    assert "3 pairs in" in capsys.readouterr().out
+    assert len(list((tmp_path / "pairs" / "train" / "x" / "sharp").iterdir())) == 3
+    assert main(["--make-pairs", str(tmp_path / "clips")]) == 2
+    assert "needs --pairs-out" in capsys.readouterr().err

@@ -4,6 +4,7 @@
     fastdeblur-train --synthetic photos/ --set object_prob=0.3 --set length=3,24 --out runs/objects
     fastdeblur-train --gopro /data --val-folders blur/ sharp/ --out runs/gopro
     fastdeblur-train --export runs/synth/last.pt weights.safetensors
+    fastdeblur-train --make-pairs slowmo/ --pairs-out pairs/ && fastdeblur-train --gopro pairs/ --out runs/mine
 """
 
 from __future__ import annotations
@@ -52,7 +53,44 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--export", nargs=2, type=Path, metavar=("CHECKPOINT", "OUT"),
                    help="write a checkpoint's EMA weights as fp16 safetensors and exit")
+    vp = p.add_argument_group("pairs from slow-motion video, as GoPro's were made (then train with --gopro DIR)")
+    vp.add_argument("--make-pairs", nargs="+", type=Path, metavar="VIDEO",
+                    help="average windows of consecutive frames of these clips (files or folders; 120-240 fps) "
+                         "into blurry frames, the middle frame the sharp one, write them and exit")
+    vp.add_argument("--pairs-out", type=Path, metavar="DIR", help="where --make-pairs writes DIR/train/<clip>/...")
+    vp.add_argument("--pair-frames", default="7,13", metavar="LO,HI",
+                    help="frames averaged per pair, drawn among the odd counts in LO-HI (default %(default)s, GoPro's)")
+    vp.add_argument("--pair-every", type=int, default=1, metavar="N",
+                    help="keep one window of frames in N (default %(default)s: back to back)")
+    vp.add_argument("--pair-space", choices=["linear", "srgb"], default="linear",
+                    help="average in linear light (default) or on the stored sRGB values (GoPro's blur set)")
+    vp.add_argument("--min-fps", type=float, default=120.0,
+                    help="refuse slower clips, whose frame gaps show as ghost copies (default %(default)g)")
     return p
+
+
+def _make_pairs(a) -> int:
+    from tqdm import tqdm
+
+    from .video_pairs import make_video_pairs
+
+    if a.pairs_out is None:
+        print("fastdeblur-train: error: --make-pairs needs --pairs-out DIR", file=sys.stderr)
+        return 2
+    try:
+        lo, hi = (int(x) for x in a.pair_frames.split(","))
+    except ValueError:
+        print(f"fastdeblur-train: error: --pair-frames takes LO,HI, got {a.pair_frames!r}", file=sys.stderr)
+        return 2
+    with tqdm(unit="pair", file=sys.stderr) as bar:
+        def progress(clip: Path, n: int) -> None:
+            bar.set_description(clip.name)
+            bar.update(1)
+
+        n = make_video_pairs(a.make_pairs, a.pairs_out, frames=(lo, hi), every=a.pair_every, space=a.pair_space,
+                             seed=a.seed, min_fps=a.min_fps, progress=progress)
+    print(f"fastdeblur-train: {n} pairs in {a.pairs_out / 'train'}; train on them with --gopro {a.pairs_out}")
+    return 0
 
 
 def _export(ckpt: Path, out: Path) -> int:
@@ -74,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.export:
             return _export(*a.export)
+        if a.make_pairs:
+            return _make_pairs(a)
         from torch.utils.data import ConcatDataset
 
         from .data import PairedImages, SyntheticPairs
@@ -95,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             changed = "".join(f";{k}={v}" for k, v in a.settings)
             names.append("synthetic:" + ",".join(p.name for p in a.synthetic) + changed)
         if not parts:
-            print("fastdeblur-train: error: give --gopro, --folders or --synthetic", file=sys.stderr)
+            print("fastdeblur-train: error: give --gopro, --folders or --synthetic (or --make-pairs)", file=sys.stderr)
             return 2
         if a.val_folders and a.val_gopro:
             print("fastdeblur-train: error: give --val-folders or --val-gopro, not both", file=sys.stderr)

@@ -1,0 +1,131 @@
+"""Blurry/sharp training pairs from high-frame-rate video, made the way GoPro's were.
+
+GoPro's dataset averaged 7-13 consecutive frames of a 240 fps camera into one blurry frame and
+kept the middle one as its sharp twin: real camera shake and real moving objects, with no model
+of either. `make_video_pairs` does the same with a user's own slow-motion clips (phones film 120
+or 240 fps) and writes GoPro's layout, `OUT/train/<clip>/{blur,sharp}/NNNNNN.png`, which
+`fastdeblur-train --gopro OUT` reads. Each clip is decoded once, front to back (no seeking), and
+only the current window of frames is held, as a running sum. Frames are averaged in linear light
+by default (what a sensor integrates over a longer exposure) or on their sRGB values (GoPro's
+`blur` set). Below ~120 fps the gaps between frames show as ghost copies rather than streaks, so
+slower clips are refused unless `min_fps` is lowered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io import write_image
+from ..video import VIDEO_SUFFIXES, _bits, _decoded, _import_av
+from .blur import linear_to_srgb, srgb_to_linear
+
+
+def _window_sizes(frames: tuple[int, int]) -> np.ndarray:
+    lo, hi = frames
+    if not (isinstance(lo, int) and isinstance(hi, int) and 3 <= lo <= hi):
+        raise InputError(f"frames must be two integers 3 <= lo <= hi, got {frames!r}")
+    sizes = np.arange(lo, hi + 1)
+    sizes = sizes[sizes % 2 == 1]  # odd: the sharp frame is the middle one
+    if not sizes.size:
+        raise InputError(f"frames {lo}-{hi} holds no odd count (the sharp frame is the window's middle one)")
+    return sizes
+
+
+def _clips(videos: Sequence[str | os.PathLike]) -> list[Path]:
+    clips: list[Path] = []
+    for v in map(Path, videos):
+        if v.is_dir():
+            clips += sorted(p for p in v.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+                            and not any(part.startswith(".") for part in p.relative_to(v).parts))
+        elif v.is_file():
+            clips.append(v)
+        else:
+            raise InputError(f"{v}: no such file or folder")
+    if not clips:
+        raise InputError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) in {', '.join(map(str, videos))}")
+    return clips
+
+
+def make_video_pairs(videos: Sequence[str | os.PathLike], out: str | os.PathLike, *,
+                     frames: tuple[int, int] = (7, 13), every: int = 1, space: str = "linear", seed: int = 0,
+                     min_fps: float = 120.0, progress: Callable[[Path, int], None] | None = None) -> int:
+    """Write (blurry, sharp) pairs from the clips in `videos` (files, or folders searched with
+    their subfolders) into `out`/train/<clip name>/{blur,sharp}/; returns the number of pairs.
+
+    frames: the range of window lengths, drawn per pair among its odd values (GoPro: 7-13).
+    every: keep one window in `every` (1: back to back), fewer near-duplicate pairs.
+    space: "linear" (average in linear light) or "srgb" (on the stored values).
+    seed: the window lengths are drawn from it, the same for the same clip every time.
+    progress: called as progress(clip, pairs written so far) after each pair.
+    """
+    av = _import_av()
+    sizes = _window_sizes(tuple(frames))
+    if space not in ("linear", "srgb"):
+        raise InputError(f"space must be 'linear' or 'srgb', got {space!r}")
+    if not (isinstance(every, int) and every >= 1):
+        raise InputError(f"every must be a positive integer, got {every!r}")
+    clips = _clips(videos)
+    root = Path(out) / "train"
+    names = [c.stem for c in clips]
+    total = 0
+    for k, clip in enumerate(clips):
+        name = clip.stem if names.count(clip.stem) == 1 else f"{clip.stem}-{k}"  # clips of one name in two folders
+        folder = root / name
+        if folder.exists() and any(folder.iterdir()):
+            raise InputError(f"{folder} exists and is not empty: remove it or choose another output folder")
+        total += _pairs_from_clip(av, clip, folder, sizes, every, space, np.random.default_rng([seed, k]), min_fps,
+                                  (lambda n, clip=clip: progress(clip, n)) if progress else None)
+    return total
+
+
+def _pairs_from_clip(av, clip: Path, folder: Path, sizes: np.ndarray, every: int, space: str,
+                     rng: np.random.Generator, min_fps: float, progress: Callable[[int], None] | None) -> int:
+    try:
+        inp = av.open(str(clip))
+    except (av.FFmpegError, OSError) as e:
+        raise InputError(f"{clip}: cannot be read as a video: {e}") from e
+    with inp:
+        if not inp.streams.video:
+            raise InputError(f"{clip}: holds no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        fps = float(vin.average_rate or vin.guessed_rate or 0)
+        if fps < min_fps:
+            raise InputError(f"{clip}: {fps:g} fps is too slow to average into motion blur (below {min_fps:g} fps "
+                             "the gaps between frames show as ghost copies); film slow motion (120 or 240 fps), "
+                             "or lower min_fps (--min-fps) to take it anyway")
+        bits = _bits(av, vin.codec_context.pix_fmt or "yuv420p")
+        scale = 65535.0 if bits == 16 else 255.0
+        # each stored value -> linear light (or itself), as a table: no per-pixel power function
+        levels = torch.arange(int(scale) + 1, dtype=torch.float64) / scale
+        table = (srgb_to_linear(levels) if space == "linear" else levels).to(torch.float32).numpy()
+        written, windows = 0, 0
+        window: list[np.ndarray | None] = []
+        size, keep = int(rng.choice(sizes)), True
+        acc = None
+        for _, img, _ in _decoded(inp, vin, [], bits, set()):
+            if keep:
+                acc = table[img] if acc is None else acc + table[img]
+            window.append(img if keep and len(window) == size // 2 else None)  # only the middle one is kept
+            if len(window) < size:
+                continue
+            if keep:
+                mean = torch.from_numpy(acc / size)
+                blurry = linear_to_srgb(mean) if space == "linear" else mean
+                blurry = np.round(blurry.numpy() * scale).astype(np.uint16 if bits == 16 else np.uint8)
+                write_image(folder / "blur" / f"{written:06d}.png", blurry)
+                write_image(folder / "sharp" / f"{written:06d}.png", window[size // 2])
+                written += 1
+                if progress is not None:
+                    progress(written)
+            window, acc, windows = [], None, windows + 1
+            size, keep = int(rng.choice(sizes)), windows % every == 0
+        if written == 0:
+            raise InputError(f"{clip}: too short for a pair ({min(sizes)} frames or more needed)")
+    return written
