@@ -4,8 +4,8 @@ Frames go through `deblur()` one by one at their stored size (on a GPU, frames o
 a captured graph). Decoding runs on a thread ahead of the network and encoding on one behind it,
 so FFmpeg's work overlaps the forward. Timestamps (variable frame rates included), the rotation
 tag, the colour tags and 10-bit depth are kept; every sound track is copied packet for packet, or
-re-encoded where the output container cannot hold its codec. The output lands through a temp file and a
-rename, so an error or Ctrl-C leaves no half-written video.
+re-encoded where the output container cannot hold its codec. The output lands through a temp file
+and a rename, so an error or Ctrl-C leaves no half-written video.
 
 PyAV is optional (`pip install fastdeblur[video]`): its wheels bundle FFmpeg with x264 and x265,
 which are GPL, and a core dependency should not impose them.
@@ -113,7 +113,7 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
             raise InputError(f"{src}: holds no video stream")
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"  # frame and slice threads in the decoder
-        sound = [a for a in inp.streams.audio if a.codec_context.name]  # every track, in order
+        sound = [a for a in inp.streams.audio if a.codec_context.codec]  # every track we can read, in order
         total = _frame_count(vin, inp)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = private_temp_path(dst)
@@ -178,8 +178,9 @@ def _video_encoder(av, out, ctx, fmt: str) -> tuple[str, str]:
     deeper than 8 bits."""
     src_fmt = ctx.pix_fmt or "yuv420p"
     deep = _bits(av, src_fmt) > 8
-    name = _ENCODERS.get(ctx.name)
-    if name is not None and ctx.name in out.supported_codecs and _has_encoder(av, name):
+    kind = _kind(ctx)
+    name = _ENCODERS.get(kind)
+    if name is not None and kind in out.supported_codecs and _has_encoder(av, name):
         formats = {f.name for f in av.codec.Codec(name, "w").video_formats}
         if src_fmt in formats:
             return name, src_fmt
@@ -240,6 +241,8 @@ class _Encoder:
         opts = {"crf": str(DEFAULT_CRF[codec] if crf is None else crf)}
         if codec == "libx265":  # x265 prints its settings on stderr unless told not to
             opts["x265-params"] = "log-level=error"
+        if codec == "libsvtav1":  # SVT-AV1 too, read from its environment (a user's own setting wins)
+            os.environ.setdefault("SVT_LOG", "1")
         if codec == "libvpx-vp9":
             opts.update({"b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "2"})
         self.stream.options = opts
@@ -282,7 +285,12 @@ class _Encoder:
 
 def _copies(out, stream) -> bool:
     """A sound stream is copied where the output container holds its codec, else re-encoded."""
-    return stream.codec_context.name in out.supported_codecs
+    return _kind(stream.codec_context) in out.supported_codecs
+
+
+def _kind(ctx) -> str:
+    """The format's name ("av1"), not the decoder's ("libdav1d"), which containers know formats by."""
+    return ctx.codec.canonical_name
 
 
 class _SoundTrack:

@@ -1,6 +1,7 @@
 """Videos: frames, timestamps, rotation, colour tags, bit depth and sound survive; errors and
 interruptions leave no file behind and no thread running."""
 
+import os
 import threading
 import warnings
 from fractions import Fraction
@@ -20,6 +21,8 @@ def make_video(path, *, codec="libx264", pix_fmt="yuv420p", size=(96, 64), frame
                sound_rate=48000, sound_tracks=1, rotation=0, colorspace=None, color_range=None, vfr=False, tags=None):
     """A small smooth moving pattern (chroma subsampling loses little of it), encoded losslessly
     where the codec can, with a sine tone of the video's length."""
+    if codec == "libsvtav1":
+        os.environ.setdefault("SVT_LOG", "1")  # errors only
     out = av.open(str(path), "w")
     if tags:
         out.metadata.update(tags)
@@ -297,6 +300,7 @@ def test_frames_without_timestamps_are_spaced_by_the_frame_rate(tmp_path, identi
     ("prores_ks", "yuv422p10le", ".mov", ("libx265", "yuv420p10le")),  # 10 bits stay 10 bits
     ("prores_ks", "yuv422p10le", ".webm", ("libvpx-vp9", "yuv420p")),
     ("libx264", "yuv444p", ".mkv", ("libx264", "yuv444p")),  # in kind: the source's format, odd sizes too
+    ("libsvtav1", "yuv420p", ".mkv", ("libsvtav1", "yuv420p")),  # decoded by libdav1d: kind, not decoder, counts
 ])
 def test_codec_and_format_choice(tmp_path, identity, codec, pix_fmt, suffix, want):
     src = make_video(tmp_path / f"in{'.mov' if codec == 'prores_ks' else '.avi' if codec == 'mjpeg' else '.mkv'}",
