@@ -113,7 +113,8 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
             raise InputError(f"{src}: holds no video stream")
         vin = inp.streams.video[0]
         vin.thread_type = "AUTO"  # frame and slice threads in the decoder
-        sound = [a for a in inp.streams.audio if a.codec_context.codec]  # every track we can read, in order
+        # every sound track FFmpeg can read, in order (one in a codec it lacks has no context)
+        sound = [a for a in inp.streams.audio if getattr(a.codec_context, "codec", None) is not None]
         total = _frame_count(vin, inp)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = private_temp_path(dst)
