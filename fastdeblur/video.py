@@ -28,7 +28,7 @@ import numpy as np
 from .errors import InputError
 from .io import VIDEO_SUFFIXES, private_temp_path, publish
 
-VIDEO_HINT = "pip install av (or fastdeblur[video])"
+VIDEO_HINT = "pip install -U av (18 or newer; or fastdeblur[video])"
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
 # The encoder for each source codec re-encoded in kind; for anything else see _video_encoder.
 _ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
@@ -39,12 +39,23 @@ _CRF_RANGE = {"libx264": 51, "libx265": 51, "libvpx-vp9": 63, "libsvtav1": 63}
 _QUEUE = 4  # decoded frames held ahead of the network, and deblurred ones behind it
 
 
-def video_available() -> bool:
+_AV_MIN = 18  # VideoStream.set_display_rotation, to carry a phone video's rotation tag
+
+
+def _av_too_old(av) -> bool:
     try:
-        import av  # noqa: F401
+        return int(av.__version__.split(".")[0]) < _AV_MIN
+    except ValueError:  # a development build: take it
+        return False
+
+
+def video_available() -> bool:
+    """PyAV is installed, recent enough."""
+    try:
+        import av
     except ImportError:
         return False
-    return True
+    return not _av_too_old(av)
 
 
 def is_video_path(path: str | os.PathLike) -> bool:
@@ -56,6 +67,8 @@ def _import_av():
         import av
     except ImportError:
         raise InputError(f"videos need PyAV, which is not installed: {VIDEO_HINT}") from None
+    if _av_too_old(av):
+        raise InputError(f"videos need PyAV {_AV_MIN} or newer, and {av.__version__} is installed: pip install -U av")
     return av
 
 

@@ -270,12 +270,22 @@ def test_command_without_pyav_names_the_videos_it_leaves(tmp_path, capsys, monke
     make_video(tmp_path / "only" / "a.mp4", frames=1)
     assert cli.main([str(tmp_path / "only"), "-o", str(tmp_path / "out") + "/"]) == 1
     err = capsys.readouterr().err
-    assert "folder holds no images" in err and "1 .mp4 file (pip install av (or fastdeblur[video]))" in err
+    assert "folder holds no images" in err
+    assert "1 .mp4 file (pip install -U av (18 or newer; or fastdeblur[video]))" in err
     write_image(tmp_path / "only" / "b.png", np.zeros((8, 8, 3), np.uint8))
     assert cli.main([str(tmp_path / "only"), "-o", str(tmp_path / "out") + "/", "--model", "fastdeblur-default"]) == 0
-    assert "left alone: 1 .mp4 file (pip install av" in capsys.readouterr().err
+    assert "left alone: 1 .mp4 file (pip install -U av" in capsys.readouterr().err
     assert cli.main([str(tmp_path / "only" / "a.mp4"), "-o", str(tmp_path / "o.mp4")]) == 1
-    assert "videos need PyAV: pip install av" in capsys.readouterr().err
+    assert "videos need PyAV: pip install -U av" in capsys.readouterr().err
+
+
+def test_an_old_pyav_is_named(tmp_path, identity, monkeypatch):
+    from fastdeblur import video
+
+    monkeypatch.setattr(av, "__version__", "16.0.1")
+    assert not video.video_available()
+    with pytest.raises(InputError, match="PyAV 18 or newer, and 16.0.1 is installed: pip install -U av"):
+        deblur_video(tmp_path / "in.mp4", tmp_path / "out.mp4", identity)
 
 
 def test_frames_without_timestamps_are_spaced_by_the_frame_rate(tmp_path, identity, monkeypatch):
