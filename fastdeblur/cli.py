@@ -29,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastdeblur",
         description="Remove motion blur from photos and videos with DMPHN.",
-        epilog="Examples: fastdeblur blurry.png -o sharp.png | fastdeblur photos/ -o sharp/ --half. "
+        epilog="Examples: fastdeblur blurry.png -o sharp.png | fastdeblur photos/ -o sharp/ --half | "
+               "fastdeblur clip.mp4 -o sharp.mp4 (videos need PyAV: pip install fastdeblur[video]). "
                "Training: fastdeblur train --help; fastdeblur export CHECKPOINT OUT.safetensors",
     )
     p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image or video files, or folders")
@@ -324,7 +325,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                 failed += 1
 
         try:
-            for i, (src, dst) in enumerate(tqdm(jobs, desc="deblurring", unit="img",
+            for i, (src, dst) in enumerate(tqdm(jobs, desc="deblurring", unit="file",
                                                 disable=True if args.quiet else None, file=sys.stderr)):
                 for j in range(i, min(i + lookahead, len(jobs))):  # read ahead what will be deblurred
                     if j not in reads and not is_video_path(jobs[j][0]) and verdict(*jobs[j]) is None:
