@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--crf", type=int, default=None, metavar="N",
                    help="video quality: the encoder's constant rate factor, lower is better and bigger "
                         "(default: H.264 18, HEVC 20, VP9 24, AV1 28, about the source's look)")
+    p.add_argument("--start", type=float, default=None, metavar="SECONDS",
+                   help="videos: begin at this time (e.g. to try a few seconds before a long CPU run)")
+    p.add_argument("--end", type=float, default=None, metavar="SECONDS", help="videos: stop at this time")
     exist = p.add_mutually_exclusive_group()
     exist.add_argument("--overwrite", action="store_true", help="replace existing output files")
     exist.add_argument("--skip-existing", action="store_true", help="leave existing output files alone")
@@ -212,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.crf is not None and args.crf < 0:
         print("fastdeblur: error: --crf must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
+    if (args.start is not None and not args.start >= 0) or (args.end is not None and not args.end > (args.start or 0)):
+        print("fastdeblur: error: --start must be 0 or more and --end after it (seconds)", file=sys.stderr)
+        return EXIT_USAGE
 
     files, errors, ignored = _expand(args.inputs, args.recursive, args.output)
     for msg in errors:
@@ -293,7 +299,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
 
             with warnings.catch_warnings(record=True) as caught:  # a file cut short: said, not fatal
                 warnings.simplefilter("always", RuntimeWarning)
-                result = deblur_video(src, dst, model, overwrite=True, crf=args.crf,
+                result = deblur_video(src, dst, model, overwrite=True, crf=args.crf, start=args.start, end=args.end,
                                       metadata=not args.strip_metadata, progress=frames_done, tile=args.tile,
                                       backend=args.backend, ensemble=args.ensemble)
         for w in caught:

@@ -87,6 +87,7 @@ class VideoResult:
 
 def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "default", *,
                  overwrite: bool = False, crf: int | None = None, metadata: bool = True,
+                 start: float | None = None, end: float | None = None,
                  progress: Callable[[int, int | None], None] | None = None, **deblur_kwargs: Any) -> VideoResult:
     """Deblur every frame of the video `src` into `dst` (.mp4, .m4v, .mov, .mkv, .webm, .avi).
 
@@ -97,6 +98,8 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
       container holds it, else 8-bit H.264 (VP9 for .webm), or 10-bit HEVC for deeper sources.
     metadata: carry the container's tags (creation time, title, a phone's location, ...) and the
       streams' language; False writes none.
+    start, end: deblur only the part from `start` to `end` seconds (from the file's start; either
+      may be None), e.g. to try a few seconds before hours of CPU time; the output starts at 0.
     progress: called as progress(frames_done, frames_total) after each frame; frames_total is the
       container's count or an estimate from its duration, None where it has neither.
     A file that ends before the frames its header announces (a copy cut short) is deblurred as far
@@ -117,6 +120,12 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
         raise InputError(f"refusing to overwrite the input file {dst}")
     if crf is not None and (not isinstance(crf, int) or isinstance(crf, bool) or crf < 0):
         raise InputError(f"crf must be a non-negative integer, got {crf!r}")
+    for name, t in (("start", start), ("end", end)):
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < float("inf")):
+            raise InputError(f"{name} must be a number of seconds >= 0, got {t!r}")
+    if start is not None and end is not None and end <= start:
+        raise InputError(f"end ({end} s) must come after start ({start} s)")
+    trim = start is not None or end is not None
     try:
         inp = av.open(str(src))
     except (av.FFmpegError, OSError) as e:
@@ -129,6 +138,17 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
         # every sound track FFmpeg can read, in order (one in a codec it lacks has no context)
         sound = [a for a in inp.streams.audio if getattr(a.codec_context, "codec", None) is not None]
         total = _frame_count(vin, inp)
+        if trim:
+            origin = (inp.start_time or 0) / 1e6  # microseconds
+            t0, t1 = origin + (start or 0), origin + end if end is not None else float("inf")
+            rate = float(vin.average_rate or vin.guessed_rate or 0)
+            if rate and end is not None:  # for the progress reports
+                part = round((end - (start or 0)) * rate)
+                total = part if total is None else min(total, part)
+            elif rate and total is not None:
+                total = max(0, total - round((start or 0) * rate))
+            if start:
+                inp.seek(round(t0 * 1e6))  # to the key frame at or before t0; decoding starts there
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = private_temp_path(dst)
         try:
@@ -137,11 +157,14 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
                 codec, pix_fmt = _video_encoder(av, out, vin.codec_context, fmt)
                 decode = {a.index for a in sound if not _copies(out, a)}
                 items = _decoded(inp, vin, sound, _bits(av, pix_fmt), decode)
+                if trim:
+                    items = _trimmed(items, t0, t1)
                 # The first frame's rotation and colour tags go into the header, which the first
                 # packet muxed (often sound) writes: read up to that frame before muxing anything.
                 ahead = list(_through_first_frame(items))
                 if ahead[-1][0] != "video":
-                    raise InputError(f"{src}: its video stream holds no frames")
+                    part = f"from {start or 0:g} s to " + ("the end" if end is None else f"{end:g} s")
+                    raise InputError(f"{src}: no frames {part}" if trim else f"{src}: its video stream holds no frames")
                 enc = _Encoder(av, out, vin, sound, codec, pix_fmt, crf, ahead[-1][2])
                 if metadata:
                     _copy_tags(inp, out, [(vin, enc.stream)] + [(a, enc.tracks[a.index].stream) for a in sound])
@@ -156,7 +179,7 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
     # Cut short: the frames read end well before the stream's announced duration (times, not frame
     # counts: some files count the ticks of a fine clock, e.g. an AVI at "600 fps" with gaps)
     announced = _stream_seconds(vin)
-    if announced is not None and enc.span is not None:
+    if announced is not None and enc.span is not None and not trim:
         step = enc.span / (frames - 1) if frames > 1 else 1 / float(enc.rate)  # the frames' mean spacing
         read = enc.span + step
         if read < announced - max(2 * step, 0.01 * announced):
@@ -363,6 +386,29 @@ def _decoded(inp, vin, sound: list, bits: int, decode: set[int]) -> Iterator[tup
                 yield "sound", frame, index
         elif packet.dts is not None:  # a copy takes real packets, not the demuxer's final empty one
             yield "sound", packet, index
+
+
+def _trimmed(items: Iterator[tuple[str, Any, Any]], t0: float, t1: float) -> Iterator[tuple[str, Any, Any]]:
+    """The items whose time lies in [t0, t1), their timestamps moved back by t0 (the output starts
+    at 0); stops at the first video frame at or after t1. Untimed items pass unchanged."""
+    eps = 1e-6
+    for kind, payload, extra in items:
+        thing = extra if kind == "video" else payload  # the frame, packet or sound frame with the times
+        pts = thing.pts if thing.pts is not None else getattr(thing, "dts", None)
+        if pts is None or thing.time_base is None:
+            yield kind, payload, extra
+            continue
+        t = float(pts * thing.time_base)
+        if kind == "video" and t >= t1 - eps:
+            return
+        if t < t0 - eps or t >= t1 - eps:
+            continue
+        shift = round(t0 / thing.time_base)
+        if thing.pts is not None:
+            thing.pts -= shift
+        if getattr(thing, "dts", None) is not None:
+            thing.dts -= shift
+        yield kind, payload, extra
 
 
 class _Stop(Exception):

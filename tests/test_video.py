@@ -279,6 +279,37 @@ def test_command_without_pyav_names_the_videos_it_leaves(tmp_path, capsys, monke
     assert "videos need PyAV: pip install -U av" in capsys.readouterr().err
 
 
+def test_a_part_of_the_video_can_be_deblurred(tmp_path, identity, capsys):
+    """start/end: the frames from 0.4 s to 1.0 s (15 at 25 fps), the sound of those seconds, all
+    moved to start at 0; the command's --start/--end say the same."""
+    from fastdeblur.cli import main
+
+    src = make_video(tmp_path / "in.mp4", frames=40)
+    seen = []
+    r = deblur_video(src, tmp_path / "part.mp4", identity, crf=0, start=0.4, end=1.0,
+                     progress=lambda n, total: seen.append((n, total)))
+    a, _, _, _, sound_a = probe(src)
+    b, times, _, _, sound_b = probe(r.path)
+    assert r.frames == 15 and seen[-1] == (15, 15)
+    assert times == [Fraction(n, 25) for n in range(15)]
+    _assert_same_frames(a[10:25], b, 42)
+    assert 0.3 < len(sound_b[0]) / len(sound_a[0]) < 0.45  # 0.6 s of 1.6 s, at packet granularity
+    assert set(sound_b[0]) <= set(sound_a[0])  # copied packets, not re-encoded ones
+    assert deblur_video(src, tmp_path / "tail.mp4", identity, start=1.2).frames == 10
+    assert deblur_video(src, tmp_path / "head.mp4", identity, end=0.2).frames == 5
+    with pytest.raises(InputError, match="no frames from 5 s to the end"):
+        deblur_video(src, tmp_path / "none.mp4", identity, start=5)
+    for kw, msg in [({"start": -1}, "start must be"), ({"end": float("nan")}, "end must be"),
+                    ({"start": 1, "end": 0.5}, "must come after start")]:
+        with pytest.raises(InputError, match=msg):
+            deblur_video(src, tmp_path / "bad.mp4", identity, **kw)
+    assert main([str(src), "-o", str(tmp_path / "cli.mp4"), "--model", "fastdeblur-default", "--start", "1",
+                 "--end", "1.2", "-q"]) == 0
+    assert len(probe(tmp_path / "cli.mp4")[0]) == 5
+    assert main([str(src), "-o", str(tmp_path / "x.mp4"), "--start", "1", "--end", "0.5"]) == 2
+    assert "--end after it" in capsys.readouterr().err
+
+
 def test_an_old_pyav_is_named(tmp_path, identity, monkeypatch):
     from fastdeblur import video
 
