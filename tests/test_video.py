@@ -18,7 +18,8 @@ av = pytest.importorskip("av", reason="PyAV is not installed (pip install fastde
 
 
 def make_video(path, *, codec="libx264", pix_fmt="yuv420p", size=(96, 64), frames=8, rate=25, sound="aac",
-               sound_rate=48000, sound_tracks=1, rotation=0, colorspace=None, color_range=None, vfr=False, tags=None):
+               sound_rate=48000, sound_tracks=1, rotation=0, gop=None, colorspace=None, color_range=None, vfr=False,
+               tags=None):
     """A small smooth moving pattern (chroma subsampling loses little of it), encoded losslessly
     where the codec can, with a sine tone of the video's length."""
     if codec == "libsvtav1":
@@ -29,6 +30,8 @@ def make_video(path, *, codec="libx264", pix_fmt="yuv420p", size=(96, 64), frame
     v = out.add_stream(codec, rate=rate)
     v.width, v.height, v.pix_fmt = size[0], size[1], pix_fmt
     v.options = {"libx264": {"crf": "0"}, "libx265": {"x265-params": "log-level=error:lossless=1"}}.get(codec, {})
+    if gop:  # a key frame every `gop` frames (x264's default: 250)
+        v.options = {**v.options, "g": str(gop), "keyint_min": str(gop)}
     tb = Fraction(1, rate * 100)
     v.time_base = v.codec_context.time_base = tb
     if rotation:
@@ -296,6 +299,9 @@ def test_a_part_of_the_video_can_be_deblurred(tmp_path, identity, capsys):
     assert 0.3 < len(sound_b[0]) / len(sound_a[0]) < 0.45  # 0.6 s of 1.6 s, at packet granularity
     assert set(sound_b[0]) <= set(sound_a[0])  # copied packets, not re-encoded ones
     assert deblur_video(src, tmp_path / "tail.mp4", identity, start=1.2).frames == 10
+    keyed = make_video(tmp_path / "keyed.mp4", frames=40, gop=4)  # the seek lands on frame 28, 2 before the start
+    _assert_same_frames(probe(keyed)[0][30:], probe(deblur_video(keyed, tmp_path / "k.mp4", identity, crf=0,
+                                                                 start=1.2).path)[0], 42)
     assert deblur_video(src, tmp_path / "head.mp4", identity, end=0.2).frames == 5
     with pytest.raises(InputError, match="no frames from 5 s to the end"):
         deblur_video(src, tmp_path / "none.mp4", identity, start=5)
