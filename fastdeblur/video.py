@@ -126,15 +126,8 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
     if start is not None and end is not None and end <= start:
         raise InputError(f"end ({end} s) must come after start ({start} s)")
     trim = start is not None or end is not None
-    try:
-        inp = av.open(str(src))
-    except (av.FFmpegError, OSError) as e:
-        raise InputError(f"{src}: cannot be read as a video: {e}") from e
+    inp, vin = open_video(av, src)
     with inp:
-        if not inp.streams.video:
-            raise InputError(f"{src}: holds no video stream")
-        vin = inp.streams.video[0]
-        vin.thread_type = "AUTO"  # frame and slice threads in the decoder
         # every sound track FFmpeg can read, in order (one in a codec it lacks has no context)
         sound = [a for a in inp.streams.audio if getattr(a.codec_context, "codec", None) is not None]
         total = _frame_count(vin, inp)
@@ -197,6 +190,21 @@ def _copy_tags(inp, out, pairs) -> None:
     for src, dst in pairs:
         if src is not None and dst is not None:
             dst.metadata.update({k: v for k, v in src.metadata.items() if k.lower() in _STREAM_TAGS})
+
+
+def open_video(av, path: Path):
+    """(container, its first video stream), decoded with frame and slice threads; an InputError
+    names a file that is not a video or holds no video stream."""
+    try:
+        inp = av.open(str(path))
+    except (av.FFmpegError, OSError) as e:
+        raise InputError(f"{path}: cannot be read as a video: {e}") from e
+    if not inp.streams.video:
+        inp.close()
+        raise InputError(f"{path}: holds no video stream")
+    vin = inp.streams.video[0]
+    vin.thread_type = "AUTO"
+    return inp, vin
 
 
 def _through_first_frame(items: Iterator[tuple[str, Any, Any]]) -> Iterator[tuple[str, Any, Any]]:

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import InputError
 from ..io import write_image
-from ..video import VIDEO_SUFFIXES, _bits, _decoded, _import_av
+from ..video import VIDEO_SUFFIXES, _bits, _decoded, _import_av, open_video
 from .blur import linear_to_srgb, srgb_to_linear
 
 
@@ -86,15 +86,8 @@ def make_video_pairs(videos: Sequence[str | os.PathLike], out: str | os.PathLike
 
 def _pairs_from_clip(av, clip: Path, folder: Path, sizes: np.ndarray, every: int, space: str,
                      rng: np.random.Generator, min_fps: float, progress: Callable[[int], None] | None) -> int:
-    try:
-        inp = av.open(str(clip))
-    except (av.FFmpegError, OSError) as e:
-        raise InputError(f"{clip}: cannot be read as a video: {e}") from e
+    inp, vin = open_video(av, clip)
     with inp:
-        if not inp.streams.video:
-            raise InputError(f"{clip}: holds no video stream")
-        vin = inp.streams.video[0]
-        vin.thread_type = "AUTO"
         fps = float(vin.average_rate or vin.guessed_rate or 0)
         if fps < min_fps:
             raise InputError(f"{clip}: {fps:g} fps is too slow to average into motion blur (below {min_fps:g} fps "
