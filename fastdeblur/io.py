@@ -29,10 +29,10 @@ _JPEG_APP1_LIMIT = 65533  # an EXIF block must fit one JPEG APP1 segment
 # fastdeblur[heif]`): it bundles libheif with libde265 (LGPL) and the x265 encoder (GPL), which a
 # core dependency should not impose. Without it these files are named, not read.
 HEIF_SUFFIXES = (".heic", ".heif")
-# Videos are fastdeblur.video's (through PyAV); read_image names them instead of failing to decode.
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 HEIF_HINT = "pip install pillow-heif (or fastdeblur[heif])"
 _heif_state: list[bool] = []  # [available], once checked
+# Videos are fastdeblur.video's (through PyAV); read_image names them instead of failing to decode.
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 
 
 def heif_available() -> bool:
