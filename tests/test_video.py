@@ -376,11 +376,11 @@ def test_a_file_cut_short_is_deblurred_as_far_as_it_goes_with_a_warning(tmp_path
     assert "fastdeblur: warning: " in capsys.readouterr().err
 
 
-def _linear_mean(frames):
+def _linear_mean(frames, white=255):
     """The reference for a linear-light average: float64, sRGB's formula both ways."""
-    v = np.stack(frames).astype(np.float64) / 255
+    v = np.stack(frames).astype(np.float64) / white
     lin = np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4).mean(0)
-    return np.round(np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055) * 255)
+    return np.round(np.where(lin <= 0.0031308, lin * 12.92, 1.055 * lin ** (1 / 2.4) - 0.055) * white)
 
 
 @pytest.mark.parametrize("space", ["linear", "srgb"])
@@ -403,6 +403,19 @@ def test_pairs_from_slow_motion_video_are_gopro_style(tmp_path, space):
         assert np.array_equal(read_image(tmp_path / "pairs" / "train" / "slowmo" / "sharp" / f"{i:06d}.png"),
                               window[3])
     assert len(PairedImages.from_gopro(tmp_path / "pairs", crop=32)) == 3
+
+
+def test_pairs_from_ten_bit_video_stay_sixteen_bit(tmp_path):
+    from fastdeblur.io import read_image
+    from fastdeblur.train.video_pairs import make_video_pairs
+
+    clip = make_video(tmp_path / "ten.mkv", codec="libx265", pix_fmt="yuv420p10le", rate=240, frames=14, sound=None)
+    assert make_video_pairs([clip], tmp_path / "pairs", frames=(7, 7)) == 2
+    frames = probe(clip)[0]
+    folder = tmp_path / "pairs" / "train" / "ten"
+    blurry, sharp = (read_image(folder / kind / "000001.png") for kind in ("blur", "sharp"))
+    assert blurry.dtype == sharp.dtype == np.uint16 and np.array_equal(sharp, frames[10])
+    assert np.abs(blurry.astype(float) - _linear_mean(frames[7:14], 65535)).max() <= 1
 
 
 def test_pairs_are_the_same_for_the_same_seed_and_checked(tmp_path):
