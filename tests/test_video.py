@@ -432,8 +432,14 @@ def test_pairs_are_the_same_for_the_same_seed_and_checked(tmp_path):
     with pytest.raises(InputError, match="30 fps is too slow"):
         make_video_pairs([slow], tmp_path / "q")
     assert make_video_pairs([slow], tmp_path / "q", min_fps=0) >= 1
-    with pytest.raises(InputError, match="too short"):
-        make_video_pairs([make_video(tmp_path / "short.mp4", rate=240, frames=5, sound=None)], tmp_path / "r")
+    short = make_video(tmp_path / "short.mp4", rate=240, frames=5, sound=None)
+    with pytest.raises(InputError, match="every clip is too short"), pytest.warns(RuntimeWarning, match="too short"):
+        make_video_pairs([short], tmp_path / "r")
+    with pytest.warns(RuntimeWarning, match="short.mp4: too short for a pair"):  # the others go on
+        assert 60 // 13 <= make_video_pairs([short, clip], tmp_path / "r2") <= 60 // 7
+    with pytest.raises(InputError, match="30 fps is too slow"):  # checked before anything is written
+        make_video_pairs([clip, slow], tmp_path / "r3")
+    assert not (tmp_path / "r3").exists()
     for kw, msg in [({"frames": (8, 8)}, "no odd count"), ({"frames": (2, 5)}, "3 <= lo <= hi"),
                     ({"space": "log"}, "space must be"), ({"every": 0}, "every must be")]:
         with pytest.raises(InputError, match=msg):
@@ -453,3 +459,6 @@ def test_train_command_makes_pairs(tmp_path, capsys):
     assert len(list((tmp_path / "pairs" / "train" / "x" / "sharp").iterdir())) == 3
     assert main(["--make-pairs", str(tmp_path / "clips")]) == 2
     assert "needs --pairs-out" in capsys.readouterr().err
+    make_video(tmp_path / "clips" / "short.mkv", rate=240, frames=4, sound=None)
+    assert main(["--make-pairs", str(tmp_path / "clips"), "--pairs-out", str(tmp_path / "more")]) == 0
+    assert "fastdeblur-train: warning: " in (err := capsys.readouterr().err) and "short.mkv: too short" in err

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -87,8 +88,14 @@ def _make_pairs(a) -> int:
             bar.set_description(clip.name)
             bar.update(1)
 
-        n = make_video_pairs(a.make_pairs, a.pairs_out, frames=(lo, hi), every=a.pair_every, space=a.pair_space,
-                             seed=a.seed, min_fps=a.min_fps, progress=progress)
+        with warnings.catch_warnings(record=True) as caught:  # clips too short for a pair: said, not fatal
+            warnings.simplefilter("always", RuntimeWarning)
+            try:
+                n = make_video_pairs(a.make_pairs, a.pairs_out, frames=(lo, hi), every=a.pair_every,
+                                     space=a.pair_space, seed=a.seed, min_fps=a.min_fps, progress=progress)
+            finally:
+                for w in caught:
+                    tqdm.write(f"fastdeblur-train: warning: {w.message}", file=sys.stderr)
     print(f"fastdeblur-train: {n} pairs in {a.pairs_out / 'train'}; train on them with --gopro {a.pairs_out}")
     return 0
 

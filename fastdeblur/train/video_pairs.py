@@ -14,6 +14,7 @@ slower clips are refused unless `min_fps` is lowered.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -62,7 +63,9 @@ def make_video_pairs(videos: Sequence[str | os.PathLike], out: str | os.PathLike
     every: keep one window in `every` (1: back to back), fewer near-duplicate pairs.
     space: "linear" (average in linear light) or "srgb" (on the stored values).
     seed: the window lengths are drawn from it, the same for the same clip every time.
-    progress: called as progress(clip, pairs written so far) after each pair.
+    progress: called as progress(clip, pairs written from it so far) after each pair.
+    Every clip is opened and its frame rate checked before any pair is written; a clip too short
+    for a window is left out with a RuntimeWarning (an error if every clip is).
     """
     av = _import_av()
     sizes = _window_sizes(tuple(frames))
@@ -73,26 +76,39 @@ def make_video_pairs(videos: Sequence[str | os.PathLike], out: str | os.PathLike
     clips = _clips(videos)
     root = Path(out) / "train"
     names = [c.stem for c in clips]
-    total = 0
-    for k, clip in enumerate(clips):
-        name = clip.stem if names.count(clip.stem) == 1 else f"{clip.stem}-{k}"  # clips of one name in two folders
-        folder = root / name
+    folders = [root / (c.stem if names.count(c.stem) == 1 else f"{c.stem}-{k}")  # one name in two folders
+               for k, c in enumerate(clips)]
+    for clip, folder in zip(clips, folders, strict=True):  # fail before writing, not after hours of it
         if folder.exists() and any(folder.iterdir()):
             raise InputError(f"{folder} exists and is not empty: remove it or choose another output folder")
-        total += _pairs_from_clip(av, clip, folder, sizes, every, space, np.random.default_rng([seed, k]), min_fps,
-                                  (lambda n, clip=clip: progress(clip, n)) if progress else None)
+        inp, vin = open_video(av, clip)
+        with inp:
+            _check_fps(clip, vin, min_fps)
+    total = 0
+    for k, (clip, folder) in enumerate(zip(clips, folders, strict=True)):
+        n = _pairs_from_clip(av, clip, folder, sizes, every, space, np.random.default_rng([seed, k]),
+                             (lambda n, clip=clip: progress(clip, n)) if progress else None)
+        if n == 0:
+            warnings.warn(f"{clip}: too short for a pair ({min(sizes)} frames or more needed); left out",
+                          RuntimeWarning, stacklevel=2)
+        total += n
+    if total == 0:
+        raise InputError(f"no pairs: every clip is too short ({min(sizes)} frames or more needed)")
     return total
 
 
+def _check_fps(clip: Path, vin, min_fps: float) -> None:
+    fps = float(vin.average_rate or vin.guessed_rate or 0)
+    if fps < min_fps:
+        raise InputError(f"{clip}: {fps:g} fps is too slow to average into motion blur (below {min_fps:g} fps "
+                         "the gaps between frames show as ghost copies); film slow motion (120 or 240 fps), "
+                         "or lower min_fps (--min-fps) to take it anyway")
+
+
 def _pairs_from_clip(av, clip: Path, folder: Path, sizes: np.ndarray, every: int, space: str,
-                     rng: np.random.Generator, min_fps: float, progress: Callable[[int], None] | None) -> int:
+                     rng: np.random.Generator, progress: Callable[[int], None] | None) -> int:
     inp, vin = open_video(av, clip)
     with inp:
-        fps = float(vin.average_rate or vin.guessed_rate or 0)
-        if fps < min_fps:
-            raise InputError(f"{clip}: {fps:g} fps is too slow to average into motion blur (below {min_fps:g} fps "
-                             "the gaps between frames show as ghost copies); film slow motion (120 or 240 fps), "
-                             "or lower min_fps (--min-fps) to take it anyway")
         bits = _bits(av, vin.codec_context.pix_fmt or "yuv420p")
         scale = 65535.0 if bits == 16 else 255.0
         # each stored value -> linear light (or itself), as a table: no per-pixel power function
@@ -119,6 +135,4 @@ def _pairs_from_clip(av, clip: Path, folder: Path, sizes: np.ndarray, every: int
                     progress(written)
             window, acc, windows = [], None, windows + 1
             size, keep = int(rng.choice(sizes)), windows % every == 0
-        if written == 0:
-            raise InputError(f"{clip}: too short for a pair ({min(sizes)} frames or more needed)")
     return written
