@@ -134,7 +134,7 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
         if trim:
             origin = (inp.start_time or 0) / 1e6  # microseconds
             t0, t1 = origin + (start or 0), origin + end if end is not None else float("inf")
-            rate = float(vin.average_rate or vin.guessed_rate or 0)
+            rate = float(frame_rate(vin) or 0)
             if rate and end is not None:  # for the progress reports
                 part = round((end - (start or 0)) * rate)
                 total = part if total is None else min(total, part)
@@ -255,11 +255,16 @@ def _stream_seconds(stream) -> float | None:
     return None
 
 
+def frame_rate(stream):
+    """Frames per second (a Fraction): the stream's mean rate, else FFmpeg's guess; None if neither."""
+    return stream.average_rate or stream.guessed_rate
+
+
 def _frame_count(stream, container) -> int | None:
     """The stream's frame count, or an estimate from its duration (its own, else the file's)."""
     if stream.frames:
         return int(stream.frames)
-    rate = stream.average_rate or stream.guessed_rate
+    rate = frame_rate(stream)
     seconds = _stream_seconds(stream) or (container.duration / 1e6 if container.duration else None)  # microseconds
     return max(1, round(seconds * float(rate))) if rate and seconds else None
 
@@ -272,7 +277,7 @@ class _Encoder:
         if crf is not None and crf > limit:
             raise InputError(f"crf {crf} is out of range for {codec} (0-{limit})")
         self.av, self.out, self.pix_fmt = av, out, pix_fmt
-        self.rate = vin.average_rate or vin.guessed_rate or 30
+        self.rate = frame_rate(vin) or 30
         self.encoded = 0
         self.first: float | None = None
         self.span: float | None = None

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import InputError
 from ..io import write_image
-from ..video import VIDEO_SUFFIXES, _bits, _decoded, _import_av, open_video
+from ..video import VIDEO_SUFFIXES, _bits, _decoded, _import_av, frame_rate, open_video
 from .blur import linear_to_srgb, srgb_to_linear
 
 
@@ -98,7 +98,7 @@ def make_video_pairs(videos: Sequence[str | os.PathLike], out: str | os.PathLike
 
 
 def _check_fps(clip: Path, vin, min_fps: float) -> None:
-    fps = float(vin.average_rate or vin.guessed_rate or 0)
+    fps = float(frame_rate(vin) or 0)
     if fps < min_fps:
         raise InputError(f"{clip}: {fps:g} fps is too slow to average into motion blur (below {min_fps:g} fps "
                          "the gaps between frames show as ghost copies); film slow motion (120 or 240 fps), "
@@ -115,24 +115,25 @@ def _pairs_from_clip(av, clip: Path, folder: Path, sizes: np.ndarray, every: int
         levels = torch.arange(int(scale) + 1, dtype=torch.float64) / scale
         table = (srgb_to_linear(levels) if space == "linear" else levels).to(torch.float32).numpy()
         written, windows = 0, 0
-        window: list[np.ndarray | None] = []
         size, keep = int(rng.choice(sizes)), True
-        acc = None
+        count, acc, middle = 0, None, None  # frames in the current window, their sum, its middle frame
         for _, img, _ in _decoded(inp, vin, [], bits, set()):
             if keep:
                 acc = table[img] if acc is None else acc + table[img]
-            window.append(img if keep and len(window) == size // 2 else None)  # only the middle one is kept
-            if len(window) < size:
+                if count == size // 2:
+                    middle = img
+            count += 1
+            if count < size:
                 continue
             if keep:
                 mean = torch.from_numpy(acc / size)
                 blurry = linear_to_srgb(mean) if space == "linear" else mean
                 blurry = np.round(blurry.numpy() * scale).astype(np.uint16 if bits == 16 else np.uint8)
                 write_image(folder / "blur" / f"{written:06d}.png", blurry)
-                write_image(folder / "sharp" / f"{written:06d}.png", window[size // 2])
+                write_image(folder / "sharp" / f"{written:06d}.png", middle)
                 written += 1
                 if progress is not None:
                     progress(written)
-            window, acc, windows = [], None, windows + 1
+            count, acc, middle, windows = 0, None, None, windows + 1
             size, keep = int(rng.choice(sizes)), windows % every == 0
     return written
