@@ -18,6 +18,15 @@ import torch
 # switched on before any kernel module is imported (fastdeblur imports them lazily).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    # Triton decides at import whether its own library functions (tl.zeros, ...) are interpreted:
+    # imported first by a test that unsets the variable (to check the error without a GPU), it
+    # stayed in compiled mode for the whole process and every later interpreted kernel failed
+    # ("Cannot call @triton.jit'd outside of the scope of a kernel"). Import it now, interpreted.
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except ImportError:  # the paths without Triton are tested then
+        pass
 
 REPO = Path(__file__).resolve().parents[1]
 
