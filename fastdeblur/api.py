@@ -28,7 +28,7 @@ from torch import nn
 from . import _graphs, _heap, _system
 from . import weights as _weights
 from .errors import InputError
-from .io import PIL_WORK_MODES, read_image
+from .io import PIL_WORK_MODES, encode_image, output_format, read_image, read_metadata
 
 MIN_SIZE = 8
 MIN_TILE = 128
@@ -281,7 +281,7 @@ def clear_model_cache() -> None:
 
 @dataclass
 class _Restore:
-    kind: str  # "numpy" | "torch" | "pil" | "path"
+    kind: str  # "numpy" | "torch" | "pil" | "path" | "bytes"
     dtype: Any
     shape: tuple
     gray: bool
@@ -290,6 +290,7 @@ class _Restore:
     scale: float = 1.0  # pixel value of white: 255, 65535 or 1.0
     pil_mode: str | None = None  # a PIL image's mode, to give back where the result's differs
     pil_info: dict | None = None  # and its info (ICC profile, EXIF, dpi), kept as Pillow's own operations keep it
+    encoding: tuple[str, dict] | None = None  # encoded bytes in: (format to write back, as a suffix; metadata kept)
 
 
 def _check_size(h: int, w: int) -> None:
@@ -423,8 +424,17 @@ def _to_batch(image: Any) -> tuple[torch.Tensor, _Restore]:
     if type(image).__module__.startswith("PIL."):
         r = _Restore("pil", None, image.size, False)
         return _from_pil(image, r), r
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        data = bytes(image)
+        a = read_image(data)
+        r = _Restore("bytes", a.dtype, a.shape, False, encoding=(output_format(data), read_metadata(data)))
+        return _from_numpy(a, r), r
+    if hasattr(image, "read"):
+        raise InputError(f"cannot deblur a file object ({type(image).__name__}): pass its path, or its bytes "
+                         "(f.read()), which come back encoded in the same format")
     raise InputError(f"cannot deblur a value of type {type(image).__name__}: pass a numpy array, torch tensor, "
-                     "PIL image or file path")
+                     "PIL image, file path or an image file's bytes")
+
 
 
 def _quantizes_on_extension(r: _Restore, device: torch.device) -> bool:
@@ -479,6 +489,9 @@ def _finish(a: np.ndarray, r: _Restore) -> Any:
             out = out if mode in (None, out.mode) else out.convert(mode)
         out.info.update(r.pil_info or {})
         return out
+    if r.kind == "bytes":
+        suffix, meta = r.encoding
+        return encode_image(a, suffix, metadata=meta)
     return a
 
 
@@ -700,7 +713,9 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
 
     image: numpy HxW / HxWxC (uint8, uint16, float in [0, 1]), torch [C, H, W] or [N, C, H, W]
       (float in [0, 1], uint8 or uint16), C = 1, 2, 3 or 4 (gray, gray + alpha, RGB, RGBA: alpha
-      comes back untouched), a PIL image, or a file path (returns a numpy array).
+      comes back untouched), a PIL image, a file path (returns a numpy array), or an image file's
+      bytes (returns the bytes of a file in the same format, PNG for formats not written here,
+      with the ICC profile and EXIF kept as the command keeps them).
     model: a registered name (see `list_models()`) or a module from `load_model()`.
     device: default CUDA when available, else CPU. dtype: None picks bfloat16 on CPUs with
       AMX/AVX512-BF16, float16 on GPUs with tensor cores, float32 elsewhere (`default_dtype`);

@@ -23,12 +23,16 @@ _LOSSY = (".jpg", ".jpeg", ".webp", ".avif", ".heic", ".heif")  # written at `qu
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION = 0x0112
 _JPEG_APP1_LIMIT = 65533  # an EXIF block must fit one JPEG APP1 segment
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+_AVIF_BRANDS = {b"avif", b"avis"}
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 
 
 # HEIC/HEIF (iPhones' photos) through pillow-heif, an optional dependency (`pip install
 # fastdeblur[heif]`): it bundles libheif with libde265 (LGPL) and the x265 encoder (GPL), which a
 # core dependency should not impose. Without it these files are named, not read.
 HEIF_SUFFIXES = (".heic", ".heif")
+WRITTEN_SUFFIXES = SUFFIXES + HEIF_SUFFIXES  # the formats write_image knows (HEIC/HEIF with pillow-heif)
 HEIF_HINT = "pip install pillow-heif (or fastdeblur[heif])"
 _heif_state: list[bool] = []  # [available], once checked
 # Videos are fastdeblur.video's (through PyAV); read_image names them instead of failing to decode.
@@ -85,63 +89,122 @@ PIL_WORK_MODES = {"CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "RG
 _TIFF_AS_STORED = (1, 2)  # photometric MINISBLACK, RGB: tifffile's array as it is (16-bit RGB included)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """HxW, HxWx2, HxWx3 or HxWx4 array (gray, gray + alpha, RGB, RGBA), uint8 or uint16 as
-    stored, EXIF orientation applied; other colour spaces (CMYK, YCbCr, palette, ...) as RGB."""
-    path = Path(path)
+def sniff(data: bytes) -> str | None:
+    """The suffix of the format `data` is in, from its first bytes: .png, .jpg, .tif, .bmp,
+    .webp, .gif, .avif, .heic, or a video's (.mp4, .mkv, .avi); None when unknown (Pillow may
+    still read it: PPM, TGA, ICO, ...)."""
+    head = bytes(data[:64])
+    if head.startswith(_PNG_SIGNATURE):
+        return ".png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    if head[:4] in _TIFF_MAGIC:
+        return ".tif"
+    if head[:4] == b"RIFF":
+        return {b"WEBP": ".webp", b"AVI ": ".avi"}.get(head[8:12])
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return ".gif"
+    if head.startswith(b"BM"):
+        return ".bmp"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska and WebM
+        return ".mkv"
+    if head[4:8] == b"ftyp":  # ISO base media: AVIF and HEIF stills, or MP4 / MOV video
+        size = int.from_bytes(head[:4], "big")
+        brands = {head[i:i + 4] for i in range(8, min(size, len(head)) - 3, 4)} - {head[12:16]}  # less minor_version
+        if brands & _AVIF_BRANDS:
+            return ".avif"
+        if brands & _HEIF_BRANDS:
+            return ".heic"
+        return ".mp4"
+    return None
+
+
+def output_format(data: bytes) -> str:
+    """The suffix a deblurred copy of the encoded image `data` is written as: its own format where
+    fastdeblur writes it (PNG, JPEG, TIFF, BMP, WebP, AVIF, HEIC), else PNG (GIF, PPM, ICO, ...:
+    lossless, any depth)."""
+    suffix = sniff(data)
+    return suffix if suffix in WRITTEN_SUFFIXES and cannot_write(suffix) is None else ".png"
+
+
+def _source(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[str, bytes, str]:
+    """(name for messages, the file's bytes, its format as a suffix) of a path or of encoded bytes."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        if not data:
+            raise InputError("image data is empty (0 bytes)")
+        return "image data", data, sniff(data) or ""
+    path = Path(src)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
         raise InputError(f"{path}: not a file")
-    if path.suffix.lower() in HEIF_SUFFIXES and not heif_available():
+    suffix = path.suffix.lower()
+    if suffix in HEIF_SUFFIXES and not heif_available():
         raise InputError(f"{path}: reading HEIC/HEIF needs pillow-heif: {HEIF_HINT}")
-    if path.suffix.lower() in VIDEO_SUFFIXES:
+    if suffix in VIDEO_SUFFIXES:
         raise InputError(f"{path}: a video, not an image; use fastdeblur.deblur_video(src, dst), or the command "
                          f"`fastdeblur {path.name} -o OUT{path.suffix}`")
     data = path.read_bytes()
     if not data:
         raise InputError(f"{path}: empty file")
+    return str(path), data, suffix
+
+
+def read_image(src: str | os.PathLike | bytes | bytearray | memoryview) -> np.ndarray:
+    """HxW, HxWx2, HxWx3 or HxWx4 array (gray, gray + alpha, RGB, RGBA), uint8 or uint16 as
+    stored, EXIF orientation applied; other colour spaces (CMYK, YCbCr, palette, ...) as RGB.
+    `src` is a path or a whole encoded file's bytes (the format is told by its content)."""
+    name, data, suffix = _source(src)
+    kind = sniff(data)
+    if kind in HEIF_SUFFIXES and not heif_available():
+        raise InputError(f"{name}: HEIC/HEIF data, which needs pillow-heif: {HEIF_HINT}")
+    if kind in VIDEO_SUFFIXES:
+        raise InputError(f"{name}: a video ({kind[1:].upper()} container), not an image; use "
+                         "fastdeblur.deblur_video(src, dst) with a file")
     try:
-        if data.startswith(_PNG_SIGNATURE) and len(data) > 24 and data[24] == 16:
+        if kind == ".png" and len(data) > 24 and data[24] == 16:
             import imagecodecs
 
             img = _oriented(imagecodecs.png_decode(data), _png_orientation(data))
-        elif path.suffix.lower() in (".tif", ".tiff"):
-            img = _read_tiff(data, path)
+        elif kind == ".tif":
+            img = _read_tiff(data, name)
         else:
-            img = _read_pillow(data, path)
+            img = _read_pillow(data, name)
     except InputError:
         raise
     except Exception as e:  # decoders raise many types (OSError, ValueError, codec errors)
-        raise InputError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+        if kind is None and "can not handle" in str(e):  # imageio: no plugin knows these bytes
+            raise InputError(f"{name}: not a readable image (no image format starts with {data[:8]!r})") from e
+        raise InputError(f"{name}: not a readable image ({type(e).__name__}: {e})") from e
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[0] == 1 and img.shape[-1] not in (1, 2, 3, 4):
         img = img[0]  # a single-page stack from a multi-page reader
     if img.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{path}: pixel type {img.dtype} is not supported (8- or 16-bit images only)")
+        raise InputError(f"{name}: pixel type {img.dtype} is not supported (8- or 16-bit images only)")
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (1, 2, 3, 4)):
-        raise InputError(f"{path}: holds an array of shape {img.shape}, not a gray, RGB or RGBA image")
+        raise InputError(f"{name}: holds an array of shape {img.shape}, not a gray, RGB or RGBA image")
     return img
 
 
-def _single_image(path: Path, frames: int) -> None:
+def _single_image(name: str, frames: int) -> None:
     if frames > 1:
-        raise InputError(f"{path}: holds {frames} frames (an animation or a multi-page file); fastdeblur "
+        raise InputError(f"{name}: holds {frames} frames (an animation or a multi-page file); fastdeblur "
                          "reads single images: save the frame you want as its own file")
 
 
-def _read_pillow(data: bytes, path: Path) -> np.ndarray:
+def _read_pillow(data: bytes, name: str) -> np.ndarray:
     import imageio.v3 as iio
 
     with iio.imopen(data, "r", plugin="pillow") as f:
-        _single_image(path, f.properties(index=...).n_images)
+        _single_image(name, f.properties(index=...).n_images)
         meta = f.metadata(index=0, exclude_applied=False)
         mode = meta.get("mode")
         as_mode = "RGBA" if mode == "P" and "transparency" in meta else PIL_WORK_MODES.get(mode)
         return f.read(index=0, mode=as_mode, rotate=True)
 
 
-def _read_tiff(data: bytes, path: Path) -> np.ndarray:
+def _read_tiff(data: bytes, name: str) -> np.ndarray:
     """Gray and RGB TIFFs (8 or 16 bit) through tifffile, turned upright as their orientation
     tag says; other photometric interpretations (CMYK, YCbCr, palette, white-is-zero) through
     Pillow, which converts them to RGB or gray."""
@@ -151,12 +214,12 @@ def _read_tiff(data: bytes, path: Path) -> np.ndarray:
 
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         series = tif.series[0]
-        _single_image(path, len(series.pages))
+        _single_image(name, len(series.pages))
         page = tif.pages[0]
         if page.photometric in _TIFF_AS_STORED:
             orientation = page.tags.get(_EXIF_ORIENTATION)  # TIFF's own tag 274, which EXIF took over
             return _oriented(series.asarray(), int(orientation.value) if orientation is not None else 1)
-    return _read_pillow(data, path)
+    return _read_pillow(data, name)
 
 
 def _png_orientation(data: bytes) -> int:
@@ -186,18 +249,21 @@ def _oriented(img: np.ndarray, orientation: int) -> np.ndarray:
 PNG_LEVEL = 1
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, bytes]:
+def read_metadata(src: str | os.PathLike | bytes | bytearray | memoryview) -> dict[str, bytes]:
     """What of a file's metadata its deblurred copy keeps: the ICC colour profile (`icc_profile`)
     and, from JPEG, WebP, AVIF, HEIC and PNG files, the EXIF block (`exif`: camera, time, GPS), its
     orientation tag set to 1 because read_image has applied it. Empty when there is none or
-    Pillow cannot parse it: metadata never fails a file."""
+    Pillow cannot parse it: metadata never fails a file. `src`: a path or a file's bytes."""
+    import io
+
     from PIL import Image
 
     meta: dict[str, bytes] = {}
-    if Path(path).suffix.lower() in HEIF_SUFFIXES:
+    encoded = isinstance(src, (bytes, bytearray, memoryview))
+    if (sniff(src) if encoded else Path(src).suffix.lower()) in HEIF_SUFFIXES:
         heif_available()  # registers the plugin that opens them
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(src) if encoded else src) as im:
             if im.info.get("icc_profile"):
                 meta["icc_profile"] = bytes(im.info["icc_profile"])
             # a TIFF's "EXIF" is its own layout tags; a PNG's EXIF stored after the pixels would
@@ -250,6 +316,40 @@ def _png_with_chunks(png: bytes, meta: dict[str, bytes]) -> bytes:
     return png[:end_of_ihdr] + extra + png[end_of_ihdr:]
 
 
+def _check_options(quality: int, png_level: int) -> None:
+    if not (isinstance(png_level, int) and 0 <= png_level <= 9):
+        raise InputError(f"png_level must be an integer from 0 to 9, got {png_level!r}")
+    if not (isinstance(quality, int) and not isinstance(quality, bool) and 1 <= quality <= 100):
+        raise InputError(f"quality must be an integer from 1 to 100, got {quality!r}")
+
+
+def encode_image(img: np.ndarray, suffix: str, *, quality: int = 95, png_level: int = PNG_LEVEL,
+                 metadata: dict[str, bytes] | None = None) -> bytes:
+    """`img` as the bytes of a `suffix` file (".png", ".jpg", ...); see write_image."""
+    suffix = suffix.lower()
+    if suffix not in WRITTEN_SUFFIXES:
+        raise InputError(f"unsupported output format {suffix!r} (use one of {', '.join(suffixes())})")
+    if (why := cannot_write(suffix)) is not None:
+        raise InputError(why)
+    _check_options(quality, png_level)
+    if img.dtype == np.uint16 and suffix in _EIGHT_BIT_ONLY:
+        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    meta = _usable_metadata(metadata, img, suffix)
+    if suffix == ".png" and img.dtype == np.uint16:
+        import imagecodecs
+
+        return _png_with_chunks(imagecodecs.png_encode(np.ascontiguousarray(img), level=png_level), meta)
+    import imageio.v3 as iio
+
+    kwargs: dict = ({"quality": quality} if suffix in _LOSSY else
+                    {"compress_level": png_level} if suffix == ".png" else {})
+    if suffix in (".tif", ".tiff"):  # tifffile: the profile only
+        kwargs.update({"iccprofile": meta["icc_profile"]} if "icc_profile" in meta else {})
+    else:  # Pillow
+        kwargs.update(meta)
+    return iio.imwrite("<bytes>", img, extension=suffix, **kwargs)
+
+
 def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, png_level: int = PNG_LEVEL,
                 metadata: dict[str, bytes] | None = None) -> Path:
     """Write atomically; 16-bit data is reduced to 8 bits only for JPEG and BMP.
@@ -261,35 +361,15 @@ def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, 
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in SUFFIXES + HEIF_SUFFIXES:
+    if suffix not in WRITTEN_SUFFIXES:
         raise InputError(f"{path}: unsupported output format {path.suffix!r} (use one of {', '.join(suffixes())})")
     if (why := cannot_write(suffix)) is not None:
         raise InputError(f"{path}: {why}")
-    if not (isinstance(png_level, int) and 0 <= png_level <= 9):
-        raise InputError(f"png_level must be an integer from 0 to 9, got {png_level!r}")
-    if not (isinstance(quality, int) and not isinstance(quality, bool) and 1 <= quality <= 100):
-        raise InputError(f"quality must be an integer from 1 to 100, got {quality!r}")
-    if img.dtype == np.uint16 and suffix in _EIGHT_BIT_ONLY:
-        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    meta = _usable_metadata(metadata, img, suffix)
+    data = encode_image(img, suffix, quality=quality, png_level=png_level, metadata=metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = private_temp_path(path)
     try:
-        if suffix == ".png" and img.dtype == np.uint16:
-            import imagecodecs
-
-            tmp.write_bytes(_png_with_chunks(imagecodecs.png_encode(np.ascontiguousarray(img), level=png_level),
-                                             meta))
-        else:
-            import imageio.v3 as iio
-
-            kwargs: dict = ({"quality": quality} if suffix in _LOSSY else
-                            {"compress_level": png_level} if suffix == ".png" else {})
-            if suffix in (".tif", ".tiff"):  # tifffile: the profile only
-                kwargs.update({"iccprofile": meta["icc_profile"]} if "icc_profile" in meta else {})
-            else:  # Pillow
-                kwargs.update(meta)
-            iio.imwrite(tmp, img, extension=suffix, **kwargs)
+        tmp.write_bytes(data)
         publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

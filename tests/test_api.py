@@ -261,6 +261,89 @@ def test_path_returns_numpy(net, tmp_path):
         assert isinstance(out, np.ndarray) and np.array_equal(out, fastdeblur.deblur(img, net))
 
 
+@pytest.mark.parametrize("suffix", [".png", ".png16", ".jpg", ".tif", ".tif16", ".bmp", ".webp", ".avif", ".heic"])
+def test_bytes_come_back_as_bytes_in_their_format(net, suffix):
+    """An image file's bytes (an upload, a blob from a database) come back encoded in the same
+    format, holding what deblur() gives for the decoded pixels, encoded as write_image does."""
+    import imageio.v3 as iio
+
+    from fastdeblur.io import encode_image, read_image, sniff
+
+    rng = np.random.default_rng(3)
+    deep = suffix.endswith("16")
+    suffix = suffix.removesuffix("16")
+    if suffix == ".heic":
+        pytest.importorskip("pillow_heif", reason="pillow-heif is not installed (pip install fastdeblur[heif])")
+    img = rng.integers(0, 65536 if deep else 256, (26, 35, 3)).astype(np.uint16 if deep else np.uint8)
+    data = encode_image(img, suffix)
+    for given in (data, bytearray(data), memoryview(data)):
+        out = fastdeblur.deblur(given, net)
+        assert isinstance(out, bytes) and sniff(out) == sniff(data)
+        back = read_image(out)
+        assert back.shape == img.shape and back.dtype == read_image(data).dtype
+        want = fastdeblur.deblur(read_image(data), net)
+        if suffix in (".png", ".tif", ".bmp"):  # lossless: bit for bit
+            assert out == encode_image(want, suffix)
+        else:  # lossy: within the codec's error of the array result
+            assert np.abs(back.astype(float) - want).mean() < 6
+    assert iio.imread(fastdeblur.deblur(encode_image(img[..., 0], ".png"), net)).ndim == 2  # gray stays gray
+
+
+def test_bytes_keep_alpha_and_metadata(identity_net):
+    """RGBA PNG bytes keep their alpha untouched; a JPEG's ICC profile and EXIF block come back,
+    the pixels turned upright and the orientation tag reset to 1, as the command writes files."""
+    import io
+
+    from PIL import ImageCms
+
+    from fastdeblur.io import encode_image, read_image
+
+    rgba = np.random.default_rng(4).integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    out = fastdeblur.deblur(encode_image(rgba, ".png"), identity_net)
+    assert np.array_equal(read_image(out)[..., 3], rgba[..., 3])
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90 degrees clockwise to display
+    exif[0x010F] = "a camera"
+    buf = io.BytesIO()
+    Image.fromarray(rgba[..., :3]).save(buf, "JPEG", quality=95, icc_profile=icc, exif=exif.tobytes())
+    with Image.open(io.BytesIO(fastdeblur.deblur(buf.getvalue(), identity_net))) as im:
+        assert im.format == "JPEG" and im.size == (20, 30)  # upright: 30 wide becomes 30 high
+        assert im.info["icc_profile"] == icc
+        assert im.getexif()[0x0112] == 1 and im.getexif()[0x010F] == "a camera"
+
+
+def test_bytes_in_formats_not_written_come_back_as_png(identity_net):
+    import io
+
+    rgb = np.random.default_rng(5).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    for fmt in ("GIF", "PPM"):
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, fmt)
+        out = fastdeblur.deblur(buf.getvalue(), identity_net)
+        with Image.open(io.BytesIO(out)) as im:
+            assert im.format == "PNG" and im.size == (24, 16)
+
+
+def test_bad_bytes_and_file_objects_are_named(net):
+    import io
+
+    from fastdeblur.io import encode_image
+
+    with pytest.raises(InputError, match=r"image data is empty"):
+        fastdeblur.deblur(b"", net)
+    with pytest.raises(InputError, match=r"image data: not a readable image"):
+        fastdeblur.deblur(b"not an image at all", net)
+    png = encode_image(np.zeros((16, 16, 3), np.uint8), ".png")
+    with pytest.raises(InputError, match=r"image data: not a readable image"):
+        fastdeblur.deblur(png[: len(png) // 2], net)  # cut short
+    mp4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(64)
+    with pytest.raises(InputError, match=r"a video \(MP4 container\), not an image; use fastdeblur.deblur_video"):
+        fastdeblur.deblur(mp4, net)
+    with pytest.raises(InputError, match=r"file object \(BytesIO\): pass its path, or its bytes \(f.read\(\)\)"):
+        fastdeblur.deblur(io.BytesIO(png), net)
+
+
 def test_tiling_matches_whole_image(net):
     img = np.random.rand(300, 260, 3).astype(np.float32)
     whole = fastdeblur.deblur(img, net, tile=0)

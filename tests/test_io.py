@@ -1,6 +1,7 @@
 """Image files: formats, bit depths, EXIF orientation, broken files, atomic writes."""
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,14 +93,22 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     old = write_image(tmp_path / "keep.png", np.full((8, 8, 3), 7, np.uint8))
 
-    def crash(path, *args, **kwargs):  # the encoder dies halfway through its output
-        open(path, "wb").write(b"\x89PNG half")
+    def crash(path, data):  # the disk fills up halfway through the file
+        open(path, "wb").write(data[: len(data) // 2])
         raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_bytes", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_image(old, np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.undo()
+
+    def broken(*args, **kwargs):  # the encoder fails
+        raise ValueError("encoder error")
 
     import imageio.v3 as iio
 
-    monkeypatch.setattr(iio, "imwrite", crash)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(iio, "imwrite", broken)
+    with pytest.raises(ValueError, match="encoder error"):
         write_image(old, np.zeros((8, 8, 3), np.uint8))
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["keep.png"]
@@ -346,3 +355,47 @@ def test_a_bad_quality_is_named(tmp_path, bad):
     with pytest.raises(InputError, match="quality must be an integer from 1 to 100"):
         write_image(tmp_path / "a.jpg", _rgb(), quality=bad)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".tif", ".bmp", ".webp", ".avif", ".heic"])
+def test_formats_are_told_by_content(suffix):
+    """sniff() names each format written here by its first bytes (so bytes in can go back out in
+    their own format), and the videos read_image refuses."""
+    from fastdeblur.io import encode_image, heif_available, sniff
+
+    if suffix == ".heic" and not heif_available():
+        pytest.skip("pillow-heif is not installed (pip install fastdeblur[heif])")
+    assert sniff(encode_image(_rgb(), suffix)) == suffix
+    assert sniff(encode_image(_rgb().astype(np.uint16) * 257, suffix)) == suffix
+
+
+def test_videos_and_unknown_data_are_told_by_content():
+    from fastdeblur.io import sniff
+
+    assert sniff(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2") == ".mp4"
+    assert sniff(b"\x00\x00\x00\x14ftypqt  \x20\x05\x03\x00qt  ") == ".mp4"  # QuickTime .mov
+    assert sniff(b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1heic") == ".heic"  # HEIF by a compatible brand
+    assert sniff(b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avif") == ".avif"
+    assert sniff(b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01") == ".mkv"
+    assert sniff(b"RIFF\x24\x00\x00\x00AVI LIST") == ".avi"
+    assert sniff(b"GIF89a\x01\x00") == ".gif"
+    assert sniff(b"P6 4 4 255") is None and sniff(b"") is None
+
+
+def test_files_are_decoded_by_content_not_name(tmp_path):
+    """A 16-bit RGB TIFF named .png (Pillow cannot hold 16-bit RGB) and a JPEG named .tif
+    (tifffile cannot read it) are read as what they hold."""
+    from fastdeblur.io import encode_image
+
+    deep = _rgb().astype(np.uint16) * 257
+    (tmp_path / "tiff.png").write_bytes(encode_image(deep, ".tif"))
+    back = read_image(tmp_path / "tiff.png")
+    assert back.dtype == np.uint16 and np.array_equal(back, deep)
+    (tmp_path / "jpeg.tif").write_bytes(encode_image(_rgb(), ".jpg"))
+    assert read_image(tmp_path / "jpeg.tif").shape == (13, 17, 3)
+    assert np.array_equal(read_image(encode_image(deep, ".tif")), deep)  # and bytes like files
+    from fastdeblur.io import heif_available
+
+    if heif_available():  # an iPhone's HEIC under a .jpg name
+        (tmp_path / "heic.jpg").write_bytes(encode_image(_rgb(), ".heic"))
+        assert read_image(tmp_path / "heic.jpg").shape == (13, 17, 3)
