@@ -19,7 +19,16 @@ from pathlib import Path
 
 from . import __version__, _system
 from .errors import InputError, WeightsError
-from .io import HEIF_HINT, HEIF_SUFFIXES, PNG_LEVEL, VIDEO_SUFFIXES, is_hidden, is_image_path, suffixes
+from .io import (
+    HEIF_HINT,
+    HEIF_SUFFIXES,
+    PNG_LEVEL,
+    VIDEO_SUFFIXES,
+    WRITTEN_SUFFIXES,
+    is_hidden,
+    is_image_path,
+    suffixes,
+)
 from .video import VIDEO_HINT, is_video_path, video_available
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for Ctrl-C
@@ -33,9 +42,10 @@ def _parser() -> argparse.ArgumentParser:
                "fastdeblur clip.mp4 -o sharp.mp4 (videos need PyAV: pip install fastdeblur[video]). "
                "Training: fastdeblur train --help; fastdeblur export CHECKPOINT OUT.safetensors",
     )
-    p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT", help="image or video files, or folders")
+    p.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
+                   help="image or video files, or folders; - reads one image from standard input")
     p.add_argument("-o", "--output", help="output file (one input) or folder (several inputs, a folder, or a "
-                   "name ending in /)")
+                   "name ending in /); - writes one image to standard output, in the input's format")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="also read the subfolders of folder inputs; the outputs keep the same subfolders")
     p.add_argument("--model", help="model name (see --list-models); default: default, or with a .safetensors "
@@ -218,6 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     if (args.start is not None and not args.start >= 0) or (args.end is not None and not args.end > (args.start or 0)):
         print("fastdeblur: error: --start must be 0 or more and --end after it (seconds)", file=sys.stderr)
         return EXIT_USAGE
+    from_stdin = any(str(p) == "-" for p in args.inputs)
+    if from_stdin or str(args.output) == "-":  # pipes: one image as encoded bytes (a file named - is ./-)
+        problem = None
+        if len(args.inputs) > 1:
+            problem = ("- (standard input) must be the only INPUT" if from_stdin
+                       else "-o - (standard output) takes one INPUT")
+        elif not from_stdin and (args.inputs[0].is_dir() or is_video_path(args.inputs[0])):
+            problem = "-o - (standard output) writes one image, not a folder or a video"
+        elif from_stdin and is_video_path(args.output):
+            problem = "videos are read from files, not standard input"
+        elif str(args.output) != "-" and args.output.suffix.lower() not in WRITTEN_SUFFIXES:
+            problem = f"unsupported output format {args.output.suffix!r} (use one of {', '.join(suffixes())})"
+        if problem:
+            parser.print_usage(sys.stderr)
+            print(f"fastdeblur: error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
+        return _stream(args)
 
     files, errors, ignored = _expand(args.inputs, args.recursive, args.output)
     for msg in errors:
@@ -234,15 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     return _run(args, jobs, failed=len(errors))
 
 
-def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
+def _load_model(args):
+    """The model the options ask for; its warnings (e.g. --half where bf16 is emulated) are
+    printed once each, as one line. Raises InputError or WeightsError."""
     import torch
-    from tqdm import tqdm
 
-    from .api import _first_tensor, _resolve_backend, _resolve_device, _resolve_dtype, deblur, load_model
-    from .io import cannot_write, read_image, read_metadata, write_image
+    from .api import _resolve_backend, _resolve_device, _resolve_dtype, load_model
 
     try:
-        with warnings.catch_warnings(record=True) as caught:  # e.g. --half where bf16 is emulated
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             device = _resolve_device(args.device)
             dtype = None  # the device's default (see deblur)
@@ -251,16 +278,96 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
             elif args.precision == "fp32":
                 dtype = torch.float32
             _resolve_backend(args.backend, device, _resolve_dtype(dtype, device))  # once, not per file
-            model = load_model(args.model, args.weights, device, dtype=dtype)
+            return load_model(args.model, args.weights, device, dtype=dtype)
+    finally:
+        for msg in dict.fromkeys(str(w.message) for w in caught):
+            print(f"fastdeblur: warning: {msg}", file=sys.stderr)
+
+
+def _deblur_with_bar(img, model, args, name: str):
+    """deblur() with the command's options; on a CPU, where a photo takes seconds to minutes, a
+    second progress bar follows it."""
+    from tqdm import tqdm
+
+    from .api import _first_tensor, deblur
+
+    per_image = not args.quiet and _first_tensor(model).device.type == "cpu"
+    with tqdm(total=100, desc=name, leave=False, position=1, file=sys.stderr,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
+              disable=None if per_image else True) as bar:
+        return deblur(img, model, tile=args.tile, backend=args.backend, ensemble=args.ensemble,
+                      progress=(lambda f: bar.update(round(100 * f) - bar.n)) if per_image else None)
+
+
+def _stream(args) -> int:
+    """`-` as the input (standard input) or the output (standard output): one image, as encoded
+    bytes, for pipes (`curl ... | fastdeblur - -o - > sharp.jpg`). The output to a pipe is in the
+    input's format (PNG where fastdeblur does not write that format); to a file, in the file's."""
+    from .io import cannot_write, encode_image, output_format, read_image, read_metadata, write_image
+
+    src, dst = args.inputs[0], args.output
+    from_stdin, to_stdout = str(src) == "-", str(dst) == "-"
+    if to_stdout and sys.stdout.isatty():
+        print("fastdeblur: error: refusing to write image data to a terminal: redirect standard output "
+              "(> sharp.png) or give -o FILE", file=sys.stderr)
+        return EXIT_USAGE
+    if not to_stdout and dst.exists() and not (args.overwrite or args.skip_existing):
+        print(f"fastdeblur: error: output {dst} exists (use --overwrite or --skip-existing)", file=sys.stderr)
+        return EXIT_FAILED
+    if not to_stdout and dst.exists() and args.skip_existing:
+        if not args.quiet:
+            print("fastdeblur: 0 written, 1 skipped, 0 failed", file=sys.stderr)
+        return EXIT_OK
+    if not to_stdout and (why := cannot_write(dst.suffix)) is not None:  # said before the network runs
+        print(f"fastdeblur: error: {dst}: {why}", file=sys.stderr)
+        return EXIT_FAILED
+    name = "standard input" if from_stdin else str(src)
+    try:
+        if from_stdin:
+            data = sys.stdin.buffer.read()
+            img, meta_src, head = read_image(data), data, data
+        else:
+            img, meta_src = read_image(src), src
+            with open(src, "rb") as f:
+                head = f.read(64)  # enough to tell the format
+        meta = {} if args.strip_metadata else read_metadata(meta_src)
+        model = _load_model(args)
+        sharp = _deblur_with_bar(img, model, args, "stdin" if from_stdin else src.name)
+        if to_stdout:
+            out = encode_image(sharp, output_format(head), quality=args.quality, png_level=args.png_level,
+                               metadata=meta)
+            sys.stdout.buffer.write(out)  # encoded whole first: an error above writes nothing
+            sys.stdout.buffer.flush()
+        else:
+            write_image(dst, sharp, quality=args.quality, png_level=args.png_level, metadata=meta)
+    except BrokenPipeError:  # the reader went away (`| head -c 10`): say so, and no second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("fastdeblur: error: standard output was closed before the image was written", file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
+        msg = str(e).replace("image data", name, 1) if from_stdin else _reason(src, e)
+        print(f"fastdeblur: error: {msg}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("fastdeblur: interrupted: nothing written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        print("fastdeblur: 1 written, 0 skipped, 0 failed", file=sys.stderr)
+    return EXIT_OK
+
+
+def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
+    from tqdm import tqdm
+
+    from .io import cannot_write, read_image, read_metadata, write_image
+
+    try:
+        model = _load_model(args)
     except (InputError, WeightsError) as e:
         print(f"fastdeblur: error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        for msg in dict.fromkeys(str(w.message) for w in caught):  # each once, as one line
-            print(f"fastdeblur: warning: {msg}", file=sys.stderr)
 
     inputs = {src.resolve() for src, _ in jobs}
-    per_image = not args.quiet and _first_tensor(model).device.type == "cpu"
     written: set[Path] = set()  # outputs written or being written
     done = skipped = 0
     interrupted, failed_before = False, failed
@@ -353,13 +460,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                 elif reason is None:
                     try:
                         img, meta = (read or reader.submit(load, src)).result()
-                        # on a CPU a photo takes seconds to minutes: a second bar follows it
-                        with tqdm(total=100, desc=src.name, leave=False, position=1, file=sys.stderr,
-                                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}",
-                                  disable=None if per_image else True) as bar:
-                            sharp = deblur(img, model, tile=args.tile, backend=args.backend, ensemble=args.ensemble,
-                                           progress=(lambda f: bar.update(round(100 * f) - bar.n)) if per_image
-                                           else None)
+                        sharp = _deblur_with_bar(img, model, args, src.name)
                     except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
                         reason = _reason(src, e)
                     else:

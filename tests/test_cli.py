@@ -399,3 +399,105 @@ def test_a_backend_that_cannot_run_is_one_error(tmp_path, capsys, monkeypatch):
                  "--device", "cpu", "--backend", "triton"]) == 1
     err = capsys.readouterr().err
     assert err.count("backend 'triton' needs a CUDA GPU") == 1 and not (tmp_path / "out").exists()
+
+
+class _Pipe:
+    """A standard stream for main(): bytes through .buffer; isatty as given."""
+
+    def __init__(self, data: bytes = b"", tty: bool = False):
+        import io
+
+        self.buffer, self._tty = io.BytesIO(data), tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+
+def _jpeg_with_exif() -> bytes:
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "a camera"
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+        buf, "JPEG", quality=90, exif=exif.tobytes())
+    return buf.getvalue()
+
+
+def test_pipes_carry_one_image_in_its_own_format(tmp_path):
+    """`fastdeblur - -o -`: encoded bytes in on standard input, the same format out on standard
+    output (EXIF kept), equal to deblur() of the same bytes; the summary goes to stderr."""
+    data = _jpeg_with_exif()
+    run = subprocess.run([sys.executable, "-m", "fastdeblur", "-", "-o", "-", "--model", "fastdeblur-default"],
+                         input=data, capture_output=True, timeout=300)
+    assert run.returncode == 0, run.stderr.decode()
+    assert run.stdout == deblur(data, load_model("fastdeblur-default"))
+    assert run.stdout.startswith(b"\xff\xd8\xff") and b"a camera" in run.stdout
+    assert "1 written" in run.stderr.decode()
+
+
+def test_standard_input_to_a_file_and_a_file_to_standard_output(tmp_path, monkeypatch, capsys):
+    from fastdeblur.io import encode_image
+
+    model = load_model("fastdeblur-default")
+    img = np.random.default_rng(1).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    monkeypatch.setattr(sys, "stdin", _Pipe(encode_image(img, ".png")))
+    assert main(["-", "-o", str(tmp_path / "out.tif"), "--model", "fastdeblur-default", "-q"]) == 0
+    assert np.array_equal(read_image(tmp_path / "out.tif"), deblur(img, model))  # the file's format
+    monkeypatch.setattr(sys, "stdin", _Pipe(encode_image(img, ".png")))
+    assert main(["-", "-o", str(tmp_path / "out.tif"), "--model", "fastdeblur-default", "-q"]) == 1
+    assert "out.tif exists (use --overwrite" in capsys.readouterr().err
+
+    from PIL import Image
+
+    Image.fromarray(img).save(tmp_path / "in.gif")  # not a format the command writes: PNG out
+    out = _Pipe()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main([str(tmp_path / "in.gif"), "-o", "-", "--model", "fastdeblur-default", "-q"]) == 0
+    assert out.buffer.getvalue() == encode_image(deblur(read_image(tmp_path / "in.gif"), model), ".png")
+
+
+def test_a_closed_pipe_is_one_message(tmp_path, monkeypatch, capsys):
+    """The reader went away (`| head -c 10`): one line on stderr, exit 1, and standard output
+    pointed at /dev/null so the interpreter's own flush at exit does not fail a second time."""
+    class Closed:
+        def write(self, data):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    sink = open(tmp_path / "fd", "wb")
+    out = _Pipe()
+    out.buffer, out.fileno = Closed(), sink.fileno
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main([str(_img(tmp_path / "a.png")), "-o", "-", "--model", "fastdeblur-default", "-q"]) == 1
+    assert "standard output was closed before the image was written" in capsys.readouterr().err
+    import os
+
+    assert os.path.samefile(f"/proc/self/fd/{sink.fileno()}", os.devnull)
+    sink.close()
+
+
+def test_pipe_errors_write_nothing(tmp_path, monkeypatch, capsys):
+    src = _img(tmp_path / "a.png")
+    out = _Pipe()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stdin", _Pipe(b"not an image"))
+    assert main(["-", "-o", "-", "--model", "fastdeblur-default", "-q"]) == 1
+    assert "standard input: not a readable image" in capsys.readouterr().err and out.buffer.getvalue() == b""
+    monkeypatch.setattr(sys, "stdout", _Pipe(tty=True))
+    assert main([str(src), "-o", "-"]) == 2
+    assert "refusing to write image data to a terminal" in capsys.readouterr().err
+    assert main(["-", str(src), "-o", str(tmp_path / "o")]) == 2
+    assert "- (standard input) must be the only INPUT" in capsys.readouterr().err
+    assert main([str(tmp_path), "-o", "-"]) == 2
+    assert "writes one image, not a folder or a video" in capsys.readouterr().err
+    assert main([str(src), str(src), "-o", "-"]) == 2
+    assert "-o - (standard output) takes one INPUT" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", _Pipe(b"unread"))
+    assert main(["-", "-o", str(tmp_path / "o.gif")]) == 2
+    assert "unsupported output format '.gif'" in capsys.readouterr().err
+    assert not (tmp_path / "o.gif").exists()
