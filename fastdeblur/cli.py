@@ -25,6 +25,7 @@ from .io import (
     PNG_LEVEL,
     VIDEO_SUFFIXES,
     WRITTEN_SUFFIXES,
+    cannot_write,
     is_hidden,
     is_image_path,
     suffixes,
@@ -72,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
                         "frame in ~80 ms, against ~350 ms for level 6 (13%% smaller files)")
     p.add_argument("--quality", type=int, default=95, choices=range(1, 101), metavar="1-100",
                    help="quality of lossy outputs (JPEG, WebP, AVIF, HEIC); default %(default)s")
+    p.add_argument("--format", choices=[s[1:] for s in WRITTEN_SUFFIXES], default=None, metavar="EXT",
+                   help="write images in this format (png, jpg, tif, bmp, webp, avif, heic): the outputs in a "
+                        "folder get this suffix, and -o - is encoded so (default: each input's format)")
     p.add_argument("--crf", type=int, default=None, metavar="N",
                    help="video quality: the encoder's constant rate factor, lower is better and bigger "
                         "(default: H.264 18, HEVC 20, VP9 24, AV1 28, about the source's look)")
@@ -164,6 +168,19 @@ def _suffix_list(counts: Counter[str]) -> str:
     return ", ".join(f"{n} {suffix} file{'s' * (n != 1)}{hint(suffix)}" for suffix, n in counts.most_common())
 
 
+def _same_format(a: str, b: str) -> bool:
+    """Two suffixes name the same format (.jpg and .jpeg, .tif and .tiff, .heic and .heif)."""
+    def canonical(suffix: str) -> str:
+        return {".jpeg": ".jpg", ".tiff": ".tif", ".heif": ".heic"}.get(suffix.lower(), suffix.lower())
+    return canonical(a) == canonical(b)
+
+
+def _check_format(args, out: Path) -> None:
+    """--format against an output file's own name (-o photo.png --format jpg is a contradiction)."""
+    if args.format and not _same_format(out.suffix, "." + args.format):
+        raise InputError(f"--format {args.format} contradicts the output name {out}: give one or the other")
+
+
 def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     single = len(args.inputs) == 1 and not args.inputs[0].is_dir()
     out = args.output
@@ -174,13 +191,19 @@ def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
                              if is_video_path(src) else f"output {out} is a video, but the input {src} is an image")
         if not is_video_path(out) and out.suffix.lower() not in suffixes():
             raise InputError(f"output {out} has no image suffix ({', '.join(suffixes())})")
+        if is_video_path(out) and args.format:
+            raise InputError(f"--format names an image format; the video {out} is written as its name says")
+        _check_format(args, out)
         return [(src, out)]
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} must be a folder when the input is a folder or several files")
     if not out.exists() and out.suffix.lower() in suffixes() + VIDEO_SUFFIXES:  # a typo'd name, not a folder
         raise InputError(f"output {out} looks like a file name, but a folder or several files need -o "
                          "to name a folder")
-    return [(src, out / rel) for src, rel in files]
+    def named(src: Path, rel: Path) -> Path:
+        return out / (rel.with_suffix("." + args.format) if args.format and not is_video_path(src) else rel)
+
+    return [(src, named(src, rel)) for src, rel in files]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -228,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     if (args.start is not None and not args.start >= 0) or (args.end is not None and not args.end > (args.start or 0)):
         print("fastdeblur: error: --start must be 0 or more and --end after it (seconds)", file=sys.stderr)
         return EXIT_USAGE
+    if args.format and (why := cannot_write("." + args.format)) is not None:
+        print(f"fastdeblur: error: --format {args.format}: {why}", file=sys.stderr)
+        return EXIT_USAGE
     from_stdin = any(str(p) == "-" for p in args.inputs)
     if from_stdin or str(args.output) == "-":  # pipes: one image as encoded bytes (a file named - is ./-)
         problem = None
@@ -240,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             problem = "videos are read from files, not standard input"
         elif str(args.output) != "-" and args.output.suffix.lower() not in WRITTEN_SUFFIXES:
             problem = f"unsupported output format {args.output.suffix!r} (use one of {', '.join(suffixes())})"
+        elif str(args.output) != "-" and args.format and not _same_format(args.output.suffix, "." + args.format):
+            problem = f"--format {args.format} contradicts the output name {args.output}: give one or the other"
         if problem:
             parser.print_usage(sys.stderr)
             print(f"fastdeblur: error: {problem}", file=sys.stderr)
@@ -301,9 +329,10 @@ def _deblur_with_bar(img, model, args, name: str):
 
 def _stream(args) -> int:
     """`-` as the input (standard input) or the output (standard output): one image, as encoded
-    bytes, for pipes (`curl ... | fastdeblur - -o - > sharp.jpg`). The output to a pipe is in the
-    input's format (PNG where fastdeblur does not write that format); to a file, in the file's."""
-    from .io import cannot_write, encode_image, output_format, read_image, read_metadata, write_image
+    bytes, for pipes (`curl ... | fastdeblur - -o - > sharp.jpg`). The output to a pipe is in
+    --format, else the input's format (PNG where fastdeblur does not write that one); to a file,
+    in the file's."""
+    from .io import encode_image, output_format, read_image, read_metadata, write_image
 
     src, dst = args.inputs[0], args.output
     from_stdin, to_stdout = str(src) == "-", str(dst) == "-"
@@ -334,8 +363,8 @@ def _stream(args) -> int:
         model = _load_model(args)
         sharp = _deblur_with_bar(img, model, args, "stdin" if from_stdin else src.name)
         if to_stdout:
-            out = encode_image(sharp, output_format(head), quality=args.quality, png_level=args.png_level,
-                               metadata=meta)
+            out = encode_image(sharp, "." + args.format if args.format else output_format(head),
+                               quality=args.quality, png_level=args.png_level, metadata=meta)
             sys.stdout.buffer.write(out)  # encoded whole first: an error above writes nothing
             sys.stdout.buffer.flush()
         else:
@@ -359,7 +388,7 @@ def _stream(args) -> int:
 def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     from tqdm import tqdm
 
-    from .io import cannot_write, read_image, read_metadata, write_image
+    from .io import read_image, read_metadata, write_image
 
     try:
         model = _load_model(args)

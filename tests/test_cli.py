@@ -501,3 +501,35 @@ def test_pipe_errors_write_nothing(tmp_path, monkeypatch, capsys):
     assert main(["-", "-o", str(tmp_path / "o.gif")]) == 2
     assert "unsupported output format '.gif'" in capsys.readouterr().err
     assert not (tmp_path / "o.gif").exists()
+
+
+def test_format_sets_the_outputs_format(tmp_path, monkeypatch, capsys):
+    """--format: a folder's outputs in one format (JPEGs out as lossless PNGs, the pixels those of
+    deblur()), two inputs that become one name are caught, a name that says otherwise is a usage
+    error, -o - is encoded so, and a format this machine cannot write is named before any work."""
+    model = load_model("fastdeblur-default")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    jpg = write_image(folder / "a.jpg", np.random.default_rng(2).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    _img(folder / "b.tif")
+    args = ["--model", "fastdeblur-default", "-q"]
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--format", "png", *args]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    assert np.array_equal(read_image(tmp_path / "out" / "a.png"), deblur(read_image(jpg), model))
+    _img(folder / "a.bmp")  # a.bmp and a.jpg both become a.webp
+    assert main([str(folder), "-o", str(tmp_path / "webp"), "--format", "webp", *args]) == 1
+    assert "a.webp was already written from another input of the same name" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "webp").iterdir()) == ["a.webp", "b.webp"]
+    assert main([str(jpg), "-o", str(tmp_path / "x.png"), "--format", "jpeg", *args]) == 2
+    assert "--format jpeg contradicts the output name" in capsys.readouterr().err
+    assert main([str(jpg), "-o", str(tmp_path / "x.jpeg"), "--format", "jpg", *args]) == 0  # the same format
+    out = _Pipe()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main([str(jpg), "-o", "-", "--format", "tif", *args]) == 0
+    assert out.buffer.getvalue().startswith(b"II*\x00")
+    import fastdeblur.io as fio
+
+    monkeypatch.setattr(fio, "_heif_state", [False])
+    assert main([str(folder), "-o", str(tmp_path / "heic"), "--format", "heic", *args]) == 2
+    assert "--format heic: .heic files need pillow-heif" in capsys.readouterr().err
+    assert not (tmp_path / "heic").exists()

@@ -246,6 +246,9 @@ def test_command_deblurs_videos_beside_images(tmp_path, capsys):
     assert main([str(folder / "clip.mov"), "-o", str(tmp_path / "bare.mkv"), "--model", "fastdeblur-default",
                  "--strip-metadata", "-q"]) == 0
     assert "title" not in probe(tmp_path / "bare.mkv")[3]["tags"]
+    assert main([str(folder), "-o", str(tmp_path / "jpg"), "--format", "jpg", "--model", "fastdeblur-default",
+                 "-q"]) == 0  # --format is for the images; a video keeps its name
+    assert sorted(p.name for p in (tmp_path / "jpg").iterdir()) == ["clip.mov", "photo.jpg"]
 
 
 def test_command_checks_video_outputs(tmp_path, capsys):
@@ -262,6 +265,8 @@ def test_command_checks_video_outputs(tmp_path, capsys):
     assert "looks like a file name" in capsys.readouterr().err
     assert main([str(clip), "-o", str(tmp_path / "x.mp4"), "--crf", "-1"]) == 2
     assert "--crf must be 0 or more" in capsys.readouterr().err
+    assert main([str(clip), "-o", str(tmp_path / "x.mp4"), "--format", "png"]) == 2
+    assert "--format names an image format" in capsys.readouterr().err
 
 
 def test_command_without_pyav_names_the_videos_it_leaves(tmp_path, capsys, monkeypatch):
