@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="image or video files, or folders; - reads one image from standard input")
     p.add_argument("-o", "--output", help="output file (one input) or folder (several inputs, a folder, or a "
                    "name ending in /); - writes one image to standard output, in the input's format")
+    p.add_argument("--suffix", metavar="TEXT",
+                   help="add TEXT to each output's name (photo.jpg -> photo_sharp.jpg with --suffix _sharp); "
+                        "without -o the outputs are written beside their inputs, and files in a folder whose "
+                        "names already end in TEXT are left alone")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="also read the subfolders of folder inputs; the outputs keep the same subfolders")
     p.add_argument("--model", help="model name (see --list-models); default: default, or with a .safetensors "
@@ -118,12 +122,13 @@ def _download(name: str) -> int:
     return EXIT_OK
 
 
-def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = None
+def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = None, name_suffix: str | None = None
             ) -> tuple[list[tuple[Path, Path]], list[str], Counter[str]]:
     """(file, name relative to its input) pairs, error messages for inputs that don't exist or
     hold no images, and the suffixes of the other files found in the folders (.heic, .txt, ...).
     recursive: folders are walked (hidden folders and the output folder left out), and the
-    relative names keep their subfolders."""
+    relative names keep their subfolders. name_suffix (--suffix): files in folders whose names
+    already end in it (earlier outputs) are counted under "already ending in ...", not read."""
     files: list[tuple[Path, Path]] = []
     errors: list[str] = []
     ignored: Counter[str] = Counter()
@@ -136,7 +141,9 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
                 if (not p.is_file() or is_hidden(rel)
                         or (recursive and out is not None and p.resolve().is_relative_to(out))):
                     continue
-                if is_image_path(p) or (is_video_path(p) and video_available()):
+                if name_suffix and p.stem.endswith(name_suffix):
+                    others[f"(already ending in {name_suffix})"] += 1
+                elif is_image_path(p) or (is_video_path(p) and video_available()):
                     found.append(rel)
                 else:
                     others[p.suffix.lower() or "(no suffix)"] += 1
@@ -165,7 +172,11 @@ def _suffix_list(counts: Counter[str]) -> str:
     def hint(suffix: str) -> str:
         return (f" ({HEIF_HINT})" if suffix in HEIF_SUFFIXES else f" ({VIDEO_HINT})" if suffix in VIDEO_SUFFIXES
                 else "")
-    return ", ".join(f"{n} {suffix} file{'s' * (n != 1)}{hint(suffix)}" for suffix, n in counts.most_common())
+    def item(suffix: str, n: int) -> str:
+        if suffix.startswith("(already"):  # see _expand's name_suffix
+            return f"{n} file{'s' * (n != 1)} {suffix[1:-1]}"
+        return f"{n} {suffix} file{'s' * (n != 1)}{hint(suffix)}"
+    return ", ".join(item(suffix, n) for suffix, n in counts.most_common())
 
 
 def _same_format(a: str, b: str) -> bool:
@@ -182,6 +193,13 @@ def _check_format(args, out: Path) -> None:
 
 
 def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    def named(src: Path, rel: Path) -> Path:
+        """rel with --suffix added to its name and, for images, --format's extension."""
+        ext = "." + args.format if args.format and not is_video_path(src) else rel.suffix
+        return rel.with_name(rel.stem + (args.suffix or "") + ext)
+
+    if args.output is None:  # --suffix alone: beside each input
+        return [(src, src.parent / named(src, Path(src.name))) for src, _ in files]
     single = len(args.inputs) == 1 and not args.inputs[0].is_dir()
     out = args.output
     if single and not out.is_dir() and not args.output_is_folder:
@@ -194,16 +212,16 @@ def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
         if is_video_path(out) and args.format:
             raise InputError(f"--format names an image format; the video {out} is written as its name says")
         _check_format(args, out)
+        if args.suffix:
+            raise InputError(f"--suffix names outputs in a folder or beside their inputs; -o {out} names the "
+                             "output itself: give one or the other")
         return [(src, out)]
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} must be a folder when the input is a folder or several files")
     if not out.exists() and out.suffix.lower() in suffixes() + VIDEO_SUFFIXES:  # a typo'd name, not a folder
         raise InputError(f"output {out} looks like a file name, but a folder or several files need -o "
                          "to name a folder")
-    def named(src: Path, rel: Path) -> Path:
-        return out / (rel.with_suffix("." + args.format) if args.format and not is_video_path(src) else rel)
-
-    return [(src, named(src, rel)) for src, rel in files]
+    return [(src, out / named(src, rel)) for src, rel in files]
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -235,13 +253,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("fastdeblur: error: give at least one INPUT (or --list-models)", file=sys.stderr)
         return EXIT_USAGE
-    if args.output is None:
+    if args.suffix is not None and (not args.suffix or any(c in args.suffix for c in "/\\" + os.sep)):
         parser.print_usage(sys.stderr)
-        print("fastdeblur: error: -o/--output is required", file=sys.stderr)
+        print("fastdeblur: error: --suffix must be some text without a path separator", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output is None and not args.suffix:
+        parser.print_usage(sys.stderr)
+        print("fastdeblur: error: -o/--output is required (or --suffix TEXT, to write beside each input)",
+              file=sys.stderr)
         return EXIT_USAGE
     # "-o out/" names a folder, whether or not it exists yet; Path() drops the slash
-    args.output_is_folder = args.output.endswith(("/", os.sep))
-    args.output = Path(args.output)
+    args.output_is_folder = args.output is not None and args.output.endswith(("/", os.sep))
+    args.output = Path(args.output) if args.output is not None else None
     if args.tile is not None and args.tile < 0:
         print("fastdeblur: error: --tile must be 0 or a positive number of pixels", file=sys.stderr)
         return EXIT_USAGE
@@ -257,7 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     from_stdin = any(str(p) == "-" for p in args.inputs)
     if from_stdin or str(args.output) == "-":  # pipes: one image as encoded bytes (a file named - is ./-)
         problem = None
-        if len(args.inputs) > 1:
+        if args.suffix:
+            problem = "--suffix names files; pipes (-) carry one image without a name"
+        elif len(args.inputs) > 1:
             problem = ("- (standard input) must be the only INPUT" if from_stdin
                        else "-o - (standard output) takes one INPUT")
         elif not from_stdin and (args.inputs[0].is_dir() or is_video_path(args.inputs[0])):
@@ -274,9 +299,12 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         return _stream(args)
 
-    files, errors, ignored = _expand(args.inputs, args.recursive, args.output)
+    files, errors, ignored = _expand(args.inputs, args.recursive, args.output, args.suffix)
     for msg in errors:
         print(f"fastdeblur: error: {msg}", file=sys.stderr)
+    earlier = Counter({k: ignored.pop(k) for k in list(ignored) if k.startswith("(already")})
+    if earlier and not args.quiet:
+        print(f"fastdeblur: left alone: {_suffix_list(earlier)} (earlier outputs)", file=sys.stderr)
     if ignored and not args.quiet:  # say so: a folder of HEIC photos would otherwise pass in silence
         print(f"fastdeblur: not images fastdeblur reads, left alone: {_suffix_list(ignored)}", file=sys.stderr)
     if not files:

@@ -533,3 +533,32 @@ def test_format_sets_the_outputs_format(tmp_path, monkeypatch, capsys):
     assert main([str(folder), "-o", str(tmp_path / "heic"), "--format", "heic", *args]) == 2
     assert "--format heic: .heic files need pillow-heif" in capsys.readouterr().err
     assert not (tmp_path / "heic").exists()
+
+
+def test_suffix_writes_beside_the_inputs_and_leaves_earlier_outputs_alone(tmp_path, capsys):
+    """--suffix _sharp without -o: photo.jpg -> photo_sharp.jpg beside it (subfolders too); a second
+    run leaves the *_sharp files alone instead of deblurring them again; with -o DIR the names in
+    the folder get the suffix; with -o FILE or a pipe it is a usage error."""
+    model = load_model("fastdeblur-default")
+    sub = tmp_path / "in" / "sub"
+    sub.mkdir(parents=True)
+    a = _img(tmp_path / "in" / "a.png")
+    b = _img(sub / "b.jpg")
+    args = ["--model", "fastdeblur-default", "--suffix", "_sharp"]
+    assert main([str(tmp_path / "in"), "-r", "-q", *args]) == 0
+    assert sorted(p.relative_to(tmp_path / "in").as_posix() for p in (tmp_path / "in").rglob("*.*")) == [
+        "a.png", "a_sharp.png", "sub/b.jpg", "sub/b_sharp.jpg"]
+    assert np.array_equal(read_image(tmp_path / "in" / "a_sharp.png"), deblur(read_image(a), model))
+    assert main([str(tmp_path / "in"), "-r", "--skip-existing", *args]) == 0
+    err = capsys.readouterr().err
+    assert "left alone: 2 files already ending in _sharp (earlier outputs)" in err and "0 written, 2 skipped" in err
+    assert main([str(a), str(b), "-o", str(tmp_path / "out"), "-q", "--format", "png", *args]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_sharp.png", "b_sharp.png"]
+    assert main([str(a), "-o", str(tmp_path / "x.png"), *args]) == 2
+    assert "-o " + str(tmp_path / "x.png") + " names the output itself" in capsys.readouterr().err
+    assert main(["-", *args]) == 2
+    assert "pipes (-) carry one image without a name" in capsys.readouterr().err
+    assert main([str(a), "--suffix", "a/b"]) == 2
+    assert "--suffix must be some text without a path separator" in capsys.readouterr().err
+    assert main([str(a)]) == 2
+    assert "-o/--output is required (or --suffix TEXT" in capsys.readouterr().err
