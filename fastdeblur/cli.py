@@ -186,10 +186,11 @@ def _same_format(a: str, b: str) -> bool:
     return canonical(a) == canonical(b)
 
 
-def _check_format(args, out: Path) -> None:
+def _format_conflict(args, out: Path) -> str | None:
     """--format against an output file's own name (-o photo.png --format jpg is a contradiction)."""
     if args.format and not _same_format(out.suffix, "." + args.format):
-        raise InputError(f"--format {args.format} contradicts the output name {out}: give one or the other")
+        return f"--format {args.format} contradicts the output name {out}: give one or the other"
+    return None
 
 
 def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
@@ -211,7 +212,8 @@ def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
             raise InputError(f"output {out} has no image suffix ({', '.join(suffixes())})")
         if is_video_path(out) and args.format:
             raise InputError(f"--format names an image format; the video {out} is written as its name says")
-        _check_format(args, out)
+        if (conflict := _format_conflict(args, out)) is not None:
+            raise InputError(conflict)
         if args.suffix:
             raise InputError(f"--suffix names outputs in a folder or beside their inputs; -o {out} names the "
                              "output itself: give one or the other")
@@ -291,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             problem = "videos are read from files, not standard input"
         elif str(args.output) != "-" and args.output.suffix.lower() not in WRITTEN_SUFFIXES:
             problem = f"unsupported output format {args.output.suffix!r} (use one of {', '.join(suffixes())})"
-        elif str(args.output) != "-" and args.format and not _same_format(args.output.suffix, "." + args.format):
-            problem = f"--format {args.format} contradicts the output name {args.output}: give one or the other"
+        elif str(args.output) != "-":
+            problem = _format_conflict(args, args.output)
         if problem:
             parser.print_usage(sys.stderr)
             print(f"fastdeblur: error: {problem}", file=sys.stderr)
@@ -398,7 +400,9 @@ def _stream(args) -> int:
         else:
             write_image(dst, sharp, quality=args.quality, png_level=args.png_level, metadata=meta)
     except BrokenPipeError:  # the reader went away (`| head -c 10`): say so, and no second error at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
         print("fastdeblur: error: standard output was closed before the image was written", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
