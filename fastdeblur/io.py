@@ -127,13 +127,14 @@ def output_format(data: bytes) -> str:
     return suffix if suffix in WRITTEN_SUFFIXES and cannot_write(suffix) is None else ".png"
 
 
-def _source(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[str, bytes, str]:
-    """(name for messages, the file's bytes, its format as a suffix) of a path or of encoded bytes."""
+def _source(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[str, bytes]:
+    """(name for messages, the file's bytes) of a path or of encoded bytes; a path whose name says
+    video, or HEIC without pillow-heif, is named here, before it is read."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
         if not data:
             raise InputError("image data is empty (0 bytes)")
-        return "image data", data, sniff(data) or ""
+        return "image data", data
     path = Path(src)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -148,14 +149,14 @@ def _source(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[st
     data = path.read_bytes()
     if not data:
         raise InputError(f"{path}: empty file")
-    return str(path), data, suffix
+    return str(path), data
 
 
 def read_image(src: str | os.PathLike | bytes | bytearray | memoryview) -> np.ndarray:
     """HxW, HxWx2, HxWx3 or HxWx4 array (gray, gray + alpha, RGB, RGBA), uint8 or uint16 as
     stored, EXIF orientation applied; other colour spaces (CMYK, YCbCr, palette, ...) as RGB.
     `src` is a path or a whole encoded file's bytes (the format is told by its content)."""
-    name, data, suffix = _source(src)
+    name, data = _source(src)
     kind = sniff(data)
     if kind in HEIF_SUFFIXES and not heif_available():
         raise InputError(f"{name}: HEIC/HEIF data, which needs pillow-heif: {HEIF_HINT}")
