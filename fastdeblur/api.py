@@ -30,7 +30,6 @@ from . import weights as _weights
 from .errors import InputError
 from .io import PIL_WORK_MODES, encode_image, output_format, read_image, read_metadata
 
-MIN_SIZE = 8
 MIN_TILE = 128
 # Peak bytes per pixel of the untiled reference forward (CPU, measured at 1280x720; 16-bit runs
 # need about half) and of the per-level tensors that stay whole when tiling, per dtype. float32:
@@ -296,8 +295,6 @@ class _Restore:
 def _check_size(h: int, w: int) -> None:
     if h == 0 or w == 0:
         raise InputError(f"image is empty ({h}x{w})")
-    if h < MIN_SIZE or w < MIN_SIZE:
-        raise InputError(f"image is {h}x{w}; fastdeblur needs at least {MIN_SIZE}x{MIN_SIZE} pixels")
 
 
 def _check_float_range(x, what: str) -> None:
@@ -501,7 +498,7 @@ def _finish(a: np.ndarray, r: _Restore) -> Any:
 
 def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile: int | None,
                     layout=None, owned: bool = False) -> torch.Tensor:
-    """x [N, 3, H, W] float32 in [0, 1], any H, W >= 8 -> the network's output [N, 3, H, W], float32,
+    """x [N, 3, H, W] float32 in [0, 1], any H, W >= 1 -> the network's output [N, 3, H, W], float32,
     still shifted by -0.5 and not clamped. owned: x is a temporary of ours, shifted in place
     (a whole-image copy less: 12 bytes per pixel)."""
     mh, mw = model.size_multiple
@@ -509,7 +506,7 @@ def _padded_forward(model: nn.Module, x: torch.Tensor, dtype: torch.dtype, tile:
     ph, pw = -h % mh, -w % mw
     x = x.sub_(0.5) if owned else x - 0.5
     if ph or pw:
-        # reflect needs pad < size; the rare 8..15 px side with a 16 multiple falls back to replicate
+        # reflect needs pad < size; sides shorter than the padding (thumbnails, a 1-pixel strip) repeat their edge
         mode = "reflect" if ph < h and pw < w else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
     # channels_last: oneDNN (AMX) and cuDNN (tensor cores) both run their fast kernels on NHWC

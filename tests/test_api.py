@@ -471,9 +471,21 @@ def test_empty_image(net):
         fastdeblur.deblur(np.zeros((0, 16, 3), np.uint8), net)
 
 
-def test_too_small_image(net):
-    with pytest.raises(InputError, match="7x16; fastdeblur needs at least 8x8"):
-        fastdeblur.deblur(np.zeros((7, 16, 3), np.uint8), net)
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 23), (5, 3), (7, 16)])
+def test_tiny_images(net, h, w):
+    """Any size down to one pixel: sides shorter than the padding repeat their edge pixels."""
+    rng = np.random.default_rng(h * 100 + w)
+    img = rng.random((h, w, 3), dtype=np.float32)
+    out = fastdeblur.deblur(img, net)
+    assert out.shape == (h, w, 3) and out.dtype == np.float32
+    x = torch.from_numpy(img).permute(2, 0, 1)[None] - 0.5
+    ph, pw = -h % 8, -w % 8
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    padded = torch.nn.functional.pad(x, (0, pw, 0, ph), mode=mode)
+    want = (net(padded)[0, :, :h, :w] + 0.5).clamp(0, 1).permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(out, want, atol=1e-5)
+    tiny = fastdeblur.deblur(Image.fromarray((img * 255).astype(np.uint8)), net)
+    assert tiny.size == (w, h) and tiny.mode == "RGB"
 
 
 def test_unsupported_dtype(net):
