@@ -262,10 +262,17 @@ def _cached_model(name: str, device: torch.device, dtype: torch.dtype) -> nn.Mod
     with _model_lock:
         model = _model_cache.get(key)
         if model is None:
-            model = load_model(name, device=device, dtype=dtype)
-            if device.type == "cpu":
-                model = model.to(memory_format=torch.channels_last)
-            _model_cache[key] = model
+            _model_cache[key] = model = for_inference(load_model(name, device=device, dtype=dtype))
+    return model
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """A loaded model as deblur() keeps it: on CPU its weights channels_last, like the frames it
+    gets. The plain-PyTorch path runs oneDNN's NHWC kernels then; in bfloat16 their rounding
+    differs from the NCHW ones', so the command (which loads its model once) must do the same to
+    give what deblur(img, name) gives."""
+    if _first_tensor(model).device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
     return model
 
 

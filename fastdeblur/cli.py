@@ -324,7 +324,7 @@ def _load_model(args):
     printed once each, as one line. Raises InputError or WeightsError."""
     import torch
 
-    from .api import _resolve_backend, _resolve_device, _resolve_dtype, load_model
+    from .api import _resolve_backend, _resolve_device, _resolve_dtype, for_inference, load_model
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -336,7 +336,7 @@ def _load_model(args):
             elif args.precision == "fp32":
                 dtype = torch.float32
             _resolve_backend(args.backend, device, _resolve_dtype(dtype, device))  # once, not per file
-            return load_model(args.model, args.weights, device, dtype=dtype)
+            return for_inference(load_model(args.model, args.weights, device, dtype=dtype))
     finally:
         for msg in dict.fromkeys(str(w.message) for w in caught):
             print(f"fastdeblur: warning: {msg}", file=sys.stderr)

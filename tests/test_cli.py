@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from fastdeblur import deblur, load_model
 from fastdeblur.cli import main
@@ -211,7 +212,7 @@ def test_ctrl_c_keeps_what_is_done(tmp_path, capsys, monkeypatch):
         return img
 
     monkeypatch.setattr(api, "deblur", interrupted_on_the_third)
-    monkeypatch.setattr(api, "load_model", lambda *a, **k: None)
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: torch.nn.Linear(1, 1))
     out = tmp_path / "out"
     assert main([str(folder), "-o", str(out), "-q"]) == 130
     assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
@@ -228,7 +229,7 @@ def test_an_output_format_without_codec_fails_before_the_network(tmp_path, capsy
     real = features.check
     monkeypatch.setattr(features, "check", lambda name: False if name == "avif" else real(name))
     monkeypatch.setattr(api, "deblur", lambda *a, **k: pytest.fail("the network ran"))
-    monkeypatch.setattr(api, "load_model", lambda *a, **k: None)
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: torch.nn.Linear(1, 1))  # never run
     src = _img(tmp_path / "a.png")
     assert main([str(src), "-o", str(tmp_path / "a.avif"), "-q"]) == 1
     assert "a.avif: this Pillow build has no AVIF codec" in capsys.readouterr().err
@@ -272,13 +273,14 @@ def test_bad_files_are_named_and_the_rest_go_on(tmp_path, capsys):
     _img(folder / "a.png")
     (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     _img(folder / "c.png")
-    small = _img(folder / "d.png", size=(4, 4))
+    _img(folder / "d.png", size=(4, 4))  # tiny is fine
+    (folder / "e.png").write_bytes(b"")
     code = main([str(folder), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out"), "-q"])
     err = capsys.readouterr().err
     assert code == 1
     assert "b.png: not a readable image" in err and "missing.png: no such file" in err
-    assert f"{small}: image is 4x4" in err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+    assert f"{folder / 'e.png'}: empty file" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png", "d.png"]
 
 
 @pytest.mark.needs_data
