@@ -48,6 +48,9 @@ timeout 240 python3 -m pytest -q -p no:cacheprovider $benches \
   -k "not compiled and not reference_fp32 and not fastdeblur_half" -o addopts="" --benchmark-only --benchmark-json="$out/bench.json" 2>&1 | tee "$out/bench.log" | tail -5
 python3 benchmarks/summarize.py "$out/bench.json" --peak-tflops "${PEAK_TFLOPS:-989}" | tee "$out/table.md"
 
+echo "== which layers run on Triton: end to end, each layer kind switched (benchmarks/layer_choice.py)"
+timeout 200 python3 benchmarks/layer_choice.py 2>&1 | tee "$out/layers.md"
+
 echo "== GPU tests"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_ext_ops.py -k cuda -o addopts="" 2>&1 | tail -4
 # test_fused_model's toy models compile a Triton specialization per small shape (minutes on a GPU):

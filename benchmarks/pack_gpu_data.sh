@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Copy the few data files benchmarks/gpu_check.sh needs into .gpudata/ (ignored by git), so a
-# device call can carry them: DMPHN(1-2-4) weights, frame 1 with the authors' output, GoPro pairs.
+# device call can carry them: DMPHN(1-2-4) weights, frames 1 and 3 (1 with the authors' output), GoPro pairs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${FASTDEBLUR_DATA:-../shared/data}
@@ -9,7 +9,7 @@ rm -rf "$dst"
 mkdir -p "$dst/dmphn_official/checkpoints" "$dst/dmphn_official/samples/blur" \
   "$dst/dmphn_official/samples/official_out/DMPHN_1_2_4"
 cp -r "$src/dmphn_official/checkpoints/DMPHN_1_2_4" "$dst/dmphn_official/checkpoints/"
-cp "$src/dmphn_official/samples/blur/000001.png" "$dst/dmphn_official/samples/blur/"
+cp "$src"/dmphn_official/samples/blur/00000[13].png "$dst/dmphn_official/samples/blur/"
 cp "$src/dmphn_official/samples/official_out/DMPHN_1_2_4/000001.png" "$dst/dmphn_official/samples/official_out/DMPHN_1_2_4/"
 cp -r "$src/gopro_pairs" "$dst/"
 grep -qx '/.gpudata/' .git/info/exclude 2>/dev/null || echo '/.gpudata/' >> .git/info/exclude

@@ -1,0 +1,170 @@
+"""Which layers of the fused DMPHN should run on Triton, measured end to end.
+
+DMPHN(1-2-4) on the 1280x720 frame, fp16, channels_last, each configuration captured as a CUDA
+graph and replayed: every layer on Triton, every layer on torch's convolutions (cuDNN), the
+current choice (models.fused.MEASURED_FASTER), and each layer kind switched from one side to the
+other. Configurations are timed in interleaved rounds (median of the rounds, each round the mean
+of a few replays), so drift hits them all alike. Every output is checked against the float32
+reference (>= 40 dB).
+
+Why: per-layer microbenchmarks (bench_kernels.py, tune_kernels.py) predicted a mixed model about
+2.5 ms faster than all-Triton; end to end it measured 0.46 ms slower (RESULTS.md, 2026-12-04).
+The choice has to be measured where it counts.
+
+Usage: python benchmarks/layer_choice.py [--rounds 7] [--replays 10] [--json out.json]
+  (--device cpu --size 64x96 --kinds rb32,rb64 runs it under TRITON_INTERPRET=1 as a smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import frame  # noqa: E402  (the benchmarks' 720p frame)
+
+import fastdeblur  # noqa: E402
+from fastdeblur.models import fuse_model  # noqa: E402
+from fastdeblur.models._layers import FusedDecoder, FusedEncoder, _kind  # noqa: E402
+from fastdeblur.reference.dmphn import Decoder, Encoder  # noqa: E402
+
+
+def layer_kinds() -> list[str]:
+    """The layer kinds of DMPHN's encoder and decoder, in order of first use."""
+    e, d = Encoder(), Decoder()
+    kinds = [_kind(getattr(e, n)) for n in FusedEncoder.names] + [_kind(getattr(d, n)) for n in FusedDecoder.names]
+    return list(dict.fromkeys(kinds))
+
+
+def configurations(kinds: list[str], measured: frozenset[str]) -> dict[str, frozenset[str]]:
+    """name -> the set of kinds on Triton (the rest on torch)."""
+    every = frozenset(kinds)
+    configs = {"all Triton": every, "all torch": frozenset(), "current choice": measured & every}
+    for k in kinds:
+        configs[f"Triton except {k}"] = every - {k}
+    for k in kinds:
+        configs[f"torch except {k}"] = frozenset({k})
+    if "rb32" in every:
+        configs["all Triton, rb32 one kernel"] = (every - {"rb32"}) | {"rb32:one"}
+    return configs
+
+
+def suggest(times: dict[str, float], kinds: list[str]) -> frozenset[str]:
+    """The kinds whose move to torch made the all-Triton model slower: Triton's share."""
+    return frozenset(k for k in kinds if times[f"Triton except {k}"] > times["all Triton"])
+
+
+class Runner:
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, kinds: frozenset[str], graph: bool):
+        triton: str | frozenset[str] = kinds
+        self.model = fuse_model(model, triton=triton)
+        self.x = x
+        with torch.inference_mode():
+            for _ in range(3):  # compile Triton kernels, let cudnn.benchmark choose, before capture
+                self.out = self.model(x)
+            self.graph = None
+            if graph:
+                torch.cuda.synchronize()
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self.out = self.model(x)
+
+    def __call__(self) -> torch.Tensor:
+        if self.graph is not None:
+            self.graph.replay()
+            return self.out
+        with torch.inference_mode():
+            return self.model(self.x)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def psnr_db(a: torch.Tensor, ref: torch.Tensor) -> float:
+    mse = float(((a.float() - ref.float()).clamp(-1, 1) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="dmphn-1-2-4-gopro")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--size", default="720x1280", help="HxW crop of the frame")
+    p.add_argument("--kinds", default=None, help="comma-separated layer kinds to vary (default: all)")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--replays", type=int, default=10)
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+
+    from fastdeblur.models.fused import MEASURED_FASTER
+
+    device = torch.device(a.device)
+    h, w = (int(v) for v in a.size.split("x"))
+    img = torch.from_numpy(np.ascontiguousarray(frame()[:h, :w])).to(device)
+    x32 = (img.permute(2, 0, 1)[None].float() / 255 - 0.5).contiguous(memory_format=torch.channels_last)
+    model = fastdeblur.load_model(a.model, device=device, dtype=torch.float32)
+    with torch.inference_mode():
+        ref = model(x32.contiguous())
+    model = model.half().to(memory_format=torch.channels_last)  # (load_model refuses float16 on CPUs)
+    x = x32.half()
+    kinds = a.kinds.split(",") if a.kinds else layer_kinds()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    configs = configurations(kinds, MEASURED_FASTER)
+    runners: dict[str, Runner] = {}
+    quality: dict[str, float] = {}
+    for name, chosen in configs.items():
+        runners[name] = Runner(model, x, chosen, graph=device.type == "cuda")
+        quality[name] = psnr_db(runners[name](), ref)
+        if quality[name] < 40:
+            raise AssertionError(f"{name}: {quality[name]:.1f} dB against the float32 reference")
+
+    def timing(names: list[str]) -> dict[str, float]:
+        samples: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(a.rounds):
+            for n in names:
+                sync(device)
+                t = time.perf_counter()
+                for _ in range(a.replays):
+                    runners[n]()
+                sync(device)
+                samples[n].append((time.perf_counter() - t) / a.replays * 1000)
+        return {n: statistics.median(s) for n, s in samples.items()}
+
+    first = timing(list(configs))  # chooses; the second pass, with the suggestion added, reports
+    suggested = suggest(first, kinds)
+    label = f"suggested: Triton for {', '.join(sorted(suggested)) or 'nothing'}"
+    if suggested not in configs.values():
+        configs[label] = suggested
+        runners[label] = Runner(model, x, suggested, graph=device.type == "cuda")
+        quality[label] = psnr_db(runners[label](), ref)
+    times = timing(list(configs))
+
+    base = times["all Triton"]
+    print(f"{a.model}, {w}x{h}, fp16, {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, "
+          f"{'CUDA graph replay' if device.type == 'cuda' else 'eager'}, median of {a.rounds} rounds x {a.replays}")
+    print("| configuration | Triton kinds | ms | vs all Triton | first pass ms | PSNR vs fp32 |")
+    print("|---|---|---|---|---|---|")
+    for name, chosen in configs.items():
+        print(f"| {name} | {len(chosen)} | {times[name]:.3f} | {base / times[name]:.3f}x | "
+              f"{first[name]:.3f} | {quality[name]:.1f} |" if name in first else
+              f"| {name} | {len(chosen)} | {times[name]:.3f} | {base / times[name]:.3f}x | - | {quality[name]:.1f} |")
+    print(f"suggested Triton kinds: {sorted(suggested)}")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"times_ms": times, "first_pass_ms": first, "psnr": quality, "configs": {
+            n: sorted(c) for n, c in configs.items()}, "suggested": sorted(suggested)}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
