@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(not triton_usable(torch.device(DEVICE)), reason=
                                     frozenset({"rb32:one", "rb128:one", "convT128_64"})])
 @pytest.mark.parametrize("build", [lambda: DMPHN((1, 2, 4, 8)), lambda: StackDMPHN(2)])
 def test_fused_module_equals_reference(build, triton):
-    """Every layer on Triton, the measured mix (32-channel blocks on Triton, the rest on torch), and
-    another mix: the same network either way."""
+    """Every layer on Triton, the measured mix (the first conv and the 64-channel stride-2 conv on
+    torch, the rest on Triton), and other mixes: the same network either way."""
     torch.manual_seed(0)
     model = build().eval().to(DEVICE)
     x = (torch.rand(1, 3, 32, 16, device=DEVICE) - 0.5).contiguous(memory_format=torch.channels_last)

@@ -6,13 +6,17 @@ network from the same weights; what changes is inside each encoder/decoder: NHWC
 weights packed once for the implicit GEMMs, bias/ReLU/residual adds in the conv epilogues
 (2 kernels per residual block instead of 5 passes), transposed convs as 4 sub-pixel GEMMs.
 
-Each layer runs where it measured faster. On an H200 (fp16, 720p shapes, one run of
-benchmarks/tune_kernels.py and bench_kernels.py; benchmarks/RESULTS.md) the fused 32-channel
-residual block beat cuDNN's conv/ReLU/conv/add (0.283 vs 0.424 ms), while cuDNN won every other
-layer: 64- and 128-channel blocks (0.222 vs 0.248, 0.136 vs 0.225 ms), the stride-2 convs, the
-transposed convs and the 3-channel ends. Those layers call torch's convolutions on the same NHWC
-memory (a channels_last view, no copies). `fuse_model(model, triton="all")` runs every layer on
-the Triton kernels.
+Each layer kind runs where it measured faster, end to end: benchmarks/layer_choice.py times the
+whole 720p forward (fp16, CUDA-graph replay, H200, 2026-12-04; benchmarks/RESULTS.md) with every
+layer on Triton (7.34 ms), every layer on cuDNN (10.25 ms), and each kind switched. The Triton
+residual blocks win at every width (moving the 32-, 64- or 128-channel blocks to cuDNN costs
+2.47, 0.46 and 0.06 ms), so do the transposed convs, the stride-2 conv at 32 channels and the
+last conv; the first conv (3 -> 32) is 0.16 ms faster on cuDNN and the stride-2 conv at 64
+channels a hair (0.03 ms). That mix ran in 7.15 ms. Per-layer microbenchmarks, synchronized after
+every call, had said the opposite for the 64- and 128-channel layers: only the end-to-end
+figure decides. Layers left on torch call its convolutions on the same NHWC memory (a
+channels_last view, no copies). `fuse_model(model, triton="all")` runs every layer on the
+Triton kernels.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from ..kernels.conv_transpose import pack_conv_transpose_weight
 from ..ops.conv import conv3x3_packed, conv_relu_residual_packed, conv_transpose4x4_packed
 from ._layers import _convs, _kind, _Layer, swap_cnns
 
-# the layer kinds whose Triton kernels measured faster than cuDNN (see the module docstring)
-MEASURED_FASTER = frozenset({"rb32"})
+# the layer kinds whose Triton kernels measured faster than cuDNN, end to end (module docstring)
+MEASURED_FASTER = frozenset({"rb32", "rb64", "rb128", "conv32_64_s2", "convT128_64", "convT64_32", "conv32_3_s1"})
 
 
 class _Triton(_Layer):
