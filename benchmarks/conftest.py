@@ -50,12 +50,14 @@ def environment(device: str) -> dict:
         info["triton"] = triton.__version__
     except ImportError:
         info["triton"] = None
-    try:
-        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                        text=True, timeout=10).stdout.strip()
-    except OSError:
-        info["commit"] = None
-    info["commit"] = info["commit"] or os.environ.get("FASTDEBLUR_COMMIT")  # a copy without .git
+    # FASTDEBLUR_COMMIT first: a copied working tree (a device call) may carry no .git or a stale one
+    info["commit"] = os.environ.get("FASTDEBLUR_COMMIT")
+    if not info["commit"]:
+        try:
+            info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                            text=True, timeout=10).stdout.strip() or None
+        except OSError:
+            pass
     return info
 
 

@@ -22,7 +22,7 @@ export MAX_JOBS=${MAX_JOBS:-16}
 
 echo "== machine"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, 'cuda', torch.version.cuda)"
-git rev-parse --short HEAD 2>/dev/null || true
+echo "commit ${FASTDEBLUR_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null)} (set FASTDEBLUR_COMMIT: a copied .git may be stale)"
 
 echo "== build (extension with CUDA kernels)"
 t0=$(date +%s)
