@@ -27,6 +27,32 @@ def test_fused_module_equals_reference(build, triton):
         torch.testing.assert_close(fuse_model(model, triton=triton)(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+def test_measured_choice_names_real_layer_kinds_and_layer_choice_picks_by_end_to_end_time():
+    """A misspelt kind in MEASURED_FASTER would silently leave that layer on torch; and
+    benchmarks/layer_choice.py keeps on Triton exactly the kinds whose move to torch was slower."""
+    import sys
+
+    from fastdeblur.models.fused import MEASURED_FASTER
+
+    from .conftest import REPO
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks import layer_choice
+
+    kinds = layer_choice.layer_kinds()
+    assert len(kinds) == 9 and kinds[0] == "conv3_32_s1" and kinds[-1] == "conv32_3_s1"
+    assert MEASURED_FASTER <= set(kinds)
+    configs = layer_choice.configurations(kinds, MEASURED_FASTER)
+    assert configs["all Triton"] == frozenset(kinds) and configs["all torch"] == frozenset()
+    assert configs["current choice"] == MEASURED_FASTER
+    assert configs["Triton except rb64"] == frozenset(kinds) - {"rb64"}
+    assert configs["torch except rb64"] == frozenset({"rb64"})
+    assert "rb32:one" in configs["all Triton, rb32 one kernel"]
+    times = dict.fromkeys(configs, 9.0)
+    times.update({"all Triton": 7.3, "Triton except conv3_32_s1": 7.2, "Triton except rb128": 7.3})
+    assert layer_choice.suggest(times, kinds) == frozenset(kinds) - {"conv3_32_s1", "rb128"}
+
+
 def test_fuse_model_rejects_an_unknown_choice():
     with pytest.raises(ValueError, match="triton must be"):
         fuse_model(DMPHN((1, 2)), triton="fastest")
