@@ -35,8 +35,8 @@ MIN_TILE = 128
 # need about half) and of the per-level tensors that stay whole when tiling, per dtype. float32:
 # 81 B/px measured since the levels free their features (3000x2000 and 6000x4000 at tile 512:
 # 1512 and 2968 MiB), 96 with a margin; a 6000x4000 photo then gets 800 px tiles instead of 512
-# (at 768: 384 s and 3019 MiB against 421 s and 2968 MiB on the AMD EPYC). 16-bit keeps the
-# figure from before that change (80) until it is measured again on a CPU with fast bfloat16.
+# (at 768: 384 s and 3019 MiB against 421 s and 2968 MiB on the AMD EPYC). bfloat16: 63 B/px
+# measured the same way on a Zen 5 EPYC (1163 and 2251 MiB), 80 with a margin.
 _FORWARD_BYTES_PER_PX = 1400
 _HELD_BYTES_PER_PX = {torch.float32: 96, torch.float16: 80, torch.bfloat16: 80}
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's convert("L")
