@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check, sized for a single short device call (under 8 minutes on an H100):
-# build the extension with its CUDA kernels, run the GPU tests, run the GPU benchmarks, print
-# the tables. Needs the authors' DMPHN(1-2-4) files and a few frames: FASTDEBLUR_DATA, or the
+# build the extension with its CUDA kernels, run the GPU benchmarks and print their table, choose
+# the Triton layers end to end, then run the GPU tests. Needs the authors' DMPHN(1-2-4) files and a few frames: FASTDEBLUR_DATA, or the
 # .gpudata folder that benchmarks/pack_gpu_data.sh makes (the shared data does not travel).
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
 # GPU_CHECK_TUNE=1: first sweep the kernels' tiles, conv3x3/convT and the one-kernel residual block
@@ -56,7 +56,8 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_ext_ops.py -k cu
 # test_fused_model's toy models compile a Triton specialization per small shape (minutes on a GPU):
 # the quick check keeps only its real-crop test
 kexpr=""; [ "${GPU_CHECK_QUICK:-0}" = 1 ] && kexpr="real_crop or test_gpu"
-timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused_model.py -o addopts="" ${kexpr:+-k "$kexpr"} \
+# (with seven layer kinds on Triton the tests' many frame sizes compile ~2 minutes of variants)
+timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused_model.py -o addopts="" ${kexpr:+-k "$kexpr"} \
   2>&1 | tee "$out/tests.log" | tail -8
 # the kernel grid compiles one Triton specialization per shape and dtype (seconds each on a GPU):
 # bf16, which the CPU interpreter cannot check, plus one fp16 slice; CI covers fp32/fp16 numerics
