@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One prepared GPU check, sized for a single short device call (under 8 minutes on an H100):
 # build the extension with its CUDA kernels, run the GPU benchmarks and print their table, choose
-# the Triton layers end to end, then run the GPU tests. Needs the authors' DMPHN(1-2-4) files and a few frames: FASTDEBLUR_DATA, or the
-# .gpudata folder that benchmarks/pack_gpu_data.sh makes (the shared data does not travel).
+# the Triton layers end to end, then run the GPU tests. Needs the authors' DMPHN(1-2-4) files and
+# a few frames: FASTDEBLUR_DATA, or the .gpudata folder that benchmarks/pack_gpu_data.sh makes
+# (the shared data does not travel). Set FASTDEBLUR_COMMIT to the commit that runs.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]
 # GPU_CHECK_TUNE=1: first sweep the kernels' tiles, conv3x3/convT and the one-kernel residual block
 #   (benchmarks/tune_kernels.py --write, about 5 minutes), so the tests and benchmarks below run

@@ -63,8 +63,7 @@ def suggest(times: dict[str, float], kinds: list[str]) -> frozenset[str]:
 
 class Runner:
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, kinds: frozenset[str], graph: bool):
-        triton: str | frozenset[str] = kinds
-        self.model = fuse_model(model, triton=triton)
+        self.model = fuse_model(model, triton=kinds)
         self.x = x
         with torch.inference_mode():
             for _ in range(3):  # compile Triton kernels, let cudnn.benchmark choose, before capture
