@@ -19,12 +19,14 @@ def main() -> None:
     rows = []
     for b in data["benchmarks"]:
         e = b.get("extra_info", {})
-        median_ms = b["stats"]["median"] * 1e3
+        calls = e.get("calls_per_round", 1)  # rounds of several back-to-back calls: figures per call
+        median_ms = b["stats"]["median"] * 1e3 / calls
         name = b["name"].split("[", 1)[-1].rstrip("]")
         gf = e.get("gflop_per_s")
         pct = f"{100 * gf / 1e3 / a.peak_tflops:.1f}" if gf and a.peak_tflops else "-"
         rows.append((b["group"] or b["fullname"].split("::")[0], name, e.get("device", "?"), e.get("dtype", "?"),
-                     f"{median_ms:.3f}", f"{b['stats']['iqr'] * 1e3:.3f}", f"{gf / 1e3:.1f}" if gf else "-", pct,
+                     f"{median_ms:.3f}", f"{b['stats']['iqr'] * 1e3 / calls:.3f}",
+                     f"{gf / 1e3:.1f}" if gf else "-", pct,
                      e.get("psnr_vs_fp32", "-")))
     print("| bench | case | device | dtype | median ms | IQR ms | TFLOP/s | % peak | PSNR vs fp32 |")
     print("|---|---|---|---|---|---|---|---|---|")
