@@ -33,7 +33,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import MODELS, frame, timed
+from conftest import MODELS, frame, graphed, timed
 from flops import conv_flops
 
 import fastdeblur
@@ -107,7 +107,7 @@ def _provider(provider: str, name: str, device: str):
             m = fuse_model(m, triton={"fused_fp16_all": "all", "fused_fp16_1k": frozenset({"rb32:one"})}.get(
                 provider, "measured"))
         xin = x.half().contiguous(memory_format=torch.channels_last)
-        return (_graphed(m, xin) if provider.endswith("graph") else lambda: m(xin)), torch.float16
+        return (graphed(m, xin) if provider.endswith("graph") else lambda: m(xin)), torch.float16
     if provider in ("onednn_bf16", "onednn_fp32"):
         if device != "cpu":
             pytest.skip("CPU provider")
@@ -138,7 +138,7 @@ def _provider(provider: str, name: str, device: str):
             return run, dt
         torch.backends.cudnn.benchmark = True
         m = _model(name, device, torch.float16, channels_last=True)
-        return _graphed(m, x.half().contiguous(memory_format=torch.channels_last)), torch.float16
+        return graphed(m, x.half().contiguous(memory_format=torch.channels_last)), torch.float16
     if provider == "compiled":
         if not os.environ.get("FASTDEBLUR_BENCH_COMPILE"):
             pytest.skip("set FASTDEBLUR_BENCH_COMPILE=1 to benchmark torch.compile (slow to compile)")
@@ -152,21 +152,6 @@ def _provider(provider: str, name: str, device: str):
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
         return lambda: cm(xin), dt
     raise ValueError(provider)
-
-
-def _graphed(m, static_x):
-    """A function replaying `m(static_x)` captured as a CUDA graph (input fixed, as in a benchmark)."""
-    for _ in range(3):  # compiles Triton kernels, lets cudnn.benchmark pick algorithms before capture
-        m(static_x)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_y = m(static_x)
-
-    def replay():
-        graph.replay()
-        return static_y
-    return replay
 
 
 def checked_psnr(provider: str, out, dtype: torch.dtype, name: str, device: str) -> float:

@@ -76,6 +76,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def graphed(m, static_x):
+    """A function replaying `m(static_x)` captured as a CUDA graph (input fixed, as in a benchmark)."""
+    for _ in range(3):  # compiles Triton kernels, lets cudnn.benchmark pick algorithms before capture
+        m(static_x)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_y = m(static_x)
+
+    def replay():
+        graph.replay()
+        return static_y
+    return replay
+
+
 def timed(benchmark, fn, device: str, *, flops: int | None = None, rounds: int | None = None, **info):
     """Run `fn` under pytest-benchmark: warm-up excluded, each round synchronized, median kept."""
     def run():

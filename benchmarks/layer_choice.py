@@ -22,13 +22,14 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import frame  # noqa: E402  (the benchmarks' 720p frame)
+from conftest import frame, graphed, sync  # noqa: E402  (frame: the benchmarks' 720p frame)
 
 import fastdeblur  # noqa: E402
 from fastdeblur.models import fuse_model  # noqa: E402
@@ -61,31 +62,20 @@ def suggest(times: dict[str, float], kinds: list[str]) -> frozenset[str]:
     return frozenset(k for k in kinds if times[f"Triton except {k}"] > times["all Triton"])
 
 
-class Runner:
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, kinds: frozenset[str], graph: bool):
-        self.model = fuse_model(model, triton=kinds)
-        self.x = x
+def runner(model: torch.nn.Module, x: torch.Tensor, kinds: frozenset[str], graph: bool) -> Callable[[], torch.Tensor]:
+    """A function running `model` fused with `kinds` on Triton over `x`: a CUDA graph's replay, or
+    (on CPU) an eager forward, after the warm-up that compiles the Triton kernels."""
+    fused = fuse_model(model, triton=kinds)
+    with torch.inference_mode():
+        if graph:
+            return graphed(fused, x)
+        for _ in range(3):
+            fused(x)
+
+    def run() -> torch.Tensor:
         with torch.inference_mode():
-            for _ in range(3):  # compile Triton kernels, let cudnn.benchmark choose, before capture
-                self.out = self.model(x)
-            self.graph = None
-            if graph:
-                torch.cuda.synchronize()
-                self.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(self.graph):
-                    self.out = self.model(x)
-
-    def __call__(self) -> torch.Tensor:
-        if self.graph is not None:
-            self.graph.replay()
-            return self.out
-        with torch.inference_mode():
-            return self.model(self.x)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+            return fused(x)
+    return run
 
 
 def psnr_db(a: torch.Tensor, ref: torch.Tensor) -> float:
@@ -120,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
 
     configs = configurations(kinds, MEASURED_FASTER)
-    runners: dict[str, Runner] = {}
+    runners: dict[str, Callable[[], torch.Tensor]] = {}
     quality: dict[str, float] = {}
     for name, chosen in configs.items():
-        runners[name] = Runner(model, x, chosen, graph=device.type == "cuda")
+        runners[name] = runner(model, x, chosen, graph=device.type == "cuda")
         quality[name] = psnr_db(runners[name](), ref)
         if quality[name] < 40:
             raise AssertionError(f"{name}: {quality[name]:.1f} dB against the float32 reference")
@@ -132,11 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         samples: dict[str, list[float]] = {n: [] for n in names}
         for _ in range(a.rounds):
             for n in names:
-                sync(device)
+                sync(device.type)
                 t = time.perf_counter()
                 for _ in range(a.replays):
                     runners[n]()
-                sync(device)
+                sync(device.type)
                 samples[n].append((time.perf_counter() - t) / a.replays * 1000)
         return {n: statistics.median(s) for n, s in samples.items()}
 
@@ -145,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     label = f"suggested: Triton for {', '.join(sorted(suggested)) or 'nothing'}"
     if suggested not in configs.values():
         configs[label] = suggested
-        runners[label] = Runner(model, x, suggested, graph=device.type == "cuda")
+        runners[label] = runner(model, x, suggested, graph=device.type == "cuda")
         quality[label] = psnr_db(runners[label](), ref)
     times = timing(list(configs))
 
@@ -155,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| configuration | Triton kinds | ms | vs all Triton | first pass ms | PSNR vs fp32 |")
     print("|---|---|---|---|---|---|")
     for name, chosen in configs.items():
-        print(f"| {name} | {len(chosen)} | {times[name]:.3f} | {base / times[name]:.3f}x | "
-              f"{first[name]:.3f} | {quality[name]:.1f} |" if name in first else
-              f"| {name} | {len(chosen)} | {times[name]:.3f} | {base / times[name]:.3f}x | - | {quality[name]:.1f} |")
+        first_ms = f"{first[name]:.3f}" if name in first else "-"  # the suggestion, when new, has none
+        print(f"| {name} | {len(chosen)} | {times[name]:.3f} | {base / times[name]:.3f}x | {first_ms} | "
+              f"{quality[name]:.1f} |")
     print(f"suggested Triton kinds: {sorted(suggested)}")
     if a.json:
         Path(a.json).write_text(json.dumps({"times_ms": times, "first_pass_ms": first, "psnr": quality, "configs": {
