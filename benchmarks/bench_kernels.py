@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import timed
+from flops import conv_flops
 from torch import nn
 
 from fastdeblur.ops.conv import triton_usable
@@ -46,14 +47,6 @@ def layer_module(kind: str, cin: int, cout: int, stride: int) -> nn.Module:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
 
 
-def layer_flops(kind: str, cin: int, cout: int, stride: int, h: int, w: int) -> int:
-    if kind == "rb":
-        return 2 * 2 * cin * cout * 9 * h * w
-    if kind == "up":
-        return 2 * cin * cout * 16 * h * w  # per input pixel: 4 outputs x 2x2 taps
-    return 2 * cin * cout * 9 * (h // stride) * (w // stride)
-
-
 def fused_layer(layer: nn.Module, provider: str) -> nn.Module:
     from fastdeblur.models.fused import _Torch, _Triton
 
@@ -82,5 +75,5 @@ def test_kernel(benchmark, case, provider):
     with torch.inference_mode():
         torch.testing.assert_close(layer(h_nhwc).permute(0, 3, 1, 2).float(), ref_layer(x).float(),
                                    rtol=2e-2, atol=2e-2)
-        timed(benchmark, calls, "cuda", flops=layer_flops(kind, cin, cout, stride, h, w) * CALLS, rounds=30,
+        timed(benchmark, calls, "cuda", flops=conv_flops(ref_layer, h, w, channels=cin) * CALLS, rounds=30,
               calls_per_round=CALLS, provider=provider, op=case, dtype="torch.float16")

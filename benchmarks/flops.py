@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 
-def conv_flops(model: nn.Module, height: int, width: int, batch: int = 1) -> int:
+def conv_flops(model: nn.Module, height: int, width: int, batch: int = 1, channels: int = 3) -> int:
+    """FLOPs of `model`'s convolutions on a [batch, channels, height, width] input (an image by
+    default; a layer's own channel count for one layer)."""
     total = 0
 
     def hook(mod, inputs, output):
@@ -28,7 +30,7 @@ def conv_flops(model: nn.Module, height: int, width: int, batch: int = 1) -> int
     handles = [m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     try:
         with torch.no_grad():
-            meta(torch.empty(batch, 3, height, width, device="meta"))
+            meta(torch.empty(batch, channels, height, width, device="meta"))
     finally:
         for h in handles:
             h.remove()
