@@ -7,7 +7,9 @@ authors' files (a file:// mirror). Without ../shared/data those tests skip with 
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,13 @@ if not torch.cuda.is_available():
         pass
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def benchmark_module(name: str):
+    """benchmarks/<name>.py (the benchmarks are a folder of the repo, not of the package)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module(f"benchmarks.{name}")
 
 
 def data_root() -> Path:

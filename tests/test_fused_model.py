@@ -30,15 +30,11 @@ def test_fused_module_equals_reference(build, triton):
 def test_measured_choice_names_real_layer_kinds_and_layer_choice_picks_by_end_to_end_time():
     """A misspelt kind in MEASURED_FASTER would silently leave that layer on torch; and
     benchmarks/layer_choice.py keeps on Triton exactly the kinds whose move to torch was slower."""
-    import sys
-
     from fastdeblur.models.fused import MEASURED_FASTER
 
-    from .conftest import REPO
+    from .conftest import benchmark_module
 
-    sys.path.insert(0, str(REPO))
-    from benchmarks import layer_choice
-
+    layer_choice = benchmark_module("layer_choice")
     kinds = layer_choice.layer_kinds()
     assert len(kinds) == 9 and kinds[0] == "conv3_32_s1" and kinds[-1] == "conv32_3_s1"
     assert MEASURED_FASTER <= set(kinds)

@@ -1,6 +1,5 @@
 """The batched reference equals the spec's per-patch network, tiles exactly, and trains."""
 
-import sys
 
 import pytest
 import torch
@@ -9,10 +8,9 @@ import fastdeblur
 from fastdeblur.reference import DMPHN, Decoder, Encoder, StackDMPHN
 from fastdeblur.reference.tiled import apply_tiled
 
-from .conftest import REPO
+from .conftest import benchmark_module
 
-sys.path.insert(0, str(REPO))
-from benchmarks import official_style  # noqa: E402
+official_style = benchmark_module("official_style")
 
 
 def _randomize(model):

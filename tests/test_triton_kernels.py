@@ -6,7 +6,6 @@ err(kernel, ref64) <= 2 * err(torch's fp16 op, ref64) + atol. bf16 is broken in 
 counts and a small odd one.
 """
 
-import sys
 
 import pytest
 import torch
@@ -15,7 +14,7 @@ import torch.nn.functional as F
 from fastdeblur import ops
 from fastdeblur.ops.conv import triton_usable
 
-from .conftest import REPO
+from .conftest import benchmark_module
 from .utils import assert_within_lowprec_rule
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -156,10 +155,7 @@ def test_conv_transpose_small_tiles():
 
 
 def _tune_kernels():
-    sys.path.insert(0, str(REPO))
-    from benchmarks import tune_kernels
-
-    return tune_kernels
+    return benchmark_module("tune_kernels")
 
 
 @pytest.mark.parametrize("c", [32, 64, 128])
