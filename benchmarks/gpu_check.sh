@@ -54,13 +54,15 @@ timeout 200 python3 benchmarks/layer_choice.py 2>&1 | tee "$out/layers.md"
 
 echo "== GPU tests"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_ext_ops.py -k cuda -o addopts="" 2>&1 | tail -4
-# test_fused_model's toy models compile a Triton specialization per small shape (minutes on a GPU):
-# the quick check keeps only its real-crop test
+# test_fused_model's toy models compiled a Triton variant per small shape (minutes on a GPU) until
+# the kernels stopped specializing on sizes (do_not_specialize); they still compile one per channel
+# count and dtype, so the quick check keeps only its real-crop test, plus the test that new frame
+# sizes compile nothing
 kexpr=""; [ "${GPU_CHECK_QUICK:-0}" = 1 ] && kexpr="real_crop or test_gpu"
-# (with seven layer kinds on Triton the tests' many frame sizes compile ~2 minutes of variants)
-timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused_model.py -o addopts="" ${kexpr:+-k "$kexpr"} \
+timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_fused_model.py tests/test_triton_kernels.py \
+  -o addopts="" -k "${kexpr:+($kexpr) and }not test_triton_kernels or compile_nothing_new" \
   2>&1 | tee "$out/tests.log" | tail -8
-# the kernel grid compiles one Triton specialization per shape and dtype (seconds each on a GPU):
+# the kernel grid compiles one Triton variant per channel count, stride and dtype (seconds each):
 # bf16, which the CPU interpreter cannot check, plus one fp16 slice; CI covers fp32/fp16 numerics
 [ "${GPU_CHECK_QUICK:-0}" = 1 ] || timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_triton_kernels.py \
   -o addopts="" -k "bfloat16 or (float16 and 32-32) or compile" 2>&1 | tail -8
@@ -72,6 +74,9 @@ echo "== torch.compile baseline (compiling takes a minute or two; GPU_CHECK_COMP
 
 echo "== GPU memory, 3840x2160 and 1280x720"
 timeout 120 python3 benchmarks/memory.py --device cuda --sizes 2160x3840,720x1280 --dtype float16 2>&1 | tee "$out/memory.md"
+
+echo "== first calls with an empty Triton cache: what a new user waits for (benchmarks/first_call.py)"
+timeout 240 python3 benchmarks/first_call.py --device cuda --sizes 720x1280,719x1279 2>&1 | tee "$out/first_call.md"
 
 echo "== command-line folder throughput, 24 720p frames (the default model, then a 9 ms stand-in for it)"
 timeout 90 python3 benchmarks/cli_throughput.py --device cuda --repeat 2 2>&1 | tail -1

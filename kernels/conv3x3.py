@@ -39,7 +39,10 @@ def _conv3x3_step(acc, x_ptr, xadd_ptr, w_ptr, img, oy, ox, m_mask, offs_n, n_ma
     return tl.dot(a, wk, acc, input_precision=PRECISION)
 
 
-@triton.jit
+# The int arguments are sizes: Triton would otherwise compile a variant per pattern of which of
+# them are divisible by 16 (or equal 1), and a single 720p frame has several (720, 360, 180 rows),
+# while no address needs the hint (every NHWC offset is a multiple of the constexpr channel count).
+@triton.jit(do_not_specialize=["M", "H", "W", "HO", "WO"])
 def _conv3x3_kernel(x_ptr, xadd_ptr, w_ptr, b_ptr, res_ptr, extra_ptr, out_ptr,
                     M, H, W, HO, WO,
                     CIN: tl.constexpr, COUT: tl.constexpr, STRIDE: tl.constexpr,

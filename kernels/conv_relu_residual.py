@@ -49,7 +49,7 @@ def _rb_conv1_chunk(x_ptr, w1_ptr, b1_ptr, scratch_ptr, slab, img, y0, x0, H, W,
              t.to(scratch_ptr.dtype.element_ty), mask=r_ok[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "W", "TILES_Y", "TILES_X"])  # sizes: one variant for every frame (conv3x3.py)
 def _rb_fused_kernel(x_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, extra_ptr, out_ptr, scratch_ptr,
                      H, W, TILES_Y, TILES_X,
                      C: tl.constexpr, BLOCK_C: tl.constexpr, TH: tl.constexpr, TW: tl.constexpr,

@@ -15,7 +15,7 @@ import triton.language as tl
 from .conv3x3 import Tiles, tiles_for
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M", "H", "W"])  # sizes: one variant for every frame (conv3x3.py)
 def _conv_transpose4x4s2_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, H, W,
                                 CIN: tl.constexpr, COUT: tl.constexpr, HAS_BIAS: tl.constexpr,
                                 PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
