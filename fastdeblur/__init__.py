@@ -7,7 +7,8 @@
 Nothing here compiles code or touches CUDA at import time.
 """
 
-from . import metrics
+# _heap first: it asks torch for huge pages, and torch reads that at its first CPU allocation
+from . import _heap, metrics  # noqa: F401
 from ._ext import has_cuda_ext, has_ext
 from ._version import __version__
 from .api import clear_model_cache, deblur, load_model

@@ -15,6 +15,15 @@ deblur() uses it for whole-image CPU forwards only: a tiled one (an image too bi
 budget) mixes tensors of many sizes, and a heap that keeps its pages fragments (measured: 4.8 GB
 peak RSS for a 6000x4000 photo, against 3.1 GB without).
 
+Huge pages: at import, fastdeblur sets THP_MEM_ALLOC_ENABLE=1 unless it is set already, which
+makes torch's CPU allocator madvise every block of 2 MiB or more for transparent huge pages (where
+the kernel's THP mode is "madvise" or "always"): the pages that are still faulted in (each
+tile's activations, whole-image tensors, a first forward) come 2 MiB at a time instead of 4 KiB.
+Measured on 2 Zen 5 cores (THP "madvise"): a tiled 4032x3024 photo 36.0 -> 25.6 s (6.6 M -> 0.1 M
+page faults, 18.6 -> 4.7 s of system time), 6000x4000 81.3 -> 58.0 s (peak RSS 2410 -> 2255 MiB).
+torch reads the variable once, at its first CPU allocation: import fastdeblur before making
+tensors, or set it yourself.
+
 FASTDEBLUR_MALLOC_TUNING=0 leaves malloc alone. Other C libraries: no effect.
 """
 
@@ -23,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import sys
 import threading
 
 from .errors import env_flag
@@ -49,6 +59,16 @@ def _reset_in_child() -> None:
     if lib is not None:
         lib.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
         lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
+
+
+def ask_for_huge_pages() -> None:
+    """THP_MEM_ALLOC_ENABLE=1 for torch's CPU allocator (module docstring), on Linux, unless set."""
+    try:
+        tuning = env_flag("FASTDEBLUR_MALLOC_TUNING", True)
+    except ValueError:  # a bad value is reported where malloc tuning is used, not at import
+        tuning = False
+    if tuning and sys.platform.startswith("linux"):
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 if hasattr(os, "register_at_fork"):
@@ -134,3 +154,6 @@ def _release_locked() -> None:
     lib = _glibc()
     lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
     lib.malloc_trim(0)
+
+
+ask_for_huge_pages()

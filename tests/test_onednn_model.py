@@ -3,7 +3,10 @@ and the heap tuning around CPU forwards does what it claims."""
 
 import copy
 import ctypes
+import os
 import resource
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -277,3 +280,45 @@ def test_a_forked_child_starts_with_a_fresh_heap_state():
             os._exit(0 if ok else 1)
         _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+_HUGE_PAGES_CHILD = r"""
+import os, sys
+import torch, fastdeblur  # torch first, as most scripts do: it allocates nothing on import
+x = torch.empty(64 << 20, dtype=torch.uint8).fill_(1)
+a, huge, inside = x.data_ptr(), 0, False
+with open("/proc/self/smaps") as f:  # the AnonHugePages of the mapping that holds x
+    for line in f:
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(v, 16) for v in head.split("-"))
+            inside = lo <= a < hi
+        elif inside and head == "AnonHugePages:":
+            huge += int(line.split()[1])
+print(os.environ.get("THP_MEM_ALLOC_ENABLE"), huge)
+"""
+
+
+def _thp_mode() -> str | None:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
+@pytest.mark.parametrize("env,want", [({}, "1"), ({"FASTDEBLUR_MALLOC_TUNING": "0"}, None),
+                                      ({"THP_MEM_ALLOC_ENABLE": "0"}, "0")], ids=["default", "tuning-off", "user-0"])
+def test_large_cpu_tensors_get_huge_pages(env, want):
+    """Importing fastdeblur asks torch's allocator for huge pages (unless told not to), and where
+    the kernel's THP mode is "madvise" (or "always") a 64 MiB tensor then sits on them."""
+    base = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "FASTDEBLUR_MALLOC_TUNING")}
+    r = subprocess.run([sys.executable, "-c", _HUGE_PAGES_CHILD], env={**base, **env}, capture_output=True,
+                       text=True, timeout=120, check=True)
+    got, huge = r.stdout.split()
+    assert got == str(want)
+    if want == "1" and _thp_mode() in ("madvise", "always"):
+        assert int(huge) >= 2048, f"no huge pages under a 64 MiB tensor (THP {_thp_mode()})"
+    if want != "1" and _thp_mode() == "madvise":
+        assert int(huge) == 0
