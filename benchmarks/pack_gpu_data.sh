@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Copy the few data files benchmarks/gpu_check.sh needs into .gpudata/ (ignored by git), so a
 # device call can carry them: DMPHN(1-2-4) weights, frames 1 and 3 (1 with the authors' output), GoPro pairs.
+# --train: instead, what benchmarks/gpu_train.sh needs, into .traindata/: the sharp photos and
+# the GoPro pairs (evaluation only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${FASTDEBLUR_DATA:-../shared/data}
+if [ "${1:-}" = --train ]; then
+  rm -rf .traindata && mkdir -p .traindata
+  cp -r "$src/sharp_photos" "$src/gopro_pairs" .traindata/
+  grep -qx '/.traindata/' .git/info/exclude 2>/dev/null || echo '/.traindata/' >> .git/info/exclude
+  du -sh .traindata
+  exit 0
+fi
 dst=.gpudata
 rm -rf "$dst"
 mkdir -p "$dst/dmphn_official/checkpoints" "$dst/dmphn_official/samples/blur" \

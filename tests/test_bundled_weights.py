@@ -2,6 +2,8 @@
 continues from them."""
 
 import json
+import re
+import time
 
 import numpy as np
 import pytest
@@ -99,6 +101,28 @@ def test_recipe_continues_from_the_bundled_weights(tmp_path, capsys):
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-3
     with pytest.raises(SystemExit):
         recipe.main(["--start", "zeros"])
+
+
+def test_recipe_auto_schedule_keeps_to_the_budget(tmp_path, monkeypatch, capsys):
+    """`--steps auto` times its steps within the budget: 60 timing steps of 0.25 s would take
+    15 s against a 3 s budget (on a CPU, GPU-sized batches made a 1-minute run take ten)."""
+    from fastdeblur.train import recipe
+    from fastdeblur.train.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def slow_step(self, blur, sharp):
+        time.sleep(0.25)
+        return real_step(self, blur, sharp)
+
+    monkeypatch.setattr(Trainer, "train_step", slow_step)
+    t = time.perf_counter()
+    assert recipe.main(["--minutes", "0.05", "--steps", "auto", "--crop", "32", "--batch", "1", "--warmup", "1",
+                        "--lr", "1e-6", "--data", str(_tiny_data(tmp_path / "data")), "--out", str(tmp_path / "run"),
+                        "--device", "cpu", "--init", "none"]) == 0
+    assert time.perf_counter() - t < 12
+    done = int(re.search(r"steps 0 \+ (\d+)", capsys.readouterr().out).group(1))
+    assert 2 <= done <= 16
 
 
 def test_recipe_bundled_init_names_a_broken_install(tmp_path, monkeypatch):
