@@ -30,6 +30,6 @@ run=$(mktemp -d)  # last.pt (87 MB) stays here: too big to bring back
 # the command of the 2026-11-27 GPU row in docs/TRAINING.md, continuing the shipped weights
 # shellcheck disable=SC2086
 python3 -m fastdeblur.train.recipe --minutes "$minutes" --steps auto --crop 256 --batch 16 --lr 3e-4 \
-  --warmup 300 --data "$data" --out "$run" ${GPU_TRAIN_ARGS:-} 2>&1 | tee "$out/train.log" | grep -v "^\s*$" | tail -25
+  --warmup 300 --data "$data" --out "$run" ${GPU_TRAIN_ARGS:-} 2>&1 | tee "$out/train.log" | tail -c 3000
 cp "$run"/fastdeblur-default.safetensors "$run"/log.csv "$out"/ 2>/dev/null || true
 ls -la "$out"

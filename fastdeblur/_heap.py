@@ -19,8 +19,9 @@ Huge pages: at import, fastdeblur sets THP_MEM_ALLOC_ENABLE=1 unless it is set a
 makes torch's CPU allocator madvise every block of 2 MiB or more for transparent huge pages (where
 the kernel's THP mode is "madvise" or "always"): the pages that are still faulted in (each
 tile's activations, whole-image tensors, a first forward) come 2 MiB at a time instead of 4 KiB.
-Measured on 2 Zen 5 cores (THP "madvise"): a tiled 4032x3024 photo 36.0 -> 25.6 s (6.6 M -> 0.1 M
-page faults, 18.6 -> 4.7 s of system time), 6000x4000 81.3 -> 58.0 s (peak RSS 2410 -> 2255 MiB).
+Measured on 2 Zen 5 cores (THP "madvise"; benchmarks/RESULTS.md): a tiled 4032x3024 photo 35.0
+-> 30.3 s, 6000x4000 74.1 -> 53.9 s at the same peak RSS; page faults 6.6 M -> 0.1 M and system
+time 18.6 -> 4.7 s for the 4032x3024 one.
 torch reads the variable once, at its first CPU allocation: import fastdeblur before making
 tensors, or set it yourself.
 
