@@ -11,11 +11,10 @@ Usage: python benchmarks/first_call.py [--device cpu|cuda] [--sizes 720x1280,719
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
+
+from memory import run_child  # benchmarks/memory.py: a case in a fresh process
 
 _CHILD = r"""
 import json, sys, time
@@ -51,12 +50,7 @@ print(json.dumps(rows))
 
 def measure(device: str, sizes: str) -> list:
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, TRITON_CACHE_DIR=cache)
-        r = subprocess.run([sys.executable, "-c", _CHILD, device, sizes], capture_output=True, text=True,
-                           timeout=1800, env=env)
-    if r.returncode:
-        raise RuntimeError(r.stderr[-2000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])
+        return run_child(_CHILD, device, sizes, timeout=1800, env=dict(os.environ, TRITON_CACHE_DIR=cache))
 
 
 def main() -> None:

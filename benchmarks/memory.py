@@ -36,12 +36,18 @@ print(json.dumps(res))
 """
 
 
-def measure(h: int, w: int, device: str = "cpu", dtype: str = "auto", tile: str = "auto") -> dict:
-    r = subprocess.run([sys.executable, "-c", _CHILD, str(h), str(w), device, dtype, tile],
-                       capture_output=True, text=True, timeout=3600)
+def run_child(code: str, *args: str, timeout: float = 3600, env: dict | None = None):
+    """Run `code` in a fresh Python process with `args` (its sys.argv[1:]); return the JSON value it
+    prints last. Its stderr's end is the error when it fails."""
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+                       env=env)
     if r.returncode:
         raise RuntimeError(r.stderr[-2000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def measure(h: int, w: int, device: str = "cpu", dtype: str = "auto", tile: str = "auto") -> dict:
+    return run_child(_CHILD, str(h), str(w), device, dtype, tile)
 
 
 def main() -> None:
