@@ -113,7 +113,7 @@ def _specialization(kernel, size: int, honour_do_not_specialize: bool = True) ->
     jit = pytest.importorskip("triton.runtime.jit")
     from triton.backends.compiler import BaseBackend
 
-    if not hasattr(jit, "create_function_from_signature"):  # Triton's internals: 3.3-3.9 have it
+    if not hasattr(jit, "create_function_from_signature"):  # a Triton internal (3.9 has it)
         pytest.skip("this Triton builds its launch binder differently")
     # a JITFunction keeps its options as attributes; the interpreter's stand-in, in kwargs
     dns = getattr(kernel, "do_not_specialize", None) or getattr(kernel, "kwargs", {}).get("do_not_specialize")
