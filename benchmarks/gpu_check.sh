@@ -52,6 +52,10 @@ python3 benchmarks/summarize.py "$out/bench.json" --peak-tflops "${PEAK_TFLOPS:-
 echo "== which layers run on Triton: end to end, each layer kind switched (benchmarks/layer_choice.py)"
 timeout 200 python3 benchmarks/layer_choice.py 2>&1 | tee "$out/layers.md"
 
+echo "== first calls with an empty Triton cache: what a new user waits for (benchmarks/first_call.py)"
+# (before the tests, which can take the rest of a device call; its own cache keeps it cold)
+timeout 150 python3 benchmarks/first_call.py --device cuda --sizes 720x1280,719x1279 2>&1 | tee "$out/first_call.md"
+
 echo "== GPU tests"
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_ext_ops.py -k cuda -o addopts="" 2>&1 | tail -4
 # test_fused_model's toy models compiled a Triton variant per small shape (minutes on a GPU) until
@@ -74,9 +78,6 @@ echo "== torch.compile baseline (compiling takes a minute or two; GPU_CHECK_COMP
 
 echo "== GPU memory, 3840x2160 and 1280x720"
 timeout 120 python3 benchmarks/memory.py --device cuda --sizes 2160x3840,720x1280 --dtype float16 2>&1 | tee "$out/memory.md"
-
-echo "== first calls with an empty Triton cache: what a new user waits for (benchmarks/first_call.py)"
-timeout 240 python3 benchmarks/first_call.py --device cuda --sizes 720x1280,719x1279 2>&1 | tee "$out/first_call.md"
 
 echo "== command-line folder throughput, 24 720p frames (the default model, then a 9 ms stand-in for it)"
 timeout 90 python3 benchmarks/cli_throughput.py --device cuda --repeat 2 2>&1 | tail -1
