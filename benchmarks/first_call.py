@@ -27,13 +27,10 @@ def variants():
     if not device.startswith("cuda"):
         return None
     try:
-        from fastdeblur.kernels import conv3x3, conv_relu_residual, conv_transpose
+        from fastdeblur.kernels import compiled_variants
     except ImportError:
         return None
-    kernels = (conv3x3._conv3x3_kernel, conv_transpose._conv_transpose4x4s2_kernel,
-               conv_relu_residual._rb_fused_kernel)
-    caches = [getattr(k, "device_caches", None) for k in kernels]
-    return None if None in caches else sum(len(c[0]) for dc in caches for c in dc.values())
+    return compiled_variants()
 
 for size in sizes:
     h, w = map(int, size.split("x"))

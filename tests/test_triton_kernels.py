@@ -10,6 +10,7 @@ counts and a small odd one.
 import pytest
 import torch
 import torch.nn.functional as F
+from fastdeblur.kernels import compiled_variants, jit_kernels
 
 from fastdeblur import ops
 from fastdeblur.ops.conv import triton_usable
@@ -100,12 +101,6 @@ def test_conv_transpose4x4(dtype, cin, cout, n, h, w):
     _check(got, ref64, F.conv_transpose2d(x.to(dtype), wt.to(dtype), b.to(dtype), stride=2, padding=1), dtype)
 
 
-def _kernels():
-    from fastdeblur.kernels import conv3x3, conv_relu_residual, conv_transpose
-
-    return [conv3x3._conv3x3_kernel, conv_transpose._conv_transpose4x4s2_kernel, conv_relu_residual._rb_fused_kernel]
-
-
 def _specialization(kernel, size: int, honour_do_not_specialize: bool = True) -> list:
     """The part of Triton's compile-cache key that a GPU launch gets when every int argument (all
     are sizes) is `size`: the binder a JITFunction builds for its device, computed here without one.
@@ -124,7 +119,8 @@ def _specialization(kernel, size: int, honour_do_not_specialize: bool = True) ->
     return bind(**args)[1]
 
 
-@pytest.mark.parametrize("kernel", _kernels(), ids=lambda k: k.fn.__name__)
+@pytest.mark.parametrize("kernel", jit_kernels() if triton_usable(torch.device(DEVICE)) else [],  # no triton: skip
+                         ids=lambda k: k.fn.__name__)
 def test_one_compiled_variant_for_every_frame_size(kernel):
     """720 and 1280 are multiples of 16, 45 is not and 1 is special to Triton: by default each
     pattern is its own compile, and one 720p frame has several (720, 360, 180 rows)."""
@@ -135,21 +131,15 @@ def test_one_compiled_variant_for_every_frame_size(kernel):
 @pytest.mark.needs_cuda
 def test_new_frame_sizes_compile_nothing_new():
     """On the GPU itself: a second set of shapes, none a multiple of 16, reuses the compiled kernels."""
-    from fastdeblur.kernels.conv3x3 import _conv3x3_kernel
-
     wt, b = _rand(32, 32, 3, 3, scale=0.1).half(), _rand(32).half()
-
-    def compiled():
-        caches = getattr(_conv3x3_kernel, "device_caches", None)
-        if caches is None:
-            pytest.skip("this Triton keeps no device_caches")
-        return sum(len(c[0]) for c in caches.values())
+    if compiled_variants() is None:
+        pytest.skip("this Triton keeps no device_caches")
 
     ops.conv3x3(_rand(1, 32, 64, 96).half(), wt, b, relu=True, backend="triton")
-    before = compiled()
+    before = compiled_variants()
     for h, w in [(45, 77), (90, 155), (1, 33)]:
         ops.conv3x3(_rand(1, 32, h, w).half(), wt, b, relu=True, backend="triton")
-    assert compiled() == before > 0
+    assert compiled_variants() == before > 0
 
 
 def _registered_inputs():
