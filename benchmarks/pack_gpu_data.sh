@@ -6,20 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${FASTDEBLUR_DATA:-../shared/data}
-if [ "${1:-}" = --train ]; then
-  rm -rf .traindata && mkdir -p .traindata
-  cp -r "$src/sharp_photos" "$src/gopro_pairs" .traindata/
-  grep -qx '/.traindata/' .git/info/exclude 2>/dev/null || echo '/.traindata/' >> .git/info/exclude
-  du -sh .traindata
-  exit 0
+dst=.gpudata; [ "${1:-}" = --train ] && dst=.traindata
+rm -rf "$dst" && mkdir -p "$dst"
+if [ "$dst" = .traindata ]; then
+  cp -r "$src/sharp_photos" "$dst/"
+else
+  mkdir -p "$dst/dmphn_official/checkpoints" "$dst/dmphn_official/samples/blur" \
+    "$dst/dmphn_official/samples/official_out/DMPHN_1_2_4"
+  cp -r "$src/dmphn_official/checkpoints/DMPHN_1_2_4" "$dst/dmphn_official/checkpoints/"
+  cp "$src"/dmphn_official/samples/blur/00000[13].png "$dst/dmphn_official/samples/blur/"
+  cp "$src/dmphn_official/samples/official_out/DMPHN_1_2_4/000001.png" "$dst/dmphn_official/samples/official_out/DMPHN_1_2_4/"
 fi
-dst=.gpudata
-rm -rf "$dst"
-mkdir -p "$dst/dmphn_official/checkpoints" "$dst/dmphn_official/samples/blur" \
-  "$dst/dmphn_official/samples/official_out/DMPHN_1_2_4"
-cp -r "$src/dmphn_official/checkpoints/DMPHN_1_2_4" "$dst/dmphn_official/checkpoints/"
-cp "$src"/dmphn_official/samples/blur/00000[13].png "$dst/dmphn_official/samples/blur/"
-cp "$src/dmphn_official/samples/official_out/DMPHN_1_2_4/000001.png" "$dst/dmphn_official/samples/official_out/DMPHN_1_2_4/"
 cp -r "$src/gopro_pairs" "$dst/"
-grep -qx '/.gpudata/' .git/info/exclude 2>/dev/null || echo '/.gpudata/' >> .git/info/exclude
+grep -qx "/$dst/" .git/info/exclude 2>/dev/null || echo "/$dst/" >> .git/info/exclude
 du -sh "$dst"
