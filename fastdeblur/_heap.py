@@ -1,31 +1,41 @@
-"""Keep the C heap's pages across the layers of a CPU forward (glibc only).
+"""Reuse memory across the layers of a CPU forward: the extension's block cache, and glibc's heap.
 
-glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh mmap and
-unmaps it on free. A 720p frame's activations are 59 MiB each (32 channels, bfloat16), so each
-layer's output was a new mapping that the kernel had to fault in and zero, page by page: measured
-on 2 cores, 1.0-2.0 s of kernel time and ~0.4-0.8 M page faults per 720p forward, against none
-when the pages are reused. Within `reuse_heap()`, large blocks come from the heap and freed ones
-are kept. On leaving, the mmap threshold goes to glibc's steady state for large blocks (32 MiB,
-what its dynamic threshold converges to), and TRIM_DELAY_S later the trim threshold follows
-(64 MiB) and the free pages go back to the system (malloc_trim): the process does not keep the
-forward's peak, while back-to-back forwards (a folder, a video) keep reusing the pages (trimming
-after every frame cost ~85k page faults, ~0.2 s of system time, per 720p frame).
+A CPU forward allocates and frees tens to hundreds of activations of a few sizes (a 720p frame's
+32-channel bfloat16 activations are 59 MiB each). By default each is a fresh mapping that the
+kernel faults in and zeroes, page by page: measured on 2 cores, 1.0-2.0 s of kernel time and
+~0.4-0.8 M page faults per 720p forward, against none when the pages are reused. Two remedies,
+both active only inside `reuse_heap()`:
 
-deblur() uses it for whole-image CPU forwards only: a tiled one (an image too big for the memory
-budget) mixes tensors of many sizes, and a heap that keeps its pages fragments (measured: 4.8 GB
-peak RSS for a 6000x4000 photo, against 3.1 GB without).
+- The block cache (csrc/cpu/block_cache.cpp, when the extension is built): blocks of 2 MiB or
+  more are mappings of their own, kept when freed and handed to the next request of up to their
+  size (at most twice it). Blocks matched by size do not fragment, so it serves tiled forwards
+  too, and it holds at most `limit` bytes (blocks in use and kept): a request that needs a new
+  block first unmaps the oldest kept ones. Measured on 2 Zen 5 cores (benchmarks/RESULTS.md):
+  a first 720p forward 2.1-2.3 -> 1.6 s with peak RSS 840-900 -> 515 MiB; a tiled 4032x3024
+  photo 28.3 -> 22.8 s, 6000x4000 54.3 -> 46.8 s at the same peak RSS.
+- glibc (whole-image forwards): large blocks come from its heap and freed ones are kept. It
+  covers the blocks under 2 MiB, and everything when the extension is missing. Not for tiled
+  forwards: tiles and whole-image tensors of many sizes fragment a heap that keeps its pages
+  (measured: 4.8 GB peak RSS for a 6000x4000 photo, against 3.1 GB without).
+
+On leaving the outermost `with`, the cache stops keeping blocks and glibc's mmap threshold goes to
+its steady state for large blocks (32 MiB, what its dynamic threshold converges to); TRIM_DELAY_S
+later the kept blocks are unmapped, the trim threshold follows (64 MiB) and glibc's free pages go
+back to the system (malloc_trim): the process does not keep the forward's peak, while
+back-to-back forwards (a folder, a video) keep reusing the memory (trimming after every frame
+cost ~85k page faults, ~0.2 s of system time, per 720p frame).
 
 Huge pages: at import, fastdeblur sets THP_MEM_ALLOC_ENABLE=1 unless it is set already, which
-makes torch's CPU allocator madvise every block of 2 MiB or more for transparent huge pages (where
-the kernel's THP mode is "madvise" or "always"): the pages that are still faulted in (each
-tile's activations, whole-image tensors, a first forward) come 2 MiB at a time instead of 4 KiB.
-Measured on 2 Zen 5 cores (THP "madvise"; benchmarks/RESULTS.md): a tiled 4032x3024 photo 35.0
--> 30.3 s, 6000x4000 74.1 -> 53.9 s at the same peak RSS; page faults 6.6 M -> 0.1 M and system
-time 18.6 -> 4.7 s for the 4032x3024 one.
+makes torch's CPU allocator (and the block cache) madvise every block of 2 MiB or more for
+transparent huge pages (where the kernel's THP mode is "madvise" or "always"): the pages that are
+still faulted in come 2 MiB at a time instead of 4 KiB. Measured on 2 Zen 5 cores (THP
+"madvise"; before the block cache): a tiled 4032x3024 photo 35.0 -> 30.3 s, 6000x4000 74.1 ->
+53.9 s at the same peak RSS; page faults 6.6 M -> 0.1 M and system time 18.6 -> 4.7 s for the
+4032x3024 one.
 torch reads the variable once, at its first CPU allocation: import fastdeblur before making
 tensors, or set it yourself.
 
-FASTDEBLUR_MALLOC_TUNING=0 leaves malloc alone. Other C libraries: no effect.
+FASTDEBLUR_MALLOC_TUNING=0 turns all of this off, FASTDEBLUR_BLOCK_CACHE=0 the block cache only.
 """
 
 from __future__ import annotations
@@ -48,15 +58,18 @@ _lock = threading.Lock()
 _depth = 0
 _trim_timer: threading.Timer | None = None
 _libc: ctypes.CDLL | None | bool = False  # False: not looked up yet
+_active: tuple[bool, bool] = (False, False)  # what the running outermost `with` turned on: (cache, heap)
+_tuned: set[str] = set()  # what holds memory until the next trim: "cache", "heap"
 
 
 def _reset_in_child() -> None:
     """A forked child (DataLoader workers) starts with no forward running and no timer thread,
-    with glibc's thresholds, and without a lock a parent's thread held at the fork."""
-    global _lock, _depth, _trim_timer
-    raised = _depth > 0 or _trim_timer is not None
-    _lock, _depth, _trim_timer = threading.Lock(), 0, None
-    lib = _glibc() if raised else None
+    with glibc's thresholds, and without a lock a parent's thread held at the fork. (The block
+    cache resets itself: inactive, nothing kept.)"""
+    global _lock, _depth, _trim_timer, _active, _tuned
+    heap = "heap" in _tuned
+    _lock, _depth, _trim_timer, _active, _tuned = threading.Lock(), 0, None, (False, False), set()
+    lib = _glibc() if heap else None
     if lib is not None:
         lib.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
         lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
@@ -87,38 +100,76 @@ def _glibc() -> ctypes.CDLL | None:
     return _libc  # type: ignore[return-value]
 
 
+def _cache():
+    """torch.ops.fastdeblur, whose block_cache_* ops drive the block cache, when the extension is
+    built (on a Unix) and FASTDEBLUR_BLOCK_CACHE is not 0; else None."""
+    from . import _ext
+
+    if not env_flag("FASTDEBLUR_BLOCK_CACHE", True) or not _ext.load():
+        return None
+    import torch
+
+    ops = torch.ops.fastdeblur
+    return ops if hasattr(ops, "block_cache_begin") else None
+
+
 def enabled() -> bool:
-    return env_flag("FASTDEBLUR_MALLOC_TUNING", True) and _glibc() is not None
+    """reuse_heap() can do something here: tuning is on, and glibc or the block cache is there."""
+    return env_flag("FASTDEBLUR_MALLOC_TUNING", True) and (_glibc() is not None or _cache() is not None)
+
+
+def cache_stats() -> dict[str, int]:
+    """The block cache's counters since the process started: bytes kept for reuse, bytes mapped
+    (in use and kept), blocks made, requests served; all 0 without the extension."""
+    ops = _cache()
+    values = ops.block_cache_stats() if ops is not None else [0, 0, 0, 0]
+    return dict(zip(("kept", "mapped", "made", "served"), values, strict=True))
 
 
 @contextlib.contextmanager
-def reuse_heap():
-    """Reuse heap pages for large blocks until the outermost `with` ends (thread-safe, nestable)."""
-    global _depth, _trim_timer
-    if not enabled():
+def reuse_heap(limit: int | None = None, tiled: bool = False):
+    """Reuse the memory of large blocks until the outermost `with` ends (thread-safe, nestable).
+
+    limit: bytes the block cache may hold (blocks in use and kept); None: no block cache.
+    tiled: a tiled forward: glibc keeps its defaults and only the block cache reuses.
+    The outermost `with` decides both."""
+    global _depth, _trim_timer, _active
+    if not env_flag("FASTDEBLUR_MALLOC_TUNING", True):
         yield
         return
-    lib = _glibc()
     with _lock:
         _depth += 1
         if _depth == 1:
-            if _trim_timer is not None:  # a forward follows soon after the last: keep the pages
+            if _trim_timer is not None:  # a forward follows soon after the last: keep the memory
                 _trim_timer.cancel()
                 _trim_timer = None
-            lib.mallopt(_M_MMAP_THRESHOLD, _DURING)
-            lib.mallopt(_M_TRIM_THRESHOLD, _DURING)
+            ops = _cache() if limit else None
+            lib = None if tiled else _glibc()
+            if ops is not None:
+                ops.block_cache_begin(int(limit))
+                _tuned.add("cache")
+            if lib is not None:
+                lib.mallopt(_M_MMAP_THRESHOLD, _DURING)
+                lib.mallopt(_M_TRIM_THRESHOLD, _DURING)
+                _tuned.add("heap")
+            _active = (ops is not None, lib is not None)
     try:
         yield
     finally:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                lib.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
-                if TRIM_DELAY_S > 0:  # the trim threshold stays high until then: no partial trims
+                cache, heap = _active
+                _active = (False, False)
+                if cache:
+                    _cache().block_cache_end()
+                if heap:
+                    _glibc().mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
+                if _tuned and TRIM_DELAY_S > 0:  # the trim threshold stays high until then: no partial trims
                     _trim_timer = threading.Timer(TRIM_DELAY_S, _release)
                     _trim_timer.daemon = True
                     _trim_timer.start()
-                else:
+                elif _tuned:
                     _release_locked()
 
 
@@ -128,19 +179,22 @@ class _Mallinfo2(ctypes.Structure):
 
 
 def free_bytes() -> int:
-    """Bytes glibc holds free in the main heap while a forward's pages are kept for the next one
-    (until the trim; mallinfo2, glibc >= 2.33; else 0). The kernel counts them as this process's,
-    so neither MemAvailable nor a cgroup's working set shows them as available, yet the next
-    forward reuses them. After malloc_trim the free chunks' pages are returned but still counted
-    by mallinfo2, so then this is 0."""
+    """Bytes kept free for the next forward, until the trim: the block cache's kept blocks, and
+    what glibc holds free in the main heap (mallinfo2, glibc >= 2.33). The kernel counts them as
+    this process's, so neither MemAvailable nor a cgroup's working set shows them as available,
+    yet the next forward reuses them. (After malloc_trim the free chunks' pages are returned but
+    still counted by mallinfo2, so then this is 0.)"""
     with _lock:
-        kept = _depth > 0 or _trim_timer is not None
-    lib = _glibc()
-    fn = getattr(lib, "mallinfo2", None) if lib is not None and kept else None
-    if fn is None:
-        return 0
-    fn.restype = _Mallinfo2
-    return int(fn().fordblks)
+        tuned = set(_tuned)
+    total = 0
+    if "cache" in tuned:
+        total += cache_stats()["kept"]
+    lib = _glibc() if "heap" in tuned else None
+    fn = getattr(lib, "mallinfo2", None) if lib is not None else None
+    if fn is not None:
+        fn.restype = _Mallinfo2
+        total += int(fn().fordblks)
+    return total
 
 
 def _release() -> None:
@@ -152,9 +206,13 @@ def _release() -> None:
 def _release_locked() -> None:
     global _trim_timer
     _trim_timer = None
-    lib = _glibc()
-    lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
-    lib.malloc_trim(0)
+    if "cache" in _tuned:
+        _cache().block_cache_trim()
+    if "heap" in _tuned:
+        lib = _glibc()
+        lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
+        lib.malloc_trim(0)
+    _tuned.clear()
 
 
 ask_for_huge_pages()

@@ -197,23 +197,23 @@ def test_heap_tuning_can_be_turned_off(monkeypatch):
         assert _heap._depth == 0
 
 
-def test_deblur_reuses_the_heap_for_whole_images_only(monkeypatch):
+def test_deblur_reuses_memory_and_glibcs_heap_for_whole_images_only(monkeypatch):
     import contextlib
 
     calls = []
 
     @contextlib.contextmanager
-    def spy():
-        calls.append(1)
+    def spy(limit=None, tiled=False):
+        calls.append((limit, tiled))
         yield
 
     monkeypatch.setattr(_heap, "reuse_heap", spy)
+    monkeypatch.setenv("FASTDEBLUR_MEMORY_BUDGET", "600")
     model = _model("dmphn-1-2")
     img = np.random.rand(160, 144, 3).astype(np.float32)
     fastdeblur.deblur(img, model, tile=0)
-    assert calls == [1]
-    fastdeblur.deblur(img, model, tile=128)  # tiled: glibc's defaults, memory first
-    assert calls == [1]
+    fastdeblur.deblur(img, model, tile=128)  # tiled: the block cache only, glibc's defaults
+    assert calls == [(300 << 20, False), (300 << 20, True)]  # the cache may hold half the budget
 
 
 def test_a_failing_self_check_falls_back_to_the_reference(monkeypatch):
