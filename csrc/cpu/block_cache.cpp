@@ -20,7 +20,9 @@
 #include <c10/core/CPUAllocator.h>
 #include <torch/library.h>
 
+#if defined(__unix__) || defined(__APPLE__)  // mmap, madvise, pthread_atfork; elsewhere no cache
 #include <pthread.h>
+#include <strings.h>
 #include <sys/mman.h>
 
 #include <atomic>
@@ -226,3 +228,4 @@ TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
 }
 
 }  // namespace fastdeblur
+#endif
