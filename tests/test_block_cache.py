@@ -65,6 +65,17 @@ def test_a_freed_block_serves_the_next_request_of_up_to_its_size(cache):
     assert _stats()["served"] == served
 
 
+def test_the_profiler_sees_the_blocks(cache):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        t = _block(6)
+        p = t.data_ptr()
+        del t
+    usage = [e.cpu_memory_usage for e in prof.events() if e.cpu_memory_usage]  # (made in aten::empty)
+    assert 6 * MIB in usage and -6 * MIB in usage, (p, usage)
+
+
 def test_in_use_and_kept_bytes_stay_under_the_limit(cache):
     blocks = [_block(64) for _ in range(3)]
     first = blocks[0].data_ptr()

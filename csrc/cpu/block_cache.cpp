@@ -98,6 +98,7 @@ class BlockCache final : public c10::Allocator {
     if (n < kMinBytes || !active_.load()) return base_->allocate(n);
     size_t size = (n + kHuge - 1) / kHuge * kHuge;
     void* p = nullptr;
+    size_t in_use = 0, held = 0;
     {
       std::lock_guard<std::mutex> g(mu_);
       ++served_;
@@ -125,7 +126,10 @@ class BlockCache final : public c10::Allocator {
         ++made_;
       }
       live_[p] = size;
+      in_use = held_ - kept_;
+      held = held_;
     }
+    report(p, static_cast<int64_t>(size), in_use, held);
     return {p, p, &BlockCache::release, c10::Device(c10::DeviceType::CPU)};
   }
 
@@ -155,19 +159,32 @@ class BlockCache final : public c10::Allocator {
   static void release(void* p) { get().free_block(p); }
 
   void free_block(void* p) {
-    std::lock_guard<std::mutex> g(mu_);
-    auto it = live_.find(p);
-    if (it == live_.end()) return;  // cannot happen: only blocks made here carry this deleter
-    size_t size = it->second;
-    live_.erase(it);
-    if (active_.load() && held_ <= limit_) {  // kept only while in use and kept fit the limit
-      uint64_t age = next_age_++;
-      free_by_size_.emplace(size, Kept{p, age});
-      free_by_age_.emplace(age, std::make_pair(size, p));
-      kept_ += size;
-    } else {
-      munmap(p, size);
-      held_ -= size;
+    size_t size = 0, in_use = 0, held = 0;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      auto it = live_.find(p);
+      if (it == live_.end()) return;  // cannot happen: only blocks made here carry this deleter
+      size = it->second;
+      live_.erase(it);
+      if (active_.load() && held_ <= limit_) {  // kept only while in use and kept fit the limit
+        uint64_t age = next_age_++;
+        free_by_size_.emplace(size, Kept{p, age});
+        free_by_age_.emplace(age, std::make_pair(size, p));
+        kept_ += size;
+      } else {
+        munmap(p, size);
+        held_ -= size;
+      }
+      in_use = held_ - kept_;
+      held = held_;
+    }
+    report(p, -static_cast<int64_t>(size), in_use, held);
+  }
+
+  // torch.profiler's memory events, as torch's own CPU allocator reports them (block sizes)
+  static void report(void* p, int64_t bytes, size_t in_use, size_t held) {
+    if (c10::memoryProfilingEnabled()) {
+      c10::reportMemoryUsageToProfiler(p, bytes, in_use, held, c10::Device(c10::DeviceType::CPU));
     }
   }
 
