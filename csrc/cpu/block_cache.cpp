@@ -11,9 +11,10 @@
 //
 // The cache is installed as torch's CPU allocator the first time it is enabled, and passes
 // every request through to the allocator it replaced unless it is active (between begin and
-// end) and the request is at least kMinBytes. Blocks it made are recognized by their deleter,
-// so they can be freed at any time, active or not: a block freed while active is kept for
-// reuse, otherwise it is unmapped. The bytes mapped (in use and kept) stay under the limit
+// end) and the request is at least kMinBytes. Blocks it made are recognized by their deleter
+// (raw pointers by its table of blocks in use; others go to the allocator they came from), so
+// they can be freed at any time, active or not: a block freed while active is kept for reuse,
+// otherwise it is unmapped. The bytes mapped (in use and kept) stay under the limit
 // unless the blocks in use alone exceed it, and then nothing is kept. trim() unmaps the kept
 // blocks. Thread-safe; fork-safe (a child starts inactive with no kept blocks).
 #include <c10/core/Allocator.h>
@@ -160,25 +161,38 @@ class BlockCache final : public c10::Allocator {
 
   void free_block(void* p) {
     size_t size = 0, in_use = 0, held = 0;
+    bool ours = false;
     {
       std::lock_guard<std::mutex> g(mu_);
       auto it = live_.find(p);
-      if (it == live_.end()) return;  // cannot happen: only blocks made here carry this deleter
-      size = it->second;
-      live_.erase(it);
-      if (active_.load() && held_ <= limit_) {  // kept only while in use and kept fit the limit
-        uint64_t age = next_age_++;
-        free_by_size_.emplace(size, Kept{p, age});
-        free_by_age_.emplace(age, std::make_pair(size, p));
-        kept_ += size;
-      } else {
-        munmap(p, size);
-        held_ -= size;
+      ours = it != live_.end();
+      if (ours) {
+        size = it->second;
+        live_.erase(it);
+        keep_or_unmap_locked(p, size);
+        in_use = held_ - kept_;
+        held = held_;
       }
-      in_use = held_ - kept_;
-      held = held_;
+    }
+    if (!ours) {
+      // not a block of ours: raw_allocate() passed the request through to the base allocator,
+      // and raw_deallocate() calls our raw_deleter (oneDNN's scratchpads take this path)
+      base_->raw_deleter()(p);
+      return;
     }
     report(p, -static_cast<int64_t>(size), in_use, held);
+  }
+
+  void keep_or_unmap_locked(void* p, size_t size) {
+    if (active_.load() && held_ <= limit_) {  // kept only while in use and kept fit the limit
+      uint64_t age = next_age_++;
+      free_by_size_.emplace(size, Kept{p, age});
+      free_by_age_.emplace(age, std::make_pair(size, p));
+      kept_ += size;
+    } else {
+      munmap(p, size);
+      held_ -= size;
+    }
   }
 
   // torch.profiler's memory events, as torch's own CPU allocator reports them (block sizes)
