@@ -11,9 +11,9 @@ both active only inside `reuse_heap()`:
   size (at most twice it). Blocks matched by size do not fragment, so it serves tiled forwards
   too, and it holds at most `limit` bytes (blocks in use and kept): a request that needs a new
   block first unmaps the oldest kept ones. Measured on 2 Zen 5 cores (benchmarks/RESULTS.md,
-  memory.py): a first 720p forward 1.7-2.1 -> 1.5-1.6 s with peak RSS 697-838 -> 505-514 MiB;
-  tiled photos 4032x3024 25.2-26.7 -> 22.6-22.9 s (peak 1.9 -> 2.0 GB), 6000x4000 51.2-52.7 ->
-  44.9-45.2 s (2.3-2.4 GB either way).
+  memory.py): a first 720p forward 1.7-2.4 -> 1.6-1.7 s with peak RSS 841-1011 -> 508 MiB;
+  tiled photos 4032x3024 26.0-26.2 -> 22.3-23.9 s (peak 1.9 -> 2.0 GB), 6000x4000 52.2-52.8 ->
+  46.7-47.8 s (2.3-2.4 GB either way).
 - glibc (whole-image forwards): large blocks come from its heap and freed ones are kept. It
   covers the blocks under 2 MiB, and everything when the extension is missing. Not for tiled
   forwards: tiles and whole-image tensors of many sizes fragment a heap that keeps its pages
