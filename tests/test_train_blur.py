@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastdeblur.train.blur import BlurConfig, camera_path, srgb_to_linear, synthesize
+from fastdeblur.train.blur import BlurConfig, affine_grid, camera_path, srgb_to_linear, synthesize
 
 CLEAN = BlurConfig(noise_sigma=(0, 0), shot_noise=(0, 0), jpeg_prob=0, saturation_prob=0)
 LINEAR, SRGB = (dataclasses.replace(CLEAN, linear_prob=p) for p in (1.0, 0.0))
@@ -59,6 +59,15 @@ def test_longer_paths_blur_more(sharp):
 
     d = [detail(synthesize(sharp, 3, CLEAN, length_px=n)) for n in (0.0, 4.0, 16.0)]
     assert d[0] > d[1] > d[2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("h,w", [(1, 1), (7, 5), (64, 97)])
+def test_affine_grid_is_torchs(dtype, h, w):
+    theta = torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(h * w), dtype=dtype)
+    want = torch.nn.functional.affine_grid(theta, [6, 3, h, w], align_corners=False)
+    tol = 1e-12 if dtype == torch.float64 else 4e-6
+    torch.testing.assert_close(affine_grid(theta, h, w), want, rtol=0, atol=tol)
 
 
 def test_camera_path_length_and_centre():

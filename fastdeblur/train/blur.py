@@ -218,6 +218,18 @@ def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurCo
     return BlurDraw(poses, centre, gain, linear, sigma, shot, noise_seed, quality, obj)
 
 
+def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """F.affine_grid(theta, [N, C, h, w], align_corners=False) for theta [N, 2, 3], computed by
+    broadcasting: torch's CPU version multiplies [N, h*w, 3] by [N, 3, 2] in a batched matmul,
+    which took 16 ms of a 43 ms training pair (192 px crop, 32 poses; the warp itself 13 ms)."""
+    dev = theta.device
+    xs = (torch.arange(w, device=dev, dtype=theta.dtype) * 2 + 1) / w - 1  # pixel centres in [-1, 1]
+    ys = (torch.arange(h, device=dev, dtype=theta.dtype) * 2 + 1) / h - 1
+    t = theta[:, :, :, None, None]  # [N, 2, 3, 1, 1]
+    grid = t[:, :, 0] * xs + (t[:, :, 1] * ys[:, None] + t[:, :, 2])  # [N, 2, h, w]: x and y
+    return grid.permute(0, 2, 3, 1)  # a view; grid_sample takes it as it is
+
+
 def _warp(img: torch.Tensor, poses: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
     """img [B, C, H, W], poses [B, S, 3], centre [B, 2] -> [B, S, C, H, W] warped copies
     (bilinear, reflected borders)."""
@@ -232,7 +244,7 @@ def _warp(img: torch.Tensor, poses: torch.Tensor, centre: torch.Tensor) -> torch
         torch.stack([cos, -sin / aspect, cx - cos * cx + sin / aspect * cy - poses[..., 0] * 2 / w], -1),
         torch.stack([sin * aspect, cos, cy - sin * aspect * cx - cos * cy - poses[..., 1] * 2 / h], -1),
     ], -2).reshape(b * s, 2, 3)
-    grid = F.affine_grid(theta, [b * s, c, h, w], align_corners=False)
+    grid = affine_grid(theta, h, w)
     src = img[:, None].expand(b, s, c, h, w).reshape(b * s, c, h, w)
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return out.view(b, s, c, h, w)
