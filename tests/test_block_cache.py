@@ -32,7 +32,11 @@ def _rss() -> int:
 
 @pytest.fixture
 def cache():
-    """The cache active with a 256 MiB limit; nothing kept before or after."""
+    """The cache active with a 256 MiB limit; nothing kept before or after, and no trim pending
+    from an earlier deblur() (its timer would empty the cache in the middle of a test)."""
+    if _heap._trim_timer is not None:
+        _heap._trim_timer.cancel()
+        _heap._release()
     _ops().block_cache_end()
     _ops().block_cache_trim()
     _ops().block_cache_begin(256 * MIB)

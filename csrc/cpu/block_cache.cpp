@@ -32,8 +32,9 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <new>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 namespace fastdeblur {
 namespace {
