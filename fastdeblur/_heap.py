@@ -101,17 +101,23 @@ def _glibc() -> ctypes.CDLL | None:
     return _libc  # type: ignore[return-value]
 
 
-def _cache():
+def _cache_ops():
     """torch.ops.fastdeblur, whose block_cache_* ops drive the block cache, when the extension is
-    built (on a Unix) and FASTDEBLUR_BLOCK_CACHE is not 0; else None."""
+    built (on a Unix); else None."""
     from . import _ext
 
-    if not env_flag("FASTDEBLUR_BLOCK_CACHE", True) or not _ext.load():
+    if not _ext.load():
         return None
     import torch
 
     ops = torch.ops.fastdeblur
     return ops if hasattr(ops, "block_cache_begin") else None
+
+
+def _cache():
+    """_cache_ops() unless FASTDEBLUR_BLOCK_CACHE is 0: whether a forward may begin the cache.
+    (Ending and trimming one that began use _cache_ops(): the switch may change in between.)"""
+    return _cache_ops() if env_flag("FASTDEBLUR_BLOCK_CACHE", True) else None
 
 
 def enabled() -> bool:
@@ -122,7 +128,7 @@ def enabled() -> bool:
 def cache_stats() -> dict[str, int]:
     """The block cache's counters since the process started: bytes kept for reuse, bytes mapped
     (in use and kept), blocks made, requests served; all 0 without the extension."""
-    ops = _cache()
+    ops = _cache_ops()
     values = ops.block_cache_stats() if ops is not None else [0, 0, 0, 0]
     return dict(zip(("kept", "mapped", "made", "served"), values, strict=True))
 
@@ -163,7 +169,7 @@ def reuse_heap(limit: int | None = None, tiled: bool = False):
                 cache, heap = _active
                 _active = (False, False)
                 if cache:
-                    _cache().block_cache_end()
+                    _cache_ops().block_cache_end()
                 if heap:
                     _glibc().mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
                 if _tuned and TRIM_DELAY_S > 0:  # the trim threshold stays high until then: no partial trims
@@ -208,7 +214,7 @@ def _release_locked() -> None:
     global _trim_timer
     _trim_timer = None
     if "cache" in _tuned:
-        _cache().block_cache_trim()
+        _cache_ops().block_cache_trim()
     if "heap" in _tuned:
         lib = _glibc()
         lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
