@@ -12,6 +12,8 @@ import fastdeblur
 from fastdeblur import _ext, _heap
 from fastdeblur.reference import DMPHN
 
+from .utils import rss_bytes
+
 pytestmark = pytest.mark.skipif(not _ext.has_ext() or _heap._cache() is None,
                                 reason=f"no block cache (extension: {_ext.why_missing()})")
 MIB = 1 << 20
@@ -23,11 +25,6 @@ def _ops():
 
 def _stats():
     return _heap.cache_stats()
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 @pytest.fixture
@@ -89,10 +86,10 @@ def test_memory_that_passes_through_is_freed_by_its_own_allocator():
     img = np.random.default_rng(0).random((96, 128, 3), dtype=np.float32)
     for _ in range(10):
         fastdeblur.deblur(img, model, device="cpu")
-    before = _rss()
+    before = rss_bytes()
     for _ in range(40):
         fastdeblur.deblur(img, model, device="cpu")
-    assert _rss() - before < 40 * MIB
+    assert rss_bytes() - before < 40 * MIB
 
 
 def test_in_use_and_kept_bytes_stay_under_the_limit(cache):
@@ -128,10 +125,10 @@ def test_outside_a_forward_blocks_are_unmapped_when_freed_and_trim_gives_kept_on
     mapped = _stats()["mapped"]
     del held
     assert _stats()["mapped"] == mapped - 32 * MIB and _stats()["kept"] == 128 * MIB
-    rss = _rss()
+    rss = rss_bytes()
     _ops().block_cache_trim()
     assert _stats()["kept"] == 0 and _stats()["mapped"] == kept_mapped - 128 * MIB
-    assert rss - _rss() >= 100 * MIB, "the kept pages went back to the system"
+    assert rss - rss_bytes() >= 100 * MIB, "the kept pages went back to the system"
 
 
 def test_threads_allocate_and_free_at_once(cache):
@@ -197,6 +194,19 @@ def test_reuse_heap_begins_the_cache_with_its_limit_and_trims_after_the_pause(mo
     with _heap.reuse_heap(limit=64 * MIB):  # tuning off: no cache either
         _block(40)
         assert _stats()["served"] == served
+
+
+def test_turning_the_cache_off_mid_forward_still_ends_and_trims_it(monkeypatch):
+    monkeypatch.setenv("FASTDEBLUR_BLOCK_CACHE", "1")
+    monkeypatch.setattr(_heap, "TRIM_DELAY_S", 0.0)  # trim as the `with` ends
+    with _heap.reuse_heap(limit=64 * MIB, tiled=True):
+        _block(8)
+        assert _stats()["kept"] == 8 * MIB
+        monkeypatch.setenv("FASTDEBLUR_BLOCK_CACHE", "0")  # a new forward would not begin it
+    assert _stats()["kept"] == 0 and _heap.free_bytes() == 0
+    served = _stats()["served"]
+    _block(8)  # ended: not the cache's
+    assert _stats()["served"] == served
 
 
 @pytest.mark.parametrize("tile", [0, 256])

@@ -2,9 +2,7 @@
 and the heap tuning around CPU forwards does what it claims."""
 
 import copy
-import ctypes
 import os
-import resource
 import subprocess
 import sys
 import warnings
@@ -17,6 +15,8 @@ import fastdeblur
 from fastdeblur import _heap, api
 from fastdeblur.models import onednn_available, onednn_model
 from fastdeblur.reference import DMPHN, StackDMPHN
+
+from .utils import rss_bytes
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="this torch build has no oneDNN")
 
@@ -99,22 +99,11 @@ def test_deblur_on_cpu_uses_it_by_default(monkeypatch):
                                atol=1e-6)
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
 def _mmapped_bytes() -> int:
     """Bytes glibc holds in blocks it mapped one by one (mmap) rather than on its heap."""
     lib = _heap._glibc()
-    lib.mallinfo2.restype = _MallInfo2
+    lib.mallinfo2.restype = _heap._Mallinfo2
     return lib.mallinfo2().hblkhd
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * resource.getpagesize()
 
 
 @pytest.mark.skipif(_heap._glibc() is None or not hasattr(_heap._glibc(), "mallinfo2"),
@@ -144,10 +133,10 @@ def test_large_blocks_come_from_the_heap_inside_and_pages_are_released_after(mon
             assert _mmapped_bytes() - base < size  # on the heap, where a freed block's pages stay
             del block
             torch.empty(4 * size, dtype=torch.uint8).fill_(1)  # freed at once, its pages kept
-            held = _rss()
+            held = rss_bytes()
         assert _heap._depth == 1
     assert _heap._depth == 0
-    assert held - _rss() >= 3 * size, "leaving the outermost reuse_heap() returns the free pages"
+    assert held - rss_bytes() >= 3 * size, "leaving the outermost reuse_heap() returns the free pages"
 
 
 @pytest.mark.skipif(_heap._glibc() is None, reason="heap tuning is glibc-only")
@@ -156,14 +145,14 @@ def test_the_trim_waits_for_a_pause_between_forwards(monkeypatch):
     monkeypatch.setattr(_heap, "TRIM_DELAY_S", 0.3)
     with _heap.reuse_heap():
         torch.empty(256 << 20, dtype=torch.uint8).fill_(1)
-        held = _rss()
+        held = rss_bytes()
     first = _heap._trim_timer
     assert first is not None and first.daemon
     with _heap.reuse_heap():  # the next forward starts before the trim: it is called off
         assert first.finished.is_set() and _heap._trim_timer is None  # cancelled
     assert _heap._trim_timer is not None
     _heap._trim_timer.join(5)
-    assert held - _rss() >= 150 << 20, "after the pause the free pages went back"
+    assert held - rss_bytes() >= 150 << 20, "after the pause the free pages went back"
 
 
 @pytest.mark.skipif(_heap._glibc() is None or not hasattr(_heap._glibc(), "mallinfo2"),

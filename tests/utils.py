@@ -1,7 +1,10 @@
 """Tolerance table and helpers shared by the op tests (see docs: fp32 against float64 tightly,
-16-bit types by the rule err(kernel, ref64) <= 2 * err(torch_lowprec, ref64) + atol)."""
+16-bit types by the rule err(kernel, ref64) <= 2 * err(torch_lowprec, ref64) + atol), and the
+resident set size the memory tests read."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -17,3 +20,9 @@ def assert_within_lowprec_rule(got: torch.Tensor, torch_lowprec: torch.Tensor, r
     err = (got.double() - ref64).abs().max().item()
     base = (torch_lowprec.double() - ref64).abs().max().item()
     assert err <= 2 * base + atol, f"error {err:.3g} > 2 x torch's {base:.3g} + {atol}"
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
