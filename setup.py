@@ -10,6 +10,7 @@ fails there).
 """
 
 import os
+import sys
 
 from setuptools import setup
 
@@ -40,13 +41,20 @@ def extension():
     force = _flag("FASTDEBLUR_FORCE_CUDA")
     with_cuda = force or (torch.version.cuda is not None and CUDA_HOME is not None)
     cxx = ["-O3", "-g0"]  # the C++ standard is the one torch asks for (BuildExtension adds it)
+    link = []
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info() and sys.platform.startswith("linux"):
+        # at::parallel_for is inline in torch's OpenMP builds and runs serially in code compiled
+        # without -fopenmp (torch's extension builder does not add it). Linking -fopenmp names
+        # libgomp.so.1, the soname of the runtime torch already loaded, so there is one thread pool.
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     if with_cuda:
         # nvcc 13 targets sm_75 and newer only (no Pascal/Volta): Ampere and Hopper by default
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         ext = CUDAExtension("fastdeblur._C", CPU_SOURCES + CUDA_SOURCES, extra_compile_args={
-            "cxx": cxx, "nvcc": ["-O3", "-diag-suppress", "3189"]})
+            "cxx": cxx, "nvcc": ["-O3", "-diag-suppress", "3189"]}, extra_link_args=link)
     else:
-        ext = CppExtension("fastdeblur._C", CPU_SOURCES, extra_compile_args={"cxx": cxx})
+        ext = CppExtension("fastdeblur._C", CPU_SOURCES, extra_compile_args={"cxx": cxx}, extra_link_args=link)
     kind = f"CPU + CUDA (arch {os.environ['TORCH_CUDA_ARCH_LIST']})" if with_cuda else "CPU only"
     ext.optional = not _flag("FASTDEBLUR_REQUIRE_EXT")
     line = f"torch {torch.__version__}, CUDA_HOME {CUDA_HOME}, extension fastdeblur._C: {kind}" + (
