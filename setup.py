@@ -16,7 +16,8 @@ from setuptools import setup
 
 PACKAGES = ["fastdeblur", "fastdeblur.reference", "fastdeblur.ops", "fastdeblur.models", "fastdeblur.train",
             "fastdeblur.kernels"]
-CPU_SOURCES = ["csrc/fastdeblur.cpp", "csrc/patch_ops.cpp", "csrc/cpu/patch_ops_kernel.cpp", "csrc/cpu/block_cache.cpp"]
+CPU_SOURCES = ["csrc/fastdeblur.cpp", "csrc/patch_ops.cpp", "csrc/cpu/patch_ops_kernel.cpp", "csrc/cpu/block_cache.cpp",
+               "csrc/cpu/winograd.cpp"]
 CUDA_SOURCES = ["csrc/cuda/register_cuda.cpp", "csrc/cuda/patch_ops_kernel.cu"]
 
 

@@ -87,6 +87,15 @@ def _register_python_parts() -> None:
     def _post_fake(y, height, width, dtype):
         return y.new_empty(y.shape[0], height, width, 3, dtype=dtype)
 
+    @torch.library.register_fake(lib + "winograd_conv3x3")
+    def _winograd_fake(x, u, bias, relu, add=None):
+        shape = list(x.shape)
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            shape[1] = bias.numel()  # [N, C, H, W] view of NHWC memory
+            return x.new_empty(shape[0], shape[2], shape[3], shape[1]).permute(0, 3, 1, 2)
+        shape[-1] = bias.numel()
+        return x.new_empty(shape)
+
     def _setup(ctx, inputs, output):
         _, ctx.rows, ctx.cols, add = inputs
         ctx.has_add = add is not None

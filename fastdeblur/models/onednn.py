@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..reference.dmphn import ResidualBlock
+from . import winograd
 from ._layers import _convs, _Layer, swap_cnns
 
 _PAD, _ONE = [1, 1], [1, 1]
@@ -76,8 +77,18 @@ class _OneDNN(_Layer):
                 packed = torch.ops.mkldnn._reorder_convolution_weight(w, _PAD, self._stride, _ONE, 1)
             self.weights.append(packed)
             self.register_buffer(f"b{i}", c.bias.detach().clone())
+        # bfloat16 residual blocks through Winograd F(2x2, 3x3) where it beats oneDNN (winograd.py)
+        self.winograd: tuple[torch.Tensor, ...] | None = None
+        convs = _convs(layer)
+        if (self.op == "rb" and convs[0].weight.dtype == torch.bfloat16 and convs[0].in_channels % 16 == 0
+                and convs[0].out_channels % 32 == 0 and winograd.preferred()):
+            self.winograd = (winograd.pack(convs[0].weight), convs[0].bias.detach().float(),
+                             winograd.pack(convs[1].weight), convs[1].bias.detach().float())
 
     def forward(self, h: torch.Tensor, reuse: bool = False) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
+        if self.winograd is not None:
+            u1, b1, u2, b2 = self.winograd
+            return winograd.conv3x3(winograd.conv3x3(h, u1, b1, relu=True), u2, b2, add=h)
         v = h.permute(0, 3, 1, 2)  # channels_last NCHW view
         mkl = torch.ops.mkldnn
         if self.op == "up":

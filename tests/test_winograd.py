@@ -1,0 +1,168 @@
+"""The Winograd F(2x2, 3x3) bfloat16 kernel (csrc/cpu/winograd.cpp) against float64, by the
+2x-PyTorch-error rule, and its place in the CPU model."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fastdeblur
+from fastdeblur import api
+from fastdeblur.models import onednn_model, winograd
+from fastdeblur.reference import DMPHN
+
+pytestmark = pytest.mark.skipif(not winograd.available(),
+                                reason="the Winograd kernel needs the extension and a CPU with AVX512-BF16")
+
+
+def _case(n, c, k, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, h, w, c, generator=g).bfloat16()  # NHWC
+    wt = (torch.randn(k, c, 3, 3, generator=g) / (3 * c ** 0.5)).bfloat16()  # a model's bf16 weights
+    b = torch.randn(k, generator=g).bfloat16()
+    add = torch.randn(n, h, w, k, generator=g).bfloat16()
+    return x, wt, b, add
+
+
+def _nchw(t):
+    return t.permute(0, 3, 1, 2)
+
+
+def _torch_bf16(x, wt, b, relu, add):
+    """What torch's own bfloat16 ops give for the same fused layer (NHWC out)."""
+    y = F.conv2d(_nchw(x), wt, b, padding=1)
+    if relu:
+        y = y.relu()
+    if add is not None:
+        y = y + _nchw(add)
+    return y.permute(0, 2, 3, 1)
+
+
+def _ref64(x, wt, b, relu, add):
+    y = F.conv2d(_nchw(x).double(), wt.double(), b.double(), padding=1)
+    if relu:
+        y = y.relu()
+    if add is not None:
+        y = y + _nchw(add).double()
+    return y.permute(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("n,c,k,h,w", [(1, 32, 32, 7, 9), (3, 64, 64, 5, 30), (2, 128, 128, 11, 13),
+                                       (1, 16, 32, 1, 1), (1, 32, 64, 50, 51), (3, 48, 96, 2, 3),
+                                       (1, 128, 32, 9, 53)])
+@pytest.mark.parametrize("relu,with_add", [(False, False), (True, False), (False, True), (True, True)])
+def test_error_is_at_most_twice_torchs(n, c, k, h, w, relu, with_add):
+    x, wt, b, add = _case(n, c, k, h, w)
+    add = add if with_add else None
+    got = winograd.conv3x3(x, winograd.pack(wt), b, relu=relu, add=add)
+    assert got.shape == (n, h, w, k) and got.dtype == torch.bfloat16 and got.is_contiguous()
+    want = _ref64(x, wt, b, relu, add)
+    base = _torch_bf16(x, wt, b, relu, add)
+    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):  # worst case and typical
+        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
+        assert err <= 2 * ref_err + 1e-6, f"Winograd error {err:.3g} > 2 x torch's bf16 {ref_err:.3g}"
+
+
+def test_channels_last_view_in_and_out():
+    """The oneDNN model's form: a channels_last [N, C, H, W] view of NHWC memory, kept on the way out."""
+    x, wt, b, add = _case(2, 32, 64, 6, 7)
+    u = winograd.pack(wt)
+    got = winograd.conv3x3(_nchw(x), u, b, relu=True, add=_nchw(add))
+    assert got.shape == (2, 64, 6, 7) and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.permute(0, 2, 3, 1), winograd.conv3x3(x, u, b, relu=True, add=add))
+
+
+def test_threads_and_blocks_do_not_change_the_result():
+    """Rows of tiles wider than a block (24 tiles) and any thread count give the same bits."""
+    x, wt, b, _ = _case(1, 32, 32, 9, 101)
+    u = winograd.pack(wt)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = winograd.conv3x3(x, u, b)
+        torch.set_num_threads(2)
+        two = winograd.conv3x3(x, u, b)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    # each output pixel depends on its 3x3 neighbourhood only: a crop of the input gives the same
+    # interior (away from the crop's zero padding)
+    crop = winograd.conv3x3(x[:, :, 40:71].contiguous(), u, b)
+    assert torch.equal(crop[:, :, 2:-2], one[:, :, 42:69])
+
+
+def test_bad_arguments_name_the_problem():
+    x, wt, b, add = _case(1, 32, 32, 4, 4)
+    u = winograd.pack(wt)
+    op = winograd.conv3x3
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        op(x.float(), u, b)
+    with pytest.raises(RuntimeError, match="NHWC memory with 32 channels"):
+        op(x[..., :16].contiguous(), u, b)
+    with pytest.raises(RuntimeError, match="winograd.pack"):
+        op(x, u[..., :1].contiguous(), b)
+    with pytest.raises(RuntimeError, match="bias"):
+        op(x, u, b[:16])
+    with pytest.raises(RuntimeError, match="add must be"):
+        op(x, u, b, add=add[:, :2].contiguous())
+    with pytest.raises(ValueError, match="C % 16 == 0"):
+        winograd.pack(torch.zeros(32, 3, 3, 3))
+    with pytest.raises(ValueError, match="K % 32 == 0"):
+        winograd.pack(torch.zeros(48, 32, 3, 3))
+
+
+def test_fake_kernel_and_schema():
+    x, wt, b, add = _case(1, 16, 32, 3, 5)
+    torch.library.opcheck(torch.ops.fastdeblur.winograd_conv3x3, (x, winograd.pack(wt), b.float(), True, add),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_preferred_follows_the_switch(monkeypatch):
+    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "1")
+    assert winograd.preferred()
+    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "0")
+    assert not winograd.preferred()
+    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "maybe")
+    with pytest.raises(fastdeblur.InputError, match="FASTDEBLUR_WINOGRAD"):
+        winograd.preferred()
+
+
+def test_model_with_winograd_is_as_close_as_oneDNNs(monkeypatch):
+    """DMPHN(1-2-4) in bfloat16 with every residual block on Winograd: its error against the float64
+    model is at most twice torch's own bfloat16 forward's, and it tracks the oneDNN-only model."""
+    torch.manual_seed(0)
+    model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    x = (torch.rand(2, 3, 40, 56) - 0.5).contiguous(memory_format=torch.channels_last)
+    lowp = copy.deepcopy(model).to(torch.bfloat16)
+    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "1")
+    fused = onednn_model(lowp)
+    blocks = [m for m in fused.modules() if getattr(m, "op", None) == "rb"]
+    assert len(blocks) == 36 and all(m.winograd is not None for m in blocks)
+    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "0")
+    plain = onednn_model(lowp)
+    assert all(m.winograd is None for m in plain.modules() if getattr(m, "op", None) == "rb")
+    with torch.inference_mode():
+        want = model.double()(x.double())
+        got, direct, base = fused(x.bfloat16()), plain(x.bfloat16()), lowp(x.bfloat16())
+    err, ref_err = (got.double() - want).abs().max().item(), (base.double() - want).abs().max().item()
+    assert err <= 2 * ref_err + 1e-3, f"Winograd model error {err:.3g} > 2 x torch's bf16 {ref_err:.3g}"
+    assert (got.double() - direct.double()).abs().max().item() <= 2 * ref_err + 1e-3
+
+
+def test_deblur_with_and_without_winograd(monkeypatch):
+    """deblur() end to end (untrained weights: the kernels, not the model, are under test)."""
+    torch.manual_seed(0)
+    model = DMPHN((1, 2, 4)).eval().requires_grad_(False).bfloat16()
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (45, 67, 3), dtype=np.uint8)
+    outs = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("FASTDEBLUR_WINOGRAD", flag)
+        api._fused_cache.clear()
+        outs[flag] = fastdeblur.deblur(img, model=model, device="cpu")
+        twin = api._fused_cache[model]["onednn"]
+        assert {m.winograd is not None for m in twin.modules() if getattr(m, "op", None) == "rb"} == {flag == "1"}
+    assert outs["1"].shape == img.shape and outs["1"].dtype == np.uint8
+    assert fastdeblur.metrics.psnr(outs["1"], outs["0"]) >= 40
