@@ -1,8 +1,10 @@
-"""Per-op benchmarks: the extension's layout and pixel ops against the torch equivalent.
+"""Per-op benchmarks: the extension's layout and pixel ops against the torch equivalent, and its
+Winograd residual blocks against oneDNN's.
 
 Shapes are the real DMPHN(1-2-4) steps of a 1280x720 frame (channels_last, as deblur() runs):
 level-3 image split + residual, level-3 feature regroup (quadrants -> halves), level-2 merge,
-and the uint8 <-> network conversions. Correctness is checked once before timing.
+the uint8 <-> network conversions, and one residual block (two 3x3 convolutions) at each of the
+three channel counts at its level-1 resolution. Correctness is checked once before timing.
 """
 
 from __future__ import annotations
@@ -55,3 +57,29 @@ def test_op(benchmark, device, dtype, case, provider):
         torch.testing.assert_close(fn(OpsLayout()).float(), fn(TorchLayout).float(), rtol=0, atol=1e-2)
         timed(benchmark, lambda: fn(layout), device, rounds=50 if device == "cuda" else 10, op=case,
               provider=provider, dtype=str(dtype))
+
+
+@pytest.mark.parametrize("provider", ["onednn", "winograd"])
+@pytest.mark.parametrize("channels", [32, 64, 128])
+def test_residual_block(benchmark, device, channels, provider):
+    """One bfloat16 residual block of the CPU model: oneDNN's direct convolutions (ReLU and residual
+    add fused) against the Winograd F(2x2, 3x3) kernel (models/winograd.py)."""
+    from fastdeblur.models import onednn_available, winograd
+    from fastdeblur.models.onednn import _OneDNN
+    from fastdeblur.reference.dmphn import ResidualBlock
+
+    if device != "cpu":
+        pytest.skip("CPU op")
+    if not (onednn_available(torch.bfloat16) and winograd.available()):
+        pytest.skip("needs oneDNN bfloat16 and the Winograd kernel (AVX512-BF16)")
+    h, w = {32: (720, 1280), 64: (360, 640), 128: (180, 320)}[channels]
+    torch.manual_seed(0)
+    block = ResidualBlock(channels).eval().requires_grad_(False).bfloat16()
+    layers = {p: _OneDNN(block, winograd_blocks=p == "winograd") for p in ("onednn", "winograd")}
+    x = torch.randn(1, h, w, channels).bfloat16()  # NHWC, as the model runs
+    with torch.inference_mode():
+        ref = block(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).float()
+        for layer in layers.values():  # both within bfloat16 rounding of torch's own block
+            torch.testing.assert_close(layer(x).float(), ref, rtol=0.05, atol=0.1)
+        timed(benchmark, lambda: layers[provider](x), device, flops=2 * 2 * 9 * channels ** 2 * h * w,
+              op=f"residual_block_{channels}", provider=provider, dtype="torch.bfloat16")

@@ -129,19 +129,19 @@ def test_preferred_follows_the_switch(monkeypatch):
         winograd.preferred()
 
 
-def test_model_with_winograd_is_as_close_as_oneDNNs(monkeypatch):
+def test_model_with_winograd_is_as_close_as_onednns(monkeypatch):
     """DMPHN(1-2-4) in bfloat16 with every residual block on Winograd: its error against the float64
     model is at most twice torch's own bfloat16 forward's, and it tracks the oneDNN-only model."""
     torch.manual_seed(0)
     model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     x = (torch.rand(2, 3, 40, 56) - 0.5).contiguous(memory_format=torch.channels_last)
     lowp = copy.deepcopy(model).to(torch.bfloat16)
-    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "1")
-    fused = onednn_model(lowp)
+    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "0")  # the argument wins over the switch
+    fused = onednn_model(lowp, winograd_blocks=True)
     blocks = [m for m in fused.modules() if getattr(m, "op", None) == "rb"]
     assert len(blocks) == 36 and all(m.winograd is not None for m in blocks)
-    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "0")
-    plain = onednn_model(lowp)
+    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "1")
+    plain = onednn_model(lowp, winograd_blocks=False)
     assert all(m.winograd is None for m in plain.modules() if getattr(m, "op", None) == "rb")
     with torch.inference_mode():
         want = model.double()(x.double())

@@ -65,7 +65,7 @@ def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
 class _OneDNN(_Layer):
     """The layer as oneDNN convolutions: weights reordered once, ReLU and residual add fused."""
 
-    def __init__(self, layer: nn.Module):
+    def __init__(self, layer: nn.Module, winograd_blocks: bool | None = None):
         super().__init__(layer)
         self._stride = [self.stride, self.stride]
         self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
@@ -81,7 +81,8 @@ class _OneDNN(_Layer):
         self.winograd: tuple[torch.Tensor, ...] | None = None
         convs = _convs(layer)
         if (self.op == "rb" and convs[0].weight.dtype == torch.bfloat16 and convs[0].in_channels % 16 == 0
-                and convs[0].out_channels % 32 == 0 and winograd.preferred()):
+                and convs[0].out_channels % 32 == 0
+                and (winograd.preferred() if winograd_blocks is None else winograd_blocks and winograd.available())):
             self.winograd = (winograd.pack(convs[0].weight), convs[0].bias.detach().float(),
                              winograd.pack(convs[1].weight), convs[1].bias.detach().float())
 
@@ -107,11 +108,13 @@ class _OneDNN(_Layer):
         return y.permute(0, 2, 3, 1).contiguous()  # NHWC memory already: free
 
 
-def onednn_model(model: nn.Module) -> nn.Module:
+def onednn_model(model: nn.Module, winograd_blocks: bool | None = None) -> nn.Module:
     """A copy of a CPU DMPHN/StackDMPHN (float32 or bfloat16) on oneDNN's fused convolutions.
 
     Same class, forward and tiling; the weights are reordered for oneDNN once, here, so build it
-    after the model has its final dtype.
+    after the model has its final dtype. `winograd_blocks`: run the bfloat16 residual blocks
+    through the extension's Winograd kernel (where it runs; models/winograd.py); None: where it
+    is faster (`winograd.preferred()`, FASTDEBLUR_WINOGRAD).
     """
     first = next(itertools.chain(model.parameters(), model.buffers()))
     if first.device.type != "cpu":
@@ -119,4 +122,4 @@ def onednn_model(model: nn.Module) -> nn.Module:
     if not onednn_available(first.dtype):
         raise RuntimeError(f"oneDNN's fused convolutions do not run {first.dtype} on this machine "
                            "(no oneDNN in this torch build, or a CPU without the instructions)")
-    return swap_cnns(model, _OneDNN)
+    return swap_cnns(model, functools.partial(_OneDNN, winograd_blocks=winograd_blocks))

@@ -42,10 +42,21 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
 
 @functools.cache
 def available() -> bool:
-    """The kernel runs here: the extension is built and the CPU has AVX512-BF16."""
+    """The kernel runs here: the extension is built, the CPU has AVX512-BF16, and a small
+    convolution (odd size, edge tiles, every epilogue) matches torch's within bfloat16 rounding."""
     from .. import _ext
 
-    return _ext.load() and bool(torch.ops.fastdeblur.winograd_available())
+    if not (_ext.load() and torch.ops.fastdeblur.winograd_available()):
+        return False
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 5, 7, 16, generator=gen).bfloat16()
+    w = (torch.rand(32, 16, 3, 3, generator=gen) - 0.5).bfloat16()
+    b, add = torch.rand(32, generator=gen), torch.rand(1, 5, 7, 32, generator=gen).bfloat16()
+    with torch.inference_mode():
+        got = conv3x3(x, pack(w), b, relu=True, add=add).double()
+        want = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2).double(), w.double(), b.double(), padding=1)
+        want = want.relu().permute(0, 2, 3, 1) + add.double()
+    return bool((got - want).abs().max() <= 0.05)  # values up to ~5: bfloat16 rounding is ~0.02
 
 
 def preferred() -> bool:
