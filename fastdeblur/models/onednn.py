@@ -77,14 +77,14 @@ class _OneDNN(_Layer):
                 packed = torch.ops.mkldnn._reorder_convolution_weight(w, _PAD, self._stride, _ONE, 1)
             self.weights.append(packed)
             self.register_buffer(f"b{i}", c.bias.detach().clone())
-        # bfloat16 residual blocks through Winograd F(2x2, 3x3) where it beats oneDNN (winograd.py)
+        # residual blocks through Winograd F(2x2, 3x3) where it beats oneDNN (winograd.py)
         self.winograd: tuple[torch.Tensor, ...] | None = None
-        convs = _convs(layer)
-        if (self.op == "rb" and convs[0].weight.dtype == torch.bfloat16 and convs[0].in_channels % 16 == 0
-                and convs[0].out_channels % 32 == 0
-                and (winograd.preferred() if winograd_blocks is None else winograd_blocks and winograd.available())):
-            self.winograd = (winograd.pack(convs[0].weight), convs[0].bias.detach().float(),
-                             winograd.pack(convs[1].weight), convs[1].bias.detach().float())
+        c1, c2 = _convs(layer)[:2] if self.op == "rb" else (None, None)
+        dt = c1.weight.dtype if c1 is not None else None
+        if c1 is not None and winograd.register_block(dt, c1.in_channels, c1.out_channels) and (
+                winograd.preferred(dt) if winograd_blocks is None else winograd_blocks and winograd.available(dt)):
+            self.winograd = (winograd.pack(c1.weight, dt), c1.bias.detach().float(),
+                             winograd.pack(c2.weight, dt), c2.bias.detach().float())
 
     def forward(self, h: torch.Tensor, reuse: bool = False) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
         if self.winograd is not None:
@@ -112,9 +112,9 @@ def onednn_model(model: nn.Module, winograd_blocks: bool | None = None) -> nn.Mo
     """A copy of a CPU DMPHN/StackDMPHN (float32 or bfloat16) on oneDNN's fused convolutions.
 
     Same class, forward and tiling; the weights are reordered for oneDNN once, here, so build it
-    after the model has its final dtype. `winograd_blocks`: run the bfloat16 residual blocks
-    through the extension's Winograd kernel (where it runs; models/winograd.py); None: where it
-    is faster (`winograd.preferred()`, FASTDEBLUR_WINOGRAD).
+    after the model has its final dtype. `winograd_blocks`: run the residual blocks through the
+    extension's Winograd kernel (where it runs; models/winograd.py); None: where it is faster
+    (`winograd.preferred(dtype)`, FASTDEBLUR_WINOGRAD).
     """
     first = next(itertools.chain(model.parameters(), model.buffers()))
     if first.device.type != "cpu":
