@@ -24,7 +24,8 @@ Providers:
                   CPU path without the image conversions (its residual blocks on Winograd
                   F(2x2, 3x3) where deblur() runs them so: AVX512-BF16 without AMX)
   onednn_bf16_direct  the same with every convolution direct on oneDNN (no Winograd)
-  onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU)
+  onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU; Winograd wherever it runs)
+  onednn_fp32_direct  the same with every convolution direct on oneDNN
 Every provider's output is checked against the float32 reference before it is timed.
 """
 
@@ -45,7 +46,7 @@ from fastdeblur.metrics import psnr
 
 PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "reference_fp16", "fused_fp16", "fused_fp16_all",
              "fused_fp16_1k", "fused_fp16_graph", "fastdeblur", "fastdeblur_half", "fastdeblur_triton",
-             "onednn_bf16", "onednn_bf16_direct", "onednn_fp32", "compiled"]
+             "onednn_bf16", "onednn_bf16_direct", "onednn_fp32", "onednn_fp32_direct", "compiled"]
 _OFFICIAL = {"dmphn-1-2-4-gopro": official_style.dmphn_124, "dmphn-1-2-4-8-gopro": official_style.dmphn_1248,
              "stack4-dmphn-gopro": official_style.stack_dmphn}
 _models: dict = {}
@@ -110,18 +111,18 @@ def _provider(provider: str, name: str, device: str):
                 provider, "measured"))
         xin = x.half().contiguous(memory_format=torch.channels_last)
         return (graphed(m, xin) if provider.endswith("graph") else lambda: m(xin)), torch.float16
-    if provider in ("onednn_bf16", "onednn_bf16_direct", "onednn_fp32"):
+    if provider in ("onednn_bf16", "onednn_bf16_direct", "onednn_fp32", "onednn_fp32_direct"):
         if device != "cpu":
             pytest.skip("CPU provider")
         from fastdeblur._heap import reuse_heap
         from fastdeblur.api import _resolve_backend
         from fastdeblur.models import onednn_available, onednn_model
 
-        dt = torch.float32 if provider == "onednn_fp32" else torch.bfloat16
+        dt = torch.float32 if provider.startswith("onednn_fp32") else torch.bfloat16
         if not onednn_available(dt):
             pytest.skip(f"oneDNN runs no {dt} on this CPU")
         m = onednn_model(_model(name, device, dt, channels_last=True),
-                         winograd_blocks=False if provider == "onednn_bf16_direct" else None)
+                         winograd_blocks=False if provider.endswith("_direct") else None)
         layout = _resolve_backend(None, torch.device(device), dt)[1]  # deblur()'s: the extension's ops
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
 

@@ -61,25 +61,28 @@ def test_op(benchmark, device, dtype, case, provider):
 
 @pytest.mark.parametrize("provider", ["onednn", "winograd"])
 @pytest.mark.parametrize("channels", [32, 64, 128])
-def test_residual_block(benchmark, device, channels, provider):
-    """One bfloat16 residual block of the CPU model: oneDNN's direct convolutions (ReLU and residual
-    add fused) against the Winograd F(2x2, 3x3) kernel (models/winograd.py)."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_residual_block(benchmark, device, dtype, channels, provider):
+    """One residual block of the CPU model: oneDNN's direct convolutions (ReLU and residual add
+    fused) against the Winograd F(2x2, 3x3) kernel (models/winograd.py). The FLOP count is the
+    direct convolutions' (Winograd's rate is then an equivalent rate)."""
     from fastdeblur.models import onednn_available, winograd
     from fastdeblur.models.onednn import _OneDNN
     from fastdeblur.reference.dmphn import ResidualBlock
 
     if device != "cpu":
         pytest.skip("CPU op")
-    if not (onednn_available(torch.bfloat16) and winograd.available()):
-        pytest.skip("needs oneDNN bfloat16 and the Winograd kernel (AVX512-BF16)")
+    if not (onednn_available(dtype) and winograd.available(dtype)):
+        pytest.skip(f"needs oneDNN and the Winograd kernel in {dtype} (bfloat16: AVX512-BF16)")
     h, w = {32: (720, 1280), 64: (360, 640), 128: (180, 320)}[channels]
     torch.manual_seed(0)
-    block = ResidualBlock(channels).eval().requires_grad_(False).bfloat16()
+    block = ResidualBlock(channels).eval().requires_grad_(False).to(dtype)
     layers = {p: _OneDNN(block, winograd_blocks=p == "winograd") for p in ("onednn", "winograd")}
-    x = torch.randn(1, h, w, channels).bfloat16()  # NHWC, as the model runs
+    x = torch.randn(1, h, w, channels).to(dtype)  # NHWC, as the model runs
+    tol = 0.1 if dtype == torch.bfloat16 else 1e-4
     with torch.inference_mode():
         ref = block(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).float()
-        for layer in layers.values():  # both within bfloat16 rounding of torch's own block
-            torch.testing.assert_close(layer(x).float(), ref, rtol=0.05, atol=0.1)
+        for layer in layers.values():  # both within rounding of torch's own block
+            torch.testing.assert_close(layer(x).float(), ref, rtol=tol / 2, atol=tol)
         timed(benchmark, lambda: layers[provider](x), device, flops=2 * 2 * 9 * channels ** 2 * h * w,
-              op=f"residual_block_{channels}", provider=provider, dtype="torch.bfloat16")
+              op=f"residual_block_{channels}", provider=provider, dtype=str(dtype))
