@@ -1,19 +1,20 @@
-// Winograd F(2x2, 3x3) convolution for CPUs with AVX-512 BF16 dot products (vdpbf16ps):
-// 3x3, stride 1, padding 1, NHWC bfloat16 in and out, float32 accumulation, with the bias, the
-// ReLU and a residual add fused into the output transform.
+// Winograd F(2x2, 3x3) convolution on the CPU: 3x3, stride 1, padding 1, NHWC activations, float32
+// accumulation, with the bias, the ReLU and a residual add fused into the output transform.
+// bfloat16 on CPUs with AVX-512 BF16 dot products (vdpbf16ps); float32 with AVX-512 or AVX2+FMA.
 //
-// Why: on CPUs without AMX, oneDNN's direct bf16 convolutions already run at the vector units'
-// matrix peak, so only fewer multiplies make them faster. F(2x2, 3x3) computes each 2x2 output
-// tile from a 4x4 input tile with 16 multiplies per input/output channel pair instead of 36.
+// Why: on CPUs without AMX, oneDNN's direct convolutions already run at the vector units' peak,
+// so only fewer multiplies make them faster. F(2x2, 3x3) computes each 2x2 output tile from a 4x4
+// input tile with 16 multiplies per input/output channel pair instead of 36.
 //
-// Per block of `kBlock` tiles of one tile row, all in cache (about 0.3 MB at 128 channels):
-//   1. input transform V = B^T d B of each 4x4 tile (float32, rounded to bfloat16):
+// Per block of `kBlock` tiles of one tile row, all in cache (about 0.3 MB at 128 channels in bf16):
+//   1. input transform V = B^T d B of each 4x4 tile (in float32, stored in the activation type):
 //      V[16][kBlock][C];
 //   2. 16 GEMMs M[xi] = V[xi] U[xi] with U = G g G^T, transformed and packed once in Python
-//      (fastdeblur/models/winograd.py: pack), register-blocked
-//      MR x (16 * NV) with vdpbf16ps over input channel pairs: M[16][kBlock][K] in float32;
-//   3. output transform Y = A^T M A, then + bias, ReLU, + residual, rounded to bfloat16.
-// Tiles past the image's edge read zeros and their outputs are not stored.
+//      (fastdeblur/models/winograd.py: pack), register-blocked MR x NR: M[16][kBlock][K] in float32;
+//   3. output transform Y = A^T M A, then + bias, ReLU, + residual, rounded to the activation type.
+// Pixels past the image's edge read as zeros; outputs past it are not stored. The transforms and
+// loops are winograd_body.h, compiled here once per instruction set with target attributes (so
+// the extension builds and runs on any x86-64 CPU) and chosen at run time.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -100,25 +101,7 @@ FD_TARGET void micro_kernel(const T* A, int64_t lda, const T* B, int64_t C, floa
 #undef FD_TARGET
 }  // namespace avx512_bf16
 
-// float32: weights packed [C][NR] per panel, one broadcast activation per FMA row.
-#define FD_F32_MICRO_KERNEL(VEC, LANES, ZERO, LOAD, STORE, BCAST, FMA)                       \
-  template <int MR, int NV>                                                                \
-  FD_TARGET void micro_kernel(const T* A, int64_t lda, const T* B, int64_t C, float* M, int64_t ldm) { \
-    VEC acc[MR][NV];                                                                       \
-    _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r)                                  \
-      _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = ZERO();             \
-    for (int64_t c = 0; c < C; ++c) {                                                      \
-      VEC b[NV];                                                                           \
-      _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) b[v] = LOAD(B + (c * NV + v) * LANES); \
-      _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r) {                              \
-        const VEC a = BCAST(A + r * lda + c);                                              \
-        _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) acc[r][v] = FMA(a, b[v], acc[r][v]); \
-      }                                                                                    \
-    }                                                                                      \
-    _Pragma("GCC unroll 16") for (int r = 0; r < MR; ++r)                                  \
-      _Pragma("GCC unroll 8") for (int v = 0; v < NV; ++v) STORE(M + r * ldm + v * LANES, acc[r][v]); \
-  }
-
+// float32: the FMA micro-kernel of winograd_fma.h.
 namespace avx512_f32 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 using T = float;
@@ -132,7 +115,9 @@ FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }
 FD_TARGET inline Vec vbcast(const float* p) { return _mm512_set1_ps(*p); }
-FD_F32_MICRO_KERNEL(__m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, vbcast, _mm512_fmadd_ps)
+FD_TARGET inline void vstoref(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+FD_TARGET inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+#include "winograd_fma.h"
 #include "winograd_body.h"
 #undef FD_TARGET
 }  // namespace avx512_f32
@@ -150,11 +135,12 @@ FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
 FD_TARGET inline Vec vzero() { return _mm256_setzero_ps(); }
 FD_TARGET inline Vec vbcast(const float* p) { return _mm256_broadcast_ss(p); }
-FD_F32_MICRO_KERNEL(__m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, vbcast, _mm256_fmadd_ps)
+FD_TARGET inline void vstoref(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+FD_TARGET inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+#include "winograd_fma.h"
 #include "winograd_body.h"
 #undef FD_TARGET
 }  // namespace avx2_f32
-#undef FD_F32_MICRO_KERNEL
 
 // The kernel for `dtype` on this CPU: its vector lanes (input channels must be a multiple) and
 // its register block NR for K output channels (the packing's panel width); 0 where it does not run.
