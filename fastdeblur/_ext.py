@@ -96,6 +96,10 @@ def _register_python_parts() -> None:
         shape[-1] = bias.numel()
         return x.new_empty(shape)
 
+    @torch.library.register_fake(lib + "winograd_conv3x3_add_")
+    def _winograd_add_fake(acc, x, u, bias):
+        return acc
+
     def _setup(ctx, inputs, output):
         _, ctx.rows, ctx.cols, add = inputs
         ctx.has_add = add is not None

@@ -80,6 +80,25 @@ def test_error_is_at_most_twice_torchs(kernel, n, c, k, h, w, relu, with_add):
         assert err <= 2 * ref_err + atol, f"Winograd error {err:.3g} > 2 x torch's {ref_err:.3g} in {kernel}"
 
 
+def test_in_place_residual_add_equals_the_functional_op(kernel):
+    x, wt, b, add = _case(2, 32, 64, 9, 13, dtype=kernel)
+    u = winograd.pack(wt, kernel)
+    want = winograd.conv3x3(x, u, b, add=add)
+    acc = add.clone()
+    got = winograd.conv3x3_add_(acc, x, u, b)
+    assert got is acc and torch.equal(acc, want)
+    view = add.clone().permute(0, 3, 1, 2)  # the channels_last [N, C, H, W] form
+    winograd.conv3x3_add_(view, x.permute(0, 3, 1, 2), u, b)
+    assert torch.equal(view.permute(0, 2, 3, 1), want)
+    with pytest.raises(RuntimeError, match="must not share memory"):
+        same = torch.randn(1, 4, 4, 32).to(kernel)
+        winograd.conv3x3_add_(same, same, winograd.pack(_case(1, 32, 32, 1, 1, dtype=kernel)[1], kernel), b[:32])
+    with pytest.raises(RuntimeError, match="acc must be"):
+        winograd.conv3x3_add_(acc[:, :4].contiguous(), x, u, b)
+    torch.library.opcheck(torch.ops.fastdeblur.winograd_conv3x3_add_, (add.clone(), x, u, b.float()),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
 def test_the_capability_switch_picks_the_avx2_kernel(monkeypatch):
     """float32 weights pack for the kernel that will run them: 16-wide panels on AVX2."""
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")

@@ -15,6 +15,7 @@
 // Pixels past the image's edge read as zeros; outputs past it are not stored. The transforms and
 // loops are winograd_body.h, compiled here once per instruction set with target attributes (so
 // the extension builds and runs on any x86-64 CPU) and chosen at run time.
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -197,46 +198,80 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
   });
 }
 
+// A channels_last [N, C, H, W] view of NHWC memory as the [N, H, W, C] tensor it is; else t itself.
+at::Tensor nhwc(const at::Tensor& t) {
+  const bool view = t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
+  return view ? t.permute({0, 2, 3, 1}) : t;
+}
+
+// Checks the op's inputs; x as [N, H, W, C], K and NR.
+struct Conv {
+  at::Tensor xh;
+  int64_t K, NR;
+};
+
+Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
+  const auto dt = x.scalar_type();
+  TORCH_CHECK(x.device().is_cpu() && (dt == at::kBFloat16 || dt == at::kFloat) && x.dim() == 4, op,
+              ": x must be a 4-D bfloat16 or float32 CPU tensor, got ", dt, " ", x.sizes());
+  const int64_t P = dt == at::kBFloat16 ? 2 : 1;
+  TORCH_CHECK(u.scalar_type() == dt && u.dim() == 5 && u.size(0) == 16 && u.size(4) == P && u.is_contiguous(), op,
+              ": u must be the contiguous [16, K/NR, C/", P, ", NR, ", P, "] ", dt,
+              " tensor of fastdeblur.models.winograd.pack, got ", u.scalar_type(), " ", u.sizes());
+  const int64_t NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
+  const int64_t want = winograd_block(dt, C, K);
+  TORCH_CHECK(want != 0, op, " does not run ", dt, " with ", C, " -> ", K, " channels on this CPU (winograd_block is 0)");
+  TORCH_CHECK(NR == want, op, ": u was packed with register block ", NR, "; this CPU's kernel uses ", want,
+              " (pack it here)");
+  TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && bias.numel() == K, op, ": bias must be ", K,
+              " contiguous float32 values");
+  const at::Tensor xh = x.size(1) == C ? nhwc(x) : x;  // channels_last [N, C, H, W] is accepted as is
+  TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
+              x.sizes(), " strides ", x.strides());
+  return {xh, K, NR};
+}
+
+void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool relu, const at::Tensor* add,
+            at::Tensor& outh) {
+  const float* bp = bias.const_data_ptr<float>();
+  if (c.xh.scalar_type() == at::kBFloat16)
+    run<at::BFloat16>(c.xh, u, bp, relu, add ? add->const_data_ptr<at::BFloat16>() : nullptr, outh, c.NR);
+  else
+    run<float>(c.xh, u, bp, relu, add ? add->const_data_ptr<float>() : nullptr, outh, c.NR);
+}
+
 // x [N, H, W, C] (NHWC memory: a contiguous tensor of that shape, or a channels_last [N, C, H, W]
 // view of one); the result has x's form. u: winograd.pack's [16, K/NR, C/P, NR, P] in x's dtype
 // (P = 2 for bfloat16, 1 for float32).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu,
                             const std::optional<at::Tensor>& add) {
-  const auto dt = x.scalar_type();
-  TORCH_CHECK(x.device().is_cpu() && (dt == at::kBFloat16 || dt == at::kFloat) && x.dim() == 4,
-              "winograd_conv3x3: x must be a 4-D bfloat16 or float32 CPU tensor, got ", dt, " ", x.sizes());
-  const int64_t P = dt == at::kBFloat16 ? 2 : 1;
-  TORCH_CHECK(u.scalar_type() == dt && u.dim() == 5 && u.size(0) == 16 && u.size(4) == P && u.is_contiguous(),
-              "winograd_conv3x3: u must be the contiguous [16, K/NR, C/", P, ", NR, ", P, "] ", dt,
-              " tensor of fastdeblur.models.winograd.pack, got ", u.scalar_type(), " ", u.sizes());
-  const int64_t NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
-  TORCH_CHECK(winograd_block(dt, C, K) != 0, "winograd_conv3x3 does not run ", dt, " with ", C, " -> ", K,
-              " channels on this CPU (winograd_block is 0)");
-  TORCH_CHECK(NR == winograd_block(dt, C, K), "winograd_conv3x3: u was packed with register block ", NR,
-              "; this CPU's kernel uses ", winograd_block(dt, C, K), " (pack it here)");
-  TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && bias.numel() == K,
-              "winograd_conv3x3: bias must be ", K, " contiguous float32 values");
-  // NHWC views: [N, C, H, W] channels_last is accepted as is (the oneDNN model's view).
-  const bool nchw_view = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous() && x.size(1) == C;
-  const at::Tensor xh = nchw_view ? x.permute({0, 2, 3, 1}) : x;
-  TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, "winograd_conv3x3: x must be NHWC memory with ", C,
-              " channels, got sizes ", x.sizes(), " strides ", x.strides());
-  const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2);
-  at::Tensor out = at::empty({N, H, W, K}, xh.options());
+  const Conv c = check("winograd_conv3x3", x, u, bias);
+  const int64_t N = c.xh.size(0), H = c.xh.size(1), W = c.xh.size(2);
+  at::Tensor out = at::empty({N, H, W, c.K}, c.xh.options());
   at::Tensor addh;
   if (add.has_value()) {
-    addh = (add->dim() == 4 && add->is_contiguous(at::MemoryFormat::ChannelsLast) && !add->is_contiguous())
-               ? add->permute({0, 2, 3, 1})
-               : *add;
-    TORCH_CHECK(addh.scalar_type() == dt && addh.is_contiguous() && addh.sizes() == at::IntArrayRef({N, H, W, K}),
-                "winograd_conv3x3: add must be ", dt, " NHWC memory of the output's shape");
+    addh = nhwc(*add);
+    TORCH_CHECK(addh.scalar_type() == x.scalar_type() && addh.is_contiguous() &&
+                    addh.sizes() == at::IntArrayRef({N, H, W, c.K}),
+                "winograd_conv3x3: add must be ", x.scalar_type(), " NHWC memory of the output's shape");
   }
-  const float* bp = bias.const_data_ptr<float>();
-  if (dt == at::kBFloat16)
-    run<at::BFloat16>(xh, u, bp, relu, add ? addh.const_data_ptr<at::BFloat16>() : nullptr, out, NR);
-  else
-    run<float>(xh, u, bp, relu, add ? addh.const_data_ptr<float>() : nullptr, out, NR);
-  return nchw_view ? out.permute({0, 3, 1, 2}) : out;
+  launch(c, u, bias, relu, add.has_value() ? &addh : nullptr, out);
+  return c.xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
+}
+
+// acc += conv3x3(x) + bias, in place: the residual block's second convolution written over the
+// block's input, so the block holds two activations at a time instead of three.
+at::Tensor& winograd_conv3x3_add_(at::Tensor& acc, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
+  const Conv c = check("winograd_conv3x3_add_", x, u, bias);
+  at::Tensor acch = nhwc(acc);
+  TORCH_CHECK(acch.scalar_type() == x.scalar_type() && acch.is_contiguous() &&
+                  acch.sizes() == at::IntArrayRef({c.xh.size(0), c.xh.size(1), c.xh.size(2), c.K}),
+              "winograd_conv3x3_add_: acc must be ", x.scalar_type(), " NHWC memory of the output's shape");
+  // each output pixel reads acc just before writing it, but x is read around it: no overlap
+  TORCH_CHECK(at::get_overlap_status(acch, c.xh) == at::MemOverlapStatus::No,
+              "winograd_conv3x3_add_: acc and x must not share memory");
+  launch(c, u, bias, false, &acch, acch);
+  return acc;
 }
 
 }  // namespace
@@ -245,10 +280,15 @@ TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
   // 3x3 stride-1 padding-1 convolution by Winograd F(2x2, 3x3), NHWC bfloat16 (AVX512-BF16) or
   // float32 (AVX-512 or AVX2+FMA): relu?(x * w + bias) [+ add].
   m.def("winograd_conv3x3(Tensor x, Tensor u, Tensor bias, bool relu, Tensor? add=None) -> Tensor");
+  // acc += x * w + bias in place (the residual block's second convolution over its input)
+  m.def("winograd_conv3x3_add_(Tensor(a!) acc, Tensor x, Tensor u, Tensor bias) -> Tensor(a!)");
   // the register block NR that winograd.pack uses for C -> K channels in dtype; 0: no kernel here
   m.def("winograd_block(ScalarType dtype, int in_channels, int out_channels) -> int", &winograd_block);
 }
 
-TORCH_LIBRARY_IMPL(fastdeblur, CPU, m) { m.impl("winograd_conv3x3", &winograd_conv3x3); }
+TORCH_LIBRARY_IMPL(fastdeblur, CPU, m) {
+  m.impl("winograd_conv3x3", &winograd_conv3x3);
+  m.impl("winograd_conv3x3_add_", &winograd_conv3x3_add_);
+}
 
 }  // namespace fastdeblur

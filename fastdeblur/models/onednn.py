@@ -89,7 +89,8 @@ class _OneDNN(_Layer):
     def forward(self, h: torch.Tensor, reuse: bool = False) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
         if self.winograd is not None:
             u1, b1, u2, b2 = self.winograd
-            return winograd.conv3x3(winograd.conv3x3(h, u1, b1, relu=True), u2, b2, add=h)
+            t = winograd.conv3x3(h, u1, b1, relu=True)
+            return winograd.conv3x3_add_(h, t, u2, b2) if reuse else winograd.conv3x3(t, u2, b2, add=h)
         v = h.permute(0, 3, 1, 2)  # channels_last NCHW view
         mkl = torch.ops.mkldnn
         if self.op == "up":

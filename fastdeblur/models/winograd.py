@@ -99,3 +99,10 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, relu: bool = F
     output's shape, form and dtype.
     """
     return torch.ops.fastdeblur.winograd_conv3x3(x, u, bias.float().contiguous(), relu, add)
+
+
+def conv3x3_add_(acc: torch.Tensor, x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """acc += conv3x3(x, w) + bias in place (stride 1, padding 1) and return acc: a residual block's
+    second convolution written over the block's input. acc: the output's shape, form and dtype,
+    sharing no memory with x."""
+    return torch.ops.fastdeblur.winograd_conv3x3_add_(acc, x, u, bias.float().contiguous())
