@@ -68,23 +68,24 @@ class _OneDNN(_Layer):
     def __init__(self, layer: nn.Module, winograd_blocks: bool | None = None):
         super().__init__(layer)
         self._stride = [self.stride, self.stride]
-        self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
-        for i, c in enumerate(_convs(layer), 1):
-            w = c.weight.detach()
-            if self.op == "up":
-                packed = torch.ops.mkldnn._reorder_convolution_transpose_weight(w, _PAD, [0, 0], [2, 2], _ONE, 1)
-            else:
-                packed = torch.ops.mkldnn._reorder_convolution_weight(w, _PAD, self._stride, _ONE, 1)
-            self.weights.append(packed)
-            self.register_buffer(f"b{i}", c.bias.detach().clone())
+        convs = _convs(layer)
         # residual blocks through Winograd F(2x2, 3x3) where it beats oneDNN (winograd.py)
         self.winograd: tuple[torch.Tensor, ...] | None = None
-        c1, c2 = _convs(layer)[:2] if self.op == "rb" else (None, None)
-        dt = c1.weight.dtype if c1 is not None else None
-        if c1 is not None and winograd.register_block(dt, c1.in_channels, c1.out_channels) and (
+        c1, dt = convs[0], convs[0].weight.dtype
+        if self.op == "rb" and winograd.register_block(dt, c1.in_channels, c1.out_channels) and (
                 winograd.preferred(dt) if winograd_blocks is None else winograd_blocks and winograd.available(dt)):
-            self.winograd = (winograd.pack(c1.weight, dt), c1.bias.detach().float(),
-                             winograd.pack(c2.weight, dt), c2.bias.detach().float())
+            self.winograd = tuple(t for c in convs for t in (winograd.pack(c.weight, dt), c.bias.detach().float()))
+        self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
+        for i, c in enumerate(convs, 1):
+            self.register_buffer(f"b{i}", c.bias.detach().clone())
+            w = c.weight.detach()
+            if self.winograd is not None:  # the Winograd weights run this layer: no oneDNN copy
+                continue
+            if self.op == "up":
+                self.weights.append(
+                    torch.ops.mkldnn._reorder_convolution_transpose_weight(w, _PAD, [0, 0], [2, 2], _ONE, 1))
+            else:
+                self.weights.append(torch.ops.mkldnn._reorder_convolution_weight(w, _PAD, self._stride, _ONE, 1))
 
     def forward(self, h: torch.Tensor, reuse: bool = False) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
         if self.winograd is not None:

@@ -49,7 +49,7 @@ def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Ten
                          "machine (3x3 kernels; input channels a multiple of the vector width, 8 or 16; "
                          "output channels of 16, 32 or 64; the extension and AVX2/AVX-512 are needed)")
     g = torch.tensor(_G, dtype=torch.float64)
-    u = torch.einsum("ai,kcij,bj->abkc", g, weight.detach().to("cpu", torch.float64), g).reshape(16, k, c)
+    u = (g @ weight.detach().to("cpu", torch.float64) @ g.T).permute(2, 3, 0, 1).reshape(16, k, c)
     p = 2 if dtype == torch.bfloat16 else 1
     u = u.reshape(16, k // nr, nr, c // p, p).permute(0, 1, 3, 2, 4)
     return u.to(dtype).contiguous()
