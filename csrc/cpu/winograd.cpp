@@ -21,7 +21,14 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+// x86-64 with GCC or Clang (target attributes, __builtin_cpu_supports); elsewhere (ARM, MSVC) the
+// ops are registered but winograd_block is 0, so the Python side never calls the convolution.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FD_WINOGRAD_X86 1
 #include <immintrin.h>
+#else
+#define FD_WINOGRAD_X86 0
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -31,13 +38,16 @@
 #include <vector>
 
 // gcc 12's AVX-512 headers start some intrinsics from an undefined register on purpose
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace fastdeblur {
 namespace {
 
 constexpr int64_t kBlock = 24;  // tiles per block: a multiple of every micro-kernel's MR (12, 6)
 
+#if FD_WINOGRAD_X86
 bool has_avx512() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
@@ -143,6 +153,8 @@ FD_TARGET inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c)
 #undef FD_TARGET
 }  // namespace avx2_f32
 
+#endif  // FD_WINOGRAD_X86
+
 // The kernel for `dtype` on this CPU: its vector lanes (input channels must be a multiple) and
 // its register block NR for K output channels (the packing's panel width); 0 where it does not run.
 struct Layout {
@@ -152,10 +164,11 @@ struct Layout {
 // ATEN_CPU_CAPABILITY=avx2 (or default) limits it as it limits torch's own kernels: the tests
 // run the AVX2 kernel on AVX-512 machines that way.
 Layout layout_for(at::ScalarType dtype, int64_t K) {
+  Layout l;
+#if FD_WINOGRAD_X86
   const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
   const bool avx2_only = cap != nullptr && std::strcmp(cap, "avx2") == 0;
   const bool no_simd = cap != nullptr && std::strcmp(cap, "default") == 0;
-  Layout l;
   if (no_simd) return l;
   if (!avx2_only && ((dtype == at::kBFloat16 && has_avx512_bf16()) || (dtype == at::kFloat && has_avx512()))) {
     l.lanes = 16;
@@ -164,6 +177,7 @@ Layout layout_for(at::ScalarType dtype, int64_t K) {
     l.lanes = 8;
     l.nr = K % 16 == 0 ? 16 : 0;
   }
+#endif
   return l;
 }
 
@@ -177,6 +191,7 @@ int64_t winograd_block(at::ScalarType dtype, int64_t C, int64_t K) {
 template <typename T>
 void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu, const T* add, at::Tensor& out,
          int64_t NR) {
+#if FD_WINOGRAD_X86
   const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2), C = xh.size(3), K = out.size(3);
   const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, blocks = N * th * ((tw + kBlock - 1) / kBlock);
   const T* xp = xh.const_data_ptr<T>();
@@ -196,6 +211,9 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
       avx512_f32::conv_blocks<12, 2>(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
     }
   });
+#else
+  TORCH_CHECK(false, "winograd_conv3x3 runs on x86-64 only");  // unreachable: winograd_block is 0
+#endif
 }
 
 // A channels_last [N, C, H, W] view of NHWC memory as the [N, H, W, C] tensor it is; else t itself.
