@@ -63,7 +63,8 @@ def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
 
 
 class _OneDNN(_Layer):
-    """The layer as oneDNN convolutions: weights reordered once, ReLU and residual add fused."""
+    """The layer as oneDNN convolutions: weights reordered once, ReLU and residual add fused; a
+    residual block on the extension's Winograd kernel instead where `winograd_blocks` says so."""
 
     def __init__(self, layer: nn.Module, winograd_blocks: bool | None = None):
         super().__init__(layer)

@@ -46,8 +46,9 @@ def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Ten
     nr = register_block(dtype, c, k) if weight.shape[2:] == (3, 3) else 0
     if nr == 0:
         raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} weight in {dtype} on this "
-                         "machine (3x3 kernels; input channels a multiple of the vector width, 8 or 16; "
-                         "output channels of 16, 32 or 64; the extension and AVX2/AVX-512 are needed)")
+                         "machine (3x3 kernels; input channels a multiple of the vector width, 8 on AVX2 or "
+                         "16 on AVX-512; output channels a multiple of 16 on AVX2 or 32 on AVX-512; the "
+                         "extension built, and AVX2+FMA for float32 or AVX512-BF16 for bfloat16)")
     g = torch.tensor(_G, dtype=torch.float64)
     u = (g @ weight.detach().to("cpu", torch.float64) @ g.T).permute(2, 3, 0, 1).reshape(16, k, c)
     p = 2 if dtype == torch.bfloat16 else 1
