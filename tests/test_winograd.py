@@ -123,7 +123,7 @@ def test_channels_last_view_in_and_out(kernel):
 
 
 def test_threads_and_blocks_do_not_change_the_result(kernel):
-    """Rows of tiles wider than a block (24 tiles) and any thread count give the same bits."""
+    """Rows of tiles wider than a block (6 or 12 tiles) and any thread count give the same bits."""
     x, wt, b, _ = _case(1, 32, 32, 9, 101, dtype=kernel)
     u = winograd.pack(wt, kernel)
     threads = torch.get_num_threads()

@@ -6,11 +6,11 @@
 // so only fewer multiplies make them faster. F(2x2, 3x3) computes each 2x2 output tile from a 4x4
 // input tile with 16 multiplies per input/output channel pair instead of 36.
 //
-// Per block of `kBlock` tiles of one tile row, all in cache (about 0.3 MB at 128 channels in bf16):
+// Per block of MR tiles of one tile row (MR: the micro-kernel's rows, 6 or 12), all in cache:
 //   1. input transform V = B^T d B of each 4x4 tile (in float32, stored in the activation type):
-//      V[16][kBlock][C];
+//      V[16][MR][C];
 //   2. 16 GEMMs M[xi] = V[xi] U[xi] with U = G g G^T, transformed and packed once in Python
-//      (fastdeblur/models/winograd.py: pack), register-blocked MR x NR: M[16][kBlock][K] in float32;
+//      (fastdeblur/models/winograd.py: pack), register-blocked MR x NR: M[16][MR][K] in float32;
 //   3. output transform Y = A^T M A, then + bias, ReLU, + residual, rounded to the activation type.
 // Pixels past the image's edge read as zeros; outputs past it are not stored. The transforms and
 // loops are winograd_body.h, compiled here once per instruction set with target attributes (so
@@ -45,7 +45,6 @@
 namespace fastdeblur {
 namespace {
 
-constexpr int64_t kBlock = 24;  // tiles per block: a multiple of every micro-kernel's MR (12, 6)
 
 #if FD_WINOGRAD_X86
 bool has_avx512() {
@@ -193,24 +192,29 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
          int64_t NR) {
 #if FD_WINOGRAD_X86
   const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2), C = xh.size(3), K = out.size(3);
-  const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, blocks = N * th * ((tw + kBlock - 1) / kBlock);
   const T* xp = xh.const_data_ptr<T>();
   const T* up = u.const_data_ptr<T>();
   T* op = out.mutable_data_ptr<T>();
-  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
-    if constexpr (std::is_same_v<T, at::BFloat16>) {
-      if (NR == 64)
-        avx512_bf16::conv_blocks<6, 4>(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
-      else
-        avx512_bf16::conv_blocks<12, 2>(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
-    } else if (NR == 16) {
-      avx2_f32::conv_blocks<6, 2>(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
-    } else if (NR == 64) {
-      avx512_f32::conv_blocks<6, 4>(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
-    } else {
-      avx512_f32::conv_blocks<12, 2>(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
-    }
-  });
+  // one kernel instance, parallel over its blocks of MR tiles (one micro-kernel row block: the
+  // fastest of 6, 12, 24 and 48 tiles at 64 and 128 channels, and level with 24 at 32)
+  auto go = [&](auto conv_blocks, int64_t MR) {
+    const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, blocks = N * th * ((tw + MR - 1) / MR);
+    at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+      conv_blocks(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
+    });
+  };
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    if (NR == 64)
+      go(avx512_bf16::conv_blocks<6, 4>, 6);
+    else
+      go(avx512_bf16::conv_blocks<12, 2>, 12);
+  } else if (NR == 16) {
+    go(avx2_f32::conv_blocks<6, 2>, 6);
+  } else if (NR == 64) {
+    go(avx512_f32::conv_blocks<6, 4>, 6);
+  } else {
+    go(avx512_f32::conv_blocks<12, 2>, 12);
+  }
 #else
   TORCH_CHECK(false, "winograd_conv3x3 runs on x86-64 only");  // unreachable: winograd_block is 0
 #endif

@@ -43,17 +43,19 @@ FD_TARGET void input_tile(const T* img, int64_t H, int64_t W, int64_t C, int64_t
   }
 }
 
-// M[xi] = V[xi] . U[xi] for the 16 positions xi; U[xi] is [K/NR] panels of C x NR.
+// M[xi] = V[xi] . U[xi] for the 16 positions xi of a block of MR tiles; U[xi] is [K/NR] panels of
+// C x NR.
 template <int MR, int NV>
 FD_TARGET void block_gemm(const T* V, const T* U, int64_t C, int64_t K, float* M) {
+  constexpr int64_t KB = MR;
   constexpr int64_t NR = NV * kLanes;
   for (int64_t xi = 0; xi < 16; ++xi) {
-    const T* Vx = V + xi * kBlock * C;
+    const T* Vx = V + xi * KB * C;
     const T* Ux = U + xi * C * K;
-    float* Mx = M + xi * kBlock * K;
+    float* Mx = M + xi * KB * K;
     for (int64_t nb = 0; nb < K / NR; ++nb) {
       const T* Ub = Ux + nb * C * NR;
-      for (int64_t m0 = 0; m0 < kBlock; m0 += MR) micro_kernel<MR, NV>(Vx + m0 * C, C, Ub, C, Mx + m0 * K + nb * NR, K);
+      micro_kernel<MR, NV>(Vx, C, Ub, C, Mx + nb * NR, K);
     }
   }
 }
@@ -89,28 +91,29 @@ FD_TARGET void output_tile(const float* M, int64_t mstride, const float* bias, b
   }
 }
 
-// Blocks begin..end of kBlock tiles (a tile row's tiles in order, rows in order, images in order).
+// Blocks begin..end of MR tiles (a tile row's tiles in order, rows in order, images in order).
 template <int MR, int NV>
 FD_TARGET void conv_blocks(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out, int64_t H,
                            int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
-  const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, bpr = (tw + kBlock - 1) / kBlock;
-  std::vector<T> V(16 * kBlock * C);
-  std::vector<float> M(16 * kBlock * K);
+  constexpr int64_t KB = MR;
+  const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, bpr = (tw + KB - 1) / KB;
+  std::vector<T> V(16 * KB * C);
+  std::vector<float> M(16 * KB * K);
   for (int64_t blk = begin; blk < end; ++blk) {
-    const int64_t n = blk / (th * bpr), ti = (blk / bpr) % th, t0 = (blk % bpr) * kBlock;
-    const int64_t tn = std::min(kBlock, tw - t0);
+    const int64_t n = blk / (th * bpr), ti = (blk / bpr) % th, t0 = (blk % bpr) * KB;
+    const int64_t tn = std::min(KB, tw - t0);
     const T* img = x + n * H * W * C;
-    for (int64_t m = 0; m < kBlock; ++m) {
+    for (int64_t m = 0; m < KB; ++m) {
       if (m < tn) {
-        input_tile(img, H, W, C, 2 * ti - 1, 2 * (t0 + m) - 1, V.data() + m * C, kBlock * C);
+        input_tile(img, H, W, C, 2 * ti - 1, 2 * (t0 + m) - 1, V.data() + m * C, KB * C);
       } else {  // past the row's last tile: zeros (computed, never stored)
-        for (int64_t xi = 0; xi < 16; ++xi) std::memset(V.data() + (xi * kBlock + m) * C, 0, C * sizeof(T));
+        for (int64_t xi = 0; xi < 16; ++xi) std::memset(V.data() + (xi * KB + m) * C, 0, C * sizeof(T));
       }
     }
     block_gemm<MR, NV>(V.data(), U, C, K, M.data());
     const T* a = add ? add + n * H * W * K : nullptr;
     T* o = out + n * H * W * K;
     for (int64_t m = 0; m < tn; ++m)
-      output_tile(M.data() + m * K, kBlock * K, bias, relu, a, o, H, W, K, 2 * ti, 2 * (t0 + m));
+      output_tile(M.data() + m * K, KB * K, bias, relu, a, o, H, W, K, 2 * ti, 2 * (t0 + m));
   }
 }
