@@ -45,7 +45,6 @@
 namespace fastdeblur {
 namespace {
 
-
 #if FD_WINOGRAD_X86
 bool has_avx512() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
