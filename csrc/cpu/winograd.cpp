@@ -79,38 +79,22 @@ FD_TARGET inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }
-
-template <int MR, int NV>
-FD_TARGET void micro_kernel(const T* A, int64_t lda, const T* B, int64_t C, float* M, int64_t ldm) {
-  __m512 acc[MR][NV];
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
-  for (int64_t c2 = 0; c2 < C / 2; ++c2) {
-    __m512bh b[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) b[v] = (__m512bh)_mm512_loadu_si512(B + (c2 * NV * 16 + v * 16) * 2);
-#pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      int32_t pair;
-      std::memcpy(&pair, A + r * lda + 2 * c2, sizeof(pair));
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], a, b[v]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(M + r * ldm + v * 16, acc[r][v]);
+FD_TARGET inline void vstoref(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+constexpr int64_t kPair = 2;
+using WVec = __m512bh;
+FD_TARGET inline WVec vloadw(const T* p) { return (__m512bh)_mm512_loadu_si512(p); }
+FD_TARGET inline WVec vbcastw(const T* p) {
+  int32_t pair;
+  std::memcpy(&pair, p, sizeof(pair));
+  return (__m512bh)_mm512_set1_epi32(pair);
 }
-
+FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm512_dpbf16_ps(acc, a, b); }
+#include "winograd_gemm.h"
 #include "winograd_body.h"
 #undef FD_TARGET
 }  // namespace avx512_bf16
 
-// float32: the FMA micro-kernel of winograd_fma.h.
+// float32: one input channel per FMA step.
 namespace avx512_f32 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 using T = float;
@@ -123,10 +107,13 @@ FD_TARGET inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }
-FD_TARGET inline Vec vbcast(const float* p) { return _mm512_set1_ps(*p); }
 FD_TARGET inline void vstoref(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-FD_TARGET inline Vec vfma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
-#include "winograd_fma.h"
+constexpr int64_t kPair = 1;
+using WVec = Vec;
+FD_TARGET inline WVec vloadw(const T* p) { return _mm512_loadu_ps(p); }
+FD_TARGET inline WVec vbcastw(const T* p) { return _mm512_set1_ps(*p); }
+FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm512_fmadd_ps(a, b, acc); }
+#include "winograd_gemm.h"
 #include "winograd_body.h"
 #undef FD_TARGET
 }  // namespace avx512_f32
@@ -143,10 +130,13 @@ FD_TARGET inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
 FD_TARGET inline Vec vzero() { return _mm256_setzero_ps(); }
-FD_TARGET inline Vec vbcast(const float* p) { return _mm256_broadcast_ss(p); }
 FD_TARGET inline void vstoref(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-FD_TARGET inline Vec vfma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
-#include "winograd_fma.h"
+constexpr int64_t kPair = 1;
+using WVec = Vec;
+FD_TARGET inline WVec vloadw(const T* p) { return _mm256_loadu_ps(p); }
+FD_TARGET inline WVec vbcastw(const T* p) { return _mm256_broadcast_ss(p); }
+FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm256_fmadd_ps(a, b, acc); }
+#include "winograd_gemm.h"
 #include "winograd_body.h"
 #undef FD_TARGET
 }  // namespace avx2_f32

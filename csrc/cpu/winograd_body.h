@@ -8,7 +8,7 @@
 //   vloadf(const float*), vadd, vsub, vmax, vzero
 //   micro_kernel<MR, NV>(A, lda, B, C, M, ldm)
 //                                      M[MR][NV * kLanes] = A[MR][C] . B, B one NR-wide panel of
-//                                      the packed weights (NR = NV * kLanes)
+//                                      the packed weights (NR = NV * kLanes): winograd_gemm.h
 // No include guard: it is meant to be included more than once.
 
 // V[xi][m][c0:c0+kLanes] of tile m from the 4x4 input tile whose top-left pixel is (y0, x0);
