@@ -173,7 +173,7 @@ Layout layout_for(at::ScalarType dtype, int64_t K) {
 // kernel does not run this convolution here (instruction set, or channel counts).
 int64_t winograd_block(at::ScalarType dtype, int64_t C, int64_t K) {
   const Layout l = layout_for(dtype, K);
-  return (l.lanes > 0 && C > 0 && C % l.lanes == 0 && (dtype != at::kBFloat16 || C % 2 == 0)) ? l.nr : 0;
+  return (l.lanes > 0 && C > 0 && C % l.lanes == 0) ? l.nr : 0;  // lanes are even: bf16's pairs fit
 }
 
 template <typename T>
@@ -242,6 +242,16 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
   return {xh, K, NR};
 }
 
+// `t` (the output's form: NHWC, or its channels_last [N, C, H, W] view) as the output's NHWC
+// tensor, checked: x's dtype, contiguous, [N, H, W, K].
+at::Tensor output_like(const char* op, const char* name, const at::Tensor& t, const Conv& c) {
+  at::Tensor th = nhwc(t);
+  TORCH_CHECK(th.scalar_type() == c.xh.scalar_type() && th.is_contiguous() &&
+                  th.sizes() == at::IntArrayRef({c.xh.size(0), c.xh.size(1), c.xh.size(2), c.K}),
+              op, ": ", name, " must be ", c.xh.scalar_type(), " NHWC memory of the output's shape");
+  return th;
+}
+
 void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool relu, const at::Tensor* add,
             at::Tensor& outh) {
   const float* bp = bias.const_data_ptr<float>();
@@ -259,13 +269,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::
   const Conv c = check("winograd_conv3x3", x, u, bias);
   const int64_t N = c.xh.size(0), H = c.xh.size(1), W = c.xh.size(2);
   at::Tensor out = at::empty({N, H, W, c.K}, c.xh.options());
-  at::Tensor addh;
-  if (add.has_value()) {
-    addh = nhwc(*add);
-    TORCH_CHECK(addh.scalar_type() == x.scalar_type() && addh.is_contiguous() &&
-                    addh.sizes() == at::IntArrayRef({N, H, W, c.K}),
-                "winograd_conv3x3: add must be ", x.scalar_type(), " NHWC memory of the output's shape");
-  }
+  const at::Tensor addh = add.has_value() ? output_like("winograd_conv3x3", "add", *add, c) : at::Tensor();
   launch(c, u, bias, relu, add.has_value() ? &addh : nullptr, out);
   return c.xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
 }
@@ -274,10 +278,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::
 // block's input, so the block holds two activations at a time instead of three.
 at::Tensor& winograd_conv3x3_add_(at::Tensor& acc, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
   const Conv c = check("winograd_conv3x3_add_", x, u, bias);
-  at::Tensor acch = nhwc(acc);
-  TORCH_CHECK(acch.scalar_type() == x.scalar_type() && acch.is_contiguous() &&
-                  acch.sizes() == at::IntArrayRef({c.xh.size(0), c.xh.size(1), c.xh.size(2), c.K}),
-              "winograd_conv3x3_add_: acc must be ", x.scalar_type(), " NHWC memory of the output's shape");
+  at::Tensor acch = output_like("winograd_conv3x3_add_", "acc", acc, c);
   // each output pixel reads acc just before writing it, but x is read around it: no overlap
   TORCH_CHECK(at::get_overlap_status(acch, c.xh) == at::MemOverlapStatus::No,
               "winograd_conv3x3_add_: acc and x must not share memory");

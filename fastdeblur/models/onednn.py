@@ -79,9 +79,9 @@ class _OneDNN(_Layer):
         self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
         for i, c in enumerate(convs, 1):
             self.register_buffer(f"b{i}", c.bias.detach().clone())
-            w = c.weight.detach()
             if self.winograd is not None:  # the Winograd weights run this layer: no oneDNN copy
                 continue
+            w = c.weight.detach()
             if self.op == "up":
                 self.weights.append(
                     torch.ops.mkldnn._reorder_convolution_transpose_weight(w, _PAD, [0, 0], [2, 2], _ONE, 1))
