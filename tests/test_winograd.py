@@ -17,17 +17,33 @@ from fastdeblur.reference import DMPHN
 pytestmark = pytest.mark.skipif(not winograd.available(torch.float32),
                                 reason="the Winograd kernels need the extension and a CPU with AVX2 and FMA")
 needs_bf16 = pytest.mark.skipif(not winograd.available(torch.bfloat16), reason="no AVX512-BF16 on this CPU")
-# (dtype, ATEN_CPU_CAPABILITY): every kernel this CPU runs; "avx2" limits float32 to the AVX2 one
-KERNELS = [pytest.param((torch.bfloat16, None), id="bf16-avx512", marks=needs_bf16),
-           pytest.param((torch.float32, None), id="fp32"), pytest.param((torch.float32, "avx2"), id="fp32-avx2")]
+# (dtype, ATEN_CPU_CAPABILITY, output tile): every kernel this CPU runs; "avx2" limits float32 to
+# the AVX2 one. Tile 4 (F(4x4, 3x3)) is float32's default, tile 2 its other choice.
+KERNELS = [pytest.param((torch.bfloat16, None, 2), id="bf16-avx512", marks=needs_bf16),
+           pytest.param((torch.float32, None, 4), id="fp32-f4"),
+           pytest.param((torch.float32, "avx2", 4), id="fp32-f4-avx2"),
+           pytest.param((torch.float32, None, 2), id="fp32-f2"),
+           pytest.param((torch.float32, "avx2", 2), id="fp32-f2-avx2")]
+# How far each output tile's error may exceed torch's own convolution's in the same dtype, against
+# float64: (max, rms). F(2x2, 3x3): 2x, the project's rule for low precision. F(4x4, 3x3) runs
+# float32 only; there its error is ~1e-5 of the values, up to 14x direct float32's at the worst
+# pixel and 5x in rms over these cases and seeds (any F(4x4, 3x3) has this: the transforms' 4s,
+# 5s and 8s amplify rounding).
+ERROR_FACTOR = {2: (2, 2), 4: (24, 8)}
 
 
 @pytest.fixture(params=KERNELS)
 def kernel(request, monkeypatch):
-    dtype, cap = request.param
+    """The dtype under test; its kernel's instruction set and tile are set for the test."""
+    dtype, cap, tile = request.param
     if cap is not None:
         monkeypatch.setenv("ATEN_CPU_CAPABILITY", cap)
+    monkeypatch.setitem(winograd.TILE, dtype, tile)
     return dtype
+
+
+def _factor(dtype):
+    return ERROR_FACTOR[winograd.TILE[dtype]]
 
 
 def _case(n, c, k, h, w, seed=0, dtype=torch.bfloat16):
@@ -75,9 +91,10 @@ def test_error_is_at_most_twice_torchs(kernel, n, c, k, h, w, relu, with_add):
     base = _torch_lowp(x, wt, b, relu, add)
     # float32: both errors are ~1e-6 and torch's varies with its algorithm, hence the small atol
     atol = 1e-6 if kernel == torch.bfloat16 else 2e-6
-    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):  # worst case and typical
+    norms = (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt())  # worst case and typical
+    for norm, k in zip(norms, _factor(kernel), strict=True):
         err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
-        assert err <= 2 * ref_err + atol, f"Winograd error {err:.3g} > 2 x torch's {ref_err:.3g} in {kernel}"
+        assert err <= k * ref_err + atol, f"Winograd error {err:.3g} > {k} x torch's {ref_err:.3g} in {kernel}"
 
 
 def test_in_place_residual_add_equals_the_functional_op(kernel):
@@ -105,7 +122,8 @@ def test_the_capability_switch_picks_the_avx2_kernel(monkeypatch):
     assert winograd.register_block(torch.float32, 32, 64) == 16
     assert winograd.register_block(torch.bfloat16, 32, 64) == 0  # bfloat16 needs AVX512-BF16
     u = winograd.pack(torch.zeros(64, 32, 3, 3), torch.float32)
-    assert u.shape == (16, 4, 32, 16, 1)
+    assert u.shape == (36, 4, 32, 16, 1)  # F(4x4, 3x3): 6x6 positions
+    assert winograd.pack(torch.zeros(64, 32, 3, 3), torch.float32, tile=2).shape == (16, 4, 32, 16, 1)
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     assert winograd.register_block(torch.float32, 32, 64) == 0
     x = torch.zeros(1, 4, 4, 32)
@@ -135,10 +153,10 @@ def test_threads_and_blocks_do_not_change_the_result(kernel):
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, two)
-    # each output pixel depends on its 3x3 neighbourhood only: a crop of the input gives the same
-    # interior (away from the crop's zero padding)
+    # each output pixel depends on its 3x3 neighbourhood only: a crop of the input at a tile
+    # boundary gives the same interior, away from the tiles that read the crop's zero padding
     crop = winograd.conv3x3(x[:, :, 40:71].contiguous(), u, b)
-    assert torch.equal(crop[:, :, 2:-2], one[:, :, 42:69])
+    assert torch.equal(crop[:, :, 4:-4], one[:, :, 44:67])
 
 
 def test_bad_arguments_name_the_problem():
@@ -163,6 +181,11 @@ def test_bad_arguments_name_the_problem():
         winograd.pack(torch.zeros(40, 32, 3, 3), torch.float32)
     with pytest.raises(ValueError, match="does not run"):
         winograd.pack(torch.zeros(32, 32, 5, 5), torch.float32)
+    for dtype, tile in ((torch.float32, 3), (torch.bfloat16, 4)):  # F(4x4, 3x3) is float32's only
+        with pytest.raises(ValueError, match=f"Winograd tile {tile} in {dtype}"):
+            winograd.pack(wt, dtype, tile=tile)
+    with pytest.raises(RuntimeError, match=r"NP = 16\), got BFloat16 \[36"):  # such weights built by hand
+        op(x.bfloat16(), u.bfloat16(), b)
 
 
 def test_fake_kernel_and_schema(kernel):

@@ -80,6 +80,8 @@ FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }
 FD_TARGET inline void vstoref(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+FD_TARGET inline Vec vfma(Vec a, float s, Vec c) { return _mm512_fmadd_ps(a, _mm512_set1_ps(s), c); }
+FD_TARGET inline Vec vfnma(Vec a, float s, Vec c) { return _mm512_fnmadd_ps(a, _mm512_set1_ps(s), c); }
 constexpr int64_t kPair = 2;
 using WVec = __m512bh;
 FD_TARGET inline WVec vloadw(const T* p) { return (__m512bh)_mm512_loadu_si512(p); }
@@ -108,6 +110,8 @@ FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
 FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }
 FD_TARGET inline void vstoref(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+FD_TARGET inline Vec vfma(Vec a, float s, Vec c) { return _mm512_fmadd_ps(a, _mm512_set1_ps(s), c); }
+FD_TARGET inline Vec vfnma(Vec a, float s, Vec c) { return _mm512_fnmadd_ps(a, _mm512_set1_ps(s), c); }
 constexpr int64_t kPair = 1;
 using WVec = Vec;
 FD_TARGET inline WVec vloadw(const T* p) { return _mm512_loadu_ps(p); }
@@ -131,6 +135,8 @@ FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
 FD_TARGET inline Vec vzero() { return _mm256_setzero_ps(); }
 FD_TARGET inline void vstoref(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+FD_TARGET inline Vec vfma(Vec a, float s, Vec c) { return _mm256_fmadd_ps(a, _mm256_set1_ps(s), c); }
+FD_TARGET inline Vec vfnma(Vec a, float s, Vec c) { return _mm256_fnmadd_ps(a, _mm256_set1_ps(s), c); }
 constexpr int64_t kPair = 1;
 using WVec = Vec;
 FD_TARGET inline WVec vloadw(const T* p) { return _mm256_loadu_ps(p); }
@@ -178,7 +184,7 @@ int64_t winograd_block(at::ScalarType dtype, int64_t C, int64_t K) {
 
 template <typename T>
 void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu, const T* add, at::Tensor& out,
-         int64_t NR) {
+         int64_t TM, int64_t NR) {
 #if FD_WINOGRAD_X86
   const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2), C = xh.size(3), K = out.size(3);
   const T* xp = xh.const_data_ptr<T>();
@@ -187,22 +193,30 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
   // one kernel instance, parallel over its blocks of MR tiles (one micro-kernel row block: the
   // fastest of 6, 12, 24 and 48 tiles at 64 and 128 channels, and level with 24 at 32)
   auto go = [&](auto conv_blocks, int64_t MR) {
-    const int64_t th = (H + 1) / 2, tw = (W + 1) / 2, blocks = N * th * ((tw + MR - 1) / MR);
+    const int64_t th = (H + TM - 1) / TM, tw = (W + TM - 1) / TM, blocks = N * th * ((tw + MR - 1) / MR);
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
       conv_blocks(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
     });
   };
-  if constexpr (std::is_same_v<T, at::BFloat16>) {
+  if constexpr (std::is_same_v<T, at::BFloat16>) {  // F(2x2, 3x3) only (check)
     if (NR == 64)
-      go(avx512_bf16::conv_blocks<6, 4>, 6);
+      go(avx512_bf16::conv_blocks<2, 6, 4>, 6);
     else
-      go(avx512_bf16::conv_blocks<12, 2>, 12);
-  } else if (NR == 16) {
-    go(avx2_f32::conv_blocks<6, 2>, 6);
-  } else if (NR == 64) {
-    go(avx512_f32::conv_blocks<6, 4>, 6);
+      go(avx512_bf16::conv_blocks<2, 12, 2>, 12);
+  } else if (TM == 2) {
+    if (NR == 16)
+      go(avx2_f32::conv_blocks<2, 6, 2>, 6);
+    else if (NR == 64)
+      go(avx512_f32::conv_blocks<2, 6, 4>, 6);
+    else
+      go(avx512_f32::conv_blocks<2, 12, 2>, 12);
   } else {
-    go(avx512_f32::conv_blocks<12, 2>, 12);
+    if (NR == 16)
+      go(avx2_f32::conv_blocks<4, 6, 2>, 6);
+    else if (NR == 64)
+      go(avx512_f32::conv_blocks<4, 6, 4>, 6);
+    else
+      go(avx512_f32::conv_blocks<4, 12, 2>, 12);
   }
 #else
   TORCH_CHECK(false, "winograd_conv3x3 runs on x86-64 only");  // unreachable: winograd_block is 0
@@ -218,7 +232,7 @@ at::Tensor nhwc(const at::Tensor& t) {
 // Checks the op's inputs; x as [N, H, W, C], K and NR.
 struct Conv {
   at::Tensor xh;
-  int64_t K, NR;
+  int64_t K, TM, NR;  // output channels, output tile side (2 or 4), register block
 };
 
 Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
@@ -226,10 +240,14 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
   TORCH_CHECK(x.device().is_cpu() && (dt == at::kBFloat16 || dt == at::kFloat) && x.dim() == 4, op,
               ": x must be a 4-D bfloat16 or float32 CPU tensor, got ", dt, " ", x.sizes());
   const int64_t P = dt == at::kBFloat16 ? 2 : 1;
-  TORCH_CHECK(u.scalar_type() == dt && u.dim() == 5 && u.size(0) == 16 && u.size(4) == P && u.is_contiguous(), op,
-              ": u must be the contiguous [16, K/NR, C/", P, ", NR, ", P, "] ", dt,
-              " tensor of fastdeblur.models.winograd.pack, got ", u.scalar_type(), " ", u.sizes());
-  const int64_t NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
+  // u.size(0): 16 positions for F(2x2, 3x3), 36 for F(4x4, 3x3) (float32 only: in bfloat16 its
+  // rounding error is ~5x F(2x2, 3x3)'s)
+  const bool npos = u.dim() == 5 && (u.size(0) == 16 || (u.size(0) == 36 && dt == at::kFloat));
+  TORCH_CHECK(u.scalar_type() == dt && npos && u.size(4) == P && u.is_contiguous(), op,
+              ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt,
+              " tensor of fastdeblur.models.winograd.pack (NP = 16", dt == at::kFloat ? " or 36" : "",
+              "), got ", u.scalar_type(), " ", u.sizes());
+  const int64_t TM = u.size(0) == 16 ? 2 : 4, NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
   const int64_t want = winograd_block(dt, C, K);
   TORCH_CHECK(want != 0, op, " does not run ", dt, " with ", C, " -> ", K, " channels on this CPU (winograd_block is 0)");
   TORCH_CHECK(NR == want, op, ": u was packed with register block ", NR, "; this CPU's kernel uses ", want,
@@ -239,7 +257,7 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
   const at::Tensor xh = x.size(1) == C ? nhwc(x) : x;  // channels_last [N, C, H, W] is accepted as is
   TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
               x.sizes(), " strides ", x.strides());
-  return {xh, K, NR};
+  return {xh, K, TM, NR};
 }
 
 // `t` (the output's form: NHWC, or its channels_last [N, C, H, W] view) as the output's NHWC
@@ -256,9 +274,9 @@ void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool rel
             at::Tensor& outh) {
   const float* bp = bias.const_data_ptr<float>();
   if (c.xh.scalar_type() == at::kBFloat16)
-    run<at::BFloat16>(c.xh, u, bp, relu, add ? add->const_data_ptr<at::BFloat16>() : nullptr, outh, c.NR);
+    run<at::BFloat16>(c.xh, u, bp, relu, add ? add->const_data_ptr<at::BFloat16>() : nullptr, outh, c.TM, c.NR);
   else
-    run<float>(c.xh, u, bp, relu, add ? add->const_data_ptr<float>() : nullptr, outh, c.NR);
+    run<float>(c.xh, u, bp, relu, add ? add->const_data_ptr<float>() : nullptr, outh, c.TM, c.NR);
 }
 
 // x [N, H, W, C] (NHWC memory: a contiguous tensor of that shape, or a channels_last [N, C, H, W]

@@ -21,8 +21,15 @@ import torch
 
 from ..errors import env_flag
 
-# G of F(2x2, 3x3): U = G g G^T turns a 3x3 kernel into its 4x4 Winograd form.
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+# G of F(m x m, 3x3) by output tile side m: U = G g G^T turns a 3x3 kernel into its
+# (m + 2) x (m + 2) Winograd form. F(4x4, 3x3): Lavin and Gray's, points 0, +-1, +-2.
+_G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
+      4: ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+          (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))}
+# The output tile each dtype runs: F(4x4, 3x3) does 2.25 multiplies per output pixel and channel
+# pair (F(2x2, 3x3): 4, direct: 9), but its rounding error is ~5-10x F(2x2, 3x3)'s: in float32
+# that is ~1e-5 of the values (tests/test_winograd.py), in bfloat16 it would be ~3x torch's own.
+TILE = {torch.bfloat16: 2, torch.float32: 4}
 DTYPES = (torch.bfloat16, torch.float32)
 
 
@@ -36,23 +43,27 @@ def register_block(dtype: torch.dtype, in_channels: int, out_channels: int) -> i
     return int(torch.ops.fastdeblur.winograd_block(dtype, in_channels, out_channels))
 
 
-def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """[K, C, 3, 3] conv weight -> the kernel's [16, K/NR, C/P, NR, P] transformed weight in `dtype`.
+def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | None = None) -> torch.Tensor:
+    """[K, C, 3, 3] conv weight -> the kernel's [(m + 2)^2, K/NR, C/P, NR, P] transformed weight in
+    `dtype`, for Winograd F(m x m, 3x3) with m = `tile` (2, or 4 in float32; default TILE[dtype]).
 
     NR is this CPU's register block (`register_block`); P = 2 for bfloat16, whose dot products
     multiply pairs of input channels, else 1. The transform runs in float64.
     """
     k, c = weight.shape[:2]
+    m = TILE.get(dtype, 2) if tile is None else tile
+    if m not in (2, 4) or (m == 4 and dtype != torch.float32):
+        raise ValueError(f"Winograd tile {m} in {dtype}: the kernel runs F(2x2, 3x3), and F(4x4, 3x3) in float32")
     nr = register_block(dtype, c, k) if weight.shape[2:] == (3, 3) else 0
     if nr == 0:
         raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} weight in {dtype} on this "
                          "machine (3x3 kernels; input channels a multiple of the vector width, 8 on AVX2 or "
                          "16 on AVX-512; output channels a multiple of 16 on AVX2 or 32 on AVX-512; the "
                          "extension built, and AVX2+FMA for float32 or AVX512-BF16 for bfloat16)")
-    g = torch.tensor(_G, dtype=torch.float64)
-    u = (g @ weight.detach().to("cpu", torch.float64) @ g.T).permute(2, 3, 0, 1).reshape(16, k, c)
+    g = torch.tensor(_G[m], dtype=torch.float64)
+    u = (g @ weight.detach().to("cpu", torch.float64) @ g.T).permute(2, 3, 0, 1).reshape((m + 2) ** 2, k, c)
     p = 2 if dtype == torch.bfloat16 else 1
-    u = u.reshape(16, k // nr, nr, c // p, p).permute(0, 1, 3, 2, 4)
+    u = u.reshape(-1, k // nr, nr, c // p, p).permute(0, 1, 3, 2, 4)
     return u.to(dtype).contiguous()
 
 
