@@ -59,13 +59,15 @@ def test_op(benchmark, device, dtype, case, provider):
               provider=provider, dtype=str(dtype))
 
 
-@pytest.mark.parametrize("provider", ["onednn", "winograd"])
+@pytest.mark.parametrize("provider", ["onednn", "winograd", "winograd_f2"])
 @pytest.mark.parametrize("channels", [32, 64, 128])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-def test_residual_block(benchmark, device, dtype, channels, provider):
+def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatch):
     """One residual block of the CPU model: oneDNN's direct convolutions (ReLU and residual add
-    fused) against the Winograd F(2x2, 3x3) kernel (models/winograd.py). The FLOP count is the
-    direct convolutions' (Winograd's rate is then an equivalent rate)."""
+    fused) against the Winograd kernel (models/winograd.py) with its default tile for the dtype
+    (winograd: F(2x2, 3x3) in bfloat16, F(4x4, 3x3) in float32) and, in float32, F(2x2, 3x3)
+    (winograd_f2). The FLOP count is the direct convolutions' (Winograd's rate is then an
+    equivalent rate)."""
     from fastdeblur.models import onednn_available, winograd
     from fastdeblur.models.onednn import _OneDNN
     from fastdeblur.reference.dmphn import ResidualBlock
@@ -74,10 +76,16 @@ def test_residual_block(benchmark, device, dtype, channels, provider):
         pytest.skip("CPU op")
     if not (onednn_available(dtype) and winograd.available(dtype)):
         pytest.skip(f"needs oneDNN and the Winograd kernel in {dtype} (bfloat16: AVX512-BF16)")
+    if provider == "winograd_f2" and winograd.TILE[dtype] == 2:
+        pytest.skip(f"F(2x2, 3x3) is already the winograd provider in {dtype}")
     h, w = {32: (720, 1280), 64: (360, 640), 128: (180, 320)}[channels]
     torch.manual_seed(0)
     block = ResidualBlock(channels).eval().requires_grad_(False).to(dtype)
-    layers = {p: _OneDNN(block, winograd_blocks=p == "winograd") for p in ("onednn", "winograd")}
+    layers = {"onednn": _OneDNN(block, winograd_blocks=False)}
+    if provider != "onednn":
+        if provider == "winograd_f2":
+            monkeypatch.setitem(winograd.TILE, dtype, 2)  # the weights are packed for it here
+        layers[provider] = _OneDNN(block, winograd_blocks=True)
     x = torch.randn(1, h, w, channels).to(dtype)  # NHWC, as the model runs
     tol = 0.1 if dtype == torch.bfloat16 else 1e-4
     with torch.inference_mode():

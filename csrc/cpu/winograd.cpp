@@ -1,16 +1,20 @@
-// Winograd F(2x2, 3x3) convolution on the CPU: 3x3, stride 1, padding 1, NHWC activations, float32
-// accumulation, with the bias, the ReLU and a residual add fused into the output transform.
-// bfloat16 on CPUs with AVX-512 BF16 dot products (vdpbf16ps); float32 with AVX-512 or AVX2+FMA.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions on the CPU: 3x3, stride 1, padding 1, NHWC
+// activations, float32 accumulation, with the bias, the ReLU and a residual add fused into the
+// output transform. bfloat16 (F(2x2) only) on CPUs with AVX-512 BF16 dot products (vdpbf16ps);
+// float32 (F(2x2) or F(4x4)) with AVX-512 or AVX2+FMA.
 //
 // Why: on CPUs without AMX, oneDNN's direct convolutions already run at the vector units' peak,
-// so only fewer multiplies make them faster. F(2x2, 3x3) computes each 2x2 output tile from a 4x4
-// input tile with 16 multiplies per input/output channel pair instead of 36.
+// so only fewer multiplies make them faster. F(m x m, 3x3) computes each m x m output tile from an
+// (m + 2) x (m + 2) input tile: 16 multiplies per input/output channel pair for m = 2 and 36 for
+// m = 4, instead of 36 and 144. F(4x4)'s larger transform coefficients amplify rounding (~1e-5 of
+// the values in float32), too much for bfloat16's 8-bit mantissa, so bfloat16 keeps F(2x2).
 //
-// Per block of MR tiles of one tile row (MR: the micro-kernel's rows, 6 or 12), all in cache:
-//   1. input transform V = B^T d B of each 4x4 tile (in float32, stored in the activation type):
-//      V[16][MR][C];
-//   2. 16 GEMMs M[xi] = V[xi] U[xi] with U = G g G^T, transformed and packed once in Python
-//      (fastdeblur/models/winograd.py: pack), register-blocked MR x NR: M[16][MR][K] in float32;
+// Per block of MR tiles of one tile row (MR: the micro-kernel's rows, 6 or 12), all in cache, with
+// TN = m + 2 and NP = TN * TN positions:
+//   1. input transform V = B^T d B of each TN x TN tile (in float32, stored in the activation
+//      type): V[NP][MR][C];
+//   2. NP GEMMs M[xi] = V[xi] U[xi] with U = G g G^T, transformed and packed once in Python
+//      (fastdeblur/models/winograd.py: pack), register-blocked MR x NR: M[NP][MR][K] in float32;
 //   3. output transform Y = A^T M A, then + bias, ReLU, + residual, rounded to the activation type.
 // Pixels past the image's edge read as zeros; outputs past it are not stored. The transforms and
 // loops are winograd_body.h, compiled here once per instruction set with target attributes (so
@@ -241,7 +245,7 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
               ": x must be a 4-D bfloat16 or float32 CPU tensor, got ", dt, " ", x.sizes());
   const int64_t P = dt == at::kBFloat16 ? 2 : 1;
   // u.size(0): 16 positions for F(2x2, 3x3), 36 for F(4x4, 3x3) (float32 only: in bfloat16 its
-  // rounding error is ~5x F(2x2, 3x3)'s)
+  // rounding error would be ~10x torch's own convolution's)
   const bool npos = u.dim() == 5 && (u.size(0) == 16 || (u.size(0) == 36 && dt == at::kFloat));
   TORCH_CHECK(u.scalar_type() == dt && npos && u.size(4) == P && u.is_contiguous(), op,
               ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt,
@@ -280,8 +284,8 @@ void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool rel
 }
 
 // x [N, H, W, C] (NHWC memory: a contiguous tensor of that shape, or a channels_last [N, C, H, W]
-// view of one); the result has x's form. u: winograd.pack's [16, K/NR, C/P, NR, P] in x's dtype
-// (P = 2 for bfloat16, 1 for float32).
+// view of one); the result has x's form. u: winograd.pack's [NP, K/NR, C/P, NR, P] in x's dtype
+// (NP = 16 for F(2x2, 3x3), 36 for F(4x4, 3x3); P = 2 for bfloat16, 1 for float32).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu,
                             const std::optional<at::Tensor>& add) {
   const Conv c = check("winograd_conv3x3", x, u, bias);
@@ -307,8 +311,9 @@ at::Tensor& winograd_conv3x3_add_(at::Tensor& acc, const at::Tensor& x, const at
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
-  // 3x3 stride-1 padding-1 convolution by Winograd F(2x2, 3x3), NHWC bfloat16 (AVX512-BF16) or
-  // float32 (AVX-512 or AVX2+FMA): relu?(x * w + bias) [+ add].
+  // 3x3 stride-1 padding-1 convolution by Winograd F(2x2, 3x3) or F(4x4, 3x3) (u's 16 or 36
+  // positions), NHWC bfloat16 (AVX512-BF16, F(2x2) only) or float32 (AVX-512 or AVX2+FMA):
+  // relu?(x * w + bias) [+ add].
   m.def("winograd_conv3x3(Tensor x, Tensor u, Tensor bias, bool relu, Tensor? add=None) -> Tensor");
   // acc += x * w + bias in place (the residual block's second convolution over its input)
   m.def("winograd_conv3x3_add_(Tensor(a!) acc, Tensor x, Tensor u, Tensor bias) -> Tensor(a!)");

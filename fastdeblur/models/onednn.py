@@ -70,7 +70,7 @@ class _OneDNN(_Layer):
         super().__init__(layer)
         self._stride = [self.stride, self.stride]
         convs = _convs(layer)
-        # residual blocks through Winograd F(2x2, 3x3) where it beats oneDNN (winograd.py)
+        # residual blocks through Winograd F(2x2, 3x3) or F(4x4, 3x3) where it beats oneDNN (winograd.py)
         self.winograd: tuple[torch.Tensor, ...] | None = None
         c1, dt = convs[0], convs[0].weight.dtype
         if self.op == "rb" and winograd.register_block(dt, c1.in_channels, c1.out_channels) and (

@@ -1,16 +1,21 @@
-"""Winograd F(2x2, 3x3) convolutions for the CPU model's residual blocks (csrc/cpu/winograd.cpp).
+"""Winograd convolutions for the CPU model's residual blocks (csrc/cpu/winograd.cpp).
 
 oneDNN's direct convolutions run at the vector units' peak on CPUs without AMX, so only fewer
-multiplies make them faster: Winograd F(2x2, 3x3) needs 16 multiplies per 2x2 output tile and
-channel pair instead of 36. The residual blocks' 3x3 convolutions (C -> C, stride 1) carry 89% of
-DMPHN's FLOPs. The kernel runs bfloat16 on CPUs with AVX512-BF16 (AMD Zen 4 and 5, Intel Cooper
-Lake and later) and float32 on CPUs with AVX-512 or AVX2 with FMA. On CPUs with AMX, oneDNN's
+multiplies make them faster. A direct 3x3 convolution does 9 multiplies per output pixel and
+channel pair; Winograd F(2x2, 3x3) does 4 (16 per 2x2 output tile, from a 4x4 input tile) and
+F(4x4, 3x3) 2.25 (36 per 4x4 tile, from 6x6). The residual blocks' 3x3 convolutions (C -> C,
+stride 1) carry 89% of DMPHN's FLOPs. The kernel runs bfloat16 with F(2x2, 3x3) on CPUs with
+AVX512-BF16 (AMD Zen 4 and 5, Intel Cooper Lake and later), and float32 with F(4x4, 3x3) (or
+F(2x2, 3x3) on request) on CPUs with AVX-512 or AVX2 with FMA. On CPUs with AMX, oneDNN's
 bfloat16 convolutions on the tile units are faster than this kernel's vector dot products, so
 they stay there.
 
 Numerics: the transforms run in float32; the transformed input tiles and weights are rounded to
-the activation type and the products accumulate in float32. tests/test_winograd.py holds the
-error to at most 2x that of torch's own convolution in the same dtype, against float64.
+the activation type and the products accumulate in float32. tests/test_winograd.py holds
+F(2x2, 3x3)'s error to at most 2x that of torch's own convolution in the same dtype, against
+float64. F(4x4, 3x3)'s transforms (coefficients up to 8) amplify rounding: in float32 its error
+is ~1e-5 of the values, up to ~14x direct float32's (tested: 24x max, 8x rms); in bfloat16 it
+would be ~10x torch's own (rms, simulated), so bfloat16 keeps F(2x2, 3x3).
 """
 
 from __future__ import annotations
@@ -26,9 +31,7 @@ from ..errors import env_flag
 _G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
       4: ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
           (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))}
-# The output tile each dtype runs: F(4x4, 3x3) does 2.25 multiplies per output pixel and channel
-# pair (F(2x2, 3x3): 4, direct: 9), but its rounding error is ~5-10x F(2x2, 3x3)'s: in float32
-# that is ~1e-5 of the values (tests/test_winograd.py), in bfloat16 it would be ~3x torch's own.
+# The output tile (m of F(m x m, 3x3)) each dtype runs by default; see the module's docstring.
 TILE = {torch.bfloat16: 2, torch.float32: 4}
 DTYPES = (torch.bfloat16, torch.float32)
 
@@ -104,7 +107,7 @@ def preferred(dtype: torch.dtype = torch.bfloat16) -> bool:
 
 def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, relu: bool = False,
             add: torch.Tensor | None = None) -> torch.Tensor:
-    """relu?(conv3x3(x, w) + bias) [+ add], stride 1, padding 1, by Winograd F(2x2, 3x3).
+    """relu?(conv3x3(x, w) + bias) [+ add], stride 1, padding 1, by Winograd F(m x m, 3x3), m as packed.
 
     x: NHWC bfloat16 or float32 memory, as an [N, H, W, C] tensor or a channels_last [N, C, H, W]
     one (the result takes the same form); u: `pack(w, x.dtype)`; bias: float32; add: the
