@@ -122,7 +122,7 @@ def _provider(provider: str, name: str, device: str):
         if not onednn_available(dt):
             pytest.skip(f"oneDNN runs no {dt} on this CPU")
         m = onednn_model(_model(name, device, dt, channels_last=True),
-                         winograd_blocks=False if provider.endswith("_direct") else None)
+                         use_winograd=False if provider.endswith("_direct") else None)
         layout = _resolve_backend(None, torch.device(device), dt)[1]  # deblur()'s: the extension's ops
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
 

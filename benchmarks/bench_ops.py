@@ -81,11 +81,11 @@ def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatc
     h, w = {32: (720, 1280), 64: (360, 640), 128: (180, 320)}[channels]
     torch.manual_seed(0)
     block = ResidualBlock(channels).eval().requires_grad_(False).to(dtype)
-    layers = {"onednn": _OneDNN(block, winograd_blocks=False)}
+    layers = {"onednn": _OneDNN(block, use_winograd=False)}
     if provider != "onednn":
         if provider == "winograd_f2":
             monkeypatch.setitem(winograd.TILE, dtype, 2)  # the weights are packed for it here
-        layers[provider] = _OneDNN(block, winograd_blocks=True)
+        layers[provider] = _OneDNN(block, use_winograd=True)
     x = torch.randn(1, h, w, channels).to(dtype)  # NHWC, as the model runs
     tol = 0.1 if dtype == torch.bfloat16 else 1e-4
     with torch.inference_mode():
@@ -94,3 +94,31 @@ def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatc
             torch.testing.assert_close(layer(x).float(), ref, rtol=tol / 2, atol=tol)
         timed(benchmark, lambda: layers[provider](x), device, flops=2 * 2 * 9 * channels ** 2 * h * w,
               op=f"residual_block_{channels}", provider=provider, dtype=str(dtype))
+
+
+@pytest.mark.parametrize("provider", ["onednn", "winograd"])
+@pytest.mark.parametrize("channels", [64, 128])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_transposed_conv(benchmark, device, dtype, channels, provider):
+    """A decoder's ConvTranspose2d(C, C/2, 4, stride=2, padding=1) at a 720p frame's level-1 size:
+    oneDNN's against the Winograd kernel's four F(2x2, 2x2) phases (models/winograd.py). The FLOP
+    count is the direct one's (16 multiply-adds per input pixel and channel pair)."""
+    from fastdeblur.models import onednn_available, winograd
+    from fastdeblur.models.onednn import _OneDNN
+
+    if device != "cpu":
+        pytest.skip("CPU op")
+    if not (onednn_available(dtype) and winograd.available(dtype)):
+        pytest.skip(f"needs oneDNN and the Winograd kernel in {dtype} (bfloat16: AVX512-BF16)")
+    h, w = {64: (360, 640), 128: (180, 320)}[channels]
+    torch.manual_seed(0)
+    up = torch.nn.ConvTranspose2d(channels, channels // 2, 4, stride=2, padding=1).eval().requires_grad_(False)
+    up = up.to(dtype)
+    layer = _OneDNN(up, use_winograd=provider == "winograd")
+    x = torch.randn(1, h, w, channels).to(dtype)  # NHWC, as the model runs
+    tol = 0.1 if dtype == torch.bfloat16 else 1e-4
+    with torch.inference_mode():
+        ref = up(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).float()
+        torch.testing.assert_close(layer(x).float(), ref, rtol=tol / 2, atol=tol)
+        timed(benchmark, lambda: layer(x), device, flops=2 * 16 * channels * channels // 2 * h * w,
+              op=f"conv_transpose_{channels}", provider=provider, dtype=str(dtype))

@@ -87,14 +87,21 @@ def _register_python_parts() -> None:
     def _post_fake(y, height, width, dtype):
         return y.new_empty(y.shape[0], height, width, 3, dtype=dtype)
 
+    def _winograd_out(x, k, up):
+        """The Winograd ops' result: k channels, `up` x the size, in x's form."""
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            n, _, h, w = x.shape  # [N, C, H, W] view of NHWC memory
+            return x.new_empty(n, up * h, up * w, k).permute(0, 3, 1, 2)
+        n, h, w, _ = x.shape
+        return x.new_empty(n, up * h, up * w, k)
+
     @torch.library.register_fake(lib + "winograd_conv3x3")
     def _winograd_fake(x, u, bias, relu, add=None):
-        shape = list(x.shape)
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            shape[1] = bias.numel()  # [N, C, H, W] view of NHWC memory
-            return x.new_empty(shape[0], shape[2], shape[3], shape[1]).permute(0, 3, 1, 2)
-        shape[-1] = bias.numel()
-        return x.new_empty(shape)
+        return _winograd_out(x, bias.numel(), 1)
+
+    @torch.library.register_fake(lib + "winograd_conv_transpose4x4s2")
+    def _winograd_up_fake(x, u, bias):
+        return _winograd_out(x, bias.numel(), 2)
 
     @torch.library.register_fake(lib + "winograd_conv3x3_add_")
     def _winograd_add_fake(acc, x, u, bias):

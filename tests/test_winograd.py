@@ -1,6 +1,7 @@
-"""The Winograd F(2x2, 3x3) kernels (csrc/cpu/winograd.cpp: bfloat16 on AVX512-BF16, float32 on
-AVX-512 and on AVX2) against float64, by the 2x-PyTorch-error rule, and their place in the CPU
-model."""
+"""The Winograd kernels (csrc/cpu/winograd.cpp: F(2x2, 3x3) and the transposed convolution's
+F(2x2, 2x2) phases in bfloat16 on AVX512-BF16 and in float32 on AVX-512 and on AVX2, F(4x4, 3x3)
+in float32) against float64, by the 2x-PyTorch-error rule (F(4x4, 3x3): its own bound), and their
+place in the CPU model."""
 
 import copy
 
@@ -95,6 +96,69 @@ def test_error_is_at_most_twice_torchs(kernel, n, c, k, h, w, relu, with_add):
     for norm, k in zip(norms, _factor(kernel), strict=True):
         err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
         assert err <= k * ref_err + atol, f"Winograd error {err:.3g} > {k} x torch's {ref_err:.3g} in {kernel}"
+
+
+@pytest.fixture(params=[k for k in KERNELS if k.values[0][2] == 2])
+def up_kernel(request, monkeypatch):
+    """The dtype of a transposed-convolution test (one F(2x2, 2x2) kernel per instruction set)."""
+    dtype, cap, _ = request.param
+    if cap is not None:
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", cap)
+    return dtype
+
+
+def _up_case(n, c, k, h, w, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, h, w, c, generator=g).to(dtype)  # NHWC
+    wt = (torch.randn(c, k, 4, 4, generator=g) / (4 * c ** 0.5)).to(dtype)  # ConvTranspose2d's [C, K, 4, 4]
+    return x, wt, torch.randn(k, generator=g).to(dtype)
+
+
+@pytest.mark.parametrize("n,c,k,h,w", [(1, 64, 32, 7, 9), (2, 128, 64, 5, 13), (1, 16, 32, 1, 1),
+                                       (3, 48, 96, 4, 3), (1, 32, 64, 30, 31), (2, 128, 32, 2, 17)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_transposed_error_is_at_most_twice_torchs(up_kernel, n, c, k, h, w, seed):
+    """ConvTranspose2d(C, K, 4, stride=2, padding=1) as four F(2x2, 2x2) phases, against float64,
+    by the 2x rule in both dtypes (its transforms have coefficients 1/2 and 1 only)."""
+    x, wt, b = _up_case(n, c, k, h, w, up_kernel, seed)
+    got = winograd.conv_transpose4x4s2(x, winograd.pack_transpose(wt, up_kernel), b)
+    assert got.shape == (n, 2 * h, 2 * w, k) and got.dtype == up_kernel and got.is_contiguous()
+    want = F.conv_transpose2d(_nchw(x).double(), wt.double(), b.double(), stride=2, padding=1).permute(0, 2, 3, 1)
+    base = F.conv_transpose2d(_nchw(x), wt, b, stride=2, padding=1).permute(0, 2, 3, 1)
+    atol = 1e-6 if up_kernel == torch.bfloat16 else 2e-6
+    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
+        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
+        assert err <= 2 * ref_err + atol, f"transposed error {err:.3g} > 2 x torch's {ref_err:.3g} in {up_kernel}"
+
+
+def test_transposed_forms_threads_and_checks(up_kernel):
+    x, wt, b = _up_case(2, 32, 64, 5, 27, up_kernel)
+    u = winograd.pack_transpose(wt, up_kernel)
+    want = winograd.conv_transpose4x4s2(x, u, b)
+    got = winograd.conv_transpose4x4s2(_nchw(x), u, b)  # the channels_last [N, C, H, W] form, kept
+    assert got.shape == (2, 64, 10, 54) and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.permute(0, 2, 3, 1), want)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(winograd.conv_transpose4x4s2(x, u, b), want)
+    finally:
+        torch.set_num_threads(threads)
+    torch.library.opcheck(torch.ops.fastdeblur.winograd_conv_transpose4x4s2, (x, u, b.float()),
+                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.fastdeblur.winograd_conv_transpose4x4s2, (_nchw(x), u, b.float()),
+                          test_utils=("test_schema", "test_faketensor"))
+    op = winograd.conv_transpose4x4s2
+    with pytest.raises(RuntimeError, match="winograd.pack_transpose .NP = 36."):  # 3x3 weights
+        op(x, winograd.pack(torch.zeros(64, 32, 3, 3), up_kernel, tile=2), b)
+    with pytest.raises(RuntimeError, match="NHWC memory with 32 channels"):
+        op(x[..., :16].contiguous(), u, b)
+    with pytest.raises(RuntimeError, match="bias"):
+        op(x, u, b[:32])
+    with pytest.raises(ValueError, match="does not run a .32, 64, 3, 3. transposed weight"):
+        winograd.pack_transpose(torch.zeros(32, 64, 3, 3), up_kernel)
+    with pytest.raises(ValueError, match="does not run a .32, 40, 4, 4. transposed weight"):
+        winograd.pack_transpose(torch.zeros(32, 40, 4, 4), up_kernel)
 
 
 def test_in_place_residual_add_equals_the_functional_op(kernel):
@@ -218,12 +282,12 @@ def test_model_with_winograd_is_as_close_as_onednns(kernel, monkeypatch):
     x = (torch.rand(2, 3, 40, 56) - 0.5).contiguous(memory_format=torch.channels_last)
     lowp = copy.deepcopy(model).to(kernel)
     monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "0")  # the argument wins over the switch
-    fused = onednn_model(lowp, winograd_blocks=True)
-    blocks = [m for m in fused.modules() if getattr(m, "op", None) == "rb"]
-    assert len(blocks) == 36 and all(m.winograd is not None for m in blocks)
+    fused = onednn_model(lowp, use_winograd=True)
+    layers = [m for m in fused.modules() if getattr(m, "op", None) in ("rb", "up")]
+    assert len(layers) == 36 + 6 and all(m.winograd is not None for m in layers)  # residual blocks, deconvs
     monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "1")
-    plain = onednn_model(lowp, winograd_blocks=False)
-    assert all(m.winograd is None for m in plain.modules() if getattr(m, "op", None) == "rb")
+    plain = onednn_model(lowp, use_winograd=False)
+    assert all(m.winograd is None for m in plain.modules() if getattr(m, "op", None) in ("rb", "up"))
     atol = 1e-3 if kernel == torch.bfloat16 else 1e-5
     with torch.inference_mode():
         want = model.double()(x.double())
@@ -245,6 +309,7 @@ def test_deblur_with_and_without_winograd(kernel, monkeypatch):
         api._fused_cache.clear()
         outs[flag] = fastdeblur.deblur(img, model=model, device="cpu")
         twin = api._fused_cache[model]["onednn"]
-        assert {m.winograd is not None for m in twin.modules() if getattr(m, "op", None) == "rb"} == {flag == "1"}
+        layers = [m for m in twin.modules() if getattr(m, "op", None) in ("rb", "up")]
+        assert {m.winograd is not None for m in layers} == {flag == "1"}
     assert outs["1"].shape == img.shape and outs["1"].dtype == np.uint8
     assert fastdeblur.metrics.psnr(outs["1"], outs["0"]) >= (40 if kernel == torch.bfloat16 else 60)

@@ -49,6 +49,25 @@
 namespace fastdeblur {
 namespace {
 
+// The kernel's variants: what an input tile, its transforms and its output tile are
+// (winograd_body.h). in: input tile side; pos: transformed tile side (NP = pos * pos GEMMs);
+// out: output tile side; step: input pixels between tiles; up: output size / input size.
+enum Variant { kF2, kF4, kUp };
+template <int VAR>
+struct Tiles;
+template <>
+struct Tiles<kF2> {  // Winograd F(2x2, 3x3)
+  static constexpr int in = 4, pos = 4, out = 2, step = 2, up = 1;
+};
+template <>
+struct Tiles<kF4> {  // Winograd F(4x4, 3x3)
+  static constexpr int in = 6, pos = 6, out = 4, step = 4, up = 1;
+};
+template <>
+struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases of F(2x2, 2x2)
+  static constexpr int in = 4, pos = 6, out = 4, step = 2, up = 2;
+};
+
 #if FD_WINOGRAD_X86
 bool has_avx512() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -186,45 +205,51 @@ int64_t winograd_block(at::ScalarType dtype, int64_t C, int64_t K) {
   return (l.lanes > 0 && C > 0 && C % l.lanes == 0) ? l.nr : 0;  // lanes are even: bf16's pairs fit
 }
 
+// Variant VAR of the kernel for T on this CPU's instruction set, register block NR.
+template <int VAR, typename T, typename Go>
+void dispatch(Go&& go, int64_t NR) {
+#if FD_WINOGRAD_X86
+  // one micro-kernel row block per block of tiles: the fastest of 6, 12, 24 and 48 tiles at 64
+  // and 128 channels, and level with 24 at 32
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    if (NR == 64)
+      go(avx512_bf16::conv_blocks<VAR, 6, 4>, 6);
+    else
+      go(avx512_bf16::conv_blocks<VAR, 12, 2>, 12);
+  } else if (NR == 16) {
+    go(avx2_f32::conv_blocks<VAR, 6, 2>, 6);
+  } else if (NR == 64) {
+    go(avx512_f32::conv_blocks<VAR, 6, 4>, 6);
+  } else {
+    go(avx512_f32::conv_blocks<VAR, 12, 2>, 12);
+  }
+#else
+  TORCH_CHECK(false, "the Winograd kernels run on x86-64 only");  // unreachable: winograd_block is 0
+#endif
+}
+
 template <typename T>
 void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu, const T* add, at::Tensor& out,
-         int64_t TM, int64_t NR) {
-#if FD_WINOGRAD_X86
+         Variant var, int64_t NR) {
   const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2), C = xh.size(3), K = out.size(3);
   const T* xp = xh.const_data_ptr<T>();
   const T* up = u.const_data_ptr<T>();
   T* op = out.mutable_data_ptr<T>();
-  // one kernel instance, parallel over its blocks of MR tiles (one micro-kernel row block: the
-  // fastest of 6, 12, 24 and 48 tiles at 64 and 128 channels, and level with 24 at 32)
+  const int64_t step = var == kF4 ? Tiles<kF4>::step : Tiles<kF2>::step;  // kUp's is kF2's
+  // one kernel instance, parallel over its blocks of MR tiles
   auto go = [&](auto conv_blocks, int64_t MR) {
-    const int64_t th = (H + TM - 1) / TM, tw = (W + TM - 1) / TM, blocks = N * th * ((tw + MR - 1) / MR);
+    const int64_t th = (H + step - 1) / step, tw = (W + step - 1) / step, blocks = N * th * ((tw + MR - 1) / MR);
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
       conv_blocks(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
     });
   };
-  if constexpr (std::is_same_v<T, at::BFloat16>) {  // F(2x2, 3x3) only (check)
-    if (NR == 64)
-      go(avx512_bf16::conv_blocks<2, 6, 4>, 6);
-    else
-      go(avx512_bf16::conv_blocks<2, 12, 2>, 12);
-  } else if (TM == 2) {
-    if (NR == 16)
-      go(avx2_f32::conv_blocks<2, 6, 2>, 6);
-    else if (NR == 64)
-      go(avx512_f32::conv_blocks<2, 6, 4>, 6);
-    else
-      go(avx512_f32::conv_blocks<2, 12, 2>, 12);
-  } else {
-    if (NR == 16)
-      go(avx2_f32::conv_blocks<4, 6, 2>, 6);
-    else if (NR == 64)
-      go(avx512_f32::conv_blocks<4, 6, 4>, 6);
-    else
-      go(avx512_f32::conv_blocks<4, 12, 2>, 12);
+  if (var == kF2) {
+    dispatch<kF2, T>(go, NR);
+  } else if (var == kUp) {
+    dispatch<kUp, T>(go, NR);
+  } else if constexpr (std::is_same_v<T, float>) {  // F(4x4, 3x3): float32 only (check)
+    dispatch<kF4, T>(go, NR);
   }
-#else
-  TORCH_CHECK(false, "winograd_conv3x3 runs on x86-64 only");  // unreachable: winograd_block is 0
-#endif
 }
 
 // A channels_last [N, C, H, W] view of NHWC memory as the [N, H, W, C] tensor it is; else t itself.
@@ -233,25 +258,30 @@ at::Tensor nhwc(const at::Tensor& t) {
   return view ? t.permute({0, 2, 3, 1}) : t;
 }
 
-// Checks the op's inputs; x as [N, H, W, C], K and NR.
+// Checks the op's inputs; x as [N, H, W, C], K, the variant and NR.
 struct Conv {
   at::Tensor xh;
-  int64_t K, TM, NR;  // output channels, output tile side (2 or 4), register block
+  int64_t K;
+  Variant var;
+  int64_t NR;  // register block
 };
 
-Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
+// transposed: the 4x4 stride-2 transposed convolution (u: 36 positions); else the 3x3 one, whose
+// u has 16 positions for F(2x2, 3x3) or 36 for F(4x4, 3x3) (float32 only: in bfloat16 its
+// rounding error would be ~10x torch's own convolution's).
+Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool transposed) {
   const auto dt = x.scalar_type();
   TORCH_CHECK(x.device().is_cpu() && (dt == at::kBFloat16 || dt == at::kFloat) && x.dim() == 4, op,
               ": x must be a 4-D bfloat16 or float32 CPU tensor, got ", dt, " ", x.sizes());
   const int64_t P = dt == at::kBFloat16 ? 2 : 1;
-  // u.size(0): 16 positions for F(2x2, 3x3), 36 for F(4x4, 3x3) (float32 only: in bfloat16 its
-  // rounding error would be ~10x torch's own convolution's)
-  const bool npos = u.dim() == 5 && (u.size(0) == 16 || (u.size(0) == 36 && dt == at::kFloat));
+  const int64_t np = u.dim() == 5 ? u.size(0) : 0;
+  const bool npos = transposed ? np == 36 : (np == 16 || (np == 36 && dt == at::kFloat));
+  const char* want_np = transposed ? "36" : dt == at::kFloat ? "16 or 36" : "16";
   TORCH_CHECK(u.scalar_type() == dt && npos && u.size(4) == P && u.is_contiguous(), op,
-              ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt,
-              " tensor of fastdeblur.models.winograd.pack (NP = 16", dt == at::kFloat ? " or 36" : "",
-              "), got ", u.scalar_type(), " ", u.sizes());
-  const int64_t TM = u.size(0) == 16 ? 2 : 4, NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
+              ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt, " tensor of fastdeblur.models.winograd.",
+              transposed ? "pack_transpose" : "pack", " (NP = ", want_np, "), got ", u.scalar_type(), " ", u.sizes());
+  const Variant var = transposed ? kUp : np == 16 ? kF2 : kF4;
+  const int64_t NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
   const int64_t want = winograd_block(dt, C, K);
   TORCH_CHECK(want != 0, op, " does not run ", dt, " with ", C, " -> ", K, " channels on this CPU (winograd_block is 0)");
   TORCH_CHECK(NR == want, op, ": u was packed with register block ", NR, "; this CPU's kernel uses ", want,
@@ -261,7 +291,7 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
   const at::Tensor xh = x.size(1) == C ? nhwc(x) : x;  // channels_last [N, C, H, W] is accepted as is
   TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
               x.sizes(), " strides ", x.strides());
-  return {xh, K, TM, NR};
+  return {xh, K, var, NR};
 }
 
 // `t` (the output's form: NHWC, or its channels_last [N, C, H, W] view) as the output's NHWC
@@ -269,7 +299,7 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
 at::Tensor output_like(const char* op, const char* name, const at::Tensor& t, const Conv& c) {
   at::Tensor th = nhwc(t);
   TORCH_CHECK(th.scalar_type() == c.xh.scalar_type() && th.is_contiguous() &&
-                  th.sizes() == at::IntArrayRef({c.xh.size(0), c.xh.size(1), c.xh.size(2), c.K}),
+                  th.sizes() == at::IntArrayRef({c.xh.size(0), c.xh.size(1), c.xh.size(2), c.K}),  // 3x3 ops only
               op, ": ", name, " must be ", c.xh.scalar_type(), " NHWC memory of the output's shape");
   return th;
 }
@@ -278,9 +308,9 @@ void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool rel
             at::Tensor& outh) {
   const float* bp = bias.const_data_ptr<float>();
   if (c.xh.scalar_type() == at::kBFloat16)
-    run<at::BFloat16>(c.xh, u, bp, relu, add ? add->const_data_ptr<at::BFloat16>() : nullptr, outh, c.TM, c.NR);
+    run<at::BFloat16>(c.xh, u, bp, relu, add ? add->const_data_ptr<at::BFloat16>() : nullptr, outh, c.var, c.NR);
   else
-    run<float>(c.xh, u, bp, relu, add ? add->const_data_ptr<float>() : nullptr, outh, c.TM, c.NR);
+    run<float>(c.xh, u, bp, relu, add ? add->const_data_ptr<float>() : nullptr, outh, c.var, c.NR);
 }
 
 // x [N, H, W, C] (NHWC memory: a contiguous tensor of that shape, or a channels_last [N, C, H, W]
@@ -288,7 +318,7 @@ void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool rel
 // (NP = 16 for F(2x2, 3x3), 36 for F(4x4, 3x3); P = 2 for bfloat16, 1 for float32).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu,
                             const std::optional<at::Tensor>& add) {
-  const Conv c = check("winograd_conv3x3", x, u, bias);
+  const Conv c = check("winograd_conv3x3", x, u, bias, false);
   const int64_t N = c.xh.size(0), H = c.xh.size(1), W = c.xh.size(2);
   at::Tensor out = at::empty({N, H, W, c.K}, c.xh.options());
   const at::Tensor addh = add.has_value() ? output_like("winograd_conv3x3", "add", *add, c) : at::Tensor();
@@ -299,13 +329,23 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::
 // acc += conv3x3(x) + bias, in place: the residual block's second convolution written over the
 // block's input, so the block holds two activations at a time instead of three.
 at::Tensor& winograd_conv3x3_add_(at::Tensor& acc, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
-  const Conv c = check("winograd_conv3x3_add_", x, u, bias);
+  const Conv c = check("winograd_conv3x3_add_", x, u, bias, false);
   at::Tensor acch = output_like("winograd_conv3x3_add_", "acc", acc, c);
   // each output pixel reads acc just before writing it, but x is read around it: no overlap
   TORCH_CHECK(at::get_overlap_status(acch, c.xh) == at::MemOverlapStatus::No,
               "winograd_conv3x3_add_: acc and x must not share memory");
   launch(c, u, bias, false, &acch, acch);
   return acc;
+}
+
+// ConvTranspose2d(C, K, 4, stride=2, padding=1) of x [N, H, W, C] (either form, as above):
+// [N, 2H, 2W, K] in x's form. u: winograd.pack_transpose's [36, K/NR, C/P, NR, P].
+at::Tensor winograd_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
+  const Conv c = check("winograd_conv_transpose4x4s2", x, u, bias, true);
+  const int64_t N = c.xh.size(0), H = c.xh.size(1), W = c.xh.size(2);
+  at::Tensor out = at::empty({N, 2 * H, 2 * W, c.K}, c.xh.options());
+  launch(c, u, bias, false, nullptr, out);
+  return c.xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
 }
 
 }  // namespace
@@ -317,6 +357,9 @@ TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
   m.def("winograd_conv3x3(Tensor x, Tensor u, Tensor bias, bool relu, Tensor? add=None) -> Tensor");
   // acc += x * w + bias in place (the residual block's second convolution over its input)
   m.def("winograd_conv3x3_add_(Tensor(a!) acc, Tensor x, Tensor u, Tensor bias) -> Tensor(a!)");
+  // ConvTranspose2d(C, K, 4, stride=2, padding=1) as four Winograd F(2x2, 2x2) phases, NHWC
+  // bfloat16 (AVX512-BF16) or float32 (AVX-512 or AVX2+FMA)
+  m.def("winograd_conv_transpose4x4s2(Tensor x, Tensor u, Tensor bias) -> Tensor");
   // the register block NR that winograd.pack uses for C -> K channels in dtype; 0: no kernel here
   m.def("winograd_block(ScalarType dtype, int in_channels, int out_channels) -> int", &winograd_block);
 }
@@ -324,6 +367,7 @@ TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
 TORCH_LIBRARY_IMPL(fastdeblur, CPU, m) {
   m.impl("winograd_conv3x3", &winograd_conv3x3);
   m.impl("winograd_conv3x3_add_", &winograd_conv3x3_add_);
+  m.impl("winograd_conv_transpose4x4s2", &winograd_conv_transpose4x4s2);
 }
 
 }  // namespace fastdeblur

@@ -64,18 +64,22 @@ def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
 
 class _OneDNN(_Layer):
     """The layer as oneDNN convolutions: weights reordered once, ReLU and residual add fused; a
-    residual block on the extension's Winograd kernel instead where `winograd_blocks` says so."""
+    residual block or transposed convolution on the extension's Winograd kernels instead where
+    `use_winograd` says so (None: `winograd.preferred`)."""
 
-    def __init__(self, layer: nn.Module, winograd_blocks: bool | None = None):
+    def __init__(self, layer: nn.Module, use_winograd: bool | None = None):
         super().__init__(layer)
         self._stride = [self.stride, self.stride]
         convs = _convs(layer)
-        # residual blocks through Winograd F(2x2, 3x3) or F(4x4, 3x3) where it beats oneDNN (winograd.py)
+        # residual blocks (F(2x2, 3x3) or F(4x4, 3x3)) and transposed convolutions (F(2x2, 2x2)
+        # phases) through Winograd where it beats oneDNN (winograd.py); 3x3 stride-2 and the
+        # 3-channel convolutions stay on oneDNN
         self.winograd: tuple[torch.Tensor, ...] | None = None
         c1, dt = convs[0], convs[0].weight.dtype
-        if self.op == "rb" and winograd.register_block(dt, c1.in_channels, c1.out_channels) and (
-                winograd.preferred(dt) if winograd_blocks is None else winograd_blocks and winograd.available(dt)):
-            self.winograd = tuple(t for c in convs for t in (winograd.pack(c.weight, dt), c.bias.detach().float()))
+        if self.op in ("rb", "up") and winograd.register_block(dt, c1.in_channels, c1.out_channels) and (
+                winograd.preferred(dt) if use_winograd is None else use_winograd and winograd.available(dt)):
+            pack = winograd.pack if self.op == "rb" else winograd.pack_transpose
+            self.winograd = tuple(t for c in convs for t in (pack(c.weight, dt), c.bias.detach().float()))
         self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
         for i, c in enumerate(convs, 1):
             self.register_buffer(f"b{i}", c.bias.detach().clone())
@@ -89,6 +93,8 @@ class _OneDNN(_Layer):
                 self.weights.append(torch.ops.mkldnn._reorder_convolution_weight(w, _PAD, self._stride, _ONE, 1))
 
     def forward(self, h: torch.Tensor, reuse: bool = False) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
+        if self.winograd is not None and self.op == "up":
+            return winograd.conv_transpose4x4s2(h, *self.winograd)
         if self.winograd is not None:
             u1, b1, u2, b2 = self.winograd
             t = winograd.conv3x3(h, u1, b1, relu=True)
@@ -111,13 +117,13 @@ class _OneDNN(_Layer):
         return y.permute(0, 2, 3, 1).contiguous()  # NHWC memory already: free
 
 
-def onednn_model(model: nn.Module, winograd_blocks: bool | None = None) -> nn.Module:
+def onednn_model(model: nn.Module, use_winograd: bool | None = None) -> nn.Module:
     """A copy of a CPU DMPHN/StackDMPHN (float32 or bfloat16) on oneDNN's fused convolutions.
 
     Same class, forward and tiling; the weights are reordered for oneDNN once, here, so build it
-    after the model has its final dtype. `winograd_blocks`: run the residual blocks through the
-    extension's Winograd kernel (where it runs; models/winograd.py); None: where it is faster
-    (`winograd.preferred(dtype)`, FASTDEBLUR_WINOGRAD).
+    after the model has its final dtype. `use_winograd`: run the residual blocks and transposed
+    convolutions through the extension's Winograd kernels (where they run; models/winograd.py);
+    None: where they are faster (`winograd.preferred(dtype)`, FASTDEBLUR_WINOGRAD).
     """
     first = next(itertools.chain(model.parameters(), model.buffers()))
     if first.device.type != "cpu":
@@ -125,4 +131,4 @@ def onednn_model(model: nn.Module, winograd_blocks: bool | None = None) -> nn.Mo
     if not onednn_available(first.dtype):
         raise RuntimeError(f"oneDNN's fused convolutions do not run {first.dtype} on this machine "
                            "(no oneDNN in this torch build, or a CPU without the instructions)")
-    return swap_cnns(model, functools.partial(_OneDNN, winograd_blocks=winograd_blocks))
+    return swap_cnns(model, functools.partial(_OneDNN, use_winograd=use_winograd))

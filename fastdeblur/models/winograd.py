@@ -70,6 +70,35 @@ def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | 
     return u.to(dtype).contiguous()
 
 
+# F(2x2, 2x2) with points 1, -1 and infinity: each phase of the transposed convolution is a
+# 2-tap correlation (csrc/cpu/winograd_body.h), whose taps are these kernel rows (or columns)
+# for output rows (columns) of parity 0 and 1.
+_G_UP = ((0.5, 0.5), (-0.5, 0.5), (0.0, 1.0))
+_UP_TAPS = ((3, 1), (2, 0))
+
+
+def pack_transpose(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """ConvTranspose2d(C, K, 4, stride=2, padding=1)'s [C, K, 4, 4] weight -> the kernel's
+    [36, K/NR, C/P, NR, P] transformed weight in `dtype` (NR and P as in `pack`): for each of the
+    four output phases (row and column parity), G g G^T of its 2x2 taps, in a 6x6 layout whose
+    3x3 blocks are the phases. The transform runs in float64."""
+    c, k = weight.shape[:2]
+    nr = register_block(dtype, c, k) if weight.shape[2:] == (4, 4) else 0
+    if nr == 0:
+        raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} transposed weight in {dtype} "
+                         "on this machine (4x4 kernels; channel counts and CPU as for pack)")
+    g = torch.tensor(_G_UP, dtype=torch.float64)
+    w = weight.detach().to("cpu", torch.float64).permute(1, 0, 2, 3)  # [K, C, 4, 4]
+    u = torch.zeros(6, 6, k, c, dtype=torch.float64)
+    for pr, rows in enumerate(_UP_TAPS):
+        for pc, cols in enumerate(_UP_TAPS):
+            taps = w[:, :, list(rows)][:, :, :, list(cols)]  # [K, C, 2, 2]
+            u[3 * pr:3 * pr + 3, 3 * pc:3 * pc + 3] = (g @ taps @ g.T).permute(2, 3, 0, 1)
+    p = 2 if dtype == torch.bfloat16 else 1
+    u = u.reshape(36, k // nr, nr, c // p, p).permute(0, 1, 3, 2, 4)
+    return u.to(dtype).contiguous()
+
+
 @functools.cache
 def available(dtype: torch.dtype = torch.bfloat16) -> bool:
     """The kernel runs `dtype` here, and a small convolution (odd size, edge tiles, every
@@ -121,3 +150,10 @@ def conv3x3_add_(acc: torch.Tensor, x: torch.Tensor, u: torch.Tensor, bias: torc
     second convolution written over the block's input. acc: the output's shape, form and dtype,
     sharing no memory with x."""
     return torch.ops.fastdeblur.winograd_conv3x3_add_(acc, x, u, bias.float().contiguous())
+
+
+def conv_transpose4x4s2(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """ConvTranspose2d(C, K, 4, stride=2, padding=1)(x) + bias: [N, H, W, C] -> [N, 2H, 2W, K] (or
+    the channels_last [N, C, H, W] forms), as four Winograd F(2x2, 2x2) phases; u:
+    `pack_transpose(w, x.dtype)`; bias: float32."""
+    return torch.ops.fastdeblur.winograd_conv_transpose4x4s2(x, u, bias.float().contiguous())
