@@ -1,4 +1,5 @@
-"""Winograd convolutions for the CPU model's residual blocks (csrc/cpu/winograd.cpp).
+"""Winograd convolutions for the CPU model's residual blocks and transposed convolutions
+(csrc/cpu/winograd.cpp).
 
 oneDNN's direct convolutions run at the vector units' peak on CPUs without AMX, so only fewer
 multiplies make them faster. A direct 3x3 convolution does 9 multiplies per output pixel and
@@ -9,6 +10,12 @@ AVX512-BF16 (AMD Zen 4 and 5, Intel Cooper Lake and later), and float32 with F(4
 F(2x2, 3x3) on request) on CPUs with AVX-512 or AVX2 with FMA. On CPUs with AMX, oneDNN's
 bfloat16 convolutions on the tile units are faster than this kernel's vector dot products, so
 they stay there.
+
+The decoders' ConvTranspose2d(C, K, 4, stride=2, padding=1) (7% of the FLOPs) runs on the same
+kernel: output row 2i + p takes input rows (i - 1, i) for p = 0 and (i, i + 1) for p = 1, so
+each of the four row/column parities is a 2x2 correlation, done as F(2x2, 2x2) (9 multiplies
+per 2x2 outputs instead of 16, transform coefficients 1/2 and 1: within 2x torch's error in
+both dtypes).
 
 Numerics: the transforms run in float32; the transformed input tiles and weights are rounded to
 the activation type and the products accumulate in float32. tests/test_winograd.py holds
@@ -118,7 +125,8 @@ def available(dtype: torch.dtype = torch.bfloat16) -> bool:
 
 
 def preferred(dtype: torch.dtype = torch.bfloat16) -> bool:
-    """The CPU model runs its residual blocks in `dtype` through Winograd by default here.
+    """The CPU model runs its residual blocks and transposed convolutions in `dtype` through
+    Winograd by default here.
 
     FASTDEBLUR_WINOGRAD=1/0 forces it on (where available) or off. By default: float32 wherever
     the kernel runs; bfloat16 where the CPU has no AMX (there oneDNN's convolutions are faster).
