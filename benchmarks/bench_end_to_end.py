@@ -21,10 +21,12 @@ Providers:
   onednn_bf16     CPU: the model through fastdeblur.models.onednn_model (oneDNN convolutions with
                   fused ReLU/residual adds), bfloat16 channels_last, heap pages reused
                   (_heap.reuse_heap), the extension's layout ops, tensor in and out: deblur()'s
-                  CPU path without the image conversions (its residual blocks on Winograd
-                  F(2x2, 3x3) where deblur() runs them so: AVX512-BF16 without AMX)
-  onednn_bf16_direct  the same with every convolution direct on oneDNN (no Winograd)
-  onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU; Winograd wherever it runs)
+                  CPU path without the image conversions (its residual blocks and transposed
+                  convolutions on Winograd where deblur() runs them so: AVX512-BF16 without AMX;
+                  its 32 -> 3 layers on the extension's small-K kernel where it runs)
+  onednn_bf16_direct  the same with every convolution direct on oneDNN (no extension kernels)
+  onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU; Winograd F(4x4, 3x3)
+                  and the transposed convolutions' F(2x2, 2x2) wherever they run)
   onednn_fp32_direct  the same with every convolution direct on oneDNN
 Every provider's output is checked against the float32 reference before it is timed.
 """
@@ -121,8 +123,9 @@ def _provider(provider: str, name: str, device: str):
         dt = torch.float32 if provider.startswith("onednn_fp32") else torch.bfloat16
         if not onednn_available(dt):
             pytest.skip(f"oneDNN runs no {dt} on this CPU")
-        m = onednn_model(_model(name, device, dt, channels_last=True),
-                         use_winograd=False if provider.endswith("_direct") else None)
+        direct = provider.endswith("_direct")
+        m = onednn_model(_model(name, device, dt, channels_last=True), use_winograd=False if direct else None,
+                         use_small_k=not direct)
         layout = _resolve_backend(None, torch.device(device), dt)[1]  # deblur()'s: the extension's ops
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
 

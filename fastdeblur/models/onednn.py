@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..reference.dmphn import ResidualBlock
-from . import winograd
+from . import small_k, winograd
 from ._layers import _convs, _Layer, swap_cnns
 
 _PAD, _ONE = [1, 1], [1, 1]
@@ -67,7 +67,7 @@ class _OneDNN(_Layer):
     residual block or transposed convolution on the extension's Winograd kernels instead where
     `use_winograd` says so (None: `winograd.preferred`)."""
 
-    def __init__(self, layer: nn.Module, use_winograd: bool | None = None):
+    def __init__(self, layer: nn.Module, use_winograd: bool | None = None, use_small_k: bool = True):
         super().__init__(layer)
         self._stride = [self.stride, self.stride]
         convs = _convs(layer)
@@ -80,10 +80,15 @@ class _OneDNN(_Layer):
                 winograd.preferred(dt) if use_winograd is None else use_winograd and winograd.available(dt)):
             pack = winograd.pack if self.op == "rb" else winograd.pack_transpose
             self.winograd = tuple(t for c in convs for t in (pack(c.weight, dt), c.bias.detach().float()))
+        # the decoders' last layer (32 -> 3): the extension's few-output-channel kernel (small_k.py)
+        self.small_k: tuple[torch.Tensor, torch.Tensor] | None = None
+        if (use_small_k and self.op == "conv" and self.stride == 1 and tuple(c1.kernel_size) == (3, 3)
+                and small_k.runs(dt, c1.in_channels, c1.out_channels) and small_k.available(dt)):
+            self.small_k = (small_k.pack(c1.weight, dt), c1.bias.detach().float())
         self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
         for i, c in enumerate(convs, 1):
             self.register_buffer(f"b{i}", c.bias.detach().clone())
-            if self.winograd is not None:  # the Winograd weights run this layer: no oneDNN copy
+            if self.winograd is not None or self.small_k is not None:  # the extension runs it: no oneDNN copy
                 continue
             w = c.weight.detach()
             if self.op == "up":
@@ -93,6 +98,8 @@ class _OneDNN(_Layer):
                 self.weights.append(torch.ops.mkldnn._reorder_convolution_weight(w, _PAD, self._stride, _ONE, 1))
 
     def forward(self, h: torch.Tensor, reuse: bool = False) -> torch.Tensor:  # [N, H, W, C] -> [N, H', W', C']
+        if self.small_k is not None:
+            return small_k.conv3x3(h, *self.small_k)
         if self.winograd is not None and self.op == "up":
             return winograd.conv_transpose4x4s2(h, *self.winograd)
         if self.winograd is not None:
@@ -117,13 +124,15 @@ class _OneDNN(_Layer):
         return y.permute(0, 2, 3, 1).contiguous()  # NHWC memory already: free
 
 
-def onednn_model(model: nn.Module, use_winograd: bool | None = None) -> nn.Module:
+def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k: bool = True) -> nn.Module:
     """A copy of a CPU DMPHN/StackDMPHN (float32 or bfloat16) on oneDNN's fused convolutions.
 
     Same class, forward and tiling; the weights are reordered for oneDNN once, here, so build it
     after the model has its final dtype. `use_winograd`: run the residual blocks and transposed
     convolutions through the extension's Winograd kernels (where they run; models/winograd.py);
     None: where they are faster (`winograd.preferred(dtype)`, FASTDEBLUR_WINOGRAD).
+    `use_small_k`: run the 3x3 convolutions with 1-4 output channels (the decoders' last layer)
+    through the extension's kernel for them, where it runs (models/small_k.py).
     """
     first = next(itertools.chain(model.parameters(), model.buffers()))
     if first.device.type != "cpu":
@@ -131,4 +140,4 @@ def onednn_model(model: nn.Module, use_winograd: bool | None = None) -> nn.Modul
     if not onednn_available(first.dtype):
         raise RuntimeError(f"oneDNN's fused convolutions do not run {first.dtype} on this machine "
                            "(no oneDNN in this torch build, or a CPU without the instructions)")
-    return swap_cnns(model, functools.partial(_OneDNN, use_winograd=use_winograd))
+    return swap_cnns(model, functools.partial(_OneDNN, use_winograd=use_winograd, use_small_k=use_small_k))
