@@ -1,12 +1,13 @@
 // 3x3 stride-1 padding-1 convolutions with at most 4 output channels on the CPU (the decoders'
 // last layer, 32 -> 3 channels), NHWC, bias fused: bfloat16 with AVX-512 BF16 dot products,
-// float32 with AVX-512.
+// float32 with AVX-512 or AVX2+FMA.
 //
 // Why: oneDNN's kernels spend as long on 3 output channels as on 16 (21 ms for a 720p 32 -> 3
 // layer in bfloat16 on a 2-core Zen 4, 72 GFLOP/s), so that one layer cost as much as a 32 -> 64
 // one. Here the dot products run along the input channels (one vector step per 32 bfloat16 or 16
-// float32 channels), 4 pixels x 4 output channels at a time in 16 accumulators, and one
-// transposing reduction turns them into the 4 pixels' outputs.
+// float32 channels on AVX-512, 8 on AVX2), 4 pixels x 4 output channels at a time in 16
+// accumulators (2 pixels and 8 on AVX2), and one transposing reduction turns them into the
+// pixels' outputs.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -41,16 +42,48 @@ bool small_k_avx512_bf16() {
   static const bool has = small_k_avx512() && __builtin_cpu_supports("avx512bf16");
   return has;
 }
+bool small_k_avx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
+// AVX-512: 4 pixels x 4 output channels in 16 accumulators. reduce: lane i of the result is the
+// sum of v[i]'s 16 lanes, by a transposing tree (unpack, shuffle, two 128-bit block shuffles).
+#define FD_SMALL_K_AVX512                                                                                     \
+  using Vec = __m512;                                                                                         \
+  constexpr int kLanes = 16;                                                                                  \
+  FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }                                               \
+  FD_TARGET inline Vec vloadf(const float* p) { return _mm512_loadu_ps(p); }                                 \
+  FD_TARGET inline Vec vaddf(Vec a, Vec b) { return _mm512_add_ps(a, b); }                                   \
+  FD_TARGET inline Vec reduce(const Vec* v) {                                                                \
+    Vec a[8], b[4], c[2];                                                                                     \
+    for (int i = 0; i < 8; ++i)                                                                               \
+      a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1])); \
+    for (int i = 0; i < 4; ++i)                                                                               \
+      b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0x44),                                 \
+                           _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0xEE));                                \
+    for (int i = 0; i < 2; ++i)                                                                               \
+      c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88),                              \
+                           _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xDD));                             \
+    return _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88), _mm512_shuffle_f32x4(c[0], c[1], 0xDD));   \
+  }                                                                                                           \
+  /* lanes p * 4 + k (p < np, k < K) packed to the front, then the first np * K stored */                    \
+  FD_TARGET inline Vec compress_k(Vec r, int np, int K) {                                                    \
+    const unsigned keep = (0x1111u * ((1u << K) - 1)) & ((1u << (4 * np)) - 1);                               \
+    return _mm512_maskz_compress_ps(static_cast<__mmask16>(keep), r);                                        \
+  }
 
 namespace sk_bf16 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+FD_SMALL_K_AVX512
 using T = at::BFloat16;
 constexpr int64_t kChunk = 32;
 using WVec = __m512bh;
 FD_TARGET inline WVec vloadw(const T* p) { return (__m512bh)_mm512_loadu_si512(p); }
-FD_TARGET inline __m512 vdot(__m512 acc, WVec a, WVec b) { return _mm512_dpbf16_ps(acc, a, b); }
-FD_TARGET inline void vstore_n(T* p, __m512 v, int n) {
-  _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << n) - 1), (__m256i)_mm512_cvtneps_pbh(v));
+FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm512_dpbf16_ps(acc, a, b); }
+FD_TARGET inline void store_k(T* p, Vec r, int np, int K) {
+  _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << (np * K)) - 1),
+                           (__m256i)_mm512_cvtneps_pbh(compress_k(r, np, K)));
 }
 #include "conv_small_k_body.h"
 #undef FD_TARGET
@@ -58,32 +91,80 @@ FD_TARGET inline void vstore_n(T* p, __m512 v, int n) {
 
 namespace sk_f32 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+FD_SMALL_K_AVX512
 using T = float;
 constexpr int64_t kChunk = 16;
 using WVec = __m512;
 FD_TARGET inline WVec vloadw(const T* p) { return _mm512_loadu_ps(p); }
-FD_TARGET inline __m512 vdot(__m512 acc, WVec a, WVec b) { return _mm512_fmadd_ps(a, b, acc); }
-FD_TARGET inline void vstore_n(T* p, __m512 v, int n) {
-  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << n) - 1), v);
+FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm512_fmadd_ps(a, b, acc); }
+FD_TARGET inline void store_k(T* p, Vec r, int np, int K) {
+  _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << (np * K)) - 1), compress_k(r, np, K));
 }
 #include "conv_small_k_body.h"
 #undef FD_TARGET
 }  // namespace sk_f32
+#undef FD_SMALL_K_AVX512
+
+// AVX2, float32: 2 pixels x 4 output channels in 8 accumulators (of 16 registers).
+namespace sk_avx2 {
+#define FD_TARGET __attribute__((target("avx2,fma")))
+using T = float;
+using Vec = __m256;
+constexpr int kLanes = 8;
+constexpr int64_t kChunk = 8;
+using WVec = __m256;
+FD_TARGET inline Vec vzero() { return _mm256_setzero_ps(); }
+FD_TARGET inline Vec vloadf(const float* p) { return _mm256_loadu_ps(p); }
+FD_TARGET inline Vec vaddf(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+FD_TARGET inline WVec vloadw(const T* p) { return _mm256_loadu_ps(p); }
+FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm256_fmadd_ps(a, b, acc); }
+// lane i = the sum of v[i]'s 8 lanes: two rounds of hadd give each 128-bit half's sums of four
+// vectors; the halves are then added
+FD_TARGET inline Vec reduce(const Vec* v) {
+  const Vec q0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+  const Vec q1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
+}
+FD_TARGET inline void store_k(T* p, Vec r, int np, int K) {
+  alignas(32) int idx[8], mask[8];
+  for (int j = 0; j < 8; ++j) {
+    idx[j] = j < 2 * K ? (j / K) * 4 + j % K : 0;
+    mask[j] = j < np * K ? -1 : 0;
+  }
+  const __m256i m = _mm256_load_si256(reinterpret_cast<const __m256i*>(mask));
+  _mm256_maskstore_ps(p, m, _mm256_permutevar8x32_ps(r, _mm256_load_si256(reinterpret_cast<const __m256i*>(idx))));
+}
+#include "conv_small_k_body.h"
+#undef FD_TARGET
+}  // namespace sk_avx2
+
+// The kernel for dtype here: 2 bfloat16 AVX-512, 1 float32 AVX-512, 3 float32 AVX2, 0 none.
+// ATEN_CPU_CAPABILITY=avx2 limits float32 to AVX2, =default turns it off, as they limit torch.
+int small_k_kernel(at::ScalarType dtype) {
+  const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
+  if (cap != nullptr && std::strcmp(cap, "default") == 0) return 0;
+  const bool avx2_only = cap != nullptr && std::strcmp(cap, "avx2") == 0;
+  if (dtype == at::kBFloat16) return !avx2_only && small_k_avx512_bf16() ? 2 : 0;
+  if (dtype != at::kFloat) return 0;
+  return !avx2_only && small_k_avx512() ? 1 : small_k_avx2() ? 3 : 0;
+}
 #endif  // FD_SMALL_K_X86
 
 // Whether the kernel runs C -> K channels in `dtype` here: K in 1..4, C a multiple of the vector
-// step (32 in bfloat16, 16 in float32), and the CPU's instructions. ATEN_CPU_CAPABILITY=avx2 or
-// default turns it off, as it limits torch's own kernels to AVX2 or none.
+// step (32 in bfloat16 on AVX512-BF16; 16 in float32 on AVX-512, 8 on AVX2 with FMA).
 bool conv3x3_small_k_runs(at::ScalarType dtype, int64_t C, int64_t K) {
 #if FD_SMALL_K_X86
-  const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
-  if (cap != nullptr && (std::strcmp(cap, "avx2") == 0 || std::strcmp(cap, "default") == 0)) return false;
   if (K < 1 || K > 4 || C <= 0) return false;
-  if (dtype == at::kBFloat16) return small_k_avx512_bf16() && C % 32 == 0;
-  if (dtype == at::kFloat) return small_k_avx512() && C % 16 == 0;
-#endif
+  switch (small_k_kernel(dtype)) {
+    case 2: return C % 32 == 0;
+    case 1: return C % 16 == 0;
+    case 3: return C % 8 == 0;
+    default: return false;
+  }
+#else
   (void)dtype, (void)C, (void)K;
   return false;
+#endif
 }
 
 // x: [N, H, W, C] NHWC memory (a contiguous tensor, or a channels_last [N, C, H, W] view of
@@ -118,11 +199,14 @@ at::Tensor conv3x3_small_k(const at::Tensor& x, const at::Tensor& w, const at::T
       }
     });
   };
-  if (dt == at::kBFloat16)
+  const int kernel = small_k_kernel(dt);
+  if (kernel == 2)
     go(sk_bf16::small_k_row, xh.const_data_ptr<at::BFloat16>(), w.const_data_ptr<at::BFloat16>(),
        out.mutable_data_ptr<at::BFloat16>());
-  else
+  else if (kernel == 1)
     go(sk_f32::small_k_row, xh.const_data_ptr<float>(), w.const_data_ptr<float>(), out.mutable_data_ptr<float>());
+  else
+    go(sk_avx2::small_k_row, xh.const_data_ptr<float>(), w.const_data_ptr<float>(), out.mutable_data_ptr<float>());
 #endif
   return view ? out.permute({0, 3, 1, 2}) : out;
 }
@@ -131,7 +215,7 @@ at::Tensor conv3x3_small_k(const at::Tensor& x, const at::Tensor& w, const at::T
 
 TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
   // 3x3 stride-1 padding-1 convolution with 1-4 output channels, NHWC bfloat16 (AVX512-BF16) or
-  // float32 (AVX-512): x * w + bias
+  // float32 (AVX-512 or AVX2+FMA): x * w + bias
   m.def("conv3x3_small_k(Tensor x, Tensor w, Tensor bias) -> Tensor");
   // whether it runs in_channels -> out_channels in dtype on this CPU
   m.def("conv3x3_small_k_runs(ScalarType dtype, int in_channels, int out_channels) -> bool", &conv3x3_small_k_runs);

@@ -4,10 +4,11 @@ decoders' last layer, 32 -> 3 channels.
 oneDNN's kernels take as long for 3 output channels as for 16 (21 ms for a 720p layer in
 bfloat16 on a 2-core Zen 4, 72 GFLOP/s: three such calls a frame cost as much as the decoders'
 transposed convolutions). The extension's kernel runs the dot products along the input
-channels, 4 pixels x 4 output channels at a time, and reduces them in registers: 2.6x faster
-there in bfloat16 and 3.2x in float32. bfloat16 on CPUs with AVX512-BF16, float32 on AVX-512;
-elsewhere oneDNN keeps the layer. Products accumulate in float32 and the bias is added in
-float32 before the one rounding to the activation type.
+channels, 4 pixels x 4 output channels at a time (2 x 4 on AVX2), and reduces them in
+registers: 2.6x faster there in bfloat16 and 3.2x in float32. bfloat16 on CPUs with
+AVX512-BF16, float32 on AVX-512 or AVX2 with FMA; elsewhere oneDNN keeps the layer. Products
+accumulate in float32 and the bias is added in float32 before the one rounding to the
+activation type.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 
 def runs(dtype: torch.dtype, in_channels: int, out_channels: int) -> bool:
     """The kernel runs this 3x3 convolution's channels in `dtype` on this CPU (1-4 output
-    channels; input channels a multiple of 32 in bfloat16, 16 in float32; the extension built)."""
+    channels; input channels a multiple of 32 in bfloat16, of 16 in float32 on AVX-512 and of 8
+    on AVX2; the extension built)."""
     from .. import _ext
 
     if dtype not in (torch.bfloat16, torch.float32) or not _ext.load():
@@ -33,8 +35,9 @@ def pack(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     k, c = weight.shape[:2]
     if weight.shape[2:] != (3, 3) or not runs(dtype, c, k):
         raise ValueError(f"the small-K kernel does not run a {tuple(weight.shape)} weight in {dtype} on this "
-                         "machine (3x3, 1-4 output channels, input channels a multiple of 32 in bfloat16 or 16 "
-                         "in float32, AVX512-BF16 or AVX-512, the extension built)")
+                         "machine (3x3, 1-4 output channels, input channels a multiple of 32 in bfloat16 or of 16 "
+                         "in float32 (8 on AVX2), AVX512-BF16 for bfloat16 or AVX2+FMA for float32, the "
+                         "extension built)")
     u = torch.zeros(9, 4, c, dtype=torch.float64)
     u[:, :k] = weight.detach().to("cpu", torch.float64).permute(2, 3, 0, 1).reshape(9, k, c)
     return u.to(dtype).contiguous()
