@@ -47,35 +47,10 @@ bool small_k_avx2() {
   return has;
 }
 
-// AVX-512: 4 pixels x 4 output channels in 16 accumulators. reduce: lane i of the result is the
-// sum of v[i]'s 16 lanes, by a transposing tree (unpack, shuffle, two 128-bit block shuffles).
-#define FD_SMALL_K_AVX512                                                                                     \
-  using Vec = __m512;                                                                                         \
-  constexpr int kLanes = 16;                                                                                  \
-  FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }                                               \
-  FD_TARGET inline Vec vloadf(const float* p) { return _mm512_loadu_ps(p); }                                 \
-  FD_TARGET inline Vec vaddf(Vec a, Vec b) { return _mm512_add_ps(a, b); }                                   \
-  FD_TARGET inline Vec reduce(const Vec* v) {                                                                \
-    Vec a[8], b[4], c[2];                                                                                     \
-    for (int i = 0; i < 8; ++i)                                                                               \
-      a[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1])); \
-    for (int i = 0; i < 4; ++i)                                                                               \
-      b[i] = _mm512_add_ps(_mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0x44),                                 \
-                           _mm512_shuffle_ps(a[2 * i], a[2 * i + 1], 0xEE));                                \
-    for (int i = 0; i < 2; ++i)                                                                               \
-      c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0x88),                              \
-                           _mm512_shuffle_f32x4(b[2 * i], b[2 * i + 1], 0xDD));                             \
-    return _mm512_add_ps(_mm512_shuffle_f32x4(c[0], c[1], 0x88), _mm512_shuffle_f32x4(c[0], c[1], 0xDD));   \
-  }                                                                                                           \
-  /* lanes p * 4 + k (p < np, k < K) packed to the front, then the first np * K stored */                    \
-  FD_TARGET inline Vec compress_k(Vec r, int np, int K) {                                                    \
-    const unsigned keep = (0x1111u * ((1u << K) - 1)) & ((1u << (4 * np)) - 1);                               \
-    return _mm512_maskz_compress_ps(static_cast<__mmask16>(keep), r);                                        \
-  }
-
+// bfloat16, AVX-512 BF16: vdpbf16ps takes 32 channels (16 pairs) of a pixel and of a weight row.
 namespace sk_bf16 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
-FD_SMALL_K_AVX512
+#include "conv_small_k_avx512.h"
 using T = at::BFloat16;
 constexpr int64_t kChunk = 32;
 using WVec = __m512bh;
@@ -89,9 +64,10 @@ FD_TARGET inline void store_k(T* p, Vec r, int np, int K) {
 #undef FD_TARGET
 }  // namespace sk_bf16
 
+// float32, AVX-512: 16 channels per FMA.
 namespace sk_f32 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-FD_SMALL_K_AVX512
+#include "conv_small_k_avx512.h"
 using T = float;
 constexpr int64_t kChunk = 16;
 using WVec = __m512;
@@ -103,7 +79,6 @@ FD_TARGET inline void store_k(T* p, Vec r, int np, int K) {
 #include "conv_small_k_body.h"
 #undef FD_TARGET
 }  // namespace sk_f32
-#undef FD_SMALL_K_AVX512
 
 // AVX2, float32: 2 pixels x 4 output channels in 8 accumulators (of 16 registers).
 namespace sk_avx2 {

@@ -1,7 +1,7 @@
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions on the CPU: 3x3, stride 1, padding 1, NHWC
-// activations, float32 accumulation, with the bias, the ReLU and a residual add fused into the
-// output transform. bfloat16 (F(2x2) only) on CPUs with AVX-512 BF16 dot products (vdpbf16ps);
-// float32 (F(2x2) or F(4x4)) with AVX-512 or AVX2+FMA.
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions on the CPU (3x3, stride 1, padding 1) and a
+// Winograd 4x4 stride-2 transposed convolution: NHWC activations, float32 accumulation, with the
+// bias, the ReLU and a residual add fused into the output transform. bfloat16 (no F(4x4)) on CPUs
+// with AVX-512 BF16 dot products (vdpbf16ps); float32 with AVX-512 or AVX2+FMA.
 //
 // Why: on CPUs without AMX, oneDNN's direct convolutions already run at the vector units' peak,
 // so only fewer multiplies make them faster. F(m x m, 3x3) computes each m x m output tile from an
@@ -9,8 +9,13 @@
 // m = 4, instead of 36 and 144. F(4x4)'s larger transform coefficients amplify rounding (~1e-5 of
 // the values in float32), too much for bfloat16's 8-bit mantissa, so bfloat16 keeps F(2x2).
 //
+// The decoders' ConvTranspose2d(C, K, 4, stride=2, padding=1) runs on the same machinery: output
+// row 2i + p takes input rows (i - 1, i) for p = 0 and (i, i + 1) for p = 1, so each row/column
+// parity is a 2x2 correlation, computed as F(2x2, 2x2) (9 multiplies per 2x2 outputs instead of
+// 16) from the same 4x4 input tiles as F(2x2, 3x3), with 6x6 positions and a 4x4 output block.
+//
 // Per block of MR tiles of one tile row (MR: the micro-kernel's rows, 6 or 12), all in cache, with
-// TN = m + 2 and NP = TN * TN positions:
+// TN the input tile's side and NP the transformed tile's positions (Tiles below):
 //   1. input transform V = B^T d B of each TN x TN tile (in float32, stored in the activation
 //      type): V[NP][MR][C];
 //   2. NP GEMMs M[xi] = V[xi] U[xi] with U = G g G^T, transformed and packed once in Python
@@ -278,12 +283,14 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
   const bool npos = transposed ? np == 36 : (np == 16 || (np == 36 && dt == at::kFloat));
   const char* want_np = transposed ? "36" : dt == at::kFloat ? "16 or 36" : "16";
   TORCH_CHECK(u.scalar_type() == dt && npos && u.size(4) == P && u.is_contiguous(), op,
-              ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt, " tensor of fastdeblur.models.winograd.",
-              transposed ? "pack_transpose" : "pack", " (NP = ", want_np, "), got ", u.scalar_type(), " ", u.sizes());
+              ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt,
+              " tensor of fastdeblur.models.winograd.", transposed ? "pack_transpose" : "pack", " (NP = ", want_np,
+              "), got ", u.scalar_type(), " ", u.sizes());
   const Variant var = transposed ? kUp : np == 16 ? kF2 : kF4;
   const int64_t NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
   const int64_t want = winograd_block(dt, C, K);
-  TORCH_CHECK(want != 0, op, " does not run ", dt, " with ", C, " -> ", K, " channels on this CPU (winograd_block is 0)");
+  TORCH_CHECK(want != 0, op, " does not run ", dt, " with ", C, " -> ", K,
+              " channels on this CPU (winograd_block is 0)");
   TORCH_CHECK(NR == want, op, ": u was packed with register block ", NR, "; this CPU's kernel uses ", want,
               " (pack it here)");
   TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && bias.numel() == K, op, ": bias must be ", K,
