@@ -87,7 +87,7 @@ def _register_python_parts() -> None:
     def _post_fake(y, height, width, dtype):
         return y.new_empty(y.shape[0], height, width, 3, dtype=dtype)
 
-    def _winograd_out(x, k, up):
+    def _conv_out(x, k, up):
         """The CPU convolution ops' result: k channels, `up` x the size, in x's form."""
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             n, _, h, w = x.shape  # [N, C, H, W] view of NHWC memory
@@ -97,15 +97,15 @@ def _register_python_parts() -> None:
 
     @torch.library.register_fake(lib + "winograd_conv3x3")
     def _winograd_fake(x, u, bias, relu, add=None):
-        return _winograd_out(x, bias.numel(), 1)
+        return _conv_out(x, bias.numel(), 1)
 
     @torch.library.register_fake(lib + "winograd_conv_transpose4x4s2")
     def _winograd_up_fake(x, u, bias):
-        return _winograd_out(x, bias.numel(), 2)
+        return _conv_out(x, bias.numel(), 2)
 
     @torch.library.register_fake(lib + "conv3x3_small_k")
     def _small_k_fake(x, w, bias):
-        return _winograd_out(x, bias.numel(), 1)
+        return _conv_out(x, bias.numel(), 1)
 
     @torch.library.register_fake(lib + "winograd_conv3x3_add_")
     def _winograd_add_fake(acc, x, u, bias):

@@ -72,8 +72,14 @@ def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | 
                          "extension built, and AVX2+FMA for float32 or AVX512-BF16 for bfloat16)")
     g = torch.tensor(_G[m], dtype=torch.float64)
     u = (g @ weight.detach().to("cpu", torch.float64) @ g.T).permute(2, 3, 0, 1).reshape((m + 2) ** 2, k, c)
+    return _panels(u, dtype, nr)
+
+
+def _panels(u: torch.Tensor, dtype: torch.dtype, nr: int) -> torch.Tensor:
+    """[NP, K, C] float64 transformed weights -> the kernel's [NP, K/NR, C/P, NR, P] in `dtype`."""
+    np_, k, c = u.shape
     p = 2 if dtype == torch.bfloat16 else 1
-    u = u.reshape(-1, k // nr, nr, c // p, p).permute(0, 1, 3, 2, 4)
+    u = u.reshape(np_, k // nr, nr, c // p, p).permute(0, 1, 3, 2, 4)
     return u.to(dtype).contiguous()
 
 
@@ -101,27 +107,30 @@ def pack_transpose(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) ->
         for pc, cols in enumerate(_UP_TAPS):
             taps = w[:, :, list(rows)][:, :, :, list(cols)]  # [K, C, 2, 2]
             u[3 * pr:3 * pr + 3, 3 * pc:3 * pc + 3] = (g @ taps @ g.T).permute(2, 3, 0, 1)
-    p = 2 if dtype == torch.bfloat16 else 1
-    u = u.reshape(36, k // nr, nr, c // p, p).permute(0, 1, 3, 2, 4)
-    return u.to(dtype).contiguous()
+    return _panels(u.reshape(36, k, c), dtype, nr)
 
 
 @functools.cache
 def available(dtype: torch.dtype = torch.bfloat16) -> bool:
     """The kernel runs `dtype` here, and a small convolution (odd size, edge tiles, every
-    epilogue) matches float64 within that dtype's rounding."""
+    epilogue; the default tile) and transposed convolution match float64 within that dtype's
+    rounding."""
     if register_block(dtype, 16, 32) == 0:
         return False
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(1, 5, 7, 16, generator=gen).to(dtype)
     w = (torch.rand(32, 16, 3, 3, generator=gen) - 0.5).to(dtype)
+    wt = (torch.rand(16, 32, 4, 4, generator=gen) - 0.5).to(dtype)
     b, add = torch.rand(32, generator=gen), torch.rand(1, 5, 7, 32, generator=gen).to(dtype)
+    nchw = x.permute(0, 3, 1, 2).double()
     with torch.inference_mode():
         got = conv3x3(x, pack(w, dtype), b, relu=True, add=add).double()
-        want = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2).double(), w.double(), b.double(), padding=1)
+        want = torch.nn.functional.conv2d(nchw, w.double(), b.double(), padding=1)
         want = want.relu().permute(0, 2, 3, 1) + add.double()
+        got_t = conv_transpose4x4s2(x, pack_transpose(wt, dtype), b).double()
+        want_t = torch.nn.functional.conv_transpose2d(nchw, wt.double(), b.double(), stride=2, padding=1)
     tol = 0.05 if dtype == torch.bfloat16 else 1e-4  # values up to ~5: bfloat16 rounding is ~0.02
-    return bool((got - want).abs().max() <= tol)
+    return bool((got - want).abs().max() <= tol and (got_t - want_t.permute(0, 2, 3, 1)).abs().max() <= tol)
 
 
 def preferred(dtype: torch.dtype = torch.bfloat16) -> bool:
