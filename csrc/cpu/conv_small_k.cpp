@@ -13,40 +13,15 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FD_SMALL_K_X86 1
-#include <immintrin.h>
-#else
-#define FD_SMALL_K_X86 0
-#endif
+#include "cpu_isa.h"  // FD_CPU_X86 (elsewhere the kernel never runs), cpu_isa::best
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 
 namespace fastdeblur {
 namespace {
 
-#if FD_SMALL_K_X86
-bool small_k_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return has;
-}
-bool small_k_avx512_bf16() {
-  static const bool has = small_k_avx512() && __builtin_cpu_supports("avx512bf16");
-  return has;
-}
-bool small_k_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-
+#if FD_CPU_X86
 // bfloat16, AVX-512 BF16: vdpbf16ps takes 32 channels (16 pairs) of a pixel and of a weight row.
 namespace sk_bf16 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
@@ -113,22 +88,21 @@ FD_TARGET inline void store_k(T* p, Vec r, int np, int K) {
 #undef FD_TARGET
 }  // namespace sk_avx2
 
-// The kernel for dtype here: 2 bfloat16 AVX-512, 1 float32 AVX-512, 3 float32 AVX2, 0 none.
-// ATEN_CPU_CAPABILITY=avx2 limits float32 to AVX2, =default turns it off, as they limit torch.
+// The kernel for dtype here: 2 bfloat16 AVX-512, 1 float32 AVX-512, 3 float32 AVX2, 0 none
+// (ATEN_CPU_CAPABILITY limits it as it limits torch's own kernels: cpu_isa.h).
 int small_k_kernel(at::ScalarType dtype) {
-  const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
-  if (cap != nullptr && std::strcmp(cap, "default") == 0) return 0;
-  const bool avx2_only = cap != nullptr && std::strcmp(cap, "avx2") == 0;
-  if (dtype == at::kBFloat16) return !avx2_only && small_k_avx512_bf16() ? 2 : 0;
+  using namespace cpu_isa;
+  const Isa isa = best();
+  if (dtype == at::kBFloat16) return isa >= kAvx512Bf16 ? 2 : 0;
   if (dtype != at::kFloat) return 0;
-  return !avx2_only && small_k_avx512() ? 1 : small_k_avx2() ? 3 : 0;
+  return isa >= kAvx512 ? 1 : isa >= kAvx2 ? 3 : 0;
 }
-#endif  // FD_SMALL_K_X86
+#endif  // FD_CPU_X86
 
 // Whether the kernel runs C -> K channels in `dtype` here: K in 1..4, C a multiple of the vector
 // step (32 in bfloat16 on AVX512-BF16; 16 in float32 on AVX-512, 8 on AVX2 with FMA).
 bool conv3x3_small_k_runs(at::ScalarType dtype, int64_t C, int64_t K) {
-#if FD_SMALL_K_X86
+#if FD_CPU_X86
   if (K < 1 || K > 4 || C <= 0) return false;
   switch (small_k_kernel(dtype)) {
     case 2: return C % 32 == 0;
@@ -164,7 +138,7 @@ at::Tensor conv3x3_small_k(const at::Tensor& x, const at::Tensor& w, const at::T
               " channels, got sizes ", x.sizes(), " strides ", x.strides());
   const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2);
   at::Tensor out = at::empty({N, H, W, K}, xh.options());
-#if FD_SMALL_K_X86
+#if FD_CPU_X86
   const float* bp = bias.const_data_ptr<float>();
   auto go = [&](auto row, const auto* xp, const auto* wp, auto* op) {
     at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {

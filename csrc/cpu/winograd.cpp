@@ -30,26 +30,13 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-// x86-64 with GCC or Clang (target attributes, __builtin_cpu_supports); elsewhere (ARM, MSVC) the
-// ops are registered but winograd_block is 0, so the Python side never calls the convolution.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FD_WINOGRAD_X86 1
-#include <immintrin.h>
-#else
-#define FD_WINOGRAD_X86 0
-#endif
+#include "cpu_isa.h"  // FD_CPU_X86 (elsewhere winograd_block is 0), cpu_isa::best
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 #include <vector>
-
-// gcc 12's AVX-512 headers start some intrinsics from an undefined register on purpose
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 
 namespace fastdeblur {
 namespace {
@@ -73,21 +60,7 @@ struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases 
   static constexpr int in = 4, pos = 6, out = 4, step = 2, up = 2;
 };
 
-#if FD_WINOGRAD_X86
-bool has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  return has;
-}
-bool has_avx512_bf16() {
-  static const bool has = has_avx512() && __builtin_cpu_supports("avx512bf16");
-  return has;
-}
-bool has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-
+#if FD_CPU_X86
 // bfloat16, AVX-512 BF16: vdpbf16ps multiplies pairs of input channels, so the weights are
 // packed [C/2][NR][2] per panel and the activations' channel pairs are broadcast.
 namespace avx512_bf16 {
@@ -175,7 +148,7 @@ FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm256_fmadd_ps(a, b
 #undef FD_TARGET
 }  // namespace avx2_f32
 
-#endif  // FD_WINOGRAD_X86
+#endif  // FD_CPU_X86
 
 // The kernel for `dtype` on this CPU: its vector lanes (input channels must be a multiple) and
 // its register block NR for K output channels (the packing's panel width); 0 where it does not run.
@@ -183,19 +156,16 @@ struct Layout {
   int64_t lanes = 0, nr = 0;
 };
 
-// ATEN_CPU_CAPABILITY=avx2 (or default) limits it as it limits torch's own kernels: the tests
-// run the AVX2 kernel on AVX-512 machines that way.
-Layout layout_for(at::ScalarType dtype, int64_t K) {
+// ATEN_CPU_CAPABILITY=avx2 (or default) limits it as it limits torch's own kernels (cpu_isa.h).
+Layout layout_for([[maybe_unused]] at::ScalarType dtype, [[maybe_unused]] int64_t K) {
   Layout l;
-#if FD_WINOGRAD_X86
-  const char* cap = std::getenv("ATEN_CPU_CAPABILITY");
-  const bool avx2_only = cap != nullptr && std::strcmp(cap, "avx2") == 0;
-  const bool no_simd = cap != nullptr && std::strcmp(cap, "default") == 0;
-  if (no_simd) return l;
-  if (!avx2_only && ((dtype == at::kBFloat16 && has_avx512_bf16()) || (dtype == at::kFloat && has_avx512()))) {
+#if FD_CPU_X86
+  using namespace cpu_isa;
+  const Isa isa = best();
+  if ((dtype == at::kBFloat16 && isa >= kAvx512Bf16) || (dtype == at::kFloat && isa >= kAvx512)) {
     l.lanes = 16;
     l.nr = K % 64 == 0 ? 64 : K % 32 == 0 ? 32 : 0;
-  } else if (dtype == at::kFloat && has_avx2_fma()) {
+  } else if (dtype == at::kFloat && isa >= kAvx2) {
     l.lanes = 8;
     l.nr = K % 16 == 0 ? 16 : 0;
   }
@@ -212,8 +182,8 @@ int64_t winograd_block(at::ScalarType dtype, int64_t C, int64_t K) {
 
 // Variant VAR of the kernel for T on this CPU's instruction set, register block NR.
 template <int VAR, typename T, typename Go>
-void dispatch(Go&& go, int64_t NR) {
-#if FD_WINOGRAD_X86
+void dispatch([[maybe_unused]] Go&& go, [[maybe_unused]] int64_t NR) {
+#if FD_CPU_X86
   // one micro-kernel row block per block of tiles: the fastest of 6, 12, 24 and 48 tiles at 64
   // and 128 channels, and level with 24 at 32
   if constexpr (std::is_same_v<T, at::BFloat16>) {
