@@ -125,7 +125,7 @@ def _provider(provider: str, name: str, device: str):
             pytest.skip(f"oneDNN runs no {dt} on this CPU")
         direct = provider.endswith("_direct")
         m = onednn_model(_model(name, device, dt, channels_last=True), use_winograd=False if direct else None,
-                         use_small_k=not direct)
+                         use_small_k=False if direct else None)
         layout = _resolve_backend(None, torch.device(device), dt)[1]  # deblur()'s: the extension's ops
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
 

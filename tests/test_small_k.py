@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastdeblur.models import onednn_model, small_k
+from fastdeblur.models import onednn_model, small_k, winograd
 from fastdeblur.reference import DMPHN
 
 # (dtype, ATEN_CPU_CAPABILITY): every kernel this CPU runs ("avx2" limits float32 to the AVX2 one)
@@ -102,7 +102,7 @@ def test_model_last_layers(dtype):
     model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     x = (torch.rand(2, 3, 40, 56) - 0.5).contiguous(memory_format=torch.channels_last)
     lowp = copy.deepcopy(model).to(dtype)
-    fused = onednn_model(lowp, use_winograd=False)
+    fused = onednn_model(lowp, use_winograd=False, use_small_k=True)
     layers = [m for m in fused.modules() if getattr(m, "small_k", None) is not None]
     assert len(layers) == 3 and all(m.op == "conv" and m.b1.numel() == 3 for m in layers)
     plain = onednn_model(lowp, use_winograd=False, use_small_k=False)
@@ -114,3 +114,12 @@ def test_model_last_layers(dtype):
     err, ref_err = (got.double() - want).abs().max().item(), (base.double() - want).abs().max().item()
     assert err <= 2 * ref_err + atol, f"model error {err:.3g} > 2 x torch's {ref_err:.3g} in {dtype}"
     assert (got.double() - direct.double()).abs().max().item() <= 2 * ref_err + atol
+
+
+def test_preferred_leaves_bfloat16_to_amx(dtype):
+    """By default: float32 wherever the kernel runs, bfloat16 unless the CPU has AMX; the model
+    follows it."""
+    assert small_k.preferred(dtype) == (dtype == torch.float32 or not winograd.cpu_has_amx())
+    model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(dtype)
+    twin = onednn_model(model)
+    assert sum(getattr(m, "small_k", None) is not None for m in twin.modules()) == 3 * small_k.preferred(dtype)

@@ -67,7 +67,7 @@ class _OneDNN(_Layer):
     residual block or transposed convolution on the extension's Winograd kernels instead where
     `use_winograd` says so (None: `winograd.preferred`)."""
 
-    def __init__(self, layer: nn.Module, use_winograd: bool | None = None, use_small_k: bool = True):
+    def __init__(self, layer: nn.Module, use_winograd: bool | None = None, use_small_k: bool | None = None):
         super().__init__(layer)
         self._stride = [self.stride, self.stride]
         convs = _convs(layer)
@@ -82,8 +82,9 @@ class _OneDNN(_Layer):
             self.winograd = tuple(t for c in convs for t in (pack(c.weight, dt), c.bias.detach().float()))
         # the decoders' last layer (32 -> 3): the extension's few-output-channel kernel (small_k.py)
         self.small_k: tuple[torch.Tensor, torch.Tensor] | None = None
-        if (use_small_k and self.op == "conv" and self.stride == 1 and tuple(c1.kernel_size) == (3, 3)
-                and small_k.runs(dt, c1.in_channels, c1.out_channels) and small_k.available(dt)):
+        if (self.op == "conv" and self.stride == 1 and tuple(c1.kernel_size) == (3, 3)
+                and small_k.runs(dt, c1.in_channels, c1.out_channels)
+                and (small_k.preferred(dt) if use_small_k is None else use_small_k and small_k.available(dt))):
             self.small_k = (small_k.pack(c1.weight, dt), c1.bias.detach().float())
         self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
         for i, c in enumerate(convs, 1):
@@ -124,7 +125,7 @@ class _OneDNN(_Layer):
         return y.permute(0, 2, 3, 1).contiguous()  # NHWC memory already: free
 
 
-def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k: bool = True) -> nn.Module:
+def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k: bool | None = None) -> nn.Module:
     """A copy of a CPU DMPHN/StackDMPHN (float32 or bfloat16) on oneDNN's fused convolutions.
 
     Same class, forward and tiling; the weights are reordered for oneDNN once, here, so build it
@@ -132,7 +133,8 @@ def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k
     convolutions through the extension's Winograd kernels (where they run; models/winograd.py);
     None: where they are faster (`winograd.preferred(dtype)`, FASTDEBLUR_WINOGRAD).
     `use_small_k`: run the 3x3 convolutions with 1-4 output channels (the decoders' last layer)
-    through the extension's kernel for them, where it runs (models/small_k.py).
+    through the extension's kernel for them (where it runs; models/small_k.py); None: by default
+    there (`small_k.preferred(dtype)`: not bfloat16 on AMX CPUs).
     """
     first = next(itertools.chain(model.parameters(), model.buffers()))
     if first.device.type != "cpu":

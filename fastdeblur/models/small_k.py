@@ -6,7 +6,8 @@ bfloat16 on a 2-core Zen 4, 72 GFLOP/s: three such calls a frame cost as much as
 transposed convolutions). The extension's kernel runs the dot products along the input
 channels, 4 pixels x 4 output channels at a time (2 x 4 on AVX2), and reduces them in
 registers: 2.6x faster there in bfloat16 and 3.2x in float32. bfloat16 on CPUs with
-AVX512-BF16, float32 on AVX-512 or AVX2 with FMA; elsewhere oneDNN keeps the layer. Products
+AVX512-BF16 (by default only where the CPU has no AMX), float32 on AVX-512 or AVX2 with FMA;
+elsewhere oneDNN keeps the layer. Products
 accumulate in float32 and the bias is added in float32 before the one rounding to the
 activation type.
 """
@@ -58,6 +59,15 @@ def available(dtype: torch.dtype) -> bool:
         want = torch.nn.functional.conv2d(x.permute(0, 3, 1, 2).double(), w.double(), b.double(), padding=1)
     tol = 0.05 if dtype == torch.bfloat16 else 1e-4  # values up to ~5: bfloat16 rounding is ~0.02
     return bool((got - want.permute(0, 2, 3, 1)).abs().max() <= tol)
+
+
+def preferred(dtype: torch.dtype) -> bool:
+    """The CPU model runs its few-output-channel layers in `dtype` on the kernel by default here:
+    float32 wherever it runs; bfloat16 where the CPU has no AMX (oneDNN's tile-unit convolutions
+    there are not measured against it, so they keep the layer, as they keep Winograd's)."""
+    from .winograd import cpu_has_amx
+
+    return available(dtype) and not (dtype == torch.bfloat16 and cpu_has_amx())
 
 
 def conv3x3(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

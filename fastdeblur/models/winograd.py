@@ -142,13 +142,16 @@ def preferred(dtype: torch.dtype = torch.bfloat16) -> bool:
     """
     if not available(dtype):
         return False
-    amx = False
-    if dtype == torch.bfloat16:
-        try:
-            amx = bool(torch.cpu._is_amx_tile_supported())
-        except AttributeError:  # a torch without the probe
-            pass
-    return env_flag("FASTDEBLUR_WINOGRAD", not amx)
+    return env_flag("FASTDEBLUR_WINOGRAD", not (dtype == torch.bfloat16 and cpu_has_amx()))
+
+
+def cpu_has_amx() -> bool:
+    """The CPU has AMX tile units, on which oneDNN runs bfloat16 convolutions (Intel Sapphire
+    Rapids and later): there the extension's vector kernels leave bfloat16 to oneDNN."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without the probe
+        return False
 
 
 def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, relu: bool = False,
