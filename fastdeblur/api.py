@@ -727,8 +727,9 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
       AMX/AVX512-BF16, float16 on GPUs with tensor cores, float32 elsewhere (`default_dtype`);
       or float32 (exact), float16 (GPU), bfloat16.
     backend: None (the best measured: the fused model for 16-bit on GPUs with compute capability
-      8.0+; on CPUs oneDNN's fused convolutions, models.onednn_model, with the residual blocks on
-      the extension's Winograd kernel where it is faster (FASTDEBLUR_WINOGRAD); else cuDNN convolutions;
+      8.0+; on CPUs oneDNN's fused convolutions, models.onednn_model, with the residual blocks and
+      transposed convolutions on the extension's Winograd kernels where they are faster
+      (FASTDEBLUR_WINOGRAD) and the 32 -> 3 layers on its small-K kernel; else cuDNN convolutions;
       with the compiled extension's layout ops), "reference" (plain torch), "cuda" (the
       extension's ops, torch convolutions), "triton" (the fused model: Triton kernels for the
       layers where they measured faster than cuDNN, see models.fuse_model, plus the extension's

@@ -25,6 +25,7 @@ namespace {
 // bfloat16, AVX-512 BF16: vdpbf16ps takes 32 channels (16 pairs) of a pixel and of a weight row.
 namespace sk_bf16 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#include "vec_f32_avx512.h"
 #include "conv_small_k_avx512.h"
 using T = at::BFloat16;
 constexpr int64_t kChunk = 32;
@@ -42,6 +43,7 @@ FD_TARGET inline void store_k(T* p, Vec r, int np, int K) {
 // float32, AVX-512: 16 channels per FMA.
 namespace sk_f32 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#include "vec_f32_avx512.h"
 #include "conv_small_k_avx512.h"
 using T = float;
 constexpr int64_t kChunk = 16;
@@ -58,14 +60,10 @@ FD_TARGET inline void store_k(T* p, Vec r, int np, int K) {
 // AVX2, float32: 2 pixels x 4 output channels in 8 accumulators (of 16 registers).
 namespace sk_avx2 {
 #define FD_TARGET __attribute__((target("avx2,fma")))
+#include "vec_f32_avx2.h"
 using T = float;
-using Vec = __m256;
-constexpr int kLanes = 8;
 constexpr int64_t kChunk = 8;
 using WVec = __m256;
-FD_TARGET inline Vec vzero() { return _mm256_setzero_ps(); }
-FD_TARGET inline Vec vloadf(const float* p) { return _mm256_loadu_ps(p); }
-FD_TARGET inline Vec vaddf(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 FD_TARGET inline WVec vloadw(const T* p) { return _mm256_loadu_ps(p); }
 FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm256_fmadd_ps(a, b, acc); }
 // lane i = the sum of v[i]'s 8 lanes: two rounds of hadd give each 128-bit half's sums of four

@@ -1,12 +1,7 @@
 // The AVX-512 half of the few-output-channel convolution's instruction-set layer
 // (conv_small_k.cpp), shared by its bfloat16 and float32 kernels: 4 pixels x 4 output channels
-// in 16 accumulators. Included inside a namespace that first defines FD_TARGET; no include guard.
-
-using Vec = __m512;
-constexpr int kLanes = 16;
-FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }
-FD_TARGET inline Vec vloadf(const float* p) { return _mm512_loadu_ps(p); }
-FD_TARGET inline Vec vaddf(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+// in 16 accumulators. Included inside a namespace that first defines FD_TARGET and includes
+// vec_f32_avx512.h; no include guard.
 
 // Lane i of the result: the sum of v[i]'s 16 lanes, by a transposing tree (unpack, shuffle, then
 // two rounds of 128-bit block shuffles), adding at each step.

@@ -2,11 +2,12 @@
 // (conv_small_k.cpp), included once per instruction set inside a namespace that first defines:
 //   FD_TARGET               the function attribute enabling that instruction set
 //   T, kChunk               the activation type and the input channels one weight step covers
-//   Vec, kLanes             a float32 vector and its lanes (16 or 8); kPix = kLanes / 4 pixels
-//                           a step, with 4 output channels each (16 or 8 accumulators)
+//   Vec, kLanes, vzero(), vloadf(const float*), vadd(a, b)
+//                           a float32 vector and its lanes (16 or 8: vec_f32_avx512.h or
+//                           vec_f32_avx2.h); kPix = kLanes / 4 pixels a step, with 4 output
+//                           channels each (16 or 8 accumulators)
 //   WVec, vloadw(const T*)  kChunk activations or weights as the dot product's operand
 //   vdot(acc, a, b)         acc + the products of a and b, summed within each float32 lane
-//   vzero(), vloadf(const float*), vaddf(a, b)
 //   reduce(const Vec* v)    lane i = the sum of v[i]'s lanes (i < kLanes)
 //   store_k(T*, Vec r, np, K)  for p < np, k < K: out[p * K + k] = r[p * 4 + k], rounded to T
 // No include guard: it is meant to be included more than once.
@@ -43,6 +44,6 @@ FD_TARGET void small_k_row(const T* img, const T* w, const float* bias, T* out, 
         }
       }
     }
-    store_k(out + (y * W + x0) * K, vaddf(reduce(acc), bvec), np, static_cast<int>(K));
+    store_k(out + (y * W + x0) * K, vadd(reduce(acc), bvec), np, static_cast<int>(K));
   }
 }

@@ -65,9 +65,8 @@ struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases 
 // packed [C/2][NR][2] per panel and the activations' channel pairs are broadcast.
 namespace avx512_bf16 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+#include "vec_f32_avx512.h"
 using T = at::BFloat16;
-using Vec = __m512;
-constexpr int64_t kLanes = 16;
 FD_TARGET inline Vec vload(const T* p) {
   __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
@@ -75,14 +74,6 @@ FD_TARGET inline Vec vload(const T* p) {
 FD_TARGET inline void vstore(T* p, Vec v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(v));
 }
-FD_TARGET inline Vec vloadf(const float* p) { return _mm512_loadu_ps(p); }
-FD_TARGET inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
-FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
-FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
-FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }
-FD_TARGET inline void vstoref(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-FD_TARGET inline Vec vfma(Vec a, float s, Vec c) { return _mm512_fmadd_ps(a, _mm512_set1_ps(s), c); }
-FD_TARGET inline Vec vfnma(Vec a, float s, Vec c) { return _mm512_fnmadd_ps(a, _mm512_set1_ps(s), c); }
 constexpr int64_t kPair = 2;
 using WVec = __m512bh;
 FD_TARGET inline WVec vloadw(const T* p) { return (__m512bh)_mm512_loadu_si512(p); }
@@ -100,19 +91,10 @@ FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm512_dpbf16_ps(acc
 // float32: one input channel per FMA step.
 namespace avx512_f32 {
 #define FD_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#include "vec_f32_avx512.h"
 using T = float;
-using Vec = __m512;
-constexpr int64_t kLanes = 16;
 FD_TARGET inline Vec vload(const T* p) { return _mm512_loadu_ps(p); }
 FD_TARGET inline void vstore(T* p, Vec v) { _mm512_storeu_ps(p, v); }
-FD_TARGET inline Vec vloadf(const float* p) { return _mm512_loadu_ps(p); }
-FD_TARGET inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
-FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
-FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
-FD_TARGET inline Vec vzero() { return _mm512_setzero_ps(); }
-FD_TARGET inline void vstoref(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-FD_TARGET inline Vec vfma(Vec a, float s, Vec c) { return _mm512_fmadd_ps(a, _mm512_set1_ps(s), c); }
-FD_TARGET inline Vec vfnma(Vec a, float s, Vec c) { return _mm512_fnmadd_ps(a, _mm512_set1_ps(s), c); }
 constexpr int64_t kPair = 1;
 using WVec = Vec;
 FD_TARGET inline WVec vloadw(const T* p) { return _mm512_loadu_ps(p); }
@@ -125,19 +107,10 @@ FD_TARGET inline Vec vdot(Vec acc, WVec a, WVec b) { return _mm512_fmadd_ps(a, b
 
 namespace avx2_f32 {
 #define FD_TARGET __attribute__((target("avx2,fma")))
+#include "vec_f32_avx2.h"
 using T = float;
-using Vec = __m256;
-constexpr int64_t kLanes = 8;
 FD_TARGET inline Vec vload(const T* p) { return _mm256_loadu_ps(p); }
 FD_TARGET inline void vstore(T* p, Vec v) { _mm256_storeu_ps(p, v); }
-FD_TARGET inline Vec vloadf(const float* p) { return _mm256_loadu_ps(p); }
-FD_TARGET inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
-FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
-FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
-FD_TARGET inline Vec vzero() { return _mm256_setzero_ps(); }
-FD_TARGET inline void vstoref(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-FD_TARGET inline Vec vfma(Vec a, float s, Vec c) { return _mm256_fmadd_ps(a, _mm256_set1_ps(s), c); }
-FD_TARGET inline Vec vfnma(Vec a, float s, Vec c) { return _mm256_fnmadd_ps(a, _mm256_set1_ps(s), c); }
 constexpr int64_t kPair = 1;
 using WVec = Vec;
 FD_TARGET inline WVec vloadw(const T* p) { return _mm256_loadu_ps(p); }

@@ -4,10 +4,9 @@
 // winograd.cpp includes it once per instruction set, inside a namespace that first defines:
 //   FD_TARGET                          the function attribute enabling that instruction set
 //   T                                  the activation type (at::BFloat16 or float)
-//   Vec, kLanes                        a float32 vector and its lane count
+//   Vec, kLanes, vloadf, vstoref, vadd, vsub, vmax, vzero, vfma, vfnma
+//                                      float32 vectors (vec_f32_avx512.h or vec_f32_avx2.h)
 //   vload(const T*), vstore(T*, Vec)   activations <-> float32 vectors (rounding on the way out)
-//   vloadf(const float*), vadd, vsub, vmax, vzero
-//   vfma(a, s, c), vfnma(a, s, c)      c + a * s and c - a * s for a float scalar s
 //   micro_kernel<MR, NV>(A, lda, B, C, M, ldm)
 //                                      M[MR][NV * kLanes] = A[MR][C] . B, B one NR-wide panel of
 //                                      the packed weights (NR = NV * kLanes): winograd_gemm.h
