@@ -7,9 +7,11 @@
 //   Vec, kLanes, vloadf, vstoref, vadd, vsub, vmax, vzero, vfma, vfnma
 //                                      float32 vectors (vec_f32_avx512.h or vec_f32_avx2.h)
 //   vload(const T*), vstore(T*, Vec)   activations <-> float32 vectors (rounding on the way out)
-//   micro_kernel<MR, NV>(A, lda, B, C, M, ldm)
+//   micro_kernel<MR, NV>(A, lda, B, C, M, ldm, tick)
 //                                      M[MR][NV * kLanes] = A[MR][C] . B, B one NR-wide panel of
-//                                      the packed weights (NR = NV * kLanes): winograd_gemm.h
+//                                      the packed weights (NR = NV * kLanes), calling tick() after
+//                                      each step: winograd_gemm.h
+//   kPipelined                         whether conv_blocks overlaps the transforms with the GEMMs
 // No include guard: it is meant to be included more than once.
 
 // B^T d of one column (or row) of an input tile: Tiles<VAR>::in values to ::pos.
@@ -102,13 +104,14 @@ template <int VAR, int MR, int NV>
 FD_TARGET void block_gemm(const T* V, const T* U, int64_t C, int64_t K, float* M) {
   constexpr int64_t KB = MR, NP = Tiles<VAR>::pos * Tiles<VAR>::pos;
   constexpr int64_t NR = NV * kLanes;
+  auto none = []() FD_TARGET FD_INLINE_LAMBDA {};
   for (int64_t xi = 0; xi < NP; ++xi) {
     const T* Vx = V + xi * KB * C;
     const T* Ux = U + xi * C * K;
     float* Mx = M + xi * KB * K;
     for (int64_t nb = 0; nb < K / NR; ++nb) {
       const T* Ub = Ux + nb * C * NR;
-      micro_kernel<MR, NV>(Vx, C, Ub, C, Mx + nb * NR, K);
+      micro_kernel<MR, NV>(Vx, C, Ub, C, Mx + nb * NR, K, none);
     }
   }
 }
@@ -146,11 +149,10 @@ FD_TARGET void output_tile(const float* M, int64_t mstride, const float* bias, b
   }
 }
 
-// Blocks begin..end of MR tiles (a tile row's tiles in order, rows in order, images in order).
-// x: [N, H, W, C]; out and add: [N, up * H, up * W, K].
+// conv_blocks (below) one block at a time: input transforms, GEMMs, output transforms.
 template <int VAR, int MR, int NV>
-FD_TARGET void conv_blocks(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out, int64_t H,
-                           int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
+FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out,
+                                      int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
   using S = Tiles<VAR>;
   constexpr int64_t KB = MR, NP = S::pos * S::pos;
   const int64_t th = (H + S::step - 1) / S::step, tw = (W + S::step - 1) / S::step, bpr = (tw + KB - 1) / KB;
@@ -174,4 +176,238 @@ FD_TARGET void conv_blocks(const T* x, const T* U, const float* bias, bool relu,
     for (int64_t m = 0; m < tn; ++m)
       output_tile<VAR>(M.data() + m * K, KB * K, bias, relu, a, o, Ho, Wo, K, S::out * ti, S::out * (t0 + m));
   }
+}
+
+// The transforms of one block of MR tiles, cut into pieces of a few vector operations each, for
+// one vector of channels: two columns of a block's input (B^T d over their rows, shared by the
+// tiles that overlap there), two rows of an input tile, two columns or two rows of an output
+// tile. conv_blocks does them between the steps of another block's GEMMs: the GEMM keeps the FMA
+// pipes busy, while the transforms need the others (adds, conversions, loads, stores), and an
+// out-of-order core overlaps the two only when they are interleaved this finely (a whole tile's
+// transforms at a time did not overlap at all). The passes go through small float32 scratch
+// buffers, so the results are those of doing each transform at once.
+//   input job:  V[xi][m][c] = (B^T d B)[xi] of tile m of a block; pixels outside the image read
+//               zeros; tiles past the row's last one get zeros (computed, never stored).
+//   output job: A^T M A of tile m of a block, + bias, ReLU, + residual, stored if inside.
+template <int VAR>
+struct Side {
+  using S = Tiles<VAR>;
+  static constexpr int TI = S::in, TP = S::pos, TO = S::out;
+  static constexpr int kOutPieces = (TP + TO) / 2;  // per output tile and vector of channels
+  // the call's tensors: x [N, H, W, C]; out and add [N, Ho, Wo, K]
+  const T* x;
+  const float* bias;
+  bool relu;
+  const T* add;
+  T* out;
+  int64_t H, W, C, K, KB, th, bpr;
+  // the input job: tile im, channels ic, input column pairs done cdone, row pair ip
+  const T* img = nullptr;
+  T* V = nullptr;
+  int64_t in_y0 = 0, in_x0 = 0, in_tn = 0, im = 0, ic = 0, cdone = 0;
+  int ip = 0;
+  bool in_busy = false;
+  // the output job: tile om, channels ok, piece op
+  const float* M = nullptr;
+  const T* oadd = nullptr;
+  T* oout = nullptr;
+  int64_t oy0 = 0, ox0 = 0, out_tn = 0, om = 0, ok = 0;
+  int op = 0;
+  bool out_busy = false;
+  std::vector<float> sc;                        // the block's input columns, [(KB - 1) * step + TI][TP] vectors
+  alignas(64) float so[TP * TO * kLanes] = {};  // an output tile's column pass, [TP][TO] vectors
+
+  Side(const T* x_, const float* bias_, bool relu_, const T* add_, T* out_, int64_t H_, int64_t W_, int64_t C_,
+       int64_t K_, int64_t KB_)
+      : x(x_), bias(bias_), relu(relu_), add(add_), out(out_), H(H_), W(W_), C(C_), K(K_), KB(KB_),
+        th((H_ + S::step - 1) / S::step), bpr(((W_ + S::step - 1) / S::step + KB_ - 1) / KB_),
+        sc(((KB_ - 1) * S::step + TI) * TP * kLanes) {}
+
+  // block blk: image, tile row, first tile column and tiles in the image
+  void locate(int64_t blk, int64_t& n, int64_t& ti, int64_t& t0, int64_t& tn) const {
+    const int64_t tw = (W + S::step - 1) / S::step;
+    n = blk / (th * bpr);
+    ti = (blk / bpr) % th;
+    t0 = (blk % bpr) * KB;
+    tn = std::min(KB, tw - t0);
+  }
+  // pieces of the jobs start_in and start_out begin
+  int64_t in_pieces() const {
+    const int64_t cols = (in_tn - 1) * S::step + TI;  // input columns of the tiles inside
+    return (C / kLanes) * (cols / 2 + in_tn * (TP / 2) + (KB - in_tn));
+  }
+  int64_t out_pieces() const { return (K / kLanes) * out_tn * kOutPieces; }
+  void start_in(int64_t blk, T* dst) {
+    int64_t n, ti, t0;
+    locate(blk, n, ti, t0, in_tn);
+    img = x + n * H * W * C;
+    in_y0 = S::step * ti - 1;
+    in_x0 = S::step * t0 - 1;
+    V = dst;
+    im = ic = cdone = ip = 0;
+    in_busy = true;
+  }
+  void start_out(int64_t blk, const float* src) {
+    int64_t n, ti, t0;
+    locate(blk, n, ti, t0, out_tn);
+    const int64_t Ho = S::up * H, Wo = S::up * W;
+    oadd = add ? add + n * Ho * Wo * K : nullptr;
+    oout = out + n * Ho * Wo * K;
+    oy0 = S::out * ti;
+    ox0 = S::out * t0;
+    M = src;
+    om = ok = op = 0;
+    out_busy = true;
+  }
+  bool busy() const { return in_busy || out_busy; }
+
+  FD_TARGET FD_INLINE void next_in_tile() {
+    if (++im < KB) return;
+    im = cdone = 0;
+    ic += kLanes;
+    in_busy = ic < C;
+  }
+
+  FD_TARGET FD_INLINE void in_piece() {
+    const int64_t vstride = KB * C;
+    T* Vt = V + im * C + ic;  // position xi of this tile and channel vector at Vt + xi * vstride
+    if (im >= in_tn) {        // past the row's last tile
+      for (int xi = 0; xi < TP * TP; ++xi) vstore(Vt + xi * vstride, vzero());
+      next_in_tile();
+    } else if (cdone * 2 < im * S::step + TI) {  // the next two input columns: B^T d over their rows
+      for (int g = 0; g < 2; ++g) {
+        const int64_t col = 2 * cdone + g, xx = in_x0 + col;
+        const bool inside = xx >= 0 && xx < W;
+        Vec d[TI], v[TP];
+        for (int i = 0; i < TI; ++i) {
+          const int64_t y = in_y0 + i;
+          d[i] = (inside && y >= 0 && y < H) ? vload(img + (y * W + xx) * C + ic) : vzero();
+        }
+        bt<VAR>(d, v);
+        for (int i = 0; i < TP; ++i) vstoref(sc.data() + (col * TP + i) * kLanes, v[i]);
+      }
+      ++cdone;
+    } else {  // rows 2 ip, 2 ip + 1 of tile im's (B^T d) B, to V
+      for (int g = 0; g < 2; ++g) {
+        const int i = 2 * ip + g;
+        const float* c0 = sc.data() + (im * S::step * TP + i) * kLanes;  // the tile's first column
+        Vec row[TI], v[TP];
+        for (int j = 0; j < TI; ++j) row[j] = vloadf(c0 + j * TP * kLanes);
+        bt<VAR>(row, v);
+        for (int j = 0; j < TP; ++j) vstore(Vt + (i * TP + j) * vstride, v[j]);
+      }
+      if (++ip == TP / 2) {
+        ip = 0;
+        next_in_tile();
+      }
+    }
+  }
+
+  FD_TARGET FD_INLINE void out_piece() {
+    const float* Mt = M + om * K + ok;  // position xi at Mt + xi * KB * K
+    if (op < TP / 2) {  // columns 2 op, 2 op + 1: A^T m over their rows, to so
+      for (int g = 0; g < 2; ++g) {
+        const int j = 2 * op + g;
+        Vec col[TP], s[TO];
+        for (int i = 0; i < TP; ++i) col[i] = vloadf(Mt + (i * TP + j) * KB * K);
+        at<VAR>(col, s);
+        for (int i = 0; i < TO; ++i) vstoref(so + (j * TO + i) * kLanes, s[i]);
+      }
+    } else {  // output rows i, i + 1: of (A^T m) A, + bias, ReLU, + residual
+      const int64_t Ho = S::up * H, Wo = S::up * W;
+      const Vec b = vloadf(bias + ok);
+      for (int g = 0; g < 2; ++g) {
+        const int i = 2 * (op - TP / 2) + g;
+        const int64_t y = oy0 + i;
+        if (y >= Ho) break;
+        Vec row[TP], o[TO];
+        for (int j = 0; j < TP; ++j) row[j] = vloadf(so + (j * TO + i) * kLanes);
+        at<VAR>(row, o);
+        for (int j = 0; j < TO; ++j) {
+          const int64_t xx = ox0 + S::out * om + j;
+          if (xx >= Wo) break;
+          Vec v = vadd(o[j], b);
+          if (relu) v = vmax(v, vzero());
+          const int64_t off = (y * Wo + xx) * K + ok;
+          if (oadd) v = vadd(v, vload(oadd + off));
+          vstore(oout + off, v);
+        }
+      }
+    }
+    if (++op == kOutPieces) {
+      op = 0;
+      ok += kLanes;
+      if (ok == K) {
+        ok = 0;
+        out_busy = ++om < out_tn;
+      }
+    }
+  }
+
+  FD_TARGET FD_INLINE void piece() {
+    if (in_busy)
+      in_piece();
+    else if (out_busy)
+      out_piece();
+  }
+};
+
+// conv_blocks (below) software-pipelined: while the NP GEMMs M[xi] = V[xi] . U[xi] of block b
+// run, the input transforms of block b + 1 and the output transforms of block b - 1 are done
+// piece by piece (Side) between the micro-kernel's steps, spread evenly over them (V and M are
+// double-buffered).
+template <int VAR, int MR, int NV>
+FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out,
+                                     int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
+  constexpr int64_t KB = MR, NP = Tiles<VAR>::pos * Tiles<VAR>::pos, NR = NV * kLanes;
+  if (begin >= end) return;
+  std::vector<T> Vbuf(2 * NP * KB * C);
+  std::vector<float> Mbuf(2 * NP * KB * K);
+  Side<VAR> sd(x, bias, relu, add, out, H, W, C, K, KB);
+  const int64_t steps = NP * (K / NR) * (C / kPair);  // the GEMM's steps per block
+  sd.start_in(begin, Vbuf.data());
+  while (sd.busy()) sd.piece();
+  for (int64_t blk = begin; blk < end; ++blk) {
+    const int64_t cur = (blk - begin) & 1;
+    const T* V = Vbuf.data() + cur * NP * KB * C;
+    float* M = Mbuf.data() + cur * NP * KB * K;
+    int64_t pieces = 0;
+    if (blk + 1 < end) {
+      sd.start_in(blk + 1, Vbuf.data() + (1 - cur) * NP * KB * C);
+      pieces += sd.in_pieces();
+    }
+    if (blk > begin) {
+      sd.start_out(blk - 1, Mbuf.data() + (1 - cur) * NP * KB * K);
+      pieces += sd.out_pieces();
+    }
+    int64_t credit = 0;
+    auto tick = [&]() FD_TARGET FD_INLINE_LAMBDA {
+      credit += pieces;
+      while (credit >= steps) {
+        credit -= steps;
+        sd.piece();
+      }
+    };
+    for (int64_t xi = 0; xi < NP; ++xi)
+      for (int64_t nb = 0; nb < K / NR; ++nb)
+        micro_kernel<MR, NV>(V + xi * KB * C, C, U + xi * C * K + nb * C * NR, C, M + xi * KB * K + nb * NR, K,
+                             tick);
+    while (sd.busy()) sd.piece();
+  }
+  sd.start_out(end - 1, Mbuf.data() + ((end - 1 - begin) & 1) * NP * KB * K);
+  while (sd.busy()) sd.piece();
+}
+
+// Blocks begin..end of MR tiles (a tile row's tiles in order, rows in order, images in order).
+// x: [N, H, W, C]; out and add: [N, up * H, up * W, K]. Pipelined where that measured faster:
+// bfloat16, whose transforms are adds, conversions, loads and stores. In float32 the pipelined
+// loop ran 5-12% slower than the sequential one (F(4x4)'s transforms need the FMA pipes too), so
+// float32 keeps the sequential loop.
+template <int VAR, int MR, int NV>
+FD_TARGET void conv_blocks(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out, int64_t H,
+                           int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
+  if constexpr (kPipelined)
+    conv_blocks_pipelined<VAR, MR, NV>(x, U, bias, relu, add, out, H, W, C, K, begin, end);
+  else
+    conv_blocks_sequential<VAR, MR, NV>(x, U, bias, relu, add, out, H, W, C, K, begin, end);
 }
