@@ -63,6 +63,21 @@ struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases 
   static constexpr int in = 4, pos = 6, out = 4, step = 2, up = 2;
 };
 
+// n elements of E whose first is 64-byte aligned, so that the kernels' vector loads and stores of
+// their scratch buffers are whole cache lines (std::vector's 16-byte alignment splits them).
+template <typename E>
+class Buffer {
+ public:
+  explicit Buffer(int64_t n) : raw_(n + 64 / sizeof(E)) {}
+  E* data() {
+    const auto a = reinterpret_cast<std::uintptr_t>(raw_.data());
+    return reinterpret_cast<E*>((a + 63) & ~std::uintptr_t{63});
+  }
+
+ private:
+  std::vector<E> raw_;
+};
+
 #if FD_CPU_X86
 // inlined whatever the compiler's estimate: the GEMM's accumulators must stay in registers across
 // the transform pieces done between its steps (winograd_body.h)

@@ -157,8 +157,8 @@ FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias,
   constexpr int64_t KB = MR, NP = S::pos * S::pos;
   const int64_t th = (H + S::step - 1) / S::step, tw = (W + S::step - 1) / S::step, bpr = (tw + KB - 1) / KB;
   const int64_t Ho = S::up * H, Wo = S::up * W;
-  std::vector<T> V(NP * KB * C);
-  std::vector<float> M(NP * KB * K);
+  Buffer<T> V(NP * KB * C);
+  Buffer<float> M(NP * KB * K);
   for (int64_t blk = begin; blk < end; ++blk) {
     const int64_t n = blk / (th * bpr), ti = (blk / bpr) % th, t0 = (blk % bpr) * KB;
     const int64_t tn = std::min(KB, tw - t0);
@@ -214,7 +214,7 @@ struct Side {
   int64_t oy0 = 0, ox0 = 0, out_tn = 0, om = 0, ok = 0;
   int op = 0;
   bool out_busy = false;
-  std::vector<float> sc;                        // the block's input columns, [(KB - 1) * step + TI][TP] vectors
+  Buffer<float> sc;                             // the block's input columns, [(KB - 1) * step + TI][TP] vectors
   alignas(64) float so[TP * TO * kLanes] = {};  // an output tile's column pass, [TP][TO] vectors
 
   Side(const T* x_, const float* bias_, bool relu_, const T* add_, T* out_, int64_t H_, int64_t W_, int64_t C_,
@@ -361,8 +361,8 @@ FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, 
                                      int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
   constexpr int64_t KB = MR, NP = Tiles<VAR>::pos * Tiles<VAR>::pos, NR = NV * kLanes;
   if (begin >= end) return;
-  std::vector<T> Vbuf(2 * NP * KB * C);
-  std::vector<float> Mbuf(2 * NP * KB * K);
+  Buffer<T> Vbuf(2 * NP * KB * C);
+  Buffer<float> Mbuf(2 * NP * KB * K);
   Side<VAR> sd(x, bias, relu, add, out, H, W, C, K, KB);
   const int64_t steps = NP * (K / NR) * (C / kPair);  // the GEMM's steps per block
   sd.start_in(begin, Vbuf.data());
