@@ -73,6 +73,22 @@ FD_TARGET inline void at(const Vec* m, Vec* y) {
   }
 }
 
+// Row y of an output tile: its Tiles<VAR>::out values o, at columns x0.. of the W-wide output,
+// channels k0..k0 + kLanes: + bias b, ReLU, + residual, rounded and stored where inside.
+template <int VAR>
+FD_TARGET FD_INLINE void store_row(const Vec* o, Vec b, bool relu, const T* add, T* out, int64_t W, int64_t K,
+                                   int64_t y, int64_t x0, int64_t k0) {
+  for (int j = 0; j < Tiles<VAR>::out; ++j) {
+    const int64_t x = x0 + j;
+    if (x >= W) break;
+    Vec v = vadd(o[j], b);
+    if (relu) v = vmax(v, vzero());
+    const int64_t off = (y * W + x) * K + k0;
+    if (add) v = vadd(v, vload(add + off));
+    vstore(out + off, v);
+  }
+}
+
 // V[xi][m][c0:c0+kLanes] of tile m from the TI x TI input tile whose top-left pixel is (y0, x0);
 // pixels outside the image read zeros.
 template <int VAR>
@@ -136,15 +152,7 @@ FD_TARGET void output_tile(const float* M, int64_t mstride, const float* bias, b
       Vec row[TP], o[TO];
       for (int j = 0; j < TP; ++j) row[j] = s[j][i];
       at<VAR>(row, o);  // row i of A^T m A
-      for (int j = 0; j < TO; ++j) {
-        const int64_t x = x0 + j;
-        if (x >= W) break;
-        Vec v = vadd(o[j], b);
-        if (relu) v = vmax(v, vzero());
-        const int64_t off = (y * W + x) * K + k0;
-        if (add) v = vadd(v, vload(add + off));
-        vstore(out + off, v);
-      }
+      store_row<VAR>(o, b, relu, add, out, W, K, y, x0, k0);
     }
   }
 }
@@ -323,15 +331,7 @@ struct Side {
         Vec row[TP], o[TO];
         for (int j = 0; j < TP; ++j) row[j] = vloadf(so + (j * TO + i) * kLanes);
         at<VAR>(row, o);
-        for (int j = 0; j < TO; ++j) {
-          const int64_t xx = ox0 + S::out * om + j;
-          if (xx >= Wo) break;
-          Vec v = vadd(o[j], b);
-          if (relu) v = vmax(v, vzero());
-          const int64_t off = (y * Wo + xx) * K + ok;
-          if (oadd) v = vadd(v, vload(oadd + off));
-          vstore(oout + off, v);
-        }
+        store_row<VAR>(o, b, relu, oadd, oout, Wo, K, y, ox0 + S::out * om, ok);
       }
     }
     if (++op == kOutPieces) {
