@@ -63,6 +63,24 @@ struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases 
   static constexpr int in = 4, pos = 6, out = 4, step = 2, up = 2;
 };
 
+// The kernels' blocks: an H x W image (N of them) in tiles `step` input pixels apart, each tile
+// row cut into blocks of KB tiles, numbered a tile row's blocks in order, rows in order, images
+// in order. Block blk lies in image n, tile row ti, from tile column t0, with tn <= KB of its
+// tiles in the image (the rest, past the row's end, are computed as zeros and never stored).
+struct BlockGrid {
+  int64_t KB, tw, th, bpr;  // tiles per block; tiles per row and tile rows; blocks per tile row
+  BlockGrid(int64_t H, int64_t W, int64_t step, int64_t KB_)
+      : KB(KB_), tw((W + step - 1) / step), th((H + step - 1) / step), bpr((tw + KB_ - 1) / KB_) {}
+  int64_t count(int64_t N) const { return N * th * bpr; }
+  struct Block {
+    int64_t n, ti, t0, tn;
+  };
+  Block at(int64_t blk) const {
+    const int64_t t0 = (blk % bpr) * KB;
+    return {blk / (th * bpr), (blk / bpr) % th, t0, std::min(KB, tw - t0)};
+  }
+};
+
 // n elements of E whose first is 64-byte aligned, so that the kernels' vector loads and stores of
 // their scratch buffers are whole cache lines (std::vector's 16-byte alignment splits them).
 template <typename E>
@@ -212,7 +230,7 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
   const int64_t step = var == kF4 ? Tiles<kF4>::step : Tiles<kF2>::step;  // kUp's is kF2's
   // one kernel instance, parallel over its blocks of MR tiles
   auto go = [&](auto conv_blocks, int64_t MR) {
-    const int64_t th = (H + step - 1) / step, tw = (W + step - 1) / step, blocks = N * th * ((tw + MR - 1) / MR);
+    const int64_t blocks = BlockGrid(H, W, step, MR).count(N);
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
       conv_blocks(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
     });

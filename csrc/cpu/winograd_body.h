@@ -163,13 +163,12 @@ FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias,
                                       int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
   using S = Tiles<VAR>;
   constexpr int64_t KB = MR, NP = S::pos * S::pos;
-  const int64_t th = (H + S::step - 1) / S::step, tw = (W + S::step - 1) / S::step, bpr = (tw + KB - 1) / KB;
+  const BlockGrid grid(H, W, S::step, KB);
   const int64_t Ho = S::up * H, Wo = S::up * W;
   Buffer<T> V(NP * KB * C);
   Buffer<float> M(NP * KB * K);
   for (int64_t blk = begin; blk < end; ++blk) {
-    const int64_t n = blk / (th * bpr), ti = (blk / bpr) % th, t0 = (blk % bpr) * KB;
-    const int64_t tn = std::min(KB, tw - t0);
+    const auto [n, ti, t0, tn] = grid.at(blk);
     const T* img = x + n * H * W * C;
     for (int64_t m = 0; m < KB; ++m) {
       if (m < tn) {
@@ -208,7 +207,8 @@ struct Side {
   bool relu;
   const T* add;
   T* out;
-  int64_t H, W, C, K, KB, th, bpr;
+  int64_t H, W, C, K, KB;
+  BlockGrid grid;
   // the input job: tile im, channels ic, input column pairs done cdone, row pair ip
   const T* img = nullptr;
   T* V = nullptr;
@@ -228,17 +228,9 @@ struct Side {
   Side(const T* x_, const float* bias_, bool relu_, const T* add_, T* out_, int64_t H_, int64_t W_, int64_t C_,
        int64_t K_, int64_t KB_)
       : x(x_), bias(bias_), relu(relu_), add(add_), out(out_), H(H_), W(W_), C(C_), K(K_), KB(KB_),
-        th((H_ + S::step - 1) / S::step), bpr(((W_ + S::step - 1) / S::step + KB_ - 1) / KB_),
+        grid(H_, W_, S::step, KB_),
         sc(((KB_ - 1) * S::step + TI) * TP * kLanes) {}
 
-  // block blk: image, tile row, first tile column and tiles in the image
-  void locate(int64_t blk, int64_t& n, int64_t& ti, int64_t& t0, int64_t& tn) const {
-    const int64_t tw = (W + S::step - 1) / S::step;
-    n = blk / (th * bpr);
-    ti = (blk / bpr) % th;
-    t0 = (blk % bpr) * KB;
-    tn = std::min(KB, tw - t0);
-  }
   // pieces of the jobs start_in and start_out begin
   int64_t in_pieces() const {
     const int64_t cols = (in_tn - 1) * S::step + TI;  // input columns of the tiles inside
@@ -246,8 +238,8 @@ struct Side {
   }
   int64_t out_pieces() const { return (K / kLanes) * out_tn * kOutPieces; }
   void start_in(int64_t blk, T* dst) {
-    int64_t n, ti, t0;
-    locate(blk, n, ti, t0, in_tn);
+    const auto [n, ti, t0, tn] = grid.at(blk);
+    in_tn = tn;
     img = x + n * H * W * C;
     in_y0 = S::step * ti - 1;
     in_x0 = S::step * t0 - 1;
@@ -256,8 +248,8 @@ struct Side {
     in_busy = true;
   }
   void start_out(int64_t blk, const float* src) {
-    int64_t n, ti, t0;
-    locate(blk, n, ti, t0, out_tn);
+    const auto [n, ti, t0, tn] = grid.at(blk);
+    out_tn = tn;
     const int64_t Ho = S::up * H, Wo = S::up * W;
     oadd = add ? add + n * Ho * Wo * K : nullptr;
     oout = out + n * Ho * Wo * K;
