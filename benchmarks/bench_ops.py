@@ -65,9 +65,9 @@ def test_op(benchmark, device, dtype, case, provider):
 def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatch):
     """One residual block of the CPU model: oneDNN's direct convolutions (ReLU and residual add
     fused) against the Winograd kernel (models/winograd.py) with its default tile for the dtype
-    (winograd: F(2x2, 3x3) in bfloat16, F(4x4, 3x3) in float32) and, in float32, F(2x2, 3x3)
-    (winograd_f2). The FLOP count is the direct convolutions' (Winograd's rate is then an
-    equivalent rate)."""
+    (winograd: F(4x4, 3x3), the complex one in bfloat16 and the real one in float32) and with
+    F(2x2, 3x3) (winograd_f2). The FLOP count is the direct convolutions' (Winograd's rate is then
+    an equivalent rate)."""
     from fastdeblur.models import onednn_available, winograd
     from fastdeblur.models.onednn import _OneDNN
     from fastdeblur.reference.dmphn import ResidualBlock

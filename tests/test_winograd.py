@@ -1,7 +1,7 @@
 """The Winograd kernels (csrc/cpu/winograd.cpp: F(2x2, 3x3) and the transposed convolution's
-F(2x2, 2x2) phases in bfloat16 on AVX512-BF16 and in float32 on AVX-512 and on AVX2, F(4x4, 3x3)
-in float32) against float64, by the 2x-PyTorch-error rule (F(4x4, 3x3): its own bound), and their
-place in the CPU model."""
+F(2x2, 2x2) phases in bfloat16 on AVX512-BF16 and in float32 on AVX-512 and on AVX2, the real
+F(4x4, 3x3) in float32, the complex one in bfloat16) against float64, by the 2x-PyTorch-error rule
+(the real F(4x4, 3x3): its own bound), and their place in the CPU model."""
 
 import copy
 
@@ -19,18 +19,21 @@ pytestmark = pytest.mark.skipif(not winograd.available(torch.float32),
                                 reason="the Winograd kernels need the extension and a CPU with AVX2 and FMA")
 needs_bf16 = pytest.mark.skipif(not winograd.available(torch.bfloat16), reason="no AVX512-BF16 on this CPU")
 # (dtype, ATEN_CPU_CAPABILITY, output tile): every kernel this CPU runs; "avx2" limits float32 to
-# the AVX2 one. Tile 4 (F(4x4, 3x3)) is float32's default, tile 2 its other choice.
-KERNELS = [pytest.param((torch.bfloat16, None, 2), id="bf16-avx512", marks=needs_bf16),
+# the AVX2 one. Tile 4 (F(4x4, 3x3): complex in bfloat16, real in float32) is the default, tile 2
+# the other choice.
+KERNELS = [pytest.param((torch.bfloat16, None, 4), id="bf16-c4", marks=needs_bf16),
+           pytest.param((torch.bfloat16, None, 2), id="bf16-f2", marks=needs_bf16),
            pytest.param((torch.float32, None, 4), id="fp32-f4"),
            pytest.param((torch.float32, "avx2", 4), id="fp32-f4-avx2"),
            pytest.param((torch.float32, None, 2), id="fp32-f2"),
            pytest.param((torch.float32, "avx2", 2), id="fp32-f2-avx2")]
-# How far each output tile's error may exceed torch's own convolution's in the same dtype, against
-# float64: (max, rms). F(2x2, 3x3): 2x, the project's rule for low precision. F(4x4, 3x3) runs
-# float32 only; there its error is ~1e-5 of the values, up to 14x direct float32's at the worst
-# pixel and 5x in rms over these cases and seeds (any F(4x4, 3x3) has this: the transforms' 4s,
-# 5s and 8s amplify rounding).
-ERROR_FACTOR = {2: (2, 2), 4: (24, 8)}
+# How far each kernel's error may exceed torch's own convolution's in the same dtype, against
+# float64: (max, rms), by (dtype, tile). 2x, the project's rule for low precision, but for the
+# real F(4x4, 3x3) (float32 only): its error is ~1e-5 of the values, up to 14x direct float32's at
+# the worst pixel and 5x in rms over these cases and seeds (any real F(4x4, 3x3) has this: the
+# transforms' 4s, 5s and 8s amplify rounding). The complex one's coefficients are 0 and +-1.
+ERROR_FACTOR = {(torch.bfloat16, 2): (2, 2), (torch.bfloat16, 4): (2, 2), (torch.float32, 2): (2, 2),
+                (torch.float32, 4): (24, 8)}
 
 
 @pytest.fixture(params=KERNELS)
@@ -44,7 +47,7 @@ def kernel(request, monkeypatch):
 
 
 def _factor(dtype):
-    return ERROR_FACTOR[winograd.TILE[dtype]]
+    return ERROR_FACTOR[dtype, winograd.TILE[dtype]]
 
 
 def _case(n, c, k, h, w, seed=0, dtype=torch.bfloat16):
@@ -161,6 +164,55 @@ def test_transposed_forms_threads_and_checks(up_kernel):
         winograd.pack_transpose(torch.zeros(32, 40, 4, 4), up_kernel)
 
 
+def _c4_bt(d):  # the complex F(4x4, 3x3)'s B^T d: values at 0, 1, -1, infinity, then i's real and imaginary parts
+    return [d[0] - d[4], d[1] + d[2] + d[3] + d[4], d[2] - d[1] + d[4] - d[3], d[5] - d[1], d[4] - d[2], d[3] - d[1]]
+
+
+def _c4_at(m):  # its A^T m (each conjugate pair once: pack's weights carry the factor 2)
+    return [m[0] + m[1] + m[2] + m[4], m[1] - m[2] - m[5], m[1] + m[2] - m[4], m[1] - m[2] + m[3] + m[5]]
+
+
+def test_complex_f4_weights_give_the_convolution_in_float64():
+    """pack's 46 complex F(4x4, 3x3) weight positions, with the kernel's transforms and position
+    order (csrc/cpu/winograd_body.h) done here in float64, give the 3x3 convolution to float64
+    rounding: the algorithm and the packing, apart from the kernel's bfloat16 rounding."""
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(2, 5, 9, 10, generator=g, dtype=torch.float64), torch.randn(7, 5, 3, 3, generator=g,
+                                                                                   dtype=torch.float64)
+    u = winograd._complex_f4(w)  # [46, K, C]
+    tiles = F.pad(x, (1, 3, 1, 4)).unfold(2, 6, 4).unfold(3, 6, 4)  # [N, C, 3, 3, 6, 6]: 12 x 12 outputs
+    cols = [_c4_bt([tiles[..., i, j] for i in range(6)]) for j in range(6)]
+    r = [_c4_bt([cols[j][i] for j in range(6)]) for i in range(6)]  # r[i][j]
+
+    def gauss(a, b):
+        return [a, b, a + b]
+
+    v = []
+    for i in range(4):
+        v += r[i][:4] + gauss(r[i][4], r[i][5])
+    for j in range(4):
+        v += gauss(r[4][j], r[5][j])
+    a, b, c, d = r[4][4], r[4][5], r[5][4], r[5][5]
+    v += gauss(a - d, b + c) + gauss(a + d, c - b)
+    m = torch.einsum("snctw,skc->snktw", torch.stack(v), u)
+
+    def cplx(k):
+        return m[k] - m[k + 2], m[k + 2] - m[k + 1]
+
+    rm = [[None] * 6 for _ in range(6)]
+    for i in range(4):
+        rm[i][:4] = [m[7 * i + j] for j in range(4)]
+        rm[i][4], rm[i][5] = cplx(7 * i + 4)
+    for j in range(4):
+        rm[4][j], rm[5][j] = cplx(28 + 3 * j)
+    (pr, pi), (qr, qi) = cplx(40), cplx(43)
+    rm[4][4], rm[4][5], rm[5][4], rm[5][5] = pr + qr, pi - qi, pi + qi, qr - pr
+    s = [_c4_at([rm[i][j] for i in range(6)]) for j in range(6)]
+    y = torch.stack([torch.stack(_c4_at([s[j][i] for j in range(6)])) for i in range(4)])  # [4, 4, N, K, 3, 3]
+    y = y.permute(2, 3, 4, 0, 5, 1).reshape(2, 7, 12, 12)[:, :, :9, :10]
+    torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=0, atol=1e-12)
+
+
 def test_in_place_residual_add_equals_the_functional_op(kernel):
     x, wt, b, add = _case(2, 32, 64, 9, 13, dtype=kernel)
     u = winograd.pack(wt, kernel)
@@ -245,11 +297,14 @@ def test_bad_arguments_name_the_problem():
         winograd.pack(torch.zeros(40, 32, 3, 3), torch.float32)
     with pytest.raises(ValueError, match="does not run"):
         winograd.pack(torch.zeros(32, 32, 5, 5), torch.float32)
-    for dtype, tile in ((torch.float32, 3), (torch.bfloat16, 4)):  # F(4x4, 3x3) is float32's only
-        with pytest.raises(ValueError, match=f"Winograd tile {tile} in {dtype}"):
-            winograd.pack(wt, dtype, tile=tile)
-    with pytest.raises(RuntimeError, match=r"NP = 16\), got BFloat16 \[36"):  # such weights built by hand
+    for dtype in (torch.float32, torch.bfloat16):
+        with pytest.raises(ValueError, match="Winograd tile 3: the kernel runs F.2x2, 3x3. and F.4x4, 3x3."):
+            winograd.pack(wt, dtype, tile=3)
+    # the real F(4x4, 3x3)'s weights built by hand for bfloat16, and the complex one's for float32
+    with pytest.raises(RuntimeError, match=r"NP = 16 or 46\), got BFloat16 \[36"):
         op(x.bfloat16(), u.bfloat16(), b)
+    with pytest.raises(RuntimeError, match=r"NP = 16 or 36\), got Float \[46"):
+        op(x, torch.zeros(46, *u.shape[1:]), b)
 
 
 def test_fake_kernel_and_schema(kernel):

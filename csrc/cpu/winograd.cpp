@@ -1,13 +1,15 @@
 // Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions on the CPU (3x3, stride 1, padding 1) and a
 // Winograd 4x4 stride-2 transposed convolution: NHWC activations, float32 accumulation, with the
-// bias, the ReLU and a residual add fused into the output transform. bfloat16 (no F(4x4)) on CPUs
-// with AVX-512 BF16 dot products (vdpbf16ps); float32 with AVX-512 or AVX2+FMA.
+// bias, the ReLU and a residual add fused into the output transform. bfloat16 (F(4x4) the complex
+// one) on CPUs with AVX-512 BF16 dot products (vdpbf16ps); float32 with AVX-512 or AVX2+FMA.
 //
 // Why: on CPUs without AMX, oneDNN's direct convolutions already run at the vector units' peak,
 // so only fewer multiplies make them faster. F(m x m, 3x3) computes each m x m output tile from an
 // (m + 2) x (m + 2) input tile: 16 multiplies per input/output channel pair for m = 2 and 36 for
 // m = 4, instead of 36 and 144. F(4x4)'s larger transform coefficients amplify rounding (~1e-5 of
-// the values in float32), too much for bfloat16's 8-bit mantissa, so bfloat16 keeps F(2x2).
+// the values in float32), too much for bfloat16's 8-bit mantissa, so bfloat16 runs the complex
+// F(4x4, 3x3) instead (points 0, +-1, +-i, infinity: coefficients 0 and +-1, 46 multiplies per
+// 4x4 tile; winograd_body.h), whose rounding error is within F(2x2)'s.
 //
 // The decoders' ConvTranspose2d(C, K, 4, stride=2, padding=1) runs on the same machinery: output
 // row 2i + p takes input rows (i - 1, i) for p = 0 and (i, i + 1) for p = 1, so each row/column
@@ -23,7 +25,7 @@
 //   3. output transform Y = A^T M A, then + bias, ReLU, + residual, rounded to the activation type.
 // In bfloat16 the three overlap: while block b's GEMMs run on the FMA pipes, block b + 1's input
 // and block b - 1's output transforms run on the other pipes, interleaved a few vector operations
-// at a time with the GEMM's steps (1.10-1.13x at 64 and 128 channels, 1.0-1.05x at 32).
+// at a time with the GEMM's steps (for F(2x2): 1.10-1.13x at 64 and 128 channels, 1.27x at 32).
 // Pixels past the image's edge read as zeros; outputs past it are not stored. The transforms and
 // loops are winograd_body.h, compiled here once per instruction set with target attributes (so
 // the extension builds and runs on any x86-64 CPU) and chosen at run time.
@@ -47,20 +49,25 @@ namespace {
 // The kernel's variants: what an input tile, its transforms and its output tile are
 // (winograd_body.h). in: input tile side; pos: transformed tile side (NP = pos * pos GEMMs);
 // out: output tile side; step: input pixels between tiles; up: output size / input size.
-enum Variant { kF2, kF4, kUp };
+// np: the GEMMs per tile (the transformed tile's pos * pos values, but for kC4's complex ones).
+enum Variant { kF2, kF4, kC4, kUp };
 template <int VAR>
 struct Tiles;
 template <>
 struct Tiles<kF2> {  // Winograd F(2x2, 3x3)
-  static constexpr int in = 4, pos = 4, out = 2, step = 2, up = 1;
+  static constexpr int in = 4, pos = 4, out = 2, step = 2, up = 1, np = 16;
 };
 template <>
 struct Tiles<kF4> {  // Winograd F(4x4, 3x3)
-  static constexpr int in = 6, pos = 6, out = 4, step = 4, up = 1;
+  static constexpr int in = 6, pos = 6, out = 4, step = 4, up = 1, np = 36;
+};
+template <>
+struct Tiles<kC4> {  // complex Winograd F(4x4, 3x3), points 0, +-1, +-i: bfloat16 (winograd_body.h)
+  static constexpr int in = 6, pos = 6, out = 4, step = 4, up = 1, np = 46;
 };
 template <>
 struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases of F(2x2, 2x2)
-  static constexpr int in = 4, pos = 6, out = 4, step = 2, up = 2;
+  static constexpr int in = 4, pos = 6, out = 4, step = 2, up = 2, np = 36;
 };
 
 // The kernels' blocks: an H x W image (N of them) in tiles `step` input pixels apart, each tile
@@ -227,7 +234,7 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
   const T* xp = xh.const_data_ptr<T>();
   const T* up = u.const_data_ptr<T>();
   T* op = out.mutable_data_ptr<T>();
-  const int64_t step = var == kF4 ? Tiles<kF4>::step : Tiles<kF2>::step;  // kUp's is kF2's
+  const int64_t step = var == kF4 || var == kC4 ? Tiles<kF4>::step : Tiles<kF2>::step;  // kUp's is kF2's
   // one kernel instance, parallel over its blocks of MR tiles
   auto go = [&](auto conv_blocks, int64_t MR) {
     const int64_t blocks = BlockGrid(H, W, step, MR).count(N);
@@ -239,8 +246,10 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
     dispatch<kF2, T>(go, NR);
   } else if (var == kUp) {
     dispatch<kUp, T>(go, NR);
-  } else if constexpr (std::is_same_v<T, float>) {  // F(4x4, 3x3): float32 only (check)
+  } else if constexpr (std::is_same_v<T, float>) {  // real F(4x4, 3x3): float32 only (check)
     dispatch<kF4, T>(go, NR);
+  } else {  // complex F(4x4, 3x3): bfloat16 only (check)
+    dispatch<kC4, T>(go, NR);
   }
 }
 
@@ -259,21 +268,22 @@ struct Conv {
 };
 
 // transposed: the 4x4 stride-2 transposed convolution (u: 36 positions); else the 3x3 one, whose
-// u has 16 positions for F(2x2, 3x3) or 36 for F(4x4, 3x3) (float32 only: in bfloat16 its
-// rounding error would be ~10x torch's own convolution's).
+// u has 16 positions for F(2x2, 3x3), 36 for the real F(4x4, 3x3) (float32 only: in bfloat16 its
+// rounding error would be ~10x torch's own convolution's) or 46 for the complex one (bfloat16
+// only: in float32 the real one does fewer multiplies).
 Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool transposed) {
   const auto dt = x.scalar_type();
   TORCH_CHECK(x.device().is_cpu() && (dt == at::kBFloat16 || dt == at::kFloat) && x.dim() == 4, op,
               ": x must be a 4-D bfloat16 or float32 CPU tensor, got ", dt, " ", x.sizes());
   const int64_t P = dt == at::kBFloat16 ? 2 : 1;
   const int64_t np = u.dim() == 5 ? u.size(0) : 0;
-  const bool npos = transposed ? np == 36 : (np == 16 || (np == 36 && dt == at::kFloat));
-  const char* want_np = transposed ? "36" : dt == at::kFloat ? "16 or 36" : "16";
+  const bool npos = transposed ? np == 36 : (np == 16 || np == (dt == at::kFloat ? 36 : 46));
+  const char* want_np = transposed ? "36" : dt == at::kFloat ? "16 or 36" : "16 or 46";
   TORCH_CHECK(u.scalar_type() == dt && npos && u.size(4) == P && u.is_contiguous(), op,
               ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt,
               " tensor of fastdeblur.models.winograd.", transposed ? "pack_transpose" : "pack", " (NP = ", want_np,
               "), got ", u.scalar_type(), " ", u.sizes());
-  const Variant var = transposed ? kUp : np == 16 ? kF2 : kF4;
+  const Variant var = transposed ? kUp : np == 16 ? kF2 : np == 36 ? kF4 : kC4;
   const int64_t NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
   const int64_t want = winograd_block(dt, C, K);
   TORCH_CHECK(want != 0, op, " does not run ", dt, " with ", C, " -> ", K,
@@ -309,7 +319,8 @@ void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool rel
 
 // x [N, H, W, C] (NHWC memory: a contiguous tensor of that shape, or a channels_last [N, C, H, W]
 // view of one); the result has x's form. u: winograd.pack's [NP, K/NR, C/P, NR, P] in x's dtype
-// (NP = 16 for F(2x2, 3x3), 36 for F(4x4, 3x3); P = 2 for bfloat16, 1 for float32).
+// (NP = 16 for F(2x2, 3x3), 36 for the real F(4x4, 3x3) in float32, 46 for the complex one in
+// bfloat16; P = 2 for bfloat16, 1 for float32).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu,
                             const std::optional<at::Tensor>& add) {
   const Conv c = check("winograd_conv3x3", x, u, bias, false);
@@ -345,9 +356,9 @@ at::Tensor winograd_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
-  // 3x3 stride-1 padding-1 convolution by Winograd F(2x2, 3x3) or F(4x4, 3x3) (u's 16 or 36
-  // positions), NHWC bfloat16 (AVX512-BF16, F(2x2) only) or float32 (AVX-512 or AVX2+FMA):
-  // relu?(x * w + bias) [+ add].
+  // 3x3 stride-1 padding-1 convolution by Winograd F(2x2, 3x3) or F(4x4, 3x3) (u's 16 positions,
+  // or 36 for the real F(4x4) in float32 and 46 for the complex one in bfloat16), NHWC bfloat16
+  // (AVX512-BF16) or float32 (AVX-512 or AVX2+FMA): relu?(x * w + bias) [+ add].
   m.def("winograd_conv3x3(Tensor x, Tensor u, Tensor bias, bool relu, Tensor? add=None) -> Tensor");
   // acc += x * w + bias in place (the residual block's second convolution over its input)
   m.def("winograd_conv3x3_add_(Tensor(a!) acc, Tensor x, Tensor u, Tensor bias) -> Tensor(a!)");

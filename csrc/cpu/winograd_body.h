@@ -30,6 +30,14 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
     v[1] = vadd(d[1], d[2]);
     v[2] = vsub(d[2], d[1]);
     v[3] = vsub(d[1], d[3]);
+  } else if constexpr (VAR == kC4) {
+    const Vec a = vadd(d[1], d[3]), b = vadd(d[2], d[4]);
+    v[0] = vsub(d[0], d[4]);
+    v[1] = vadd(b, a);
+    v[2] = vsub(b, a);
+    v[3] = vsub(d[5], d[1]);
+    v[4] = vsub(d[4], d[2]);
+    v[5] = vsub(d[3], d[1]);
   } else if constexpr (VAR == kF4) {
     const Vec a = vfnma(d[2], 4.f, d[4]), b = vfnma(d[1], 4.f, d[3]);  // d4 - 4 d2, d3 - 4 d1
     const Vec c = vsub(d[4], d[2]), e = vsub(d[3], d[1]);
@@ -65,6 +73,12 @@ FD_TARGET inline void at(const Vec* m, Vec* y) {
     y[1] = vfma(e, 2.f, b);
     y[2] = vfma(c, 4.f, a);
     y[3] = vadd(vfma(e, 8.f, b), m[5]);
+  } else if constexpr (VAR == kC4) {
+    const Vec a = vadd(m[1], m[2]), b = vsub(m[1], m[2]);
+    y[0] = vadd(vadd(m[0], a), m[4]);
+    y[1] = vsub(b, m[5]);
+    y[2] = vsub(a, m[4]);
+    y[3] = vadd(vadd(b, m[3]), m[5]);
   } else {
     for (int p = 0; p < 2; ++p) {
       y[p] = vadd(m[3 * p], m[3 * p + 1]);
@@ -95,6 +109,7 @@ template <int VAR>
 FD_TARGET void input_tile(const T* img, int64_t H, int64_t W, int64_t C, int64_t y0, int64_t x0, T* V,
                           int64_t vstride) {
   constexpr int TI = Tiles<VAR>::in, TP = Tiles<VAR>::pos;
+  static_assert(VAR != kC4, "the complex F(4x4, 3x3) runs the pipelined loop only");
   for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
     Vec d[TI][TI], t[TI][TP];  // d column by column, then B^T d transposed: t[j][i] = (B^T d)[i][j]
     for (int i = 0; i < TI; ++i) {
@@ -114,11 +129,11 @@ FD_TARGET void input_tile(const T* img, int64_t H, int64_t W, int64_t C, int64_t
   }
 }
 
-// M[xi] = V[xi] . U[xi] for the NP = pos * pos positions xi of a block of MR tiles; U[xi] is
-// [K/NR] panels of C x NR.
+// M[xi] = V[xi] . U[xi] for the NP positions xi of a block of MR tiles; U[xi] is [K/NR] panels of
+// C x NR.
 template <int VAR, int MR, int NV>
 FD_TARGET void block_gemm(const T* V, const T* U, int64_t C, int64_t K, float* M) {
-  constexpr int64_t KB = MR, NP = Tiles<VAR>::pos * Tiles<VAR>::pos;
+  constexpr int64_t KB = MR, NP = Tiles<VAR>::np;
   constexpr int64_t NR = NV * kLanes;
   auto none = []() FD_TARGET FD_INLINE_LAMBDA {};
   for (int64_t xi = 0; xi < NP; ++xi) {
@@ -138,6 +153,7 @@ template <int VAR>
 FD_TARGET void output_tile(const float* M, int64_t mstride, const float* bias, bool relu, const T* add, T* out,
                            int64_t H, int64_t W, int64_t K, int64_t y0, int64_t x0) {
   constexpr int TP = Tiles<VAR>::pos, TO = Tiles<VAR>::out;
+  static_assert(VAR != kC4, "the complex F(4x4, 3x3) runs the pipelined loop only");
   for (int64_t k0 = 0; k0 < K; k0 += kLanes) {
     Vec s[TP][TO];  // s[j] = column j of A^T m
     for (int j = 0; j < TP; ++j) {
@@ -162,7 +178,7 @@ template <int VAR, int MR, int NV>
 FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out,
                                       int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
   using S = Tiles<VAR>;
-  constexpr int64_t KB = MR, NP = S::pos * S::pos;
+  constexpr int64_t KB = MR, NP = S::np;
   const BlockGrid grid(H, W, S::step, KB);
   const int64_t Ho = S::up * H, Wo = S::up * W;
   Buffer<T> V(NP * KB * C);
@@ -185,10 +201,75 @@ FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias,
   }
 }
 
+// The complex F(4x4, 3x3) (kC4). Its points 0, 1, -1, i, -i and infinity keep every transform
+// coefficient at 0 or +-1 (the real F(4x4, 3x3)'s 4s, 5s and 8s are what make it too coarse for
+// bfloat16), so its rounding error stays within F(2x2, 3x3)'s, with 46 GEMMs per 4x4 output tile
+// where F(2x2, 3x3) needs 64 (4 tiles of 16). A real input transforms to complex values at i and
+// their conjugates at -i, so bt and at work on real vectors: (values at 0, 1, -1, infinity, the
+// real and the imaginary part at i). Of the tile's 6 x 6 such values, rows and columns 0-3 are 16
+// real products; the rest are 10 complex ones: (x + iy) at (p, i) for the four real points p,
+// at (i, q) likewise, and two from the 2 x 2 corner (a b; c d) of real and imaginary parts:
+// (a - d) + i (b + c) at (i, i) and (a + d) + i (c - b) at (i, -i). Each complex product
+// (x + iy)(u + iv) takes 3 real ones (Gauss): k0 = x (u + v), k1 = y (v - u), k2 = (x + y) v give
+// re = k0 - k2 and im = k2 - k1 (of the three such forms, this one rounded least). The 46 GEMM
+// positions: 7 per real row i (4 real, then x, y, x + y of (i, i)), rows i = 0-3; then 3 per
+// (i, q), q = 0-3; then (i, i) and (i, -i). The weights (fastdeblur/models/winograd.py) carry the
+// matching (u + v, v - u, v), and the factor 2 that at's conjugate pairs need.
+
+// The 46 positions of rows 2 ip, 2 ip + 1 of a kC4 tile's transformed values v.
+FD_TARGET FD_INLINE void c4_store_rows(const Vec (*v)[6], int ip, T* Vt, int64_t vstride) {
+  auto put = [&](int xi, Vec a) FD_TARGET FD_INLINE_LAMBDA { vstore(Vt + xi * vstride, a); };
+  auto cplx = [&](int xi, Vec x, Vec y) FD_TARGET FD_INLINE_LAMBDA {
+    put(xi, x);
+    put(xi + 1, y);
+    put(xi + 2, vadd(x, y));
+  };
+  if (ip < 2) {
+    for (int g = 0; g < 2; ++g) {
+      const int xi = 7 * (2 * ip + g);
+      for (int j = 0; j < 4; ++j) put(xi + j, v[g][j]);
+      cplx(xi + 4, v[g][4], v[g][5]);
+    }
+  } else {  // the real and imaginary rows at i
+    for (int j = 0; j < 4; ++j) cplx(28 + 3 * j, v[0][j], v[1][j]);
+    const Vec a = v[0][4], b = v[0][5], c = v[1][4], d = v[1][5];
+    cplx(40, vsub(a, d), vadd(b, c));
+    cplx(43, vadd(a, d), vsub(c, b));
+  }
+}
+
+// Columns 2 op, 2 op + 1 of a kC4 tile's products, as at takes them, from its 46 positions at Mt
+// (ms apart).
+FD_TARGET FD_INLINE void c4_load_columns(const float* Mt, int64_t ms, int op, Vec (*col)[6]) {
+  auto get = [&](int xi) FD_TARGET FD_INLINE_LAMBDA { return vloadf(Mt + xi * ms); };
+  auto cplx = [&](int xi, Vec& re, Vec& im) FD_TARGET FD_INLINE_LAMBDA {
+    const Vec k0 = get(xi), k1 = get(xi + 1), k2 = get(xi + 2);
+    re = vsub(k0, k2);
+    im = vsub(k2, k1);
+  };
+  if (op < 2) {
+    for (int g = 0; g < 2; ++g) {
+      const int j = 2 * op + g;
+      for (int i = 0; i < 4; ++i) col[g][i] = get(7 * i + j);
+      cplx(28 + 3 * j, col[g][4], col[g][5]);
+    }
+  } else {  // the real and imaginary columns at i
+    for (int i = 0; i < 4; ++i) cplx(7 * i + 4, col[0][i], col[1][i]);
+    Vec pr, pi, qr, qi;
+    cplx(40, pr, pi);
+    cplx(43, qr, qi);
+    col[0][4] = vadd(pr, qr);
+    col[0][5] = vadd(pi, qi);
+    col[1][4] = vsub(pi, qi);
+    col[1][5] = vsub(qr, pr);
+  }
+}
+
 // The transforms of one block of MR tiles, cut into pieces of a few vector operations each, for
 // one vector of channels: two columns of a block's input (B^T d over their rows, shared by the
 // tiles that overlap there), two rows of an input tile, two columns or two rows of an output
-// tile. conv_blocks does them between the steps of another block's GEMMs: the GEMM keeps the FMA
+// tile. Both jobs go tile by tile, every vector of channels of a tile before the next tile, so
+// that what a tile reads and writes stays in the L1 cache (F(4x4, 3x3)'s blocks outgrow it). conv_blocks does them between the steps of another block's GEMMs: the GEMM keeps the FMA
 // pipes busy, while the transforms need the others (adds, conversions, loads, stores), and an
 // out-of-order core overlaps the two only when they are interleaved this finely (a whole tile's
 // transforms at a time did not overlap at all). The passes go through small float32 scratch
@@ -209,7 +290,7 @@ struct Side {
   T* out;
   int64_t H, W, C, K, KB;
   BlockGrid grid;
-  // the input job: tile im, channels ic, input column pairs done cdone, row pair ip
+  // the input job: tile im, channels ic, its new input column pairs done cdone, row pair ip
   const T* img = nullptr;
   T* V = nullptr;
   int64_t in_y0 = 0, in_x0 = 0, in_tn = 0, im = 0, ic = 0, cdone = 0;
@@ -222,14 +303,15 @@ struct Side {
   int64_t oy0 = 0, ox0 = 0, out_tn = 0, om = 0, ok = 0;
   int op = 0;
   bool out_busy = false;
-  Buffer<float> sc;                             // the block's input columns, [(KB - 1) * step + TI][TP] vectors
+  static constexpr int kRing = 8;               // >= TI: a tile's columns, then the next one's new ones
+  Buffer<float> sc;                             // input columns c % kRing: [kRing][C][TP] vectors
   alignas(64) float so[TP * TO * kLanes] = {};  // an output tile's column pass, [TP][TO] vectors
 
   Side(const T* x_, const float* bias_, bool relu_, const T* add_, T* out_, int64_t H_, int64_t W_, int64_t C_,
        int64_t K_, int64_t KB_)
       : x(x_), bias(bias_), relu(relu_), add(add_), out(out_), H(H_), W(W_), C(C_), K(K_), KB(KB_),
         grid(H_, W_, S::step, KB_),
-        sc(((KB_ - 1) * S::step + TI) * TP * kLanes) {}
+        sc(kRing * C_ * TP) {}
 
   // pieces of the jobs start_in and start_out begin
   int64_t in_pieces() const {
@@ -261,22 +343,28 @@ struct Side {
   }
   bool busy() const { return in_busy || out_busy; }
 
-  FD_TARGET FD_INLINE void next_in_tile() {
-    if (++im < KB) return;
-    im = cdone = 0;
+  // the tile's input column c's (B^T d)[i] for channels ic..: in a ring of columns
+  float* column(int64_t c, int i) { return sc.data() + (c % kRing) * C * TP + ic * TP + i * kLanes; }
+
+  FD_TARGET FD_INLINE void next_in_channels() {
+    cdone = 0;
     ic += kLanes;
-    in_busy = ic < C;
+    if (ic < C) return;
+    ic = 0;
+    in_busy = ++im < KB;
   }
 
   FD_TARGET FD_INLINE void in_piece() {
     const int64_t vstride = KB * C;
     T* Vt = V + im * C + ic;  // position xi of this tile and channel vector at Vt + xi * vstride
-    if (im >= in_tn) {        // past the row's last tile
-      for (int xi = 0; xi < TP * TP; ++xi) vstore(Vt + xi * vstride, vzero());
-      next_in_tile();
-    } else if (cdone * 2 < im * S::step + TI) {  // the next two input columns: B^T d over their rows
+    // the input columns tile im adds to the previous tile's: from c_new to its last, TI - 1 on
+    const int64_t c0 = im * S::step, c_new = im == 0 ? 0 : c0 - S::step + TI;
+    if (im >= in_tn) {  // past the row's last tile
+      for (int xi = 0; xi < S::np; ++xi) vstore(Vt + xi * vstride, vzero());
+      next_in_channels();
+    } else if (c_new + 2 * cdone < c0 + TI) {  // the next two new input columns: B^T d over their rows
       for (int g = 0; g < 2; ++g) {
-        const int64_t col = 2 * cdone + g, xx = in_x0 + col;
+        const int64_t col = c_new + 2 * cdone + g, xx = in_x0 + col;
         const bool inside = xx >= 0 && xx < W;
         Vec d[TI], v[TP];
         for (int i = 0; i < TI; ++i) {
@@ -284,21 +372,25 @@ struct Side {
           d[i] = (inside && y >= 0 && y < H) ? vload(img + (y * W + xx) * C + ic) : vzero();
         }
         bt<VAR>(d, v);
-        for (int i = 0; i < TP; ++i) vstoref(sc.data() + (col * TP + i) * kLanes, v[i]);
+        for (int i = 0; i < TP; ++i) vstoref(column(col, i), v[i]);
       }
       ++cdone;
     } else {  // rows 2 ip, 2 ip + 1 of tile im's (B^T d) B, to V
+      Vec v[2][TP];
       for (int g = 0; g < 2; ++g) {
-        const int i = 2 * ip + g;
-        const float* c0 = sc.data() + (im * S::step * TP + i) * kLanes;  // the tile's first column
-        Vec row[TI], v[TP];
-        for (int j = 0; j < TI; ++j) row[j] = vloadf(c0 + j * TP * kLanes);
-        bt<VAR>(row, v);
-        for (int j = 0; j < TP; ++j) vstore(Vt + (i * TP + j) * vstride, v[j]);
+        Vec row[TI];
+        for (int j = 0; j < TI; ++j) row[j] = vloadf(column(c0 + j, 2 * ip + g));
+        bt<VAR>(row, v[g]);
+      }
+      if constexpr (VAR == kC4) {
+        c4_store_rows(v, ip, Vt, vstride);
+      } else {
+        for (int g = 0; g < 2; ++g)
+          for (int j = 0; j < TP; ++j) vstore(Vt + ((2 * ip + g) * TP + j) * vstride, v[g][j]);
       }
       if (++ip == TP / 2) {
         ip = 0;
-        next_in_tile();
+        next_in_channels();
       }
     }
   }
@@ -306,12 +398,17 @@ struct Side {
   FD_TARGET FD_INLINE void out_piece() {
     const float* Mt = M + om * K + ok;  // position xi at Mt + xi * KB * K
     if (op < TP / 2) {  // columns 2 op, 2 op + 1: A^T m over their rows, to so
+      Vec col[2][TP];
+      if constexpr (VAR == kC4) {
+        c4_load_columns(Mt, KB * K, op, col);
+      } else {
+        for (int g = 0; g < 2; ++g)
+          for (int i = 0; i < TP; ++i) col[g][i] = vloadf(Mt + (i * TP + 2 * op + g) * KB * K);
+      }
       for (int g = 0; g < 2; ++g) {
-        const int j = 2 * op + g;
-        Vec col[TP], s[TO];
-        for (int i = 0; i < TP; ++i) col[i] = vloadf(Mt + (i * TP + j) * KB * K);
-        at<VAR>(col, s);
-        for (int i = 0; i < TO; ++i) vstoref(so + (j * TO + i) * kLanes, s[i]);
+        Vec s[TO];
+        at<VAR>(col[g], s);
+        for (int i = 0; i < TO; ++i) vstoref(so + ((2 * op + g) * TO + i) * kLanes, s[i]);
       }
     } else {  // output rows i, i + 1: of (A^T m) A, + bias, ReLU, + residual
       const int64_t Ho = S::up * H, Wo = S::up * W;
@@ -351,7 +448,7 @@ struct Side {
 template <int VAR, int MR, int NV>
 FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out,
                                      int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
-  constexpr int64_t KB = MR, NP = Tiles<VAR>::pos * Tiles<VAR>::pos, NR = NV * kLanes;
+  constexpr int64_t KB = MR, NP = Tiles<VAR>::np, NR = NV * kLanes;
   if (begin >= end) return;
   Buffer<T> Vbuf(2 * NP * KB * C);
   Buffer<float> Mbuf(2 * NP * KB * K);
@@ -372,11 +469,11 @@ FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, 
       sd.start_out(blk - 1, Mbuf.data() + (1 - cur) * NP * KB * K);
       pieces += sd.out_pieces();
     }
-    int64_t credit = 0;
+    const int64_t every = pieces > 0 ? std::max<int64_t>(1, steps / pieces) : steps + 1;
+    int64_t count = 0;
     auto tick = [&]() FD_TARGET FD_INLINE_LAMBDA {
-      credit += pieces;
-      while (credit >= steps) {
-        credit -= steps;
+      if (++count == every) {
+        count = 0;
         sd.piece();
       }
     };

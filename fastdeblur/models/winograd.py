@@ -5,11 +5,15 @@ oneDNN's direct convolutions run at the vector units' peak on CPUs without AMX, 
 multiplies make them faster. A direct 3x3 convolution does 9 multiplies per output pixel and
 channel pair; Winograd F(2x2, 3x3) does 4 (16 per 2x2 output tile, from a 4x4 input tile) and
 F(4x4, 3x3) 2.25 (36 per 4x4 tile, from 6x6). The residual blocks' 3x3 convolutions (C -> C,
-stride 1) carry 89% of DMPHN's FLOPs. The kernel runs bfloat16 with F(2x2, 3x3) on CPUs with
-AVX512-BF16 (AMD Zen 4 and 5, Intel Cooper Lake and later), and float32 with F(4x4, 3x3) (or
-F(2x2, 3x3) on request) on CPUs with AVX-512 or AVX2 with FMA. On CPUs with AMX, oneDNN's
-bfloat16 convolutions on the tile units are faster than this kernel's vector dot products, so
-they stay there.
+stride 1) carry 89% of DMPHN's FLOPs. The kernel runs bfloat16 with a complex F(4x4, 3x3) on
+CPUs with AVX512-BF16 (AMD Zen 4 and 5, Intel Cooper Lake and later), and float32 with the real
+F(4x4, 3x3) on CPUs with AVX-512 or AVX2 with FMA (either dtype runs F(2x2, 3x3) on request:
+`pack(..., tile=2)`). On CPUs with AMX, oneDNN's bfloat16 convolutions on the tile units are
+faster than this kernel's vector dot products, so they stay there.
+
+The complex F(4x4, 3x3) (points 0, +-1, +-i and infinity; see csrc/cpu/winograd_body.h) does 46
+real multiplies per 4x4 tile, 2.875 per output: 1.39x fewer than F(2x2, 3x3), and its transform
+coefficients are 0 and +-1 only.
 
 The decoders' ConvTranspose2d(C, K, 4, stride=2, padding=1) (7% of the FLOPs) runs on the same
 kernel: output row 2i + p takes input rows (i - 1, i) for p = 0 and (i, i + 1) for p = 1, so
@@ -19,11 +23,13 @@ both dtypes).
 
 Numerics: the transforms run in float32; the transformed input tiles and weights are rounded to
 the activation type and the products accumulate in float32. tests/test_winograd.py holds
-F(2x2, 3x3)'s error to at most 2x that of torch's own convolution in the same dtype, against
-float64. F(4x4, 3x3)'s transforms (coefficients up to 8) amplify rounding: in float32 its error
-is ~1e-5 of the values, up to ~14x direct float32's (tested: 24x max, 8x rms); in bfloat16 it
-would be ~10x torch's own (rms, simulated), so bfloat16 keeps F(2x2, 3x3).
-"""
+F(2x2, 3x3)'s and the complex F(4x4, 3x3)'s error to at most 2x that of torch's own convolution
+in the same dtype, against float64 (in bfloat16, 1.7-1.8x in rms for the complex one against
+1.8-1.9x for F(2x2, 3x3)). The real F(4x4, 3x3)'s transforms (coefficients up to 8) amplify
+rounding: in float32 its error is ~1e-5 of the values, up to ~14x direct float32's (tested: 24x
+max, 8x rms); in bfloat16 it would be ~10x torch's own (rms, simulated), so bfloat16 runs the
+complex one. A real F(3x3, 3x3) would do 25 multiplies per 9 outputs (2.78), but simulated in
+bfloat16 its error is 7x torch's."""
 
 from __future__ import annotations
 
@@ -39,7 +45,11 @@ _G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
       4: ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
           (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))}
 # The output tile (m of F(m x m, 3x3)) each dtype runs by default; see the module's docstring.
-TILE = {torch.bfloat16: 2, torch.float32: 4}
+# F(4x4, 3x3) is the real one in float32 and the complex one in bfloat16.
+TILE = {torch.bfloat16: 4, torch.float32: 4}
+# The complex F(4x4, 3x3)'s G (csrc/cpu/winograd_body.h): points 0, 1, -1, infinity and i (-i's
+# values are i's conjugates).
+_G_COMPLEX = ((1, 0, 0), (0.25, 0.25, 0.25), (0.25, -0.25, 0.25), (0, 0, 1), (0.25, 0.25j, -0.25))
 DTYPES = (torch.bfloat16, torch.float32)
 
 
@@ -54,25 +64,52 @@ def register_block(dtype: torch.dtype, in_channels: int, out_channels: int) -> i
 
 
 def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | None = None) -> torch.Tensor:
-    """[K, C, 3, 3] conv weight -> the kernel's [(m + 2)^2, K/NR, C/P, NR, P] transformed weight in
-    `dtype`, for Winograd F(m x m, 3x3) with m = `tile` (2, or 4 in float32; default TILE[dtype]).
+    """[K, C, 3, 3] conv weight -> the kernel's [NP, K/NR, C/P, NR, P] transformed weight in
+    `dtype`, for Winograd F(m x m, 3x3) with m = `tile` (2 or 4; default TILE[dtype]).
 
-    NR is this CPU's register block (`register_block`); P = 2 for bfloat16, whose dot products
-    multiply pairs of input channels, else 1. The transform runs in float64.
+    NP = (m + 2)^2 positions, but 46 for F(4x4, 3x3) in bfloat16, which is the complex one. NR is
+    this CPU's register block (`register_block`); P = 2 for bfloat16, whose dot products
+    multiply pairs of input channels, else 1. The transform runs in float64 (complex128).
     """
     k, c = weight.shape[:2]
     m = TILE.get(dtype, 2) if tile is None else tile
-    if m not in (2, 4) or (m == 4 and dtype != torch.float32):
-        raise ValueError(f"Winograd tile {m} in {dtype}: the kernel runs F(2x2, 3x3), and F(4x4, 3x3) in float32")
+    if m not in (2, 4):
+        raise ValueError(f"Winograd tile {m}: the kernel runs F(2x2, 3x3) and F(4x4, 3x3)")
     nr = register_block(dtype, c, k) if weight.shape[2:] == (3, 3) else 0
     if nr == 0:
         raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} weight in {dtype} on this "
                          "machine (3x3 kernels; input channels a multiple of the vector width, 8 on AVX2 or "
                          "16 on AVX-512; output channels a multiple of 16 on AVX2 or 32 on AVX-512; the "
                          "extension built, and AVX2+FMA for float32 or AVX512-BF16 for bfloat16)")
+    w = weight.detach().to("cpu", torch.float64)
+    if m == 4 and dtype == torch.bfloat16:
+        return _panels(_complex_f4(w), dtype, nr)
     g = torch.tensor(_G[m], dtype=torch.float64)
-    u = (g @ weight.detach().to("cpu", torch.float64) @ g.T).permute(2, 3, 0, 1).reshape((m + 2) ** 2, k, c)
+    u = (g @ w @ g.T).permute(2, 3, 0, 1).reshape((m + 2) ** 2, k, c)
     return _panels(u, dtype, nr)
+
+
+def _complex_f4(w: torch.Tensor) -> torch.Tensor:
+    """[K, C, 3, 3] float64 -> the complex F(4x4, 3x3)'s [46, K, C] float64 weights, in the kernel's
+    order of positions (csrc/cpu/winograd_body.h): the 16 real products of the points 0, 1, -1
+    and infinity, 7 per row with (i, i)'s complex one between rows, then the complex ones of (i, q)
+    and of (i, i) and (i, -i). Each complex weight u + iv becomes (u + v, v - u, v), times 2 (the
+    kernel's output transform counts each conjugate pair once)."""
+    g = torch.tensor(_G_COMPLEX, dtype=torch.complex128)
+    wc = w.to(torch.complex128)
+    u = torch.einsum("ij,kcjl,ml->imkc", g, wc, g)  # [5, 5, K, C] at (p, q), p and q of 0, 1, -1, inf, i
+    u_conj = torch.einsum("ij,kcjl,ml->imkc", g, wc, g.conj())  # [.., .., K, C] at (p, conj(q))
+
+    def gauss(z):
+        return [2 * (z.real + z.imag), 2 * (z.imag - z.real), 2 * z.imag]
+
+    slots = []
+    for i in range(4):
+        slots += [u[i, j].real for j in range(4)] + gauss(u[i, 4])
+    for j in range(4):
+        slots += gauss(u[4, j])
+    slots += gauss(u[4, 4]) + gauss(u_conj[4, 4])
+    return torch.stack(slots)
 
 
 def _panels(u: torch.Tensor, dtype: torch.dtype, nr: int) -> torch.Tensor:
