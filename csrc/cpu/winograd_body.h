@@ -269,8 +269,9 @@ FD_TARGET FD_INLINE void c4_load_columns(const float* Mt, int64_t ms, int op, Ve
 // one vector of channels: two columns of a block's input (B^T d over their rows, shared by the
 // tiles that overlap there), two rows of an input tile, two columns or two rows of an output
 // tile. Both jobs go tile by tile, every vector of channels of a tile before the next tile, so
-// that what a tile reads and writes stays in the L1 cache (F(4x4, 3x3)'s blocks outgrow it). conv_blocks does them between the steps of another block's GEMMs: the GEMM keeps the FMA
-// pipes busy, while the transforms need the others (adds, conversions, loads, stores), and an
+// that what a tile reads and writes stays in the L1 cache (F(4x4, 3x3)'s blocks outgrow it).
+// conv_blocks does them between the steps of another block's GEMMs: the GEMM keeps the FMA pipes
+// busy, while the transforms need the others (adds, conversions, loads, stores), and an
 // out-of-order core overlaps the two only when they are interleaved this finely (a whole tile's
 // transforms at a time did not overlap at all). The passes go through small float32 scratch
 // buffers, so the results are those of doing each transform at once.
@@ -443,8 +444,8 @@ struct Side {
 
 // conv_blocks (below) software-pipelined: while the NP GEMMs M[xi] = V[xi] . U[xi] of block b
 // run, the input transforms of block b + 1 and the output transforms of block b - 1 are done
-// piece by piece (Side) between the micro-kernel's steps, spread evenly over them (V and M are
-// double-buffered).
+// piece by piece (Side) between the micro-kernel's steps, one every steps / pieces of them (a
+// branch with a short fixed period; the last steps may run without), V and M double-buffered.
 template <int VAR, int MR, int NV>
 FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out,
                                      int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
