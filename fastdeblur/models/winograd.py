@@ -24,8 +24,8 @@ both dtypes).
 Numerics: the transforms run in float32; the transformed input tiles and weights are rounded to
 the activation type and the products accumulate in float32. tests/test_winograd.py holds
 F(2x2, 3x3)'s and the complex F(4x4, 3x3)'s error to at most 2x that of torch's own convolution
-in the same dtype, against float64 (in bfloat16, 1.7-1.8x in rms for the complex one against
-1.8-1.9x for F(2x2, 3x3)). The real F(4x4, 3x3)'s transforms (coefficients up to 8) amplify
+in the same dtype, against float64 (in bfloat16 over the test's cases, at most 1.84x in rms for
+the complex one and 1.99x for F(2x2, 3x3)). The real F(4x4, 3x3)'s transforms (coefficients up to 8) amplify
 rounding: in float32 its error is ~1e-5 of the values, up to ~14x direct float32's (tested: 24x
 max, 8x rms); in bfloat16 it would be ~10x torch's own (rms, simulated), so bfloat16 runs the
 complex one. A real F(3x3, 3x3) would do 25 multiplies per 9 outputs (2.78), but simulated in
