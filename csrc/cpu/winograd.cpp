@@ -204,23 +204,25 @@ int64_t winograd_block(at::ScalarType dtype, int64_t C, int64_t K) {
   return (l.lanes > 0 && C > 0 && C % l.lanes == 0) ? l.nr : 0;  // lanes are even: bf16's pairs fit
 }
 
-// Variant VAR of the kernel for T on this CPU's instruction set, register block NR.
+// Variant VAR of the kernel for T on this CPU's instruction set, register block NR:
+// go(conv_blocks, MR tiles per block, VAR's tile step).
 template <int VAR, typename T, typename Go>
 void dispatch([[maybe_unused]] Go&& go, [[maybe_unused]] int64_t NR) {
 #if FD_CPU_X86
+  constexpr int64_t step = Tiles<VAR>::step;
   // one micro-kernel row block per block of tiles: the fastest of 6, 12, 24 and 48 tiles at 64
   // and 128 channels, and level with 24 at 32
   if constexpr (std::is_same_v<T, at::BFloat16>) {
     if (NR == 64)
-      go(avx512_bf16::conv_blocks<VAR, 6, 4>, 6);
+      go(avx512_bf16::conv_blocks<VAR, 6, 4>, 6, step);
     else
-      go(avx512_bf16::conv_blocks<VAR, 12, 2>, 12);
+      go(avx512_bf16::conv_blocks<VAR, 12, 2>, 12, step);
   } else if (NR == 16) {
-    go(avx2_f32::conv_blocks<VAR, 6, 2>, 6);
+    go(avx2_f32::conv_blocks<VAR, 6, 2>, 6, step);
   } else if (NR == 64) {
-    go(avx512_f32::conv_blocks<VAR, 6, 4>, 6);
+    go(avx512_f32::conv_blocks<VAR, 6, 4>, 6, step);
   } else {
-    go(avx512_f32::conv_blocks<VAR, 12, 2>, 12);
+    go(avx512_f32::conv_blocks<VAR, 12, 2>, 12, step);
   }
 #else
   TORCH_CHECK(false, "the Winograd kernels run on x86-64 only");  // unreachable: winograd_block is 0
@@ -234,9 +236,8 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
   const T* xp = xh.const_data_ptr<T>();
   const T* up = u.const_data_ptr<T>();
   T* op = out.mutable_data_ptr<T>();
-  const int64_t step = var == kF4 || var == kC4 ? Tiles<kF4>::step : Tiles<kF2>::step;  // kUp's is kF2's
   // one kernel instance, parallel over its blocks of MR tiles
-  auto go = [&](auto conv_blocks, int64_t MR) {
+  auto go = [&](auto conv_blocks, int64_t MR, int64_t step) {
     const int64_t blocks = BlockGrid(H, W, step, MR).count(N);
     at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
       conv_blocks(xp, up, bias, relu, add, op, H, W, C, K, begin, end);
