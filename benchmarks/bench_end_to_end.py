@@ -26,6 +26,8 @@ Providers:
                   its 32 -> 3 layers on the extension's small-K kernel where it runs)
   onednn_bf16_f2  the same with the residual blocks on Winograd F(2x2, 3x3) (bfloat16's tile before
                   the complex F(4x4, 3x3))
+  onednn_bf16_c4  the same with every residual block on the complex F(4x4, 3x3) (before the complex
+                  F(8x8, 3x3) took the 128-channel ones)
   onednn_bf16_direct  the same with every convolution direct on oneDNN (no extension kernels)
   onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU; Winograd F(4x4, 3x3)
                   and the transposed convolutions' F(2x2, 2x2) wherever they run)
@@ -50,7 +52,8 @@ from fastdeblur.metrics import psnr
 
 PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "reference_fp16", "fused_fp16", "fused_fp16_all",
              "fused_fp16_1k", "fused_fp16_graph", "fastdeblur", "fastdeblur_half", "fastdeblur_triton",
-             "onednn_bf16", "onednn_bf16_f2", "onednn_bf16_direct", "onednn_fp32", "onednn_fp32_direct", "compiled"]
+             "onednn_bf16", "onednn_bf16_f2", "onednn_bf16_c4", "onednn_bf16_direct", "onednn_fp32",
+             "onednn_fp32_direct", "compiled"]
 _OFFICIAL = {"dmphn-1-2-4-gopro": official_style.dmphn_124, "dmphn-1-2-4-8-gopro": official_style.dmphn_1248,
              "stack4-dmphn-gopro": official_style.stack_dmphn}
 _models: dict = {}
@@ -115,7 +118,8 @@ def _provider(provider: str, name: str, device: str):
                 provider, "measured"))
         xin = x.half().contiguous(memory_format=torch.channels_last)
         return (graphed(m, xin) if provider.endswith("graph") else lambda: m(xin)), torch.float16
-    if provider in ("onednn_bf16", "onednn_bf16_f2", "onednn_bf16_direct", "onednn_fp32", "onednn_fp32_direct"):
+    if provider in ("onednn_bf16", "onednn_bf16_f2", "onednn_bf16_c4", "onednn_bf16_direct", "onednn_fp32",
+                    "onednn_fp32_direct"):
         if device != "cpu":
             pytest.skip("CPU provider")
         from fastdeblur._heap import reuse_heap
@@ -126,13 +130,14 @@ def _provider(provider: str, name: str, device: str):
         if not onednn_available(dt):
             pytest.skip(f"oneDNN runs no {dt} on this CPU")
         direct = provider.endswith("_direct")
-        tile = winograd.TILE[dt]
-        try:  # the weights are packed here, for the tile chosen now
-            winograd.TILE[dt] = 2 if provider.endswith("_f2") else tile
+        tile, wide = winograd.TILE[dt], winograd.TILE_WIDE
+        try:  # the weights are packed here, for the tiles chosen now
+            if provider.endswith(("_f2", "_c4")):
+                winograd.TILE[dt], winograd.TILE_WIDE = (2 if provider.endswith("_f2") else 4), {}
             m = onednn_model(_model(name, device, dt, channels_last=True), use_winograd=False if direct else None,
                              use_small_k=False if direct else None)
         finally:
-            winograd.TILE[dt] = tile
+            winograd.TILE[dt], winograd.TILE_WIDE = tile, wide
         layout = _resolve_backend(None, torch.device(device), dt)[1]  # deblur()'s: the extension's ops
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
 

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.skipif(not winograd.available(torch.float32),
 needs_bf16 = pytest.mark.skipif(not winograd.available(torch.bfloat16), reason="no AVX512-BF16 on this CPU")
 # (dtype, ATEN_CPU_CAPABILITY, output tile): every kernel this CPU runs; "avx2" limits float32 to
 # the AVX2 one. Tile 4 (F(4x4, 3x3): complex in bfloat16, real in float32) is the default, tile 2
-# the other choice.
+# the other choice, and bfloat16's tile 8 (the complex F(8x8, 3x3)) its default from 128 channels.
 KERNELS = [pytest.param((torch.bfloat16, None, 4), id="bf16-c4", marks=needs_bf16),
+           pytest.param((torch.bfloat16, None, 8), id="bf16-c8", marks=needs_bf16),
            pytest.param((torch.bfloat16, None, 2), id="bf16-f2", marks=needs_bf16),
            pytest.param((torch.float32, None, 4), id="fp32-f4"),
            pytest.param((torch.float32, "avx2", 4), id="fp32-f4-avx2"),
@@ -32,17 +33,19 @@ KERNELS = [pytest.param((torch.bfloat16, None, 4), id="bf16-c4", marks=needs_bf1
 # real F(4x4, 3x3) (float32 only): its error is ~1e-5 of the values, up to 14x direct float32's at
 # the worst pixel and 5x in rms over these cases and seeds (any real F(4x4, 3x3) has this: the
 # transforms' 4s, 5s and 8s amplify rounding). The complex one's coefficients are 0 and +-1.
-ERROR_FACTOR = {(torch.bfloat16, 2): (2, 2), (torch.bfloat16, 4): (2, 2), (torch.float32, 2): (2, 2),
-                (torch.float32, 4): (24, 8)}
+ERROR_FACTOR = {(torch.bfloat16, 2): (2, 2), (torch.bfloat16, 4): (2, 2), (torch.bfloat16, 8): (2, 2),
+                (torch.float32, 2): (2, 2), (torch.float32, 4): (24, 8)}
 
 
 @pytest.fixture(params=KERNELS)
 def kernel(request, monkeypatch):
-    """The dtype under test; its kernel's instruction set and tile are set for the test."""
+    """The dtype under test; its kernel's instruction set and tile (at every channel count) are
+    set for the test."""
     dtype, cap, tile = request.param
     if cap is not None:
         monkeypatch.setenv("ATEN_CPU_CAPABILITY", cap)
     monkeypatch.setitem(winograd.TILE, dtype, tile)
+    monkeypatch.setattr(winograd, "TILE_WIDE", {})
     return dtype
 
 
@@ -172,44 +175,80 @@ def _c4_at(m):  # its A^T m (each conjugate pair once: pack's weights carry the 
     return [m[0] + m[1] + m[2] + m[4], m[1] - m[2] - m[5], m[1] + m[2] - m[4], m[1] - m[2] + m[3] + m[5]]
 
 
-def test_complex_f4_weights_give_the_convolution_in_float64():
-    """pack's 46 complex F(4x4, 3x3) weight positions, with the kernel's transforms and position
-    order (csrc/cpu/winograd_body.h) done here in float64, give the 3x3 convolution to float64
-    rounding: the algorithm and the packing, apart from the kernel's bfloat16 rounding."""
+_R = 0.5 ** 0.5
+
+
+def _c8_bt(d):  # the complex F(8x8, 3x3)'s: at 0, 1, -1, infinity, then i, e^(-i pi/4), e^(3i pi/4) (re, im)
+    b1, b2, b3, b4 = d[1] - d[5], d[2] - d[6], d[3] - d[7], d[8] - d[4]
+    a1, a2, a3, a4 = d[1] + d[5], d[2] + d[6], d[3] + d[7], d[8] + d[4]
+    return [d[0] - d[8], a1 + a2 + a3 + a4, a2 + a4 - a1 - a3, d[9] - d[1], a4 - a2, a3 - a1,
+            b4 + _R * (b1 - b3), b2 + _R * (b1 + b3), b4 - _R * (b1 - b3), b2 - _R * (b1 + b3)]
+
+
+def _c8_at(m):  # its A^T m: y_k = sum of the real points' m z^k, and of Re(z^k (re + i im)) for the pairs
+    m0, m1, mm, mi, ri, ii, rw, iw, r3, i3 = m
+    s, d = m1 + mm, m1 - mm
+    e, f = _R * (rw + iw - r3 - i3), _R * (r3 - i3 - rw + iw)
+    return [m0 + s + ri + rw + r3, d - ii + e, s - ri + iw + i3, d + ii + f, s + ri - rw - r3, d - ii - e,
+            s - ri - iw - i3, d + ii - f + mi]
+
+
+@pytest.mark.parametrize("m,bt,at", [(4, _c4_bt, _c4_at), (8, _c8_bt, _c8_at)], ids=["c4", "c8"])
+def test_complex_weights_give_the_convolution_in_float64(m, bt, at):
+    """pack's complex F(4x4, 3x3) (46 positions) and F(8x8, 3x3) (142) weights, with the
+    kernel's transforms and position order (csrc/cpu/winograd_body.h) done here in float64, give
+    the 3x3 convolution to float64 rounding: the algorithm and the packing, apart from the
+    kernel's bfloat16 rounding."""
     g = torch.Generator().manual_seed(3)
     x, w = torch.randn(2, 5, 9, 10, generator=g, dtype=torch.float64), torch.randn(7, 5, 3, 3, generator=g,
                                                                                    dtype=torch.float64)
-    u = winograd._complex_f4(w)  # [46, K, C]
-    tiles = F.pad(x, (1, 3, 1, 4)).unfold(2, 6, 4).unfold(3, 6, 4)  # [N, C, 3, 3, 6, 6]: 12 x 12 outputs
-    cols = [_c4_bt([tiles[..., i, j] for i in range(6)]) for j in range(6)]
-    r = [_c4_bt([cols[j][i] for j in range(6)]) for i in range(6)]  # r[i][j]
+    n, pairs = m + 2, m // 2 - 1  # input tile side; conjugate pairs (1 or 3)
+    u = winograd._complex(w, m)  # [NP, K, C]
+    assert u.shape[0] == 16 + 24 * pairs + 6 * pairs ** 2
+    tn = -(-10 // m)  # tiles per side: 3 x 3 of 4x4, 2 x 2 of 8x8
+    pad = tn * m + 2 - 11
+    tiles = F.pad(x, (1, pad, 1, pad + 1)).unfold(2, n, m).unfold(3, n, m)  # [N, C, tn, tn, n, n]
+    cols = [bt([tiles[..., i, j] for i in range(n)]) for j in range(n)]
+    r = [bt([cols[j][i] for j in range(n)]) for i in range(n)]  # r[i][j]
 
     def gauss(a, b):
         return [a, b, a + b]
 
-    v = []
+    v = []  # the kernel's order of positions
     for i in range(4):
-        v += r[i][:4] + gauss(r[i][4], r[i][5])
-    for j in range(4):
-        v += gauss(r[4][j], r[5][j])
-    a, b, c, d = r[4][4], r[4][5], r[5][4], r[5][5]
-    v += gauss(a - d, b + c) + gauss(a + d, c - b)
-    m = torch.einsum("snctw,skc->snktw", torch.stack(v), u)
+        v += r[i][:4]
+        for q in range(pairs):
+            v += gauss(r[i][4 + 2 * q], r[i][5 + 2 * q])
+    for p in range(pairs):
+        for j in range(4):
+            v += gauss(r[4 + 2 * p][j], r[5 + 2 * p][j])
+    for p in range(pairs):
+        for q in range(pairs):
+            a, b = r[4 + 2 * p][4 + 2 * q], r[4 + 2 * p][5 + 2 * q]
+            c, d = r[5 + 2 * p][4 + 2 * q], r[5 + 2 * p][5 + 2 * q]
+            v += gauss(a - d, b + c) + gauss(a + d, c - b)
+    prod = torch.einsum("snctw,skc->snktw", torch.stack(v), u)
 
     def cplx(k):
-        return m[k] - m[k + 2], m[k + 2] - m[k + 1]
+        return prod[k] - prod[k + 2], prod[k + 2] - prod[k + 1]
 
-    rm = [[None] * 6 for _ in range(6)]
+    row, pair_col, pair_pair = 4 + 3 * pairs, 16 + 12 * pairs, 16 + 24 * pairs  # where the kinds start
+    rm = [[None] * n for _ in range(n)]
     for i in range(4):
-        rm[i][:4] = [m[7 * i + j] for j in range(4)]
-        rm[i][4], rm[i][5] = cplx(7 * i + 4)
-    for j in range(4):
-        rm[4][j], rm[5][j] = cplx(28 + 3 * j)
-    (pr, pi), (qr, qi) = cplx(40), cplx(43)
-    rm[4][4], rm[4][5], rm[5][4], rm[5][5] = pr + qr, pi - qi, pi + qi, qr - pr
-    s = [_c4_at([rm[i][j] for i in range(6)]) for j in range(6)]
-    y = torch.stack([torch.stack(_c4_at([s[j][i] for j in range(6)])) for i in range(4)])  # [4, 4, N, K, 3, 3]
-    y = y.permute(2, 3, 4, 0, 5, 1).reshape(2, 7, 12, 12)[:, :, :9, :10]
+        rm[i][:4] = [prod[row * i + j] for j in range(4)]
+        for q in range(pairs):
+            rm[i][4 + 2 * q], rm[i][5 + 2 * q] = cplx(row * i + 4 + 3 * q)
+    for p in range(pairs):
+        for j in range(4):
+            rm[4 + 2 * p][j], rm[5 + 2 * p][j] = cplx(pair_col + 3 * (4 * p + j))
+    for p in range(pairs):
+        for q in range(pairs):
+            (pr, pi), (qr, qi) = cplx(pair_pair + 6 * (pairs * p + q)), cplx(pair_pair + 6 * (pairs * p + q) + 3)
+            i, j = 4 + 2 * p, 4 + 2 * q
+            rm[i][j], rm[i][j + 1], rm[i + 1][j], rm[i + 1][j + 1] = pr + qr, pi - qi, pi + qi, qr - pr
+    s = [at([rm[i][j] for i in range(n)]) for j in range(n)]
+    y = torch.stack([torch.stack(at([s[j][i] for j in range(n)])) for i in range(m)])  # [m, m, N, K, tn, tn]
+    y = y.permute(2, 3, 4, 0, 5, 1).reshape(2, 7, tn * m, tn * m)[:, :, :9, :10]
     torch.testing.assert_close(y, F.conv2d(x, w, padding=1), rtol=0, atol=1e-12)
 
 
@@ -247,6 +286,17 @@ def test_the_capability_switch_picks_the_avx2_kernel(monkeypatch):
         winograd.conv3x3(x, u, torch.zeros(64))
 
 
+def test_default_tile_by_channels():
+    """bfloat16 packs the complex F(8x8, 3x3) (142 positions) from 128 input and output channels,
+    the complex F(4x4, 3x3) (46) below; float32 the real F(4x4, 3x3) (36) at any count."""
+    assert winograd.default_tile(torch.bfloat16, 128, 128) == 8
+    assert winograd.default_tile(torch.bfloat16, 64, 128) == winograd.default_tile(torch.bfloat16, 128, 64) == 4
+    assert winograd.default_tile(torch.float32, 128, 128) == 4
+    if winograd.available(torch.bfloat16):
+        assert winograd.pack(torch.zeros(128, 128, 3, 3)).shape[0] == 142
+        assert winograd.pack(torch.zeros(64, 64, 3, 3)).shape[0] == 46
+
+
 def test_channels_last_view_in_and_out(kernel):
     """The oneDNN model's form: a channels_last [N, C, H, W] view of NHWC memory, kept on the way out."""
     x, wt, b, add = _case(2, 32, 64, 6, 7, dtype=kernel)
@@ -257,7 +307,7 @@ def test_channels_last_view_in_and_out(kernel):
 
 
 def test_threads_and_blocks_do_not_change_the_result(kernel):
-    """Rows of tiles wider than a block (6 or 12 tiles) and any thread count give the same bits."""
+    """Rows of tiles wider than a block (4 to 12 tiles) and any thread count give the same bits."""
     x, wt, b, _ = _case(1, 32, 32, 9, 101, dtype=kernel)
     u = winograd.pack(wt, kernel)
     threads = torch.get_num_threads()
@@ -271,8 +321,9 @@ def test_threads_and_blocks_do_not_change_the_result(kernel):
     assert torch.equal(one, two)
     # each output pixel depends on its 3x3 neighbourhood only: a crop of the input at a tile
     # boundary gives the same interior, away from the tiles that read the crop's zero padding
+    m = winograd.TILE[kernel]  # the output tile, the input tiles' step: 40 is a multiple of every one
     crop = winograd.conv3x3(x[:, :, 40:71].contiguous(), u, b)
-    assert torch.equal(crop[:, :, 4:-4], one[:, :, 44:67])
+    assert torch.equal(crop[:, :, m:-m], one[:, :, 40 + m:71 - m])
 
 
 def test_bad_arguments_name_the_problem():
@@ -298,10 +349,12 @@ def test_bad_arguments_name_the_problem():
     with pytest.raises(ValueError, match="does not run"):
         winograd.pack(torch.zeros(32, 32, 5, 5), torch.float32)
     for dtype in (torch.float32, torch.bfloat16):
-        with pytest.raises(ValueError, match="Winograd tile 3: the kernel runs F.2x2, 3x3. and F.4x4, 3x3."):
+        with pytest.raises(ValueError, match="Winograd tile 3: the kernel runs F.2x2, 3x3. and F.4x4, 3x3.,"):
             winograd.pack(wt, dtype, tile=3)
+    with pytest.raises(ValueError, match="Winograd tile 8: .* and F.8x8, 3x3. in bfloat16"):
+        winograd.pack(wt, torch.float32, tile=8)
     # the real F(4x4, 3x3)'s weights built by hand for bfloat16, and the complex one's for float32
-    with pytest.raises(RuntimeError, match=r"NP = 16 or 46\), got BFloat16 \[36"):
+    with pytest.raises(RuntimeError, match=r"NP = 16, 46 or 142\), got BFloat16 \[36"):
         op(x.bfloat16(), u.bfloat16(), b)
     with pytest.raises(RuntimeError, match=r"NP = 16 or 36\), got Float \[46"):
         op(x, torch.zeros(46, *u.shape[1:]), b)

@@ -1,4 +1,4 @@
-// Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions on the CPU (3x3, stride 1, padding 1) and a
+// Winograd F(2x2, 3x3), F(4x4, 3x3) and F(8x8, 3x3) convolutions on the CPU (3x3, stride 1, padding 1) and a
 // Winograd 4x4 stride-2 transposed convolution: NHWC activations, float32 accumulation, with the
 // bias, the ReLU and a residual add fused into the output transform. bfloat16 (F(4x4) the complex
 // one) on CPUs with AVX-512 BF16 dot products (vdpbf16ps); float32 with AVX-512 or AVX2+FMA.
@@ -9,14 +9,16 @@
 // m = 4, instead of 36 and 144. F(4x4)'s larger transform coefficients amplify rounding (~1e-5 of
 // the values in float32), too much for bfloat16's 8-bit mantissa, so bfloat16 runs the complex
 // F(4x4, 3x3) instead (points 0, +-1, +-i, infinity: coefficients 0 and +-1, 46 multiplies per
-// 4x4 tile; winograd_body.h), whose rounding error is within F(2x2)'s.
+// 4x4 tile; winograd_body.h), whose rounding error is within F(2x2)'s, and at 128 channels the
+// complex F(8x8, 3x3) (points 0, the 8th roots of unity, infinity: coefficients 0, +-1 and
+// +-sqrt(1/2), 142 multiplies per 8x8 tile, 1.30x fewer again; error within F(2x2)'s too).
 //
 // The decoders' ConvTranspose2d(C, K, 4, stride=2, padding=1) runs on the same machinery: output
 // row 2i + p takes input rows (i - 1, i) for p = 0 and (i, i + 1) for p = 1, so each row/column
 // parity is a 2x2 correlation, computed as F(2x2, 2x2) (9 multiplies per 2x2 outputs instead of
 // 16) from the same 4x4 input tiles as F(2x2, 3x3), with 6x6 positions and a 4x4 output block.
 //
-// Per block of MR tiles of one tile row (MR: the micro-kernel's rows, 6 or 12), all in cache, with
+// Per block of MR tiles of one tile row (MR: the micro-kernel's rows, 4, 6 or 12), all in cache, with
 // TN the input tile's side and NP the transformed tile's positions (Tiles below):
 //   1. input transform V = B^T d B of each TN x TN tile (in float32, stored in the activation
 //      type): V[NP][MR][C];
@@ -50,7 +52,7 @@ namespace {
 // (winograd_body.h). in: input tile side; pos: transformed tile side (NP = pos * pos GEMMs);
 // out: output tile side; step: input pixels between tiles; up: output size / input size.
 // np: the GEMMs per tile (the transformed tile's pos * pos values, but for kC4's complex ones).
-enum Variant { kF2, kF4, kC4, kUp };
+enum Variant { kF2, kF4, kC4, kC8, kUp };
 template <int VAR>
 struct Tiles;
 template <>
@@ -64,6 +66,10 @@ struct Tiles<kF4> {  // Winograd F(4x4, 3x3)
 template <>
 struct Tiles<kC4> {  // complex Winograd F(4x4, 3x3), points 0, +-1, +-i: bfloat16 (winograd_body.h)
   static constexpr int in = 6, pos = 6, out = 4, step = 4, up = 1, np = 46;
+};
+template <>
+struct Tiles<kC8> {  // complex Winograd F(8x8, 3x3), points 0, infinity, the 8th roots of unity: bfloat16
+  static constexpr int in = 10, pos = 10, out = 8, step = 8, up = 1, np = 142;
 };
 template <>
 struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases of F(2x2, 2x2)
@@ -211,8 +217,16 @@ void dispatch([[maybe_unused]] Go&& go, [[maybe_unused]] int64_t NR) {
 #if FD_CPU_X86
   constexpr int64_t step = Tiles<VAR>::step;
   // one micro-kernel row block per block of tiles: the fastest of 6, 12, 24 and 48 tiles at 64
-  // and 128 channels, and level with 24 at 32
-  if constexpr (std::is_same_v<T, at::BFloat16>) {
+  // and 128 channels, and level with 24 at 32. The complex F(8x8)'s blocks take fewer: with 142
+  // positions a tile, its double-buffered transformed inputs and products for 12 tiles of 32
+  // channels and its weights outgrow the 1 MB L2 cache (34 -> 23 ms at 32 channels; at 128
+  // channels 4 tiles: 14.3 ms, against 15.1, 17.4 and 17.8 for 5, 3 and 6).
+  if constexpr (std::is_same_v<T, at::BFloat16> && VAR == kC8) {
+    if (NR == 64)
+      go(avx512_bf16::conv_blocks<VAR, 4, 4>, 4, step);
+    else
+      go(avx512_bf16::conv_blocks<VAR, 6, 2>, 6, step);
+  } else if constexpr (std::is_same_v<T, at::BFloat16>) {
     if (NR == 64)
       go(avx512_bf16::conv_blocks<VAR, 6, 4>, 6, step);
     else
@@ -249,8 +263,10 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
     dispatch<kUp, T>(go, NR);
   } else if constexpr (std::is_same_v<T, float>) {  // real F(4x4, 3x3): float32 only (check)
     dispatch<kF4, T>(go, NR);
-  } else {  // complex F(4x4, 3x3): bfloat16 only (check)
+  } else if (var == kC4) {  // the complex ones: bfloat16 only (check)
     dispatch<kC4, T>(go, NR);
+  } else {
+    dispatch<kC8, T>(go, NR);
   }
 }
 
@@ -270,21 +286,21 @@ struct Conv {
 
 // transposed: the 4x4 stride-2 transposed convolution (u: 36 positions); else the 3x3 one, whose
 // u has 16 positions for F(2x2, 3x3), 36 for the real F(4x4, 3x3) (float32 only: in bfloat16 its
-// rounding error would be ~10x torch's own convolution's) or 46 for the complex one (bfloat16
-// only: in float32 the real one does fewer multiplies).
+// rounding error would be ~10x torch's own convolution's), or 46 for the complex one and 142 for
+// the complex F(8x8, 3x3) (bfloat16 only: in float32 the real one does fewer multiplies).
 Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool transposed) {
   const auto dt = x.scalar_type();
   TORCH_CHECK(x.device().is_cpu() && (dt == at::kBFloat16 || dt == at::kFloat) && x.dim() == 4, op,
               ": x must be a 4-D bfloat16 or float32 CPU tensor, got ", dt, " ", x.sizes());
   const int64_t P = dt == at::kBFloat16 ? 2 : 1;
   const int64_t np = u.dim() == 5 ? u.size(0) : 0;
-  const bool npos = transposed ? np == 36 : (np == 16 || np == (dt == at::kFloat ? 36 : 46));
-  const char* want_np = transposed ? "36" : dt == at::kFloat ? "16 or 36" : "16 or 46";
+  const bool npos = transposed ? np == 36 : (np == 16 || (dt == at::kFloat ? np == 36 : np == 46 || np == 142));
+  const char* want_np = transposed ? "36" : dt == at::kFloat ? "16 or 36" : "16, 46 or 142";
   TORCH_CHECK(u.scalar_type() == dt && npos && u.size(4) == P && u.is_contiguous(), op,
               ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt,
               " tensor of fastdeblur.models.winograd.", transposed ? "pack_transpose" : "pack", " (NP = ", want_np,
               "), got ", u.scalar_type(), " ", u.sizes());
-  const Variant var = transposed ? kUp : np == 16 ? kF2 : np == 36 ? kF4 : kC4;
+  const Variant var = transposed ? kUp : np == 16 ? kF2 : np == 36 ? kF4 : np == 46 ? kC4 : kC8;
   const int64_t NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
   const int64_t want = winograd_block(dt, C, K);
   TORCH_CHECK(want != 0, op, " does not run ", dt, " with ", C, " -> ", K,
@@ -320,8 +336,8 @@ void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool rel
 
 // x [N, H, W, C] (NHWC memory: a contiguous tensor of that shape, or a channels_last [N, C, H, W]
 // view of one); the result has x's form. u: winograd.pack's [NP, K/NR, C/P, NR, P] in x's dtype
-// (NP = 16 for F(2x2, 3x3), 36 for the real F(4x4, 3x3) in float32, 46 for the complex one in
-// bfloat16; P = 2 for bfloat16, 1 for float32).
+// (NP = 16 for F(2x2, 3x3), 36 for the real F(4x4, 3x3) in float32, 46 for the complex one and
+// 142 for the complex F(8x8, 3x3) in bfloat16; P = 2 for bfloat16, 1 for float32).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu,
                             const std::optional<at::Tensor>& add) {
   const Conv c = check("winograd_conv3x3", x, u, bias, false);
@@ -357,8 +373,8 @@ at::Tensor winograd_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
-  // 3x3 stride-1 padding-1 convolution by Winograd F(2x2, 3x3) or F(4x4, 3x3) (u's 16 positions,
-  // or 36 for the real F(4x4) in float32 and 46 for the complex one in bfloat16), NHWC bfloat16
+  // 3x3 stride-1 padding-1 convolution by Winograd F(2x2, 3x3), F(4x4, 3x3) or F(8x8, 3x3) (u's 16
+  // positions, or 36 for the real F(4x4) in float32, 46 and 142 for the complex ones in bfloat16), NHWC bfloat16
   // (AVX512-BF16) or float32 (AVX-512 or AVX2+FMA): relu?(x * w + bias) [+ add].
   m.def("winograd_conv3x3(Tensor x, Tensor u, Tensor bias, bool relu, Tensor? add=None) -> Tensor");
   // acc += x * w + bias in place (the residual block's second convolution over its input)

@@ -14,11 +14,23 @@
 //   kPipelined                         whether conv_blocks overlaps the transforms with the GEMMs
 // No include guard: it is meant to be included more than once.
 
+// The complex variants' conjugate pairs of points besides the real ones (0, 1, -1, infinity):
+// kC4 has i, kC8 i, e^(-i pi/4) and e^(3i pi/4); 0 for the real variants.
+template <int VAR>
+constexpr int kPairs = VAR == kC4 ? 1 : VAR == kC8 ? 3 : 0;
+constexpr float kHalfSqrt2 = 0.707106781186547524f;
+
 // B^T d of one column (or row) of an input tile: Tiles<VAR>::in values to ::pos.
 // F(2x2, 3x3): (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
 // F(4x4, 3x3) (Lavin and Gray's, points 0, +-1, +-2):
 //   (4 d0 - 5 d2 + d4, -4 d1 - 4 d2 + d3 + d4, 4 d1 - 4 d2 - d3 + d4,
 //    -2 d1 - d2 + 2 d3 + d4, 2 d1 - d2 - 2 d3 + d4, 4 d1 - 5 d3 + d5).
+// Complex F(4x4, 3x3) (points 0, 1, -1, infinity, i; real-form values, see below):
+//   (d0 - d4, d1 + d2 + d3 + d4, d2 + d4 - d1 - d3, d5 - d1, d4 - d2, d3 - d1).
+// Complex F(8x8, 3x3) (0, 1, -1, infinity, then the real and imaginary parts at i, e^(-i pi/4),
+// e^(3i pi/4)): with a_k = d_k + d_(k+4), b_k = d_k - d_(k+4) (k = 1-3), a4 = d8 + d4,
+// b4 = d8 - d4 and r = sqrt(1/2): (d0 - d8, a1 + a2 + a3 + a4, a2 + a4 - a1 - a3, d9 - d1,
+//   a4 - a2, a3 - a1, b4 + r (b1 - b3), b2 + r (b1 + b3), b4 - r (b1 - b3), b2 - r (b1 + b3)).
 // Transposed 4x4 stride 2: input row i feeds output rows 2i - 1 + ky, so output row 2i + p takes
 // input rows (i - 1, i) for p = 0 (kernel rows 3, 1) and (i, i + 1) for p = 1 (kernel rows 2, 0):
 // two 2-tap correlations, each F(2x2, 2x2) with points 1, -1 and infinity (B^T = (d0 + d1,
@@ -38,6 +50,20 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
     v[3] = vsub(d[5], d[1]);
     v[4] = vsub(d[4], d[2]);
     v[5] = vsub(d[3], d[1]);
+  } else if constexpr (VAR == kC8) {
+    const Vec a1 = vadd(d[1], d[5]), a2 = vadd(d[2], d[6]), a3 = vadd(d[3], d[7]), a4 = vadd(d[8], d[4]);
+    const Vec b1 = vsub(d[1], d[5]), b2 = vsub(d[2], d[6]), b3 = vsub(d[3], d[7]), b4 = vsub(d[8], d[4]);
+    const Vec s13 = vadd(a1, a3), s24 = vadd(a2, a4), p = vsub(b1, b3), q = vadd(b1, b3);
+    v[0] = vsub(d[0], d[8]);
+    v[1] = vadd(s24, s13);
+    v[2] = vsub(s24, s13);
+    v[3] = vsub(d[9], d[1]);
+    v[4] = vsub(a4, a2);
+    v[5] = vsub(a3, a1);
+    v[6] = vfma(p, kHalfSqrt2, b4);
+    v[7] = vfma(q, kHalfSqrt2, b2);
+    v[8] = vfnma(p, kHalfSqrt2, b4);
+    v[9] = vfnma(q, kHalfSqrt2, b2);
   } else if constexpr (VAR == kF4) {
     const Vec a = vfnma(d[2], 4.f, d[4]), b = vfnma(d[1], 4.f, d[3]);  // d4 - 4 d2, d3 - 4 d1
     const Vec c = vsub(d[4], d[2]), e = vsub(d[3], d[1]);
@@ -60,6 +86,8 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
 // F(2x2, 3x3): (m0 + m1 + m2, m1 - m2 - m3).
 // F(4x4, 3x3): (m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 (m3 - m4), m1 + m2 + 4 (m3 + m4),
 //               m1 - m2 + 8 (m3 - m4) + m5).
+// Complex F(4x4) and F(8x8): y_k = the real points' m times p^k, plus Re(z^k (re + i im)) for each
+// pair's representative z (the weights carry the factor 2 of the conjugate's equal share).
 // Transposed: phase p's two outputs (m0 + m1, m0 - m1 + m2) of its m[3p:3p+3], interleaved into
 // output rows (phase 0, phase 1, phase 0, phase 1).
 template <int VAR>
@@ -79,6 +107,19 @@ FD_TARGET inline void at(const Vec* m, Vec* y) {
     y[1] = vsub(b, m[5]);
     y[2] = vsub(a, m[4]);
     y[3] = vadd(vadd(b, m[3]), m[5]);
+  } else if constexpr (VAR == kC8) {
+    const Vec s = vadd(m[1], m[2]), d = vsub(m[1], m[2]);
+    const Vec u = vsub(d, m[5]), v = vadd(d, m[5]), sr = vadd(s, m[4]), sm = vsub(s, m[4]);
+    const Vec g = vadd(m[6], m[8]), h = vadd(m[7], m[9]);
+    const Vec e = vsub(vadd(m[6], m[7]), vadd(m[8], m[9])), f = vsub(vsub(m[8], m[9]), vsub(m[6], m[7]));
+    y[0] = vadd(vadd(m[0], sr), g);
+    y[1] = vfma(e, kHalfSqrt2, u);
+    y[2] = vadd(sm, h);
+    y[3] = vfma(f, kHalfSqrt2, v);
+    y[4] = vsub(sr, g);
+    y[5] = vfnma(e, kHalfSqrt2, u);
+    y[6] = vsub(sm, h);
+    y[7] = vadd(vfnma(f, kHalfSqrt2, v), m[3]);
   } else {
     for (int p = 0; p < 2; ++p) {
       y[p] = vadd(m[3 * p], m[3 * p + 1]);
@@ -109,7 +150,7 @@ template <int VAR>
 FD_TARGET void input_tile(const T* img, int64_t H, int64_t W, int64_t C, int64_t y0, int64_t x0, T* V,
                           int64_t vstride) {
   constexpr int TI = Tiles<VAR>::in, TP = Tiles<VAR>::pos;
-  static_assert(VAR != kC4, "the complex F(4x4, 3x3) runs the pipelined loop only");
+  static_assert(kPairs<VAR> == 0, "the complex variants run the pipelined loop only");
   for (int64_t c0 = 0; c0 < C; c0 += kLanes) {
     Vec d[TI][TI], t[TI][TP];  // d column by column, then B^T d transposed: t[j][i] = (B^T d)[i][j]
     for (int i = 0; i < TI; ++i) {
@@ -153,7 +194,7 @@ template <int VAR>
 FD_TARGET void output_tile(const float* M, int64_t mstride, const float* bias, bool relu, const T* add, T* out,
                            int64_t H, int64_t W, int64_t K, int64_t y0, int64_t x0) {
   constexpr int TP = Tiles<VAR>::pos, TO = Tiles<VAR>::out;
-  static_assert(VAR != kC4, "the complex F(4x4, 3x3) runs the pipelined loop only");
+  static_assert(kPairs<VAR> == 0, "the complex variants run the pipelined loop only");
   for (int64_t k0 = 0; k0 < K; k0 += kLanes) {
     Vec s[TP][TO];  // s[j] = column j of A^T m
     for (int j = 0; j < TP; ++j) {
@@ -201,23 +242,35 @@ FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias,
   }
 }
 
-// The complex F(4x4, 3x3) (kC4). Its points 0, 1, -1, i, -i and infinity keep every transform
-// coefficient at 0 or +-1 (the real F(4x4, 3x3)'s 4s, 5s and 8s are what make it too coarse for
-// bfloat16), so its rounding error stays within F(2x2, 3x3)'s, with 46 GEMMs per 4x4 output tile
-// where F(2x2, 3x3) needs 64 (4 tiles of 16). A real input transforms to complex values at i and
-// their conjugates at -i, so bt and at work on real vectors: (values at 0, 1, -1, infinity, the
-// real and the imaginary part at i). Of the tile's 6 x 6 such values, rows and columns 0-3 are 16
-// real products; the rest are 10 complex ones: (x + iy) at (p, i) for the four real points p,
-// at (i, q) likewise, and two from the 2 x 2 corner (a b; c d) of real and imaginary parts:
-// (a - d) + i (b + c) at (i, i) and (a + d) + i (c - b) at (i, -i). Each complex product
-// (x + iy)(u + iv) takes 3 real ones (Gauss): k0 = x (u + v), k1 = y (v - u), k2 = (x + y) v give
-// re = k0 - k2 and im = k2 - k1 (of the three such forms, this one rounded least). The 46 GEMM
-// positions: 7 per real row i (4 real, then x, y, x + y of (i, i)), rows i = 0-3; then 3 per
-// (i, q), q = 0-3; then (i, i) and (i, -i). The weights (fastdeblur/models/winograd.py) carry the
+// The complex F(4x4, 3x3) (kC4) and F(8x8, 3x3) (kC8). Their points 0, 1, -1, infinity and the
+// other 4th (kC4: i, -i) or 8th (kC8) roots of unity keep the transforms' coefficients at 0 and
+// +-1 (kC8: and +-sqrt(1/2)), so their rounding error stays within F(2x2, 3x3)'s (the real
+// F(4x4, 3x3)'s 4s, 5s and 8s are what make it too coarse for bfloat16; a real F(8x8) would be
+// far worse). kC4 does 46 GEMMs per 4x4 output tile, where F(2x2, 3x3) needs 64 (4 tiles of 16);
+// kC8 142 per 8x8 tile, where kC4 needs 184 (4 tiles of 46). A real input transforms to complex
+// values at each complex point and their conjugates at its conjugate, so bt and at work on real
+// vectors: the values at 0, 1, -1 and infinity, then the real and the imaginary part at each of
+// the P = kPairs<VAR> representatives z. Of the tile's (4 + 2P)^2 such values, rows and columns
+// 0-3 are 16 real products; the rest are complex ones: (x + iy) at (p, z) for the four real
+// points p and each z, at (z, q) likewise, and two from each 2 x 2 block (a b; c d) of real and
+// imaginary parts of a pair (z, w): (a - d) + i (b + c) at (z, w) and (a + d) + i (c - b) at
+// (z, conj(w)). Each complex product (x + iy)(u + iv) takes 3 real ones (Gauss): k0 = x (u + v),
+// k1 = y (v - u), k2 = (x + y) v give re = k0 - k2 and im = k2 - k1 (of the three such forms,
+// this one rounded least). The GEMM positions: 4 + 3P per real row i (4 real, then x, y, x + y of
+// (i, z) for each z), rows i = 0-3; then 3 per (z, q), q = 0-3, for each z; then 6 per pair
+// (z, w): (z, w) and (z, conj(w)). The weights (fastdeblur/models/winograd.py) carry the
 // matching (u + v, v - u, v), and the factor 2 that at's conjugate pairs need.
+template <int VAR>
+struct Complex {
+  static constexpr int P = kPairs<VAR>, kRow = 4 + 3 * P;        // positions per real row
+  static constexpr int kPairCol = 4 * kRow, kPairPair = kPairCol + 12 * P;  // where (z, q), (z, w) start
+  static_assert(kPairPair + 6 * P * P == Tiles<VAR>::np, "the positions of Tiles<VAR>::np");
+};
 
-// The 46 positions of rows 2 ip, 2 ip + 1 of a kC4 tile's transformed values v.
-FD_TARGET FD_INLINE void c4_store_rows(const Vec (*v)[6], int ip, T* Vt, int64_t vstride) {
+// The positions of rows 2 ip, 2 ip + 1 of a complex variant's tile's transformed values v.
+template <int VAR>
+FD_TARGET FD_INLINE void complex_store_rows(const Vec (*v)[Tiles<VAR>::pos], int ip, T* Vt, int64_t vstride) {
+  using X = Complex<VAR>;
   auto put = [&](int xi, Vec a) FD_TARGET FD_INLINE_LAMBDA { vstore(Vt + xi * vstride, a); };
   auto cplx = [&](int xi, Vec x, Vec y) FD_TARGET FD_INLINE_LAMBDA {
     put(xi, x);
@@ -226,21 +279,27 @@ FD_TARGET FD_INLINE void c4_store_rows(const Vec (*v)[6], int ip, T* Vt, int64_t
   };
   if (ip < 2) {
     for (int g = 0; g < 2; ++g) {
-      const int xi = 7 * (2 * ip + g);
+      const int xi = X::kRow * (2 * ip + g);
       for (int j = 0; j < 4; ++j) put(xi + j, v[g][j]);
-      cplx(xi + 4, v[g][4], v[g][5]);
+      for (int w = 0; w < X::P; ++w) cplx(xi + 4 + 3 * w, v[g][4 + 2 * w], v[g][5 + 2 * w]);
     }
-  } else {  // the real and imaginary rows at i
-    for (int j = 0; j < 4; ++j) cplx(28 + 3 * j, v[0][j], v[1][j]);
-    const Vec a = v[0][4], b = v[0][5], c = v[1][4], d = v[1][5];
-    cplx(40, vsub(a, d), vadd(b, c));
-    cplx(43, vadd(a, d), vsub(c, b));
+  } else {  // the real and imaginary rows at pair z
+    const int z = ip - 2;
+    for (int j = 0; j < 4; ++j) cplx(X::kPairCol + 3 * (4 * z + j), v[0][j], v[1][j]);
+    for (int w = 0; w < X::P; ++w) {
+      const Vec a = v[0][4 + 2 * w], b = v[0][5 + 2 * w], c = v[1][4 + 2 * w], d = v[1][5 + 2 * w];
+      const int xi = X::kPairPair + 6 * (X::P * z + w);
+      cplx(xi, vsub(a, d), vadd(b, c));
+      cplx(xi + 3, vadd(a, d), vsub(c, b));
+    }
   }
 }
 
-// Columns 2 op, 2 op + 1 of a kC4 tile's products, as at takes them, from its 46 positions at Mt
-// (ms apart).
-FD_TARGET FD_INLINE void c4_load_columns(const float* Mt, int64_t ms, int op, Vec (*col)[6]) {
+// Columns 2 op, 2 op + 1 of a complex variant's tile's products, as at takes them, from its
+// positions at Mt (ms apart).
+template <int VAR>
+FD_TARGET FD_INLINE void complex_load_columns(const float* Mt, int64_t ms, int op, Vec (*col)[Tiles<VAR>::pos]) {
+  using X = Complex<VAR>;
   auto get = [&](int xi) FD_TARGET FD_INLINE_LAMBDA { return vloadf(Mt + xi * ms); };
   auto cplx = [&](int xi, Vec& re, Vec& im) FD_TARGET FD_INLINE_LAMBDA {
     const Vec k0 = get(xi), k1 = get(xi + 1), k2 = get(xi + 2);
@@ -250,18 +309,22 @@ FD_TARGET FD_INLINE void c4_load_columns(const float* Mt, int64_t ms, int op, Ve
   if (op < 2) {
     for (int g = 0; g < 2; ++g) {
       const int j = 2 * op + g;
-      for (int i = 0; i < 4; ++i) col[g][i] = get(7 * i + j);
-      cplx(28 + 3 * j, col[g][4], col[g][5]);
+      for (int i = 0; i < 4; ++i) col[g][i] = get(X::kRow * i + j);
+      for (int z = 0; z < X::P; ++z) cplx(X::kPairCol + 3 * (4 * z + j), col[g][4 + 2 * z], col[g][5 + 2 * z]);
     }
-  } else {  // the real and imaginary columns at i
-    for (int i = 0; i < 4; ++i) cplx(7 * i + 4, col[0][i], col[1][i]);
-    Vec pr, pi, qr, qi;
-    cplx(40, pr, pi);
-    cplx(43, qr, qi);
-    col[0][4] = vadd(pr, qr);
-    col[0][5] = vadd(pi, qi);
-    col[1][4] = vsub(pi, qi);
-    col[1][5] = vsub(qr, pr);
+  } else {  // the real and imaginary columns at pair w
+    const int w = op - 2;
+    for (int i = 0; i < 4; ++i) cplx(X::kRow * i + 4 + 3 * w, col[0][i], col[1][i]);
+    for (int z = 0; z < X::P; ++z) {
+      const int xi = X::kPairPair + 6 * (X::P * z + w);
+      Vec pr, pi, qr, qi;
+      cplx(xi, pr, pi);
+      cplx(xi + 3, qr, qi);
+      col[0][4 + 2 * z] = vadd(pr, qr);
+      col[0][5 + 2 * z] = vadd(pi, qi);
+      col[1][4 + 2 * z] = vsub(pi, qi);
+      col[1][5 + 2 * z] = vsub(qr, pr);
+    }
   }
 }
 
@@ -304,7 +367,7 @@ struct Side {
   int64_t oy0 = 0, ox0 = 0, out_tn = 0, om = 0, ok = 0;
   int op = 0;
   bool out_busy = false;
-  static constexpr int kRing = 8;               // >= TI: a tile's columns, then the next one's new ones
+  static constexpr int kRing = TI <= 8 ? 8 : 16;  // >= TI: a tile's columns, then the next one's new ones
   Buffer<float> sc;                             // input columns c % kRing: [kRing][C][TP] vectors
   alignas(64) float so[TP * TO * kLanes] = {};  // an output tile's column pass, [TP][TO] vectors
 
@@ -383,8 +446,8 @@ struct Side {
         for (int j = 0; j < TI; ++j) row[j] = vloadf(column(c0 + j, 2 * ip + g));
         bt<VAR>(row, v[g]);
       }
-      if constexpr (VAR == kC4) {
-        c4_store_rows(v, ip, Vt, vstride);
+      if constexpr (kPairs<VAR> > 0) {
+        complex_store_rows<VAR>(v, ip, Vt, vstride);
       } else {
         for (int g = 0; g < 2; ++g)
           for (int j = 0; j < TP; ++j) vstore(Vt + ((2 * ip + g) * TP + j) * vstride, v[g][j]);
@@ -400,8 +463,8 @@ struct Side {
     const float* Mt = M + om * K + ok;  // position xi at Mt + xi * KB * K
     if (op < TP / 2) {  // columns 2 op, 2 op + 1: A^T m over their rows, to so
       Vec col[2][TP];
-      if constexpr (VAR == kC4) {
-        c4_load_columns(Mt, KB * K, op, col);
+      if constexpr (kPairs<VAR> > 0) {
+        complex_load_columns<VAR>(Mt, KB * K, op, col);
       } else {
         for (int g = 0; g < 2; ++g)
           for (int i = 0; i < TP; ++i) col[g][i] = vloadf(Mt + (i * TP + 2 * op + g) * KB * K);

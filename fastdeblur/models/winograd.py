@@ -13,7 +13,11 @@ faster than this kernel's vector dot products, so they stay there.
 
 The complex F(4x4, 3x3) (points 0, +-1, +-i and infinity; see csrc/cpu/winograd_body.h) does 46
 real multiplies per 4x4 tile, 2.875 per output: 1.39x fewer than F(2x2, 3x3), and its transform
-coefficients are 0 and +-1 only.
+coefficients are 0 and +-1 only. The complex F(8x8, 3x3) (points 0, the eight 8th roots of unity
+and infinity; coefficients 0, +-1 and +-sqrt(1/2)) does 142 per 8x8 tile, 2.22 per output, 1.30x
+fewer again; bfloat16 runs it from 128 channels (`TILE_WIDE`), where it measured faster. Points
+on the unit circle are what keep both as accurate as F(2x2, 3x3): a real F(6x6) or F(8x8) would
+need points like 2 and 1/2, whose powers amplify rounding.
 
 The decoders' ConvTranspose2d(C, K, 4, stride=2, padding=1) (7% of the FLOPs) runs on the same
 kernel: output row 2i + p takes input rows (i - 1, i) for p = 0 and (i, i + 1) for p = 1, so
@@ -23,9 +27,10 @@ both dtypes).
 
 Numerics: the transforms run in float32; the transformed input tiles and weights are rounded to
 the activation type and the products accumulate in float32. tests/test_winograd.py holds
-F(2x2, 3x3)'s and the complex F(4x4, 3x3)'s error to at most 2x that of torch's own convolution
-in the same dtype, against float64 (in bfloat16 over the test's cases, at most 1.84x in rms for
-the complex one and 1.99x for F(2x2, 3x3)). The real F(4x4, 3x3)'s transforms (coefficients up to 8) amplify
+F(2x2, 3x3)'s and the complex ones' error to at most 2x that of torch's own convolution in the
+same dtype, against float64 (in bfloat16 over the test's cases, at most 1.84x in rms for the
+complex F(4x4), 1.82x for the complex F(8x8) (1.52x at the worst pixel) and 1.99x for
+F(2x2, 3x3)). The real F(4x4, 3x3)'s transforms (coefficients up to 8) amplify
 rounding: in float32 its error is ~1e-5 of the values, up to ~14x direct float32's (tested: 24x
 max, 8x rms); in bfloat16 it would be ~10x torch's own (rms, simulated), so bfloat16 runs the
 complex one. A real F(3x3, 3x3) would do 25 multiplies per 9 outputs (2.78), but simulated in
@@ -47,10 +52,29 @@ _G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
 # The output tile (m of F(m x m, 3x3)) each dtype runs by default; see the module's docstring.
 # F(4x4, 3x3) is the real one in float32 and the complex one in bfloat16.
 TILE = {torch.bfloat16: 4, torch.float32: 4}
-# The complex F(4x4, 3x3)'s G (csrc/cpu/winograd_body.h): points 0, 1, -1, infinity and i (-i's
-# values are i's conjugates).
-_G_COMPLEX = ((1, 0, 0), (0.25, 0.25, 0.25), (0.25, -0.25, 0.25), (0, 0, 1), (0.25, 0.25j, -0.25))
+# The tile for convolutions with at least WIDE input and output channels, where it differs: the
+# complex F(8x8, 3x3) in bfloat16, 1.12-1.15x faster than F(4x4) at 128 channels on AMD Zen 4.
+# At 32 channels the two were level and at 64 F(8x8) was 6-9% slower (its 142 positions' weights
+# and buffers outgrow the 1 MB L2 cache; benchmarks/RESULTS.md).
+TILE_WIDE = {torch.bfloat16: 8}
+WIDE = 128
+
+
+def default_tile(dtype: torch.dtype, in_channels: int, out_channels: int) -> int:
+    """The output tile `pack` uses for a C -> K convolution in `dtype` when none is given."""
+    if min(in_channels, out_channels) >= WIDE and dtype in TILE_WIDE:
+        return TILE_WIDE[dtype]
+    return TILE.get(dtype, 2)
 DTYPES = (torch.bfloat16, torch.float32)
+
+
+def _complex_g(m: int) -> tuple[tuple[complex, ...], ...]:
+    """G of the complex F(m x m, 3x3) for m = 4 or 8 (csrc/cpu/winograd_body.h): the points 0, 1,
+    -1 and infinity, then one of each conjugate pair of the other m-th roots of unity (i for
+    m = 4; i, e^(-i pi/4) and e^(3i pi/4) for m = 8), whose G rows are (1, z, z^2) / m."""
+    pairs = (1j,) if m == 4 else (1j, complex(0.5 ** 0.5, -(0.5 ** 0.5)), complex(-(0.5 ** 0.5), 0.5 ** 0.5))
+    real = ((1, 0, 0), (1 / m, 1 / m, 1 / m), (1 / m, -1 / m, 1 / m), (0, 0, 1))
+    return real + tuple((1 / m, z / m, z * z / m) for z in pairs)
 
 
 def register_block(dtype: torch.dtype, in_channels: int, out_channels: int) -> int:
@@ -65,16 +89,19 @@ def register_block(dtype: torch.dtype, in_channels: int, out_channels: int) -> i
 
 def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | None = None) -> torch.Tensor:
     """[K, C, 3, 3] conv weight -> the kernel's [NP, K/NR, C/P, NR, P] transformed weight in
-    `dtype`, for Winograd F(m x m, 3x3) with m = `tile` (2 or 4; default TILE[dtype]).
+    `dtype`, for Winograd F(m x m, 3x3) with m = `tile` (2, 4, or 8 in bfloat16; default
+    `default_tile`: TILE[dtype], or TILE_WIDE[dtype] from WIDE channels).
 
-    NP = (m + 2)^2 positions, but 46 for F(4x4, 3x3) in bfloat16, which is the complex one. NR is
-    this CPU's register block (`register_block`); P = 2 for bfloat16, whose dot products
-    multiply pairs of input channels, else 1. The transform runs in float64 (complex128).
+    NP = (m + 2)^2 positions, but for the complex ones in bfloat16: 46 for F(4x4, 3x3) and 142
+    for F(8x8, 3x3). NR is this CPU's register block (`register_block`); P = 2 for bfloat16,
+    whose dot products multiply pairs of input channels, else 1. The transform runs in float64
+    (complex128).
     """
     k, c = weight.shape[:2]
-    m = TILE.get(dtype, 2) if tile is None else tile
-    if m not in (2, 4):
-        raise ValueError(f"Winograd tile {m}: the kernel runs F(2x2, 3x3) and F(4x4, 3x3)")
+    m = default_tile(dtype, c, k) if tile is None else tile
+    if m not in (2, 4, 8) or (m == 8 and dtype != torch.bfloat16):
+        raise ValueError(f"Winograd tile {m}: the kernel runs F(2x2, 3x3) and F(4x4, 3x3), and F(8x8, 3x3) in "
+                         "bfloat16")
     nr = register_block(dtype, c, k) if weight.shape[2:] == (3, 3) else 0
     if nr == 0:
         raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} weight in {dtype} on this "
@@ -82,33 +109,41 @@ def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | 
                          "16 on AVX-512; output channels a multiple of 16 on AVX2 or 32 on AVX-512; the "
                          "extension built, and AVX2+FMA for float32 or AVX512-BF16 for bfloat16)")
     w = weight.detach().to("cpu", torch.float64)
-    if m == 4 and dtype == torch.bfloat16:
-        return _panels(_complex_f4(w), dtype, nr)
+    if m >= 4 and dtype == torch.bfloat16:
+        return _panels(_complex(w, m), dtype, nr)
     g = torch.tensor(_G[m], dtype=torch.float64)
     u = (g @ w @ g.T).permute(2, 3, 0, 1).reshape((m + 2) ** 2, k, c)
     return _panels(u, dtype, nr)
 
 
-def _complex_f4(w: torch.Tensor) -> torch.Tensor:
-    """[K, C, 3, 3] float64 -> the complex F(4x4, 3x3)'s [46, K, C] float64 weights, in the kernel's
-    order of positions (csrc/cpu/winograd_body.h): the 16 real products of the points 0, 1, -1
-    and infinity, 7 per row with (i, i)'s complex one between rows, then the complex ones of (i, q)
-    and of (i, i) and (i, -i). Each complex weight u + iv becomes (u + v, v - u, v), times 2 (the
-    kernel's output transform counts each conjugate pair once)."""
-    g = torch.tensor(_G_COMPLEX, dtype=torch.complex128)
+def _complex(w: torch.Tensor, m: int) -> torch.Tensor:
+    """[K, C, 3, 3] float64 -> the complex F(m x m, 3x3)'s [NP, K, C] float64 weights (NP = 46
+    for m = 4, 142 for m = 8), in the kernel's order of positions
+    (csrc/cpu/winograd_body.h). With P the points' conjugate pairs (1 or 3): the 16 real products
+    of the points 0, 1, -1 and infinity, 4 + 3 P per row with the complex ones of (row, pair)
+    between them, then those of (pair, column), then of (pair p, pair q) and (p, conj(q)). Each
+    complex weight u + iv becomes (u + v, v - u, v), times 2 (the kernel's output transform
+    counts each conjugate pair once)."""
+    g = torch.tensor(_complex_g(m), dtype=torch.complex128)
+    pairs = g.shape[0] - 4
     wc = w.to(torch.complex128)
-    u = torch.einsum("ij,kcjl,ml->imkc", g, wc, g)  # [5, 5, K, C] at (p, q), p and q of 0, 1, -1, inf, i
-    u_conj = torch.einsum("ij,kcjl,ml->imkc", g, wc, g.conj())  # [.., .., K, C] at (p, conj(q))
+    u = torch.einsum("ij,kcjl,ml->imkc", g, wc, g)  # [4 + P, 4 + P, K, C] at (p, q)
+    u_conj = torch.einsum("ij,kcjl,ml->imkc", g, wc, g.conj())  # at (p, conj(q))
 
     def gauss(z):
         return [2 * (z.real + z.imag), 2 * (z.imag - z.real), 2 * z.imag]
 
     slots = []
     for i in range(4):
-        slots += [u[i, j].real for j in range(4)] + gauss(u[i, 4])
-    for j in range(4):
-        slots += gauss(u[4, j])
-    slots += gauss(u[4, 4]) + gauss(u_conj[4, 4])
+        slots += [u[i, j].real for j in range(4)]
+        for q in range(pairs):
+            slots += gauss(u[i, 4 + q])
+    for p in range(pairs):
+        for j in range(4):
+            slots += gauss(u[4 + p, j])
+    for p in range(pairs):
+        for q in range(pairs):
+            slots += gauss(u[4 + p, 4 + q]) + gauss(u_conj[4 + p, 4 + q])
     return torch.stack(slots)
 
 
