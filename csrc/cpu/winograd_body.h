@@ -1,6 +1,7 @@
 // The instruction-set-independent part of the Winograd kernels: transforms, block GEMM loop and
 // the per-thread block loop, templated on the variant VAR (Tiles<VAR> in winograd.cpp: F(2x2, 3x3),
-// F(4x4, 3x3), or the 4x4 stride-2 transposed convolution as four F(2x2, 2x2) phases).
+// F(4x4, 3x3), the complex F(4x4, 3x3) and F(8x8, 3x3), or the 4x4 stride-2 transposed
+// convolution as four F(2x2, 2x2) phases).
 // winograd.cpp includes it once per instruction set, inside a namespace that first defines:
 //   FD_TARGET                          the function attribute enabling that instruction set
 //   T                                  the activation type (at::BFloat16 or float)
@@ -86,8 +87,9 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
 // F(2x2, 3x3): (m0 + m1 + m2, m1 - m2 - m3).
 // F(4x4, 3x3): (m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 (m3 - m4), m1 + m2 + 4 (m3 + m4),
 //               m1 - m2 + 8 (m3 - m4) + m5).
-// Complex F(4x4) and F(8x8): y_k = the real points' m times p^k, plus Re(z^k (re + i im)) for each
-// pair's representative z (the weights carry the factor 2 of the conjugate's equal share).
+// Complex F(4x4) and F(8x8): y_k = the finite real points' m times p^k (infinity's m adds to the
+// last output only), plus Re(z^k (re + i im)) for each pair's representative z (the weights carry
+// the factor 2 of the conjugate's equal share).
 // Transposed: phase p's two outputs (m0 + m1, m0 - m1 + m2) of its m[3p:3p+3], interleaved into
 // output rows (phase 0, phase 1, phase 0, phase 1).
 template <int VAR>
