@@ -51,7 +51,7 @@ namespace {
 // The kernel's variants: what an input tile, its transforms and its output tile are
 // (winograd_body.h). in: input tile side; pos: transformed tile side (NP = pos * pos GEMMs);
 // out: output tile side; step: input pixels between tiles; up: output size / input size.
-// np: the GEMMs per tile (the transformed tile's pos * pos values, but for kC4's complex ones).
+// np: the GEMMs per tile (the transformed tile's pos * pos values, but for the complex kC4 and kC8).
 enum Variant { kF2, kF4, kC4, kC8, kUp };
 template <int VAR>
 struct Tiles;
@@ -221,16 +221,12 @@ void dispatch([[maybe_unused]] Go&& go, [[maybe_unused]] int64_t NR) {
   // positions a tile, its double-buffered transformed inputs and products for 12 tiles of 32
   // channels and its weights outgrow the 1 MB L2 cache (34 -> 23 ms at 32 channels; at 128
   // channels 4 tiles: 14.3 ms, against 15.1, 17.4 and 17.8 for 5, 3 and 6).
-  if constexpr (std::is_same_v<T, at::BFloat16> && VAR == kC8) {
+  if constexpr (std::is_same_v<T, at::BFloat16>) {
+    constexpr int64_t mr64 = VAR == kC8 ? 4 : 6, mr32 = VAR == kC8 ? 6 : 12;  // for NR = 64 and 32
     if (NR == 64)
-      go(avx512_bf16::conv_blocks<VAR, 4, 4>, 4, step);
+      go(avx512_bf16::conv_blocks<VAR, mr64, 4>, mr64, step);
     else
-      go(avx512_bf16::conv_blocks<VAR, 6, 2>, 6, step);
-  } else if constexpr (std::is_same_v<T, at::BFloat16>) {
-    if (NR == 64)
-      go(avx512_bf16::conv_blocks<VAR, 6, 4>, 6, step);
-    else
-      go(avx512_bf16::conv_blocks<VAR, 12, 2>, 12, step);
+      go(avx512_bf16::conv_blocks<VAR, mr32, 2>, mr32, step);
   } else if (NR == 16) {
     go(avx2_f32::conv_blocks<VAR, 6, 2>, 6, step);
   } else if (NR == 64) {

@@ -264,7 +264,7 @@ FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias,
 // matching (u + v, v - u, v), and the factor 2 that at's conjugate pairs need.
 template <int VAR>
 struct Complex {
-  static constexpr int P = kPairs<VAR>, kRow = 4 + 3 * P;        // positions per real row
+  static constexpr int P = kPairs<VAR>, kRow = 4 + 3 * P;  // pairs; positions per real row
   static constexpr int kPairCol = 4 * kRow, kPairPair = kPairCol + 12 * P;  // where (z, q), (z, w) start
   static_assert(kPairPair + 6 * P * P == Tiles<VAR>::np, "the positions of Tiles<VAR>::np");
 };
@@ -370,8 +370,8 @@ struct Side {
   int op = 0;
   bool out_busy = false;
   static constexpr int kRing = TI <= 8 ? 8 : 16;  // >= TI: a tile's columns, then the next one's new ones
-  Buffer<float> sc;                             // input columns c % kRing: [kRing][C][TP] vectors
-  alignas(64) float so[TP * TO * kLanes] = {};  // an output tile's column pass, [TP][TO] vectors
+  Buffer<float> sc;                               // input columns c % kRing: [kRing][C][TP] vectors
+  alignas(64) float so[TP * TO * kLanes] = {};    // an output tile's column pass, [TP][TO] vectors
 
   Side(const T* x_, const float* bias_, bool relu_, const T* add_, T* out_, int64_t H_, int64_t W_, int64_t C_,
        int64_t K_, int64_t KB_)

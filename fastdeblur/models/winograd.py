@@ -52,6 +52,7 @@ _G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
 # The output tile (m of F(m x m, 3x3)) each dtype runs by default; see the module's docstring.
 # F(4x4, 3x3) is the real one in float32 and the complex one in bfloat16.
 TILE = {torch.bfloat16: 4, torch.float32: 4}
+DTYPES = (torch.bfloat16, torch.float32)
 # The tile for convolutions with at least WIDE input and output channels, where it differs: the
 # complex F(8x8, 3x3) in bfloat16, 1.12-1.15x faster than F(4x4) at 128 channels on AMD Zen 4.
 # At 32 channels the two were level and at 64 F(8x8) was 6-9% slower (its 142 positions' weights
@@ -65,7 +66,6 @@ def default_tile(dtype: torch.dtype, in_channels: int, out_channels: int) -> int
     if min(in_channels, out_channels) >= WIDE and dtype in TILE_WIDE:
         return TILE_WIDE[dtype]
     return TILE.get(dtype, 2)
-DTYPES = (torch.bfloat16, torch.float32)
 
 
 def _complex_g(m: int) -> tuple[tuple[complex, ...], ...]:
