@@ -7,7 +7,7 @@
 Nothing here compiles code or touches CUDA at import time.
 """
 
-# _heap first: it asks torch for huge pages, and torch reads that at its first CPU allocation
+# _heap registers its fork handler (DataLoader workers start with no forward running)
 from . import _heap, metrics  # noqa: F401
 from ._ext import has_cuda_ext, has_ext
 from ._version import __version__

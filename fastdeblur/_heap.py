@@ -26,15 +26,18 @@ back to the system (malloc_trim): the process does not keep the forward's peak, 
 back-to-back forwards (a folder, a video) keep reusing the memory (trimming after every frame
 cost ~85k page faults, ~0.2 s of system time, per 720p frame).
 
-Huge pages: at import, fastdeblur sets THP_MEM_ALLOC_ENABLE=1 unless it is set already, which
-makes torch's CPU allocator (and the block cache) madvise every block of 2 MiB or more for
-transparent huge pages (where the kernel's THP mode is "madvise" or "always"): the pages that are
-still faulted in come 2 MiB at a time instead of 4 KiB. Measured on 2 Zen 5 cores (THP
-"madvise"; before the block cache): a tiled 4032x3024 photo 35.0 -> 30.3 s, 6000x4000 74.1 ->
-53.9 s at the same peak RSS; page faults 6.6 M -> 0.1 M and system time 18.6 -> 4.7 s for the
-4032x3024 one.
-torch reads the variable once, at its first CPU allocation: import fastdeblur before making
-tensors, or set it yourself.
+Huge pages: fastdeblur leaves torch's THP_MEM_ALLOC_ENABLE alone (off unless you set it). Set
+to 1 before torch's first CPU allocation, it makes torch's allocator (and the block cache)
+madvise every block of 2 MiB or more for transparent huge pages, so memory still faulted in
+comes 2 MiB at a time. Whether that pays depends on what backs the memory: on 2 Zen 5 cores
+(a VM; before the block cache) a tiled 4032x3024 photo took 30.3 s with it against 35.0 s
+without, but on 2 Zen 4 cores (a VM whose guest memory had mostly never been touched: a first
+2 MiB fault there took ~8 ms, 10x the same bytes in 4 KiB pages, while a reused one took 0.2 ms)
+the same photo took 32.4-33.7 s with it against 24.9-25.5 s without (system time 16-18 s against
+4 s), 6000x4000 62.4 against 52.5 s, and a first 720p call 3.5-3.9 against 2.3-2.6 s. Off is the
+default: that loss is larger than the gain measured on Zen 5, and a fresh VM is where a user
+first tries the library. On bare metal or a VM whose memory is warm, huge pages may well win
+(compare with benchmarks/memory.py).
 
 FASTDEBLUR_MALLOC_TUNING=0 turns all of this off, FASTDEBLUR_BLOCK_CACHE=0 the block cache only.
 """
@@ -44,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import sys
 import threading
 
 from .errors import env_flag
@@ -74,16 +76,6 @@ def _reset_in_child() -> None:
     if lib is not None:
         lib.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP)
         lib.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM)
-
-
-def ask_for_huge_pages() -> None:
-    """THP_MEM_ALLOC_ENABLE=1 for torch's CPU allocator (module docstring), on Linux, unless set."""
-    try:
-        tuning = env_flag("FASTDEBLUR_MALLOC_TUNING", True)
-    except ValueError:  # a bad value is reported where malloc tuning is used, not at import
-        tuning = False
-    if tuning and sys.platform.startswith("linux"):
-        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 if hasattr(os, "register_at_fork"):
@@ -221,5 +213,3 @@ def _release_locked() -> None:
         lib.malloc_trim(0)
     _tuned.clear()
 
-
-ask_for_huge_pages()

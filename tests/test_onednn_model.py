@@ -297,12 +297,14 @@ def _thp_mode() -> str | None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
-@pytest.mark.parametrize("env,want", [({}, "1"), ({"FASTDEBLUR_MALLOC_TUNING": "0"}, None),
-                                      ({"THP_MEM_ALLOC_ENABLE": "0"}, "0")], ids=["default", "tuning-off", "user-0"])
-def test_large_cpu_tensors_get_huge_pages(env, want):
-    """Importing fastdeblur asks torch's allocator for huge pages (unless told not to), and where
-    the kernel's THP mode is "madvise" (or "always") a 64 MiB tensor then sits on them."""
-    base = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "FASTDEBLUR_MALLOC_TUNING")}
+@pytest.mark.parametrize("env,want", [({}, None), ({"THP_MEM_ALLOC_ENABLE": "1"}, "1"),
+                                      ({"THP_MEM_ALLOC_ENABLE": "0"}, "0")], ids=["default", "user-1", "user-0"])
+def test_huge_pages_only_when_the_user_asks(env, want):
+    """Importing fastdeblur leaves torch's THP_MEM_ALLOC_ENABLE as it finds it (_heap.py: on a
+    fresh VM huge pages made big photos 30% slower); where the user sets it and the kernel's THP
+    mode is "madvise" (or "always"), a 64 MiB tensor sits on huge pages, and with the default
+    and "madvise" on none."""
+    base = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     r = subprocess.run([sys.executable, "-c", _HUGE_PAGES_CHILD], env={**base, **env}, capture_output=True,
                        text=True, timeout=120, check=True)
     got, huge = r.stdout.split()

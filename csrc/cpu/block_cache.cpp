@@ -43,7 +43,7 @@ constexpr size_t kMinBytes = size_t{2} << 20;  // smaller requests go to the C l
 constexpr size_t kHuge = size_t{2} << 20;      // block sizes are multiples of a huge page
 
 // torch's allocator madvises its blocks of 2 MiB or more for transparent huge pages when
-// THP_MEM_ALLOC_ENABLE is set (fastdeblur sets it at import); do the same
+// THP_MEM_ALLOC_ENABLE is set (by the user: fastdeblur leaves it alone, _heap.py); do the same
 bool huge_pages_wanted() {
   const char* v = std::getenv("THP_MEM_ALLOC_ENABLE");
   return v != nullptr && (std::strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "on") == 0 ||
