@@ -27,7 +27,7 @@ Providers:
   onednn_bf16_f2  the same with the residual blocks on Winograd F(2x2, 3x3) (bfloat16's tile before
                   the complex F(4x4, 3x3))
   onednn_bf16_c4  the same with every residual block on the complex F(4x4, 3x3) (before the complex
-                  F(8x8, 3x3) took the 128-channel ones)
+                  F(8x8, 3x3) took them all)
   onednn_bf16_direct  the same with every convolution direct on oneDNN (no extension kernels)
   onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU; Winograd F(4x4, 3x3)
                   and the transposed convolutions' F(2x2, 2x2) wherever they run)
@@ -130,14 +130,14 @@ def _provider(provider: str, name: str, device: str):
         if not onednn_available(dt):
             pytest.skip(f"oneDNN runs no {dt} on this CPU")
         direct = provider.endswith("_direct")
-        tile, wide = winograd.TILE[dt], winograd.TILE_WIDE
-        try:  # the weights are packed here, for the tiles chosen now
+        tile = winograd.TILE[dt]
+        try:  # the weights are packed here, for the tile chosen now
             if provider.endswith(("_f2", "_c4")):
-                winograd.TILE[dt], winograd.TILE_WIDE = (2 if provider.endswith("_f2") else 4), {}
+                winograd.TILE[dt] = 2 if provider.endswith("_f2") else 4
             m = onednn_model(_model(name, device, dt, channels_last=True), use_winograd=False if direct else None,
                              use_small_k=False if direct else None)
         finally:
-            winograd.TILE[dt], winograd.TILE_WIDE = tile, wide
+            winograd.TILE[dt] = tile
         layout = _resolve_backend(None, torch.device(device), dt)[1]  # deblur()'s: the extension's ops
         xin = x.to(dt).contiguous(memory_format=torch.channels_last)
 

@@ -19,8 +19,8 @@ pytestmark = pytest.mark.skipif(not winograd.available(torch.float32),
                                 reason="the Winograd kernels need the extension and a CPU with AVX2 and FMA")
 needs_bf16 = pytest.mark.skipif(not winograd.available(torch.bfloat16), reason="no AVX512-BF16 on this CPU")
 # (dtype, ATEN_CPU_CAPABILITY, output tile): every kernel this CPU runs; "avx2" limits float32 to
-# the AVX2 one. Tile 4 (F(4x4, 3x3): complex in bfloat16, real in float32) is the default, tile 2
-# the other choice, and bfloat16's tile 8 (the complex F(8x8, 3x3)) its default from 128 channels.
+# the AVX2 one. Defaults: bfloat16's tile 8 (the complex F(8x8, 3x3)), float32's tile 4 (the real
+# F(4x4, 3x3)); the others on request: tile 2 in both, bfloat16's complex F(4x4, 3x3).
 KERNELS = [pytest.param((torch.bfloat16, None, 4), id="bf16-c4", marks=needs_bf16),
            pytest.param((torch.bfloat16, None, 8), id="bf16-c8", marks=needs_bf16),
            pytest.param((torch.bfloat16, None, 2), id="bf16-f2", marks=needs_bf16),
@@ -39,13 +39,11 @@ ERROR_FACTOR = {(torch.bfloat16, 2): (2, 2), (torch.bfloat16, 4): (2, 2), (torch
 
 @pytest.fixture(params=KERNELS)
 def kernel(request, monkeypatch):
-    """The dtype under test; its kernel's instruction set and tile (at every channel count) are
-    set for the test."""
+    """The dtype under test; its kernel's instruction set and tile are set for the test."""
     dtype, cap, tile = request.param
     if cap is not None:
         monkeypatch.setenv("ATEN_CPU_CAPABILITY", cap)
     monkeypatch.setitem(winograd.TILE, dtype, tile)
-    monkeypatch.setattr(winograd, "TILE_WIDE", {})
     return dtype
 
 
@@ -286,15 +284,16 @@ def test_the_capability_switch_picks_the_avx2_kernel(monkeypatch):
         winograd.conv3x3(x, u, torch.zeros(64))
 
 
-def test_default_tile_by_channels():
-    """bfloat16 packs the complex F(8x8, 3x3) (142 positions) from 128 input and output channels,
-    the complex F(4x4, 3x3) (46) below; float32 the real F(4x4, 3x3) (36) at any count."""
-    assert winograd.default_tile(torch.bfloat16, 128, 128) == 8
-    assert winograd.default_tile(torch.bfloat16, 64, 128) == winograd.default_tile(torch.bfloat16, 128, 64) == 4
-    assert winograd.default_tile(torch.float32, 128, 128) == 4
+def test_default_tiles():
+    """bfloat16 packs the complex F(8x8, 3x3) (142 positions) at every channel count, float32
+    the real F(4x4, 3x3) (36); tile= picks another."""
+    assert winograd.TILE == {torch.bfloat16: 8, torch.float32: 4}
     if winograd.available(torch.bfloat16):
-        assert winograd.pack(torch.zeros(128, 128, 3, 3)).shape[0] == 142
-        assert winograd.pack(torch.zeros(64, 64, 3, 3)).shape[0] == 46
+        for c in (32, 64, 128):
+            assert winograd.pack(torch.zeros(c, c, 3, 3)).shape[0] == 142
+        assert winograd.pack(torch.zeros(64, 64, 3, 3), tile=4).shape[0] == 46
+    if winograd.available(torch.float32):
+        assert winograd.pack(torch.zeros(64, 64, 3, 3), torch.float32).shape[0] == 36
 
 
 def test_channels_last_view_in_and_out(kernel):

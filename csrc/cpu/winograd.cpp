@@ -9,7 +9,7 @@
 // m = 4, instead of 36 and 144. F(4x4)'s larger transform coefficients amplify rounding (~1e-5 of
 // the values in float32), too much for bfloat16's 8-bit mantissa, so bfloat16 runs the complex
 // F(4x4, 3x3) instead (points 0, +-1, +-i, infinity: coefficients 0 and +-1, 46 multiplies per
-// 4x4 tile; winograd_body.h), whose rounding error is within F(2x2)'s, and at 128 channels the
+// 4x4 tile; winograd_body.h), whose rounding error is within F(2x2)'s, and by default the
 // complex F(8x8, 3x3) (points 0, the 8th roots of unity, infinity: coefficients 0, +-1 and
 // +-sqrt(1/2), 142 multiplies per 8x8 tile, 1.30x fewer again; error within F(2x2)'s too).
 //

@@ -507,12 +507,25 @@ struct Side {
   }
 };
 
+// Whether conv_blocks_pipelined does the transform pieces between micro-kernel calls instead of
+// between their steps: the complex F(8x8)'s pieces (ten-value columns and rows) need more
+// registers than the micro-kernel leaves, so the compiler spills its accumulators around each
+// one; done between calls, where the accumulators are stored anyway, they cost less (2 Zen 4
+// cores, a 720p level's convolution: 32 channels 20.2-21.2 -> 19.0-19.7 ms, 64 channels
+// 18.5-19.3 -> 16.4-17.4, 128 channels 14.9-15.1 -> 13.9-14.5). The other variants' smaller
+// pieces overlap the GEMM better between its steps (one thread's half of the 32-channel
+// convolution, complex F(4x4): 20.8 ms so against 23.3 between calls; F(2x2) and the
+// transposed convolution 24-34% slower between calls).
+template <int VAR>
+constexpr bool kBetweenCalls = VAR == kC8;
+
 // conv_blocks (below) software-pipelined: while the NP GEMMs M[xi] = V[xi] . U[xi] of block b
 // run, the input transforms of block b + 1 and the output transforms of block b - 1 are done
 // piece by piece (Side) between the micro-kernel's steps, one every steps / pieces of them (a
 // branch with a short fixed period; the last steps may run without), or, with more pieces than
-// half the steps, spread by a running credit (F(2x2, 3x3) at 32 channels: 13% faster so). V and
-// M are double-buffered.
+// half the steps, spread by a running credit (F(2x2, 3x3) at 32 channels: 13% faster so); the
+// complex F(8x8)'s between the micro-kernel's calls instead (kBetweenCalls). V and M are
+// double-buffered.
 template <int VAR, int MR, int NV>
 FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out,
                                      int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
@@ -553,10 +566,22 @@ FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, 
         sd.piece();
       }
     };
-    for (int64_t xi = 0; xi < NP; ++xi)
-      for (int64_t nb = 0; nb < K / NR; ++nb)
-        micro_kernel<MR, NV>(V + xi * KB * C, C, U + xi * C * K + nb * C * NR, C, M + xi * KB * K + nb * NR, K,
-                             tick);
+    if constexpr (kBetweenCalls<VAR>) {  // the pieces between micro-kernel calls, spread by a running credit
+      auto none = []() FD_TARGET FD_INLINE_LAMBDA {};
+      const int64_t calls = NP * (K / NR);
+      int64_t credit = 0;
+      for (int64_t xi = 0; xi < NP; ++xi)
+        for (int64_t nb = 0; nb < K / NR; ++nb) {
+          micro_kernel<MR, NV>(V + xi * KB * C, C, U + xi * C * K + nb * C * NR, C, M + xi * KB * K + nb * NR, K,
+                               none);
+          for (credit += pieces; credit >= calls; credit -= calls) sd.piece();
+        }
+    } else {
+      for (int64_t xi = 0; xi < NP; ++xi)
+        for (int64_t nb = 0; nb < K / NR; ++nb)
+          micro_kernel<MR, NV>(V + xi * KB * C, C, U + xi * C * K + nb * C * NR, C, M + xi * KB * K + nb * NR, K,
+                               tick);
+    }
     while (sd.busy()) sd.piece();
   }
   sd.start_out(end - 1, Mbuf.data() + ((end - 1 - begin) & 1) * NP * KB * K);

@@ -15,7 +15,7 @@ The complex F(4x4, 3x3) (points 0, +-1, +-i and infinity; see csrc/cpu/winograd_
 real multiplies per 4x4 tile, 2.875 per output: 1.39x fewer than F(2x2, 3x3), and its transform
 coefficients are 0 and +-1 only. The complex F(8x8, 3x3) (points 0, the eight 8th roots of unity
 and infinity; coefficients 0, +-1 and +-sqrt(1/2)) does 142 per 8x8 tile, 2.22 per output, 1.30x
-fewer again; bfloat16 runs it from 128 channels (`TILE_WIDE`), where it measured faster. Points
+fewer again; bfloat16 runs it by default (`TILE`), at every channel count. Points
 on the unit circle are what keep both as accurate as F(2x2, 3x3): a real F(6x6) or F(8x8) would
 need points like 2 and 1/2, whose powers amplify rounding.
 
@@ -50,22 +50,12 @@ _G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
       4: ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
           (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))}
 # The output tile (m of F(m x m, 3x3)) each dtype runs by default; see the module's docstring.
-# F(4x4, 3x3) is the real one in float32 and the complex one in bfloat16.
-TILE = {torch.bfloat16: 4, torch.float32: 4}
+# float32: the real F(4x4, 3x3). bfloat16: the complex F(8x8, 3x3); on 2 AMD Zen 4 cores a 720p
+# frame took 1.56-1.58 s with it against 1.69-1.71 s with the complex F(4x4) at 32 and 64
+# channels (per convolution: 32 channels 19.0-19.7 ms against 20.2-21.5, 64 level at 16-17 ms,
+# 128 13.9-14.5 ms against 16.8-18.0; benchmarks/RESULTS.md).
+TILE = {torch.bfloat16: 8, torch.float32: 4}
 DTYPES = (torch.bfloat16, torch.float32)
-# The tile for convolutions with at least WIDE input and output channels, where it differs: the
-# complex F(8x8, 3x3) in bfloat16, 1.12-1.15x faster than F(4x4) at 128 channels on AMD Zen 4.
-# At 32 channels the two were level and at 64 F(8x8) was 6-9% slower (its 142 positions' weights
-# and buffers outgrow the 1 MB L2 cache; benchmarks/RESULTS.md).
-TILE_WIDE = {torch.bfloat16: 8}
-WIDE = 128
-
-
-def default_tile(dtype: torch.dtype, in_channels: int, out_channels: int) -> int:
-    """The output tile `pack` uses for a C -> K convolution in `dtype` when none is given."""
-    if min(in_channels, out_channels) >= WIDE and dtype in TILE_WIDE:
-        return TILE_WIDE[dtype]
-    return TILE.get(dtype, 2)
 
 
 def _complex_g(m: int) -> tuple[tuple[complex, ...], ...]:
@@ -90,7 +80,7 @@ def register_block(dtype: torch.dtype, in_channels: int, out_channels: int) -> i
 def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | None = None) -> torch.Tensor:
     """[K, C, 3, 3] conv weight -> the kernel's [NP, K/NR, C/P, NR, P] transformed weight in
     `dtype`, for Winograd F(m x m, 3x3) with m = `tile` (2, 4, or 8 in bfloat16; default
-    `default_tile`: TILE[dtype], or TILE_WIDE[dtype] from WIDE channels).
+    TILE[dtype]).
 
     NP = (m + 2)^2 positions, but for the complex ones in bfloat16: 46 for F(4x4, 3x3) and 142
     for F(8x8, 3x3). NR is this CPU's register block (`register_block`); P = 2 for bfloat16,
@@ -98,7 +88,7 @@ def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | 
     (complex128).
     """
     k, c = weight.shape[:2]
-    m = default_tile(dtype, c, k) if tile is None else tile
+    m = TILE.get(dtype, 2) if tile is None else tile
     if m not in (2, 4, 8) or (m == 8 and dtype != torch.bfloat16):
         raise ValueError(f"Winograd tile {m}: the kernel runs F(2x2, 3x3) and F(4x4, 3x3), and F(8x8, 3x3) in "
                          "bfloat16")
