@@ -203,6 +203,9 @@ def test_complex_weights_give_the_convolution_in_float64(m, bt, at):
     n, pairs = m + 2, m // 2 - 1  # input tile side; conjugate pairs (1 or 3)
     u = winograd._complex(w, m)  # [NP, K, C]
     assert u.shape[0] == 16 + 24 * pairs + 6 * pairs ** 2
+    # pack applies the same transforms as one linear map of the 3x3 taps
+    via_map = (winograd._tap_map(m, True) @ w.reshape(-1, 9).T).reshape(u.shape)
+    assert torch.allclose(via_map, u, rtol=0, atol=1e-12)
     tn = -(-10 // m)  # tiles per side: 3 x 3 of 4x4, 2 x 2 of 8x8
     pad = tn * m + 2 - 11
     tiles = F.pad(x, (1, pad, 1, pad + 1)).unfold(2, n, m).unfold(3, n, m)  # [N, C, tn, tn, n, n]
