@@ -51,9 +51,10 @@ _G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
           (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))}
 # The output tile (m of F(m x m, 3x3)) each dtype runs by default; see the module's docstring.
 # float32: the real F(4x4, 3x3). bfloat16: the complex F(8x8, 3x3); on 2 AMD Zen 4 cores a 720p
-# frame took 1.56-1.58 s with it against 1.69-1.71 s with the complex F(4x4) at 32 and 64
-# channels (per convolution: 32 channels 19.0-19.7 ms against 20.2-21.5, 64 level at 16-17 ms,
-# 128 13.9-14.5 ms against 16.8-18.0; benchmarks/RESULTS.md).
+# frame took 1.56-1.58 s with it everywhere against 1.69-1.71 s with the complex F(4x4) at 32 and
+# 64 channels (and F(8x8) at 128 before its transforms moved between the GEMM's calls). Per
+# convolution against the complex F(4x4): 32 channels 19.0-19.7 ms against 20.2-21.5, 64 level at
+# 16-17 ms, 128 13.9-14.5 ms against 16.8-18.0 (benchmarks/RESULTS.md).
 TILE = {torch.bfloat16: 8, torch.float32: 4}
 DTYPES = (torch.bfloat16, torch.float32)
 
@@ -108,7 +109,8 @@ def _tap_map(m: int, complex_: bool) -> torch.Tensor:
     """[NP, 9] float64: each of F(m x m, 3x3)'s packed positions (the complex variant's with
     complex_) as a linear combination of a 3x3 kernel's taps, from the transforms applied to the 9
     unit kernels. pack is then one float64 matrix product: building a 720p model packed its 72
-    convolutions in 0.72 s with the complex transforms done per weight (27 ms at 128 channels)."""
+    residual-block convolutions in 0.72 s with the complex transforms done per weight (27 ms at
+    128 channels), and takes ~0.2 s so."""
     basis = torch.eye(9, dtype=torch.float64).reshape(9, 1, 3, 3)  # K = 9 unit kernels, C = 1
     if complex_:
         u = _complex(basis, m)
