@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include "cpu_isa.h"  // FD_CPU_X86 (elsewhere the kernel never runs), cpu_isa::best
+#include "nhwc.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -130,8 +131,7 @@ at::Tensor conv3x3_small_k(const at::Tensor& x, const at::Tensor& w, const at::T
               bias.sizes());
   TORCH_CHECK(conv3x3_small_k_runs(dt, C, K), "conv3x3_small_k does not run ", dt, " with ", C, " -> ", K,
               " channels on this CPU");
-  const bool view = x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous() && x.size(1) == C;
-  const at::Tensor xh = view ? x.permute({0, 2, 3, 1}) : x;
+  const at::Tensor xh = x.size(1) == C ? nhwc(x) : x;  // channels_last [N, C, H, W] is accepted as is
   TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, "conv3x3_small_k: x must be NHWC memory with ", C,
               " channels, got sizes ", x.sizes(), " strides ", x.strides());
   const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2);
@@ -155,7 +155,7 @@ at::Tensor conv3x3_small_k(const at::Tensor& x, const at::Tensor& w, const at::T
   else
     go(sk_avx2::small_k_row, xh.const_data_ptr<float>(), w.const_data_ptr<float>(), out.mutable_data_ptr<float>());
 #endif
-  return view ? out.permute({0, 3, 1, 2}) : out;
+  return xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
 }
 
 }  // namespace

@@ -38,6 +38,7 @@
 #include <torch/library.h>
 
 #include "cpu_isa.h"  // FD_CPU_X86 (elsewhere winograd_block is 0), cpu_isa::best
+#include "nhwc.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -266,12 +267,6 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
   }
 }
 
-// A channels_last [N, C, H, W] view of NHWC memory as the [N, H, W, C] tensor it is; else t itself.
-at::Tensor nhwc(const at::Tensor& t) {
-  const bool view = t.dim() == 4 && t.is_contiguous(at::MemoryFormat::ChannelsLast) && !t.is_contiguous();
-  return view ? t.permute({0, 2, 3, 1}) : t;
-}
-
 // Checks the op's inputs; x as [N, H, W, C], K, the variant and NR.
 struct Conv {
   at::Tensor xh;
@@ -290,13 +285,22 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
               ": x must be a 4-D bfloat16 or float32 CPU tensor, got ", dt, " ", x.sizes());
   const int64_t P = dt == at::kBFloat16 ? 2 : 1;
   const int64_t np = u.dim() == 5 ? u.size(0) : 0;
-  const bool npos = transposed ? np == 36 : (np == 16 || (dt == at::kFloat ? np == 36 : np == 46 || np == 142));
+  const bool npos = transposed ? np == Tiles<kUp>::np
+                               : (np == Tiles<kF2>::np || (dt == at::kFloat ? np == Tiles<kF4>::np
+                                                                            : np == Tiles<kC4>::np || np == Tiles<kC8>::np));
+  static_assert(Tiles<kUp>::np == 36 && Tiles<kF2>::np == 16 && Tiles<kF4>::np == 36 && Tiles<kC4>::np == 46 &&
+                    Tiles<kC8>::np == 142,
+                "the message below names the positions");
   const char* want_np = transposed ? "36" : dt == at::kFloat ? "16 or 36" : "16, 46 or 142";
   TORCH_CHECK(u.scalar_type() == dt && npos && u.size(4) == P && u.is_contiguous(), op,
               ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt,
               " tensor of fastdeblur.models.winograd.", transposed ? "pack_transpose" : "pack", " (NP = ", want_np,
               "), got ", u.scalar_type(), " ", u.sizes());
-  const Variant var = transposed ? kUp : np == 16 ? kF2 : np == 36 ? kF4 : np == 46 ? kC4 : kC8;
+  const Variant var = transposed                ? kUp
+                      : np == Tiles<kF2>::np     ? kF2
+                      : np == Tiles<kF4>::np     ? kF4
+                      : np == Tiles<kC4>::np     ? kC4
+                                                 : kC8;
   const int64_t NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
   const int64_t want = winograd_block(dt, C, K);
   TORCH_CHECK(want != 0, op, " does not run ", dt, " with ", C, " -> ", K,
