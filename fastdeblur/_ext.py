@@ -87,25 +87,32 @@ def _register_python_parts() -> None:
     def _post_fake(y, height, width, dtype):
         return y.new_empty(y.shape[0], height, width, 3, dtype=dtype)
 
-    def _conv_out(x, k, up):
-        """The CPU convolution ops' result: k channels, `up` x the size, in x's form."""
+    def _conv_out(x, k, size):
+        """The CPU convolution ops' result: k channels, each side size(side), in x's form."""
         if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             n, _, h, w = x.shape  # [N, C, H, W] view of NHWC memory
-            return x.new_empty(n, up * h, up * w, k).permute(0, 3, 1, 2)
+            return x.new_empty(n, size(h), size(w), k).permute(0, 3, 1, 2)
         n, h, w, _ = x.shape
-        return x.new_empty(n, up * h, up * w, k)
+        return x.new_empty(n, size(h), size(w), k)
+
+    def _same(side):
+        return side
 
     @torch.library.register_fake(lib + "winograd_conv3x3")
     def _winograd_fake(x, u, bias, relu, add=None):
-        return _conv_out(x, bias.numel(), 1)
+        return _conv_out(x, bias.numel(), _same)
 
     @torch.library.register_fake(lib + "winograd_conv_transpose4x4s2")
     def _winograd_up_fake(x, u, bias):
-        return _conv_out(x, bias.numel(), 2)
+        return _conv_out(x, bias.numel(), lambda side: 2 * side)
+
+    @torch.library.register_fake(lib + "winograd_conv3x3s2")
+    def _winograd_s2_fake(x, u, bias):
+        return _conv_out(x, bias.numel(), lambda side: (side + 1) // 2)
 
     @torch.library.register_fake(lib + "conv3x3_small_k")
     def _small_k_fake(x, w, bias):
-        return _conv_out(x, bias.numel(), 1)
+        return _conv_out(x, bias.numel(), _same)
 
     @torch.library.register_fake(lib + "winograd_conv3x3_add_")
     def _winograd_add_fake(acc, x, u, bias):

@@ -104,7 +104,7 @@ def test_error_is_at_most_twice_torchs(kernel, n, c, k, h, w, relu, with_add):
 
 @pytest.fixture(params=[k for k in KERNELS if k.values[0][2] == 2])
 def up_kernel(request, monkeypatch):
-    """The dtype of a transposed-convolution test (one F(2x2, 2x2) kernel per instruction set)."""
+    """The dtype of a transposed or stride-2 convolution test (one kernel per instruction set)."""
     dtype, cap, _ = request.param
     if cap is not None:
         monkeypatch.setenv("ATEN_CPU_CAPABILITY", cap)
@@ -163,6 +163,53 @@ def test_transposed_forms_threads_and_checks(up_kernel):
         winograd.pack_transpose(torch.zeros(32, 64, 3, 3), up_kernel)
     with pytest.raises(ValueError, match="does not run a .32, 40, 4, 4. transposed weight"):
         winograd.pack_transpose(torch.zeros(32, 40, 4, 4), up_kernel)
+
+
+@pytest.mark.parametrize("n,c,k,h,w", [(1, 32, 64, 7, 9), (2, 64, 128, 13, 12), (1, 16, 32, 1, 1),
+                                       (3, 48, 96, 2, 3), (1, 32, 64, 30, 31), (2, 128, 32, 6, 25)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stride2_error_is_at_most_twice_torchs(up_kernel, n, c, k, h, w, seed):
+    """Conv2d(C, K, 3, stride=2, padding=1) as a polyphase Winograd (F(3, 2) on the even input
+    offsets, the odd ones passed through), against float64, by the 2x rule in both dtypes (its
+    transforms have coefficients 1/2 and 1 only); odd sides give (side + 1) // 2 outputs."""
+    x, wt, b, _ = _case(n, c, k, h, w, seed, dtype=up_kernel)
+    got = winograd.conv3x3s2(x, winograd.pack_stride2(wt, up_kernel), b)
+    assert got.shape == (n, (h + 1) // 2, (w + 1) // 2, k) and got.dtype == up_kernel and got.is_contiguous()
+    want = F.conv2d(_nchw(x).double(), wt.double(), b.double(), stride=2, padding=1).permute(0, 2, 3, 1)
+    base = F.conv2d(_nchw(x), wt, b, stride=2, padding=1).permute(0, 2, 3, 1)
+    atol = 1e-6 if up_kernel == torch.bfloat16 else 2e-6
+    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
+        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
+        assert err <= 2 * ref_err + atol, f"stride-2 error {err:.3g} > 2 x torch's {ref_err:.3g} in {up_kernel}"
+
+
+def test_stride2_forms_threads_and_checks(up_kernel):
+    x, wt, b, _ = _case(2, 32, 64, 13, 27, dtype=up_kernel)
+    u = winograd.pack_stride2(wt, up_kernel)
+    want = winograd.conv3x3s2(x, u, b)
+    got = winograd.conv3x3s2(_nchw(x), u, b)  # the channels_last [N, C, H, W] form, kept
+    assert got.shape == (2, 64, 7, 14) and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.permute(0, 2, 3, 1), want)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(winograd.conv3x3s2(x, u, b), want)
+    finally:
+        torch.set_num_threads(threads)
+    for args in ((x, u, b.float()), (_nchw(x), u, b.float())):
+        torch.library.opcheck(torch.ops.fastdeblur.winograd_conv3x3s2, args,
+                              test_utils=("test_schema", "test_faketensor"))
+    op = winograd.conv3x3s2
+    with pytest.raises(RuntimeError, match="winograd.pack_stride2 .NP = 49."):  # a stride-1 packing
+        op(x, winograd.pack(wt, up_kernel, tile=2), b)
+    with pytest.raises(RuntimeError, match="NHWC memory with 32 channels"):
+        op(x[..., :16].contiguous(), u, b)
+    with pytest.raises(RuntimeError, match="bias"):
+        op(x, u, b[:32])
+    with pytest.raises(ValueError, match="does not run a .64, 32, 4, 4. stride-2 weight"):
+        winograd.pack_stride2(torch.zeros(64, 32, 4, 4), up_kernel)
+    with pytest.raises(ValueError, match="does not run a .40, 32, 3, 3. stride-2 weight"):
+        winograd.pack_stride2(torch.zeros(40, 32, 3, 3), up_kernel)
 
 
 def _c4_bt(d):  # the complex F(4x4, 3x3)'s B^T d: values at 0, 1, -1, infinity, then i's real and imaginary parts
@@ -385,19 +432,23 @@ def test_preferred_follows_the_switch(monkeypatch):
 
 
 def test_model_with_winograd_is_as_close_as_onednns(kernel, monkeypatch):
-    """DMPHN(1-2-4) with every residual block on Winograd: its error against the float64 model is at
-    most twice torch's own forward's in the same dtype, and it tracks the oneDNN-only model."""
+    """DMPHN(1-2-4) with every residual block, transposed and stride-2 convolution on Winograd: its
+    error against the float64 model is at most twice torch's own forward's in the same dtype, and
+    it tracks the oneDNN-only model."""
     torch.manual_seed(0)
     model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     x = (torch.rand(2, 3, 40, 56) - 0.5).contiguous(memory_format=torch.channels_last)
     lowp = copy.deepcopy(model).to(kernel)
     monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "0")  # the argument wins over the switch
     fused = onednn_model(lowp, use_winograd=True)
-    layers = [m for m in fused.modules() if getattr(m, "op", None) in ("rb", "up")]
-    assert len(layers) == 36 + 6 and all(m.winograd is not None for m in layers)  # residual blocks, deconvs
+    def winograd_layers(m):
+        return [m for m in m.modules() if getattr(m, "op", None) in ("rb", "up") or getattr(m, "stride", 1) == 2]
+
+    layers = winograd_layers(fused)
+    assert len(layers) == 36 + 6 + 6 and all(m.winograd is not None for m in layers)  # blocks, deconvs, stride 2
     monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "1")
     plain = onednn_model(lowp, use_winograd=False)
-    assert all(m.winograd is None for m in plain.modules() if getattr(m, "op", None) in ("rb", "up"))
+    assert all(m.winograd is None for m in winograd_layers(plain))
     atol = 1e-3 if kernel == torch.bfloat16 else 1e-5
     with torch.inference_mode():
         want = model.double()(x.double())

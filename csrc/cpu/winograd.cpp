@@ -51,31 +51,41 @@ namespace {
 
 // The kernel's variants: what an input tile, its transforms and its output tile are
 // (winograd_body.h). in: input tile side; pos: transformed tile side (NP = pos * pos GEMMs);
-// out: output tile side; step: input pixels between tiles; up: output size / input size.
+// out: output tile side; step: input pixels between tiles (output sizes: out_size).
 // np: the GEMMs per tile (the transformed tile's pos * pos values, but for the complex kC4 and kC8).
-enum Variant { kF2, kF4, kC4, kC8, kUp };
+enum Variant { kF2, kF4, kC4, kC8, kUp, kS2 };
 template <int VAR>
 struct Tiles;
 template <>
 struct Tiles<kF2> {  // Winograd F(2x2, 3x3)
-  static constexpr int in = 4, pos = 4, out = 2, step = 2, up = 1, np = 16;
+  static constexpr int in = 4, pos = 4, out = 2, step = 2, np = 16;
 };
 template <>
 struct Tiles<kF4> {  // Winograd F(4x4, 3x3)
-  static constexpr int in = 6, pos = 6, out = 4, step = 4, up = 1, np = 36;
+  static constexpr int in = 6, pos = 6, out = 4, step = 4, np = 36;
 };
 template <>
 struct Tiles<kC4> {  // complex Winograd F(4x4, 3x3), points 0, +-1, +-i: bfloat16 (winograd_body.h)
-  static constexpr int in = 6, pos = 6, out = 4, step = 4, up = 1, np = 46;
+  static constexpr int in = 6, pos = 6, out = 4, step = 4, np = 46;
 };
 template <>
 struct Tiles<kC8> {  // complex Winograd F(8x8, 3x3), points 0, infinity, the 8th roots of unity: bfloat16
-  static constexpr int in = 10, pos = 10, out = 8, step = 8, up = 1, np = 142;
+  static constexpr int in = 10, pos = 10, out = 8, step = 8, np = 142;
 };
 template <>
 struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases of F(2x2, 2x2)
-  static constexpr int in = 4, pos = 6, out = 4, step = 2, up = 2, np = 36;
+  static constexpr int in = 4, pos = 6, out = 4, step = 2, np = 36;
 };
+template <>
+struct Tiles<kS2> {  // 3x3 stride-2 padding-1 convolution: polyphase, F(3, 2) x pass-through per side
+  static constexpr int in = 7, pos = 7, out = 3, step = 6, np = 49;
+};
+
+// The output side of an n-pixel input side.
+template <int VAR>
+constexpr int64_t out_size(int64_t n) {
+  return VAR == kUp ? 2 * n : VAR == kS2 ? (n + 1) / 2 : n;
+}
 
 // The kernels' blocks: an H x W image (N of them) in tiles `step` input pixels apart, each tile
 // row cut into blocks of KB tiles, numbered a tile row's blocks in order, rows in order, images
@@ -258,6 +268,8 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
     dispatch<kF2, T>(go, NR);
   } else if (var == kUp) {
     dispatch<kUp, T>(go, NR);
+  } else if (var == kS2) {
+    dispatch<kS2, T>(go, NR);
   } else if constexpr (std::is_same_v<T, float>) {  // real F(4x4, 3x3): float32 only (check)
     dispatch<kF4, T>(go, NR);
   } else if (var == kC4) {  // the complex ones: bfloat16 only (check)
@@ -275,28 +287,39 @@ struct Conv {
   int64_t NR;  // register block
 };
 
-// transposed: the 4x4 stride-2 transposed convolution (u: 36 positions); else the 3x3 one, whose
-// u has 16 positions for F(2x2, 3x3), 36 for the real F(4x4, 3x3) (float32 only: in bfloat16 its
-// rounding error would be ~10x torch's own convolution's), or 46 for the complex one and 142 for
-// the complex F(8x8, 3x3) (bfloat16 only: in float32 the real one does fewer multiplies).
-Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool transposed) {
+// The ops' kinds of convolution.
+enum Kind { k3x3, kTransposed, kStride2 };
+
+// kTransposed: the 4x4 stride-2 transposed convolution (u: 36 positions); kStride2: the 3x3
+// stride-2 one (49); else the 3x3 stride-1 one, whose u has 16 positions for F(2x2, 3x3), 36 for
+// the real F(4x4, 3x3) (float32 only: in bfloat16 its rounding error would be ~10x torch's own
+// convolution's), or 46 for the complex one and 142 for the complex F(8x8, 3x3) (bfloat16 only:
+// in float32 the real one does fewer multiplies).
+Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, Kind kind) {
   const auto dt = x.scalar_type();
   TORCH_CHECK(x.device().is_cpu() && (dt == at::kBFloat16 || dt == at::kFloat) && x.dim() == 4, op,
               ": x must be a 4-D bfloat16 or float32 CPU tensor, got ", dt, " ", x.sizes());
   const int64_t P = dt == at::kBFloat16 ? 2 : 1;
   const int64_t np = u.dim() == 5 ? u.size(0) : 0;
-  const bool npos = transposed ? np == Tiles<kUp>::np
-                               : (np == Tiles<kF2>::np || (dt == at::kFloat ? np == Tiles<kF4>::np
-                                                                            : np == Tiles<kC4>::np || np == Tiles<kC8>::np));
-  static_assert(Tiles<kUp>::np == 36 && Tiles<kF2>::np == 16 && Tiles<kF4>::np == 36 && Tiles<kC4>::np == 46 &&
-                    Tiles<kC8>::np == 142,
+  const bool npos = kind == kTransposed ? np == Tiles<kUp>::np
+                    : kind == kStride2  ? np == Tiles<kS2>::np
+                                        : (np == Tiles<kF2>::np ||
+                                          (dt == at::kFloat ? np == Tiles<kF4>::np
+                                                            : np == Tiles<kC4>::np || np == Tiles<kC8>::np));
+  static_assert(Tiles<kUp>::np == 36 && Tiles<kS2>::np == 49 && Tiles<kF2>::np == 16 && Tiles<kF4>::np == 36 &&
+                    Tiles<kC4>::np == 46 && Tiles<kC8>::np == 142,
                 "the message below names the positions");
-  const char* want_np = transposed ? "36" : dt == at::kFloat ? "16 or 36" : "16, 46 or 142";
+  const char* want_np = kind == kTransposed ? "36"
+                        : kind == kStride2  ? "49"
+                        : dt == at::kFloat  ? "16 or 36"
+                                            : "16, 46 or 142";
+  const char* packer = kind == kTransposed ? "pack_transpose" : kind == kStride2 ? "pack_stride2" : "pack";
   TORCH_CHECK(u.scalar_type() == dt && npos && u.size(4) == P && u.is_contiguous(), op,
               ": u must be the contiguous [NP, K/NR, C/", P, ", NR, ", P, "] ", dt,
-              " tensor of fastdeblur.models.winograd.", transposed ? "pack_transpose" : "pack", " (NP = ", want_np,
-              "), got ", u.scalar_type(), " ", u.sizes());
-  const Variant var = transposed                ? kUp
+              " tensor of fastdeblur.models.winograd.", packer, " (NP = ", want_np, "), got ", u.scalar_type(), " ",
+              u.sizes());
+  const Variant var = kind == kTransposed        ? kUp
+                      : kind == kStride2         ? kS2
                       : np == Tiles<kF2>::np     ? kF2
                       : np == Tiles<kF4>::np     ? kF4
                       : np == Tiles<kC4>::np     ? kC4
@@ -340,7 +363,7 @@ void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool rel
 // 142 for the complex F(8x8, 3x3) in bfloat16; P = 2 for bfloat16, 1 for float32).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu,
                             const std::optional<at::Tensor>& add) {
-  const Conv c = check("winograd_conv3x3", x, u, bias, false);
+  const Conv c = check("winograd_conv3x3", x, u, bias, k3x3);
   const int64_t N = c.xh.size(0), H = c.xh.size(1), W = c.xh.size(2);
   at::Tensor out = at::empty({N, H, W, c.K}, c.xh.options());
   const at::Tensor addh = add.has_value() ? output_like("winograd_conv3x3", "add", *add, c) : at::Tensor();
@@ -351,7 +374,7 @@ at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::
 // acc += conv3x3(x) + bias, in place: the residual block's second convolution written over the
 // block's input, so the block holds two activations at a time instead of three.
 at::Tensor& winograd_conv3x3_add_(at::Tensor& acc, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
-  const Conv c = check("winograd_conv3x3_add_", x, u, bias, false);
+  const Conv c = check("winograd_conv3x3_add_", x, u, bias, k3x3);
   at::Tensor acch = output_like("winograd_conv3x3_add_", "acc", acc, c);
   // each output pixel reads acc just before writing it, but x is read around it: no overlap
   TORCH_CHECK(at::get_overlap_status(acch, c.xh) == at::MemOverlapStatus::No,
@@ -363,9 +386,19 @@ at::Tensor& winograd_conv3x3_add_(at::Tensor& acc, const at::Tensor& x, const at
 // ConvTranspose2d(C, K, 4, stride=2, padding=1) of x [N, H, W, C] (either form, as above):
 // [N, 2H, 2W, K] in x's form. u: winograd.pack_transpose's [36, K/NR, C/P, NR, P].
 at::Tensor winograd_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
-  const Conv c = check("winograd_conv_transpose4x4s2", x, u, bias, true);
+  const Conv c = check("winograd_conv_transpose4x4s2", x, u, bias, kTransposed);
   const int64_t N = c.xh.size(0), H = c.xh.size(1), W = c.xh.size(2);
   at::Tensor out = at::empty({N, 2 * H, 2 * W, c.K}, c.xh.options());
+  launch(c, u, bias, false, nullptr, out);
+  return c.xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
+}
+
+// Conv2d(C, K, 3, stride=2, padding=1) of x [N, H, W, C] (either form, as above): [N, (H + 1) / 2,
+// (W + 1) / 2, K] in x's form, + bias. u: winograd.pack_stride2's [49, K/NR, C/P, NR, P].
+at::Tensor winograd_conv3x3s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
+  const Conv c = check("winograd_conv3x3s2", x, u, bias, kStride2);
+  const int64_t N = c.xh.size(0), H = c.xh.size(1), W = c.xh.size(2);
+  at::Tensor out = at::empty({N, out_size<kS2>(H), out_size<kS2>(W), c.K}, c.xh.options());
   launch(c, u, bias, false, nullptr, out);
   return c.xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
 }
@@ -382,6 +415,10 @@ TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
   // ConvTranspose2d(C, K, 4, stride=2, padding=1) as four Winograd F(2x2, 2x2) phases, NHWC
   // bfloat16 (AVX512-BF16) or float32 (AVX-512 or AVX2+FMA)
   m.def("winograd_conv_transpose4x4s2(Tensor x, Tensor u, Tensor bias) -> Tensor");
+  // Conv2d(C, K, 3, stride=2, padding=1) as a polyphase Winograd: F(3, 2) on the even input rows and
+  // columns, the odd ones passed through (49 GEMMs per 3x3 output tile instead of 81), NHWC bfloat16
+  // (AVX512-BF16) or float32 (AVX-512 or AVX2+FMA)
+  m.def("winograd_conv3x3s2(Tensor x, Tensor u, Tensor bias) -> Tensor");
   // the register block NR that winograd.pack uses for C -> K channels in dtype; 0: no kernel here
   m.def("winograd_block(ScalarType dtype, int in_channels, int out_channels) -> int", &winograd_block);
 }
@@ -390,6 +427,7 @@ TORCH_LIBRARY_IMPL(fastdeblur, CPU, m) {
   m.impl("winograd_conv3x3", &winograd_conv3x3);
   m.impl("winograd_conv3x3_add_", &winograd_conv3x3_add_);
   m.impl("winograd_conv_transpose4x4s2", &winograd_conv_transpose4x4s2);
+  m.impl("winograd_conv3x3s2", &winograd_conv3x3s2);
 }
 
 }  // namespace fastdeblur

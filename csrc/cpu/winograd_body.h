@@ -32,6 +32,10 @@ constexpr float kHalfSqrt2 = 0.707106781186547524f;
 // e^(3i pi/4)): with a_k = d_k + d_(k+4), b_k = d_k - d_(k+4) (k = 1-3), a4 = d8 + d4,
 // b4 = d8 - d4 and r = sqrt(1/2): (d0 - d8, a1 + a2 + a3 + a4, a2 + a4 - a1 - a3, d9 - d1,
 //   a4 - a2, a3 - a1, b4 + r (b1 - b3), b2 + r (b1 + b3), b4 - r (b1 - b3), b2 - r (b1 + b3)).
+// Stride-2 3x3 (polyphase): output row r of a tile takes input rows 2r + a, a = 0-2, of its 7-row
+// input tile; taps a = 0 and 2 see the even rows e_k = d_2k, a 2-tap correlation done as F(3, 2)
+// with points 0, 1, -1 and infinity (B^T e = (e2 - e0, e1 + e2, e2 - e1, e3 - e1)), and tap 1
+// sees the odd rows, passed through: (e2 - e0, e1 + e2, e2 - e1, e3 - e1, d1, d3, d5).
 // Transposed 4x4 stride 2: input row i feeds output rows 2i - 1 + ky, so output row 2i + p takes
 // input rows (i - 1, i) for p = 0 (kernel rows 3, 1) and (i, i + 1) for p = 1 (kernel rows 2, 0):
 // two 2-tap correlations, each F(2x2, 2x2) with points 1, -1 and infinity (B^T = (d0 + d1,
@@ -74,6 +78,14 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
     v[3] = vfma(e, 2.f, c);
     v[4] = vfnma(e, 2.f, c);
     v[5] = vfma(d[1], 4.f, vfnma(d[3], 5.f, d[5]));
+  } else if constexpr (VAR == kS2) {
+    v[0] = vsub(d[4], d[0]);
+    v[1] = vadd(d[2], d[4]);
+    v[2] = vsub(d[4], d[2]);
+    v[3] = vsub(d[6], d[2]);
+    v[4] = d[1];
+    v[5] = d[3];
+    v[6] = d[5];
   } else {
     for (int p = 0; p < 2; ++p) {
       v[3 * p] = vadd(d[p], d[p + 1]);
@@ -90,6 +102,7 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
 // Complex F(4x4) and F(8x8): y_k = the finite real points' m times p^k (infinity's m adds to the
 // last output only), plus Re(z^k (re + i im)) for each pair's representative z (the weights carry
 // the factor 2 of the conjugate's equal share).
+// Stride 2: F(3, 2)'s outputs (m0 + m1 + m2, m1 - m2, m1 + m2 + m3) plus the odd rows' m4-m6.
 // Transposed: phase p's two outputs (m0 + m1, m0 - m1 + m2) of its m[3p:3p+3], interleaved into
 // output rows (phase 0, phase 1, phase 0, phase 1).
 template <int VAR>
@@ -122,6 +135,11 @@ FD_TARGET inline void at(const Vec* m, Vec* y) {
     y[5] = vfnma(e, kHalfSqrt2, u);
     y[6] = vsub(sm, h);
     y[7] = vadd(vfnma(f, kHalfSqrt2, v), m[3]);
+  } else if constexpr (VAR == kS2) {
+    const Vec a = vadd(m[1], m[2]);
+    y[0] = vadd(vadd(m[0], a), m[4]);
+    y[1] = vadd(vsub(m[1], m[2]), m[5]);
+    y[2] = vadd(vadd(a, m[3]), m[6]);
   } else {
     for (int p = 0; p < 2; ++p) {
       y[p] = vadd(m[3 * p], m[3 * p + 1]);
@@ -223,7 +241,7 @@ FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias,
   using S = Tiles<VAR>;
   constexpr int64_t KB = MR, NP = S::np;
   const BlockGrid grid(H, W, S::step, KB);
-  const int64_t Ho = S::up * H, Wo = S::up * W;
+  const int64_t Ho = out_size<VAR>(H), Wo = out_size<VAR>(W);
   Buffer<T> V(NP * KB * C);
   Buffer<float> M(NP * KB * K);
   for (int64_t blk = begin; blk < end; ++blk) {
@@ -347,7 +365,7 @@ template <int VAR>
 struct Side {
   using S = Tiles<VAR>;
   static constexpr int TI = S::in, TP = S::pos, TO = S::out;
-  static constexpr int kOutPieces = (TP + TO) / 2;  // per output tile and vector of channels
+  static constexpr int kOutPieces = (TP + 1) / 2 + (TO + 1) / 2;  // per output tile and vector of channels
   // the call's tensors: x [N, H, W, C]; out and add [N, Ho, Wo, K]
   const T* x;
   const float* bias;
@@ -382,7 +400,7 @@ struct Side {
   // pieces of the jobs start_in and start_out begin
   int64_t in_pieces() const {
     const int64_t cols = (in_tn - 1) * S::step + TI;  // input columns of the tiles inside
-    return (C / kLanes) * (cols / 2 + in_tn * (TP / 2) + (KB - in_tn));
+    return (C / kLanes) * ((cols + 1) / 2 + in_tn * ((TP + 1) / 2) + (KB - in_tn));
   }
   int64_t out_pieces() const { return (K / kLanes) * out_tn * kOutPieces; }
   void start_in(int64_t blk, T* dst) {
@@ -398,7 +416,7 @@ struct Side {
   void start_out(int64_t blk, const float* src) {
     const auto [n, ti, t0, tn] = grid.at(blk);
     out_tn = tn;
-    const int64_t Ho = S::up * H, Wo = S::up * W;
+    const int64_t Ho = out_size<VAR>(H), Wo = out_size<VAR>(W);
     oadd = add ? add + n * Ho * Wo * K : nullptr;
     oout = out + n * Ho * Wo * K;
     oy0 = S::out * ti;
@@ -441,9 +459,9 @@ struct Side {
         for (int i = 0; i < TP; ++i) vstoref(column(col, i), v[i]);
       }
       ++cdone;
-    } else {  // rows 2 ip, 2 ip + 1 of tile im's (B^T d) B, to V
+    } else {  // rows 2 ip, 2 ip + 1 (an odd TP's last: 2 ip only) of tile im's (B^T d) B, to V
       Vec v[2][TP];
-      for (int g = 0; g < 2; ++g) {
+      for (int g = 0; g < 2 && (TP % 2 == 0 || 2 * ip + g < TP); ++g) {
         Vec row[TI];
         for (int j = 0; j < TI; ++j) row[j] = vloadf(column(c0 + j, 2 * ip + g));
         bt<VAR>(row, v[g]);
@@ -451,10 +469,10 @@ struct Side {
       if constexpr (kPairs<VAR> > 0) {
         complex_store_rows<VAR>(v, ip, Vt, vstride);
       } else {
-        for (int g = 0; g < 2; ++g)
+        for (int g = 0; g < 2 && (TP % 2 == 0 || 2 * ip + g < TP); ++g)
           for (int j = 0; j < TP; ++j) vstore(Vt + ((2 * ip + g) * TP + j) * vstride, v[g][j]);
       }
-      if (++ip == TP / 2) {
+      if (++ip == (TP + 1) / 2) {
         ip = 0;
         next_in_channels();
       }
@@ -463,26 +481,26 @@ struct Side {
 
   FD_TARGET FD_INLINE void out_piece() {
     const float* Mt = M + om * K + ok;  // position xi at Mt + xi * KB * K
-    if (op < TP / 2) {  // columns 2 op, 2 op + 1: A^T m over their rows, to so
+    if (op < (TP + 1) / 2) {  // columns 2 op, 2 op + 1 (but past an odd TP): A^T m over their rows, to so
       Vec col[2][TP];
       if constexpr (kPairs<VAR> > 0) {
         complex_load_columns<VAR>(Mt, KB * K, op, col);
       } else {
-        for (int g = 0; g < 2; ++g)
+        for (int g = 0; g < 2 && (TP % 2 == 0 || 2 * op + g < TP); ++g)
           for (int i = 0; i < TP; ++i) col[g][i] = vloadf(Mt + (i * TP + 2 * op + g) * KB * K);
       }
-      for (int g = 0; g < 2; ++g) {
+      for (int g = 0; g < 2 && (TP % 2 == 0 || 2 * op + g < TP); ++g) {
         Vec s[TO];
         at<VAR>(col[g], s);
         for (int i = 0; i < TO; ++i) vstoref(so + ((2 * op + g) * TO + i) * kLanes, s[i]);
       }
-    } else {  // output rows i, i + 1: of (A^T m) A, + bias, ReLU, + residual
-      const int64_t Ho = S::up * H, Wo = S::up * W;
+    } else {  // output rows i, i + 1 (but past an odd TO): of (A^T m) A, + bias, ReLU, + residual
+      const int64_t Ho = out_size<VAR>(H), Wo = out_size<VAR>(W);
       const Vec b = vloadf(bias + ok);
       for (int g = 0; g < 2; ++g) {
-        const int i = 2 * (op - TP / 2) + g;
+        const int i = 2 * (op - (TP + 1) / 2) + g;
         const int64_t y = oy0 + i;
-        if (y >= Ho) break;
+        if ((TO % 2 != 0 && i >= TO) || y >= Ho) break;
         Vec row[TP], o[TO];
         for (int j = 0; j < TP; ++j) row[j] = vloadf(so + (j * TO + i) * kLanes);
         at<VAR>(row, o);

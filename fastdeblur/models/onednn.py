@@ -71,14 +71,17 @@ class _OneDNN(_Layer):
         super().__init__(layer)
         self._stride = [self.stride, self.stride]
         convs = _convs(layer)
-        # residual blocks (F(2x2, 3x3) or F(4x4, 3x3)) and transposed convolutions (F(2x2, 2x2)
-        # phases) through Winograd where it beats oneDNN (winograd.py); 3x3 stride-2 and the
-        # 3-channel convolutions stay on oneDNN
+        # residual blocks (complex F(8x8, 3x3) in bfloat16, F(4x4, 3x3) in float32), transposed
+        # convolutions (F(2x2, 2x2) phases) and 3x3 stride-2 convolutions (polyphase, F(3, 2))
+        # through Winograd where it beats oneDNN (winograd.py); the 3-channel convolutions stay
+        # on oneDNN (or the small-K kernel below)
         self.winograd: tuple[torch.Tensor, ...] | None = None
         c1, dt = convs[0], convs[0].weight.dtype
-        if self.op in ("rb", "up") and winograd.register_block(dt, c1.in_channels, c1.out_channels) and (
+        stride2 = self.op == "conv" and self.stride == 2 and tuple(c1.kernel_size) == (3, 3)
+        if (self.op in ("rb", "up") or stride2) and winograd.register_block(dt, c1.in_channels, c1.out_channels) and (
                 winograd.preferred(dt) if use_winograd is None else use_winograd and winograd.available(dt)):
-            pack = winograd.pack if self.op == "rb" else winograd.pack_transpose
+            pack = winograd.pack if self.op == "rb" else winograd.pack_transpose if self.op == "up" else (
+                winograd.pack_stride2)
             self.winograd = tuple(t for c in convs for t in (pack(c.weight, dt), c.bias.detach().float()))
         # the decoders' last layer (32 -> 3): the extension's few-output-channel kernel (small_k.py)
         self.small_k: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -103,6 +106,8 @@ class _OneDNN(_Layer):
             return small_k.conv3x3(h, *self.small_k)
         if self.winograd is not None and self.op == "up":
             return winograd.conv_transpose4x4s2(h, *self.winograd)
+        if self.winograd is not None and self.op == "conv":
+            return winograd.conv3x3s2(h, *self.winograd)
         if self.winograd is not None:
             u1, b1, u2, b2 = self.winograd
             t = winograd.conv3x3(h, u1, b1, relu=True)

@@ -23,7 +23,10 @@ The decoders' ConvTranspose2d(C, K, 4, stride=2, padding=1) (7% of the FLOPs) ru
 kernel: output row 2i + p takes input rows (i - 1, i) for p = 0 and (i, i + 1) for p = 1, so
 each of the four row/column parities is a 2x2 correlation, done as F(2x2, 2x2) (9 multiplies
 per 2x2 outputs instead of 16, transform coefficients 1/2 and 1: within 2x torch's error in
-both dtypes).
+both dtypes). So do the encoders' Conv2d(C, K, 3, stride=2, padding=1): per side, output r of a
+tile reads input offsets 2r, 2r + 1 and 2r + 2, so the even offsets (taps 0 and 2) form a 2-tap
+correlation, done as F(3, 2) with points 0, +-1 and infinity, and the odd ones (tap 1) pass
+through: a 7x7 input tile gives 3x3 outputs from 49 multiplies instead of 81 (`pack_stride2`).
 
 Numerics: the transforms run in float32; the transformed input tiles and weights are rounded to
 the activation type and the products accumulate in float32. tests/test_winograd.py holds
@@ -50,11 +53,10 @@ _G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
       4: ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
           (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))}
 # The output tile (m of F(m x m, 3x3)) each dtype runs by default; see the module's docstring.
-# float32: the real F(4x4, 3x3). bfloat16: the complex F(8x8, 3x3); on 2 AMD Zen 4 cores a 720p
-# frame took 1.56-1.58 s with it everywhere against 1.69-1.71 s with the complex F(4x4) at 32 and
-# 64 channels (and F(8x8) at 128 before its transforms moved between the GEMM's calls). Per
+# float32: the real F(4x4, 3x3). bfloat16: the complex F(8x8, 3x3); on 2 AMD Zen 4 cores, per
 # convolution against the complex F(4x4): 32 channels 19.0-19.7 ms against 20.2-21.5, 64 level at
-# 16-17 ms, 128 13.9-14.5 ms against 16.8-18.0 (benchmarks/RESULTS.md).
+# 16-17 ms, 128 13.9-14.5 ms against 16.8-18.0 (a whole frame: within the host's noise;
+# benchmarks/RESULTS.md).
 TILE = {torch.bfloat16: 8, torch.float32: 4}
 DTYPES = (torch.bfloat16, torch.float32)
 
@@ -186,11 +188,33 @@ def pack_transpose(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) ->
     return _panels(u.reshape(36, k, c), dtype, nr)
 
 
+# F(3, 2) with points 0, 1, -1 and infinity, for the stride-2 convolution's even input offsets
+# (csrc/cpu/winograd_body.h); rows 4-6 pass the odd offsets' tap through.
+_G_S2 = ((-1.0, 0.0, 0.0), (0.5, 0.0, 0.5), (0.5, 0.0, -0.5), (0.0, 0.0, 1.0),
+         (0.0, 1.0, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 0.0))
+
+
+def pack_stride2(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """Conv2d(C, K, 3, stride=2, padding=1)'s [K, C, 3, 3] weight -> the kernel's [49, K/NR, C/P, NR,
+    P] transformed weight in `dtype` (NR and P as in `pack`): G g G^T with G's 7 rows per side, 4 of
+    F(3, 2) on the taps at even input offsets (kernel rows 0 and 2) and 3 passing the tap at odd
+    ones (row 1) through. The transform runs in float64."""
+    k, c = weight.shape[:2]
+    nr = register_block(dtype, c, k) if weight.shape[2:] == (3, 3) else 0
+    if nr == 0:
+        raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} stride-2 weight in {dtype} on "
+                         "this machine (3x3 kernels; channel counts and CPU as for pack)")
+    g = torch.tensor(_G_S2, dtype=torch.float64)
+    w = weight.detach().to("cpu", torch.float64)
+    u = (g @ w @ g.T).permute(2, 3, 0, 1).reshape(49, k, c)
+    return _panels(u, dtype, nr)
+
+
 @functools.cache
 def available(dtype: torch.dtype = torch.bfloat16) -> bool:
     """The kernel runs `dtype` here, and a small convolution (odd size, edge tiles, every
-    epilogue; the default tile) and transposed convolution match float64 within that dtype's
-    rounding."""
+    epilogue; the default tile), transposed convolution and stride-2 convolution match float64
+    within that dtype's rounding."""
     if register_block(dtype, 16, 32) == 0:
         return False
     gen = torch.Generator().manual_seed(0)
@@ -205,8 +229,11 @@ def available(dtype: torch.dtype = torch.bfloat16) -> bool:
         want = want.relu().permute(0, 2, 3, 1) + add.double()
         got_t = conv_transpose4x4s2(x, pack_transpose(wt, dtype), b).double()
         want_t = torch.nn.functional.conv_transpose2d(nchw, wt.double(), b.double(), stride=2, padding=1)
+        got_s = conv3x3s2(x, pack_stride2(w, dtype), b).double()
+        want_s = torch.nn.functional.conv2d(nchw, w.double(), b.double(), stride=2, padding=1)
     tol = 0.05 if dtype == torch.bfloat16 else 1e-4  # values up to ~5: bfloat16 rounding is ~0.02
-    return bool((got - want).abs().max() <= tol and (got_t - want_t.permute(0, 2, 3, 1)).abs().max() <= tol)
+    return bool((got - want).abs().max() <= tol and (got_t - want_t.permute(0, 2, 3, 1)).abs().max() <= tol
+                and (got_s - want_s.permute(0, 2, 3, 1)).abs().max() <= tol)
 
 
 def preferred(dtype: torch.dtype = torch.bfloat16) -> bool:
@@ -253,3 +280,10 @@ def conv_transpose4x4s2(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor) ->
     the channels_last [N, C, H, W] forms), as four Winograd F(2x2, 2x2) phases; u:
     `pack_transpose(w, x.dtype)`; bias: float32."""
     return torch.ops.fastdeblur.winograd_conv_transpose4x4s2(x, u, bias.float().contiguous())
+
+
+def conv3x3s2(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Conv2d(C, K, 3, stride=2, padding=1)(x) + bias: [N, H, W, C] -> [N, (H + 1) // 2, (W + 1) // 2,
+    K] (or the channels_last [N, C, H, W] forms), as a polyphase Winograd (49 multiplies per 3x3
+    output tile instead of 81); u: `pack_stride2(w, x.dtype)`; bias: float32."""
+    return torch.ops.fastdeblur.winograd_conv3x3s2(x, u, bias.float().contiguous())
