@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from fastdeblur.models import onednn_model, small_k, winograd
 from fastdeblur.reference import DMPHN
 
+from .utils import check_nhwc_forms
+
 # (dtype, ATEN_CPU_CAPABILITY): every kernel this CPU runs ("avx2" limits float32 to the AVX2 one)
 _HAS_AVX512 = small_k.available(torch.float32) and small_k.runs(torch.float32, 16, 3)
 DTYPES = [pytest.param((torch.bfloat16, None), id="bf16", marks=pytest.mark.skipif(
@@ -58,19 +60,7 @@ def test_error_is_at_most_twice_torchs(dtype, n, c, k, h, w, seed):
 def test_forms_threads_and_fake_kernel(dtype):
     x, wt, b = _case(2, 32, 3, 6, 11, dtype)
     w = small_k.pack(wt, dtype)
-    want = small_k.conv3x3(x, w, b)
-    got = small_k.conv3x3(_nchw(x), w, b)  # the channels_last [N, C, H, W] view, kept on the way out
-    assert got.shape == (2, 3, 6, 11) and got.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(got.permute(0, 2, 3, 1), want)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert torch.equal(small_k.conv3x3(x, w, b), want)
-    finally:
-        torch.set_num_threads(threads)
-    for xin in (x, _nchw(x)):
-        torch.library.opcheck(torch.ops.fastdeblur.conv3x3_small_k, (xin, w, b.float()),
-                              test_utils=("test_schema", "test_faketensor"))
+    check_nhwc_forms(small_k.conv3x3, torch.ops.fastdeblur.conv3x3_small_k, x, w, b, (2, 3, 6, 11))
 
 
 def test_bad_arguments_name_the_problem(dtype, monkeypatch):

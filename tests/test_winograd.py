@@ -15,6 +15,8 @@ from fastdeblur import api
 from fastdeblur.models import onednn_model, winograd
 from fastdeblur.reference import DMPHN
 
+from .utils import check_nhwc_forms
+
 pytestmark = pytest.mark.skipif(not winograd.available(torch.float32),
                                 reason="the Winograd kernels need the extension and a CPU with AVX2 and FMA")
 needs_bf16 = pytest.mark.skipif(not winograd.available(torch.bfloat16), reason="no AVX512-BF16 on this CPU")
@@ -111,6 +113,15 @@ def up_kernel(request, monkeypatch):
     return dtype
 
 
+def _assert_within_twice_torchs(got, want, base, dtype, what):
+    """got's error against the float64 want is at most 2x torch's own (base), at the worst pixel
+    and in rms (float32: both ~1e-6, and torch's varies with its algorithm, hence the atol)."""
+    atol = 1e-6 if dtype == torch.bfloat16 else 2e-6
+    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
+        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
+        assert err <= 2 * ref_err + atol, f"{what} error {err:.3g} > 2 x torch's {ref_err:.3g} in {dtype}"
+
+
 def _up_case(n, c, k, h, w, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, h, w, c, generator=g).to(dtype)  # NHWC
@@ -129,29 +140,14 @@ def test_transposed_error_is_at_most_twice_torchs(up_kernel, n, c, k, h, w, seed
     assert got.shape == (n, 2 * h, 2 * w, k) and got.dtype == up_kernel and got.is_contiguous()
     want = F.conv_transpose2d(_nchw(x).double(), wt.double(), b.double(), stride=2, padding=1).permute(0, 2, 3, 1)
     base = F.conv_transpose2d(_nchw(x), wt, b, stride=2, padding=1).permute(0, 2, 3, 1)
-    atol = 1e-6 if up_kernel == torch.bfloat16 else 2e-6
-    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
-        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
-        assert err <= 2 * ref_err + atol, f"transposed error {err:.3g} > 2 x torch's {ref_err:.3g} in {up_kernel}"
+    _assert_within_twice_torchs(got, want, base, up_kernel, "transposed")
 
 
 def test_transposed_forms_threads_and_checks(up_kernel):
     x, wt, b = _up_case(2, 32, 64, 5, 27, up_kernel)
     u = winograd.pack_transpose(wt, up_kernel)
-    want = winograd.conv_transpose4x4s2(x, u, b)
-    got = winograd.conv_transpose4x4s2(_nchw(x), u, b)  # the channels_last [N, C, H, W] form, kept
-    assert got.shape == (2, 64, 10, 54) and got.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(got.permute(0, 2, 3, 1), want)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert torch.equal(winograd.conv_transpose4x4s2(x, u, b), want)
-    finally:
-        torch.set_num_threads(threads)
-    torch.library.opcheck(torch.ops.fastdeblur.winograd_conv_transpose4x4s2, (x, u, b.float()),
-                          test_utils=("test_schema", "test_faketensor"))
-    torch.library.opcheck(torch.ops.fastdeblur.winograd_conv_transpose4x4s2, (_nchw(x), u, b.float()),
-                          test_utils=("test_schema", "test_faketensor"))
+    check_nhwc_forms(winograd.conv_transpose4x4s2, torch.ops.fastdeblur.winograd_conv_transpose4x4s2, x, u, b,
+                     (2, 64, 10, 54))
     op = winograd.conv_transpose4x4s2
     with pytest.raises(RuntimeError, match="winograd.pack_transpose .NP = 36."):  # 3x3 weights
         op(x, winograd.pack(torch.zeros(64, 32, 3, 3), up_kernel, tile=2), b)
@@ -177,28 +173,13 @@ def test_stride2_error_is_at_most_twice_torchs(up_kernel, n, c, k, h, w, seed):
     assert got.shape == (n, (h + 1) // 2, (w + 1) // 2, k) and got.dtype == up_kernel and got.is_contiguous()
     want = F.conv2d(_nchw(x).double(), wt.double(), b.double(), stride=2, padding=1).permute(0, 2, 3, 1)
     base = F.conv2d(_nchw(x), wt, b, stride=2, padding=1).permute(0, 2, 3, 1)
-    atol = 1e-6 if up_kernel == torch.bfloat16 else 2e-6
-    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
-        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
-        assert err <= 2 * ref_err + atol, f"stride-2 error {err:.3g} > 2 x torch's {ref_err:.3g} in {up_kernel}"
+    _assert_within_twice_torchs(got, want, base, up_kernel, "stride-2")
 
 
 def test_stride2_forms_threads_and_checks(up_kernel):
     x, wt, b, _ = _case(2, 32, 64, 13, 27, dtype=up_kernel)
     u = winograd.pack_stride2(wt, up_kernel)
-    want = winograd.conv3x3s2(x, u, b)
-    got = winograd.conv3x3s2(_nchw(x), u, b)  # the channels_last [N, C, H, W] form, kept
-    assert got.shape == (2, 64, 7, 14) and got.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(got.permute(0, 2, 3, 1), want)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert torch.equal(winograd.conv3x3s2(x, u, b), want)
-    finally:
-        torch.set_num_threads(threads)
-    for args in ((x, u, b.float()), (_nchw(x), u, b.float())):
-        torch.library.opcheck(torch.ops.fastdeblur.winograd_conv3x3s2, args,
-                              test_utils=("test_schema", "test_faketensor"))
+    check_nhwc_forms(winograd.conv3x3s2, torch.ops.fastdeblur.winograd_conv3x3s2, x, u, b, (2, 64, 7, 14))
     op = winograd.conv3x3s2
     with pytest.raises(RuntimeError, match="winograd.pack_stride2 .NP = 49."):  # a stride-1 packing
         op(x, winograd.pack(wt, up_kernel, tile=2), b)

@@ -22,6 +22,28 @@ def assert_within_lowprec_rule(got: torch.Tensor, torch_lowprec: torch.Tensor, r
     assert err <= 2 * base + atol, f"error {err:.3g} > 2 x torch's {base:.3g} + {atol}"
 
 
+def check_nhwc_forms(fn, op, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                     nchw_shape: tuple[int, ...]) -> torch.Tensor:
+    """A CPU conv op's forms and threads: fn(x, weight, bias) on NHWC memory given as an [N, H, W, C]
+    tensor or as the channels_last [N, C, H, W] view of it gives the same bits in the same form
+    (nchw_shape for the view), and the same on one thread; `op` (the torch.ops op behind fn, which
+    takes a float32 bias) passes opcheck's schema and fake-tensor tests in both forms. Returns the
+    NHWC result."""
+    want = fn(x, weight, bias)
+    got = fn(x.permute(0, 3, 1, 2), weight, bias)
+    assert got.shape == nchw_shape and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.permute(0, 2, 3, 1), want)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(fn(x, weight, bias), want)
+    finally:
+        torch.set_num_threads(threads)
+    for xin in (x, x.permute(0, 3, 1, 2)):
+        torch.library.opcheck(op, (xin, weight, bias.float()), test_utils=("test_schema", "test_faketensor"))
+    return want
+
+
 def rss_bytes() -> int:
     """This process's resident set size now (Linux: /proc/self/statm)."""
     with open("/proc/self/statm") as f:

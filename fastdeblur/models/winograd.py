@@ -168,16 +168,23 @@ _G_UP = ((0.5, 0.5), (-0.5, 0.5), (0.0, 1.0))
 _UP_TAPS = ((3, 1), (2, 0))
 
 
+def _block_or_raise(weight: torch.Tensor, dtype: torch.dtype, c: int, k: int, side: int, what: str) -> int:
+    """register_block for a C -> K `what` weight with side x side kernels, or the ValueError saying
+    the kernel does not run it here."""
+    nr = register_block(dtype, c, k) if weight.shape[2:] == (side, side) else 0
+    if nr == 0:
+        raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} {what} weight in {dtype} on "
+                         f"this machine ({side}x{side} kernels; channel counts and CPU as for pack)")
+    return nr
+
+
 def pack_transpose(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """ConvTranspose2d(C, K, 4, stride=2, padding=1)'s [C, K, 4, 4] weight -> the kernel's
     [36, K/NR, C/P, NR, P] transformed weight in `dtype` (NR and P as in `pack`): for each of the
     four output phases (row and column parity), G g G^T of its 2x2 taps, in a 6x6 layout whose
     3x3 blocks are the phases. The transform runs in float64."""
     c, k = weight.shape[:2]
-    nr = register_block(dtype, c, k) if weight.shape[2:] == (4, 4) else 0
-    if nr == 0:
-        raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} transposed weight in {dtype} "
-                         "on this machine (4x4 kernels; channel counts and CPU as for pack)")
+    nr = _block_or_raise(weight, dtype, c, k, 4, "transposed")
     g = torch.tensor(_G_UP, dtype=torch.float64)
     w = weight.detach().to("cpu", torch.float64).permute(1, 0, 2, 3)  # [K, C, 4, 4]
     u = torch.zeros(6, 6, k, c, dtype=torch.float64)
@@ -200,10 +207,7 @@ def pack_stride2(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> t
     F(3, 2) on the taps at even input offsets (kernel rows 0 and 2) and 3 passing the tap at odd
     ones (row 1) through. The transform runs in float64."""
     k, c = weight.shape[:2]
-    nr = register_block(dtype, c, k) if weight.shape[2:] == (3, 3) else 0
-    if nr == 0:
-        raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} stride-2 weight in {dtype} on "
-                         "this machine (3x3 kernels; channel counts and CPU as for pack)")
+    nr = _block_or_raise(weight, dtype, c, k, 3, "stride-2")
     g = torch.tensor(_G_S2, dtype=torch.float64)
     w = weight.detach().to("cpu", torch.float64)
     u = (g @ w @ g.T).permute(2, 3, 0, 1).reshape(49, k, c)
