@@ -383,24 +383,27 @@ at::Tensor& winograd_conv3x3_add_(at::Tensor& acc, const at::Tensor& x, const at
   return acc;
 }
 
-// ConvTranspose2d(C, K, 4, stride=2, padding=1) of x [N, H, W, C] (either form, as above):
-// [N, 2H, 2W, K] in x's form. u: winograd.pack_transpose's [36, K/NR, C/P, NR, P].
-at::Tensor winograd_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
-  const Conv c = check("winograd_conv_transpose4x4s2", x, u, bias, kTransposed);
+// The ops whose output size differs from the input's: x [N, H, W, C] (either form, as above) ->
+// [N, out_size(H), out_size(W), K] in x's form, + bias.
+at::Tensor resampled(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, Kind kind) {
+  const Conv c = check(op, x, u, bias, kind);
   const int64_t N = c.xh.size(0), H = c.xh.size(1), W = c.xh.size(2);
-  at::Tensor out = at::empty({N, 2 * H, 2 * W, c.K}, c.xh.options());
+  auto size = [kind](int64_t n) { return kind == kTransposed ? out_size<kUp>(n) : out_size<kS2>(n); };
+  at::Tensor out = at::empty({N, size(H), size(W), c.K}, c.xh.options());
   launch(c, u, bias, false, nullptr, out);
   return c.xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
 }
 
-// Conv2d(C, K, 3, stride=2, padding=1) of x [N, H, W, C] (either form, as above): [N, (H + 1) / 2,
-// (W + 1) / 2, K] in x's form, + bias. u: winograd.pack_stride2's [49, K/NR, C/P, NR, P].
+// ConvTranspose2d(C, K, 4, stride=2, padding=1): [N, H, W, C] -> [N, 2H, 2W, K]. u:
+// winograd.pack_transpose's [36, K/NR, C/P, NR, P].
+at::Tensor winograd_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
+  return resampled("winograd_conv_transpose4x4s2", x, u, bias, kTransposed);
+}
+
+// Conv2d(C, K, 3, stride=2, padding=1): [N, H, W, C] -> [N, (H + 1) / 2, (W + 1) / 2, K]. u:
+// winograd.pack_stride2's [49, K/NR, C/P, NR, P].
 at::Tensor winograd_conv3x3s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
-  const Conv c = check("winograd_conv3x3s2", x, u, bias, kStride2);
-  const int64_t N = c.xh.size(0), H = c.xh.size(1), W = c.xh.size(2);
-  at::Tensor out = at::empty({N, out_size<kS2>(H), out_size<kS2>(W), c.K}, c.xh.options());
-  launch(c, u, bias, false, nullptr, out);
-  return c.xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
+  return resampled("winograd_conv3x3s2", x, u, bias, kStride2);
 }
 
 }  // namespace

@@ -80,8 +80,7 @@ class _OneDNN(_Layer):
         stride2 = self.op == "conv" and self.stride == 2 and tuple(c1.kernel_size) == (3, 3)
         if (self.op in ("rb", "up") or stride2) and winograd.register_block(dt, c1.in_channels, c1.out_channels) and (
                 winograd.preferred(dt) if use_winograd is None else use_winograd and winograd.available(dt)):
-            pack = winograd.pack if self.op == "rb" else winograd.pack_transpose if self.op == "up" else (
-                winograd.pack_stride2)
+            pack = {"rb": winograd.pack, "up": winograd.pack_transpose, "conv": winograd.pack_stride2}[self.op]
             self.winograd = tuple(t for c in convs for t in (pack(c.weight, dt), c.bias.detach().float()))
         # the decoders' last layer (32 -> 3): the extension's few-output-channel kernel (small_k.py)
         self.small_k: tuple[torch.Tensor, torch.Tensor] | None = None

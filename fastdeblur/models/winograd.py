@@ -114,12 +114,14 @@ def _tap_map(m: int, complex_: bool) -> torch.Tensor:
     residual-block convolutions in 0.72 s with the complex transforms done per weight (27 ms at
     128 channels), and takes ~0.2 s so."""
     basis = torch.eye(9, dtype=torch.float64).reshape(9, 1, 3, 3)  # K = 9 unit kernels, C = 1
-    if complex_:
-        u = _complex(basis, m)
-    else:
-        g = torch.tensor(_G[m], dtype=torch.float64)
-        u = (g @ basis @ g.T).permute(2, 3, 0, 1).reshape((m + 2) ** 2, 9, 1)
+    u = _complex(basis, m) if complex_ else _sandwich(_G[m], basis)
     return u[:, :, 0].contiguous()
+
+
+def _sandwich(g: tuple[tuple[float, ...], ...], w: torch.Tensor) -> torch.Tensor:
+    """G w G^T of a [K, C, r, r] float64 weight, as [n * n, K, C] positions (n = G's rows), row by row."""
+    gm = torch.tensor(g, dtype=torch.float64)
+    return (gm @ w @ gm.T).permute(2, 3, 0, 1).reshape(len(g) ** 2, *w.shape[:2])
 
 
 def _complex(w: torch.Tensor, m: int) -> torch.Tensor:
@@ -208,10 +210,7 @@ def pack_stride2(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> t
     ones (row 1) through. The transform runs in float64."""
     k, c = weight.shape[:2]
     nr = _block_or_raise(weight, dtype, c, k, 3, "stride-2")
-    g = torch.tensor(_G_S2, dtype=torch.float64)
-    w = weight.detach().to("cpu", torch.float64)
-    u = (g @ w @ g.T).permute(2, 3, 0, 1).reshape(49, k, c)
-    return _panels(u, dtype, nr)
+    return _panels(_sandwich(_G_S2, weight.detach().to("cpu", torch.float64)), dtype, nr)
 
 
 @functools.cache
