@@ -29,8 +29,11 @@ Providers:
   onednn_bf16_c4  the same with every residual block on the complex F(4x4, 3x3) (before the complex
                   F(8x8, 3x3) took them all)
   onednn_bf16_direct  the same with every convolution direct on oneDNN (no extension kernels)
-  onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU; Winograd F(4x4, 3x3)
-                  and the transposed convolutions' F(2x2, 2x2) wherever they run)
+  onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU; Winograd F(6x6, 3x3),
+                  the transposed convolutions' F(2x2, 2x2) and the stride-2 ones' polyphase
+                  F(3, 2) wherever they run)
+  onednn_fp32_f4  the same with the residual blocks on the real F(4x4, 3x3) (float32's tile before
+                  F(6x6, 3x3))
   onednn_fp32_direct  the same with every convolution direct on oneDNN
 Every provider's output is checked against the float32 reference before it is timed.
 """
@@ -53,7 +56,7 @@ from fastdeblur.metrics import psnr
 PROVIDERS = ["official_fp32", "stock_best", "reference_fp32", "reference_fp16", "fused_fp16", "fused_fp16_all",
              "fused_fp16_1k", "fused_fp16_graph", "fastdeblur", "fastdeblur_half", "fastdeblur_triton",
              "onednn_bf16", "onednn_bf16_f2", "onednn_bf16_c4", "onednn_bf16_direct", "onednn_fp32",
-             "onednn_fp32_direct", "compiled"]
+             "onednn_fp32_f4", "onednn_fp32_direct", "compiled"]
 _OFFICIAL = {"dmphn-1-2-4-gopro": official_style.dmphn_124, "dmphn-1-2-4-8-gopro": official_style.dmphn_1248,
              "stack4-dmphn-gopro": official_style.stack_dmphn}
 _models: dict = {}
@@ -119,7 +122,7 @@ def _provider(provider: str, name: str, device: str):
         xin = x.half().contiguous(memory_format=torch.channels_last)
         return (graphed(m, xin) if provider.endswith("graph") else lambda: m(xin)), torch.float16
     if provider in ("onednn_bf16", "onednn_bf16_f2", "onednn_bf16_c4", "onednn_bf16_direct", "onednn_fp32",
-                    "onednn_fp32_direct"):
+                    "onednn_fp32_f4", "onednn_fp32_direct"):
         if device != "cpu":
             pytest.skip("CPU provider")
         from fastdeblur._heap import reuse_heap
@@ -132,7 +135,7 @@ def _provider(provider: str, name: str, device: str):
         direct = provider.endswith("_direct")
         tile = winograd.TILE[dt]
         try:  # the weights are packed here, for the tile chosen now
-            if provider.endswith(("_f2", "_c4")):
+            if provider.endswith(("_f2", "_c4", "_f4")):  # F(2x2), bfloat16's complex F(4x4), float32's real one
                 winograd.TILE[dt] = 2 if provider.endswith("_f2") else 4
             m = onednn_model(_model(name, device, dt, channels_last=True), use_winograd=False if direct else None,
                              use_small_k=False if direct else None)

@@ -1,7 +1,8 @@
 """The Winograd kernels (csrc/cpu/winograd.cpp: F(2x2, 3x3) and the transposed convolution's
 F(2x2, 2x2) phases in bfloat16 on AVX512-BF16 and in float32 on AVX-512 and on AVX2, the real
-F(4x4, 3x3) in float32, the complex one in bfloat16) against float64, by the 2x-PyTorch-error rule
-(the real F(4x4, 3x3): its own bound), and their place in the CPU model."""
+F(4x4, 3x3) and F(6x6, 3x3) in float32, the complex F(4x4, 3x3) and F(8x8, 3x3) in bfloat16)
+against float64, by the 2x-PyTorch-error rule (the real F(4x4) and F(6x6): their own bounds), and
+their place in the CPU model."""
 
 import copy
 
@@ -21,22 +22,26 @@ pytestmark = pytest.mark.skipif(not winograd.available(torch.float32),
                                 reason="the Winograd kernels need the extension and a CPU with AVX2 and FMA")
 needs_bf16 = pytest.mark.skipif(not winograd.available(torch.bfloat16), reason="no AVX512-BF16 on this CPU")
 # (dtype, ATEN_CPU_CAPABILITY, output tile): every kernel this CPU runs; "avx2" limits float32 to
-# the AVX2 one. Defaults: bfloat16's tile 8 (the complex F(8x8, 3x3)), float32's tile 4 (the real
-# F(4x4, 3x3)); the others on request: tile 2 in both, bfloat16's complex F(4x4, 3x3).
+# the AVX2 one. Defaults: bfloat16's tile 8 (the complex F(8x8, 3x3)), float32's tile 6 (the real
+# F(6x6, 3x3)); the others on request: tile 2 in both, 4 (bfloat16's complex F(4x4, 3x3), float32's
+# real one).
 KERNELS = [pytest.param((torch.bfloat16, None, 4), id="bf16-c4", marks=needs_bf16),
            pytest.param((torch.bfloat16, None, 8), id="bf16-c8", marks=needs_bf16),
            pytest.param((torch.bfloat16, None, 2), id="bf16-f2", marks=needs_bf16),
+           pytest.param((torch.float32, None, 6), id="fp32-f6"),
+           pytest.param((torch.float32, "avx2", 6), id="fp32-f6-avx2"),
            pytest.param((torch.float32, None, 4), id="fp32-f4"),
            pytest.param((torch.float32, "avx2", 4), id="fp32-f4-avx2"),
            pytest.param((torch.float32, None, 2), id="fp32-f2"),
            pytest.param((torch.float32, "avx2", 2), id="fp32-f2-avx2")]
 # How far each kernel's error may exceed torch's own convolution's in the same dtype, against
 # float64: (max, rms), by (dtype, tile). 2x, the project's rule for low precision, but for the
-# real F(4x4, 3x3) (float32 only): its error is ~1e-5 of the values, up to 14x direct float32's at
-# the worst pixel and 5x in rms over these cases and seeds (any real F(4x4, 3x3) has this: the
-# transforms' 4s, 5s and 8s amplify rounding). The complex one's coefficients are 0 and +-1.
+# real F(4x4, 3x3) and F(6x6, 3x3) (float32 only): their error is ~1e-6 to 1e-5 of the values,
+# F(4x4)'s up to 14x direct float32's at the worst pixel and 5x in rms over these cases and seeds,
+# F(6x6)'s up to 21x and 11x (any real F(4x4) or F(6x6) has this: the transforms' coefficients,
+# up to 8 and 32, amplify rounding). The complex ones' coefficients are 0, +-1 and +-sqrt(1/2).
 ERROR_FACTOR = {(torch.bfloat16, 2): (2, 2), (torch.bfloat16, 4): (2, 2), (torch.bfloat16, 8): (2, 2),
-                (torch.float32, 2): (2, 2), (torch.float32, 4): (24, 8)}
+                (torch.float32, 2): (2, 2), (torch.float32, 4): (24, 8), (torch.float32, 6): (36, 18)}
 
 
 @pytest.fixture(params=KERNELS)
@@ -306,7 +311,7 @@ def test_the_capability_switch_picks_the_avx2_kernel(monkeypatch):
     assert winograd.register_block(torch.float32, 32, 64) == 16
     assert winograd.register_block(torch.bfloat16, 32, 64) == 0  # bfloat16 needs AVX512-BF16
     u = winograd.pack(torch.zeros(64, 32, 3, 3), torch.float32)
-    assert u.shape == (36, 4, 32, 16, 1)  # F(4x4, 3x3): 6x6 positions
+    assert u.shape == (64, 4, 32, 16, 1)  # F(6x6, 3x3): 8x8 positions
     assert winograd.pack(torch.zeros(64, 32, 3, 3), torch.float32, tile=2).shape == (16, 4, 32, 16, 1)
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     assert winograd.register_block(torch.float32, 32, 64) == 0
@@ -317,14 +322,15 @@ def test_the_capability_switch_picks_the_avx2_kernel(monkeypatch):
 
 def test_default_tiles():
     """bfloat16 packs the complex F(8x8, 3x3) (142 positions) at every channel count, float32
-    the real F(4x4, 3x3) (36); tile= picks another."""
-    assert winograd.TILE == {torch.bfloat16: 8, torch.float32: 4}
+    the real F(6x6, 3x3) (64); tile= picks another."""
+    assert winograd.TILE == {torch.bfloat16: 8, torch.float32: 6}
     if winograd.available(torch.bfloat16):
         for c in (32, 64, 128):
             assert winograd.pack(torch.zeros(c, c, 3, 3)).shape[0] == 142
         assert winograd.pack(torch.zeros(64, 64, 3, 3), tile=4).shape[0] == 46
     if winograd.available(torch.float32):
-        assert winograd.pack(torch.zeros(64, 64, 3, 3), torch.float32).shape[0] == 36
+        assert winograd.pack(torch.zeros(64, 64, 3, 3), torch.float32).shape[0] == 64
+        assert winograd.pack(torch.zeros(64, 64, 3, 3), torch.float32, tile=4).shape[0] == 36
 
 
 def test_channels_last_view_in_and_out(kernel):
@@ -351,9 +357,9 @@ def test_threads_and_blocks_do_not_change_the_result(kernel):
     assert torch.equal(one, two)
     # each output pixel depends on its 3x3 neighbourhood only: a crop of the input at a tile
     # boundary gives the same interior, away from the tiles that read the crop's zero padding
-    m = winograd.TILE[kernel]  # the output tile, the input tiles' step: 40 is a multiple of every one
-    crop = winograd.conv3x3(x[:, :, 40:71].contiguous(), u, b)
-    assert torch.equal(crop[:, :, m:-m], one[:, :, 40 + m:71 - m])
+    m = winograd.TILE[kernel]  # the output tile, the input tiles' step: 48 is a multiple of every one
+    crop = winograd.conv3x3(x[:, :, 48:79].contiguous(), u, b)
+    assert torch.equal(crop[:, :, m:-m], one[:, :, 48 + m:79 - m])
 
 
 def test_bad_arguments_name_the_problem():
@@ -383,10 +389,14 @@ def test_bad_arguments_name_the_problem():
             winograd.pack(wt, dtype, tile=3)
     with pytest.raises(ValueError, match="Winograd tile 8: .* and F.8x8, 3x3. in bfloat16"):
         winograd.pack(wt, torch.float32, tile=8)
-    # the real F(4x4, 3x3)'s weights built by hand for bfloat16, and the complex one's for float32
-    with pytest.raises(RuntimeError, match=r"NP = 16, 46 or 142\), got BFloat16 \[36"):
-        op(x.bfloat16(), u.bfloat16(), b)
-    with pytest.raises(RuntimeError, match=r"NP = 16 or 36\), got Float \[46"):
+    with pytest.raises(ValueError, match="Winograd tile 6: .* F.6x6, 3x3. in float32"):
+        winograd.pack(wt, torch.bfloat16, tile=6)
+    # the real F(4x4, 3x3)'s and F(6x6, 3x3)'s weights built by hand for bfloat16, and the complex
+    # one's for float32
+    for real in (winograd.pack(wt, torch.float32, tile=4), u):
+        with pytest.raises(RuntimeError, match=rf"NP = 16, 46 or 142\), got BFloat16 \[{len(real)}"):
+            op(x.bfloat16(), real.bfloat16(), b)
+    with pytest.raises(RuntimeError, match=r"NP = 16, 36 or 64\), got Float \[46"):
         op(x, torch.zeros(46, *u.shape[1:]), b)
 
 

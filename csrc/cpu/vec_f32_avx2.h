@@ -10,6 +10,7 @@ FD_TARGET inline void vstoref(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 FD_TARGET inline Vec vadd(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm256_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm256_max_ps(a, b); }
-// c + a * s and c - a * s for a scalar s
+// a * s, c + a * s and c - a * s for a scalar s
+FD_TARGET inline Vec vmul(Vec a, float s) { return _mm256_mul_ps(a, _mm256_set1_ps(s)); }
 FD_TARGET inline Vec vfma(Vec a, float s, Vec c) { return _mm256_fmadd_ps(a, _mm256_set1_ps(s), c); }
 FD_TARGET inline Vec vfnma(Vec a, float s, Vec c) { return _mm256_fnmadd_ps(a, _mm256_set1_ps(s), c); }

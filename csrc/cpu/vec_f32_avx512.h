@@ -10,6 +10,7 @@ FD_TARGET inline void vstoref(float* p, Vec v) { _mm512_storeu_ps(p, v); }
 FD_TARGET inline Vec vadd(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 FD_TARGET inline Vec vsub(Vec a, Vec b) { return _mm512_sub_ps(a, b); }
 FD_TARGET inline Vec vmax(Vec a, Vec b) { return _mm512_max_ps(a, b); }
-// c + a * s and c - a * s for a scalar s
+// a * s, c + a * s and c - a * s for a scalar s
+FD_TARGET inline Vec vmul(Vec a, float s) { return _mm512_mul_ps(a, _mm512_set1_ps(s)); }
 FD_TARGET inline Vec vfma(Vec a, float s, Vec c) { return _mm512_fmadd_ps(a, _mm512_set1_ps(s), c); }
 FD_TARGET inline Vec vfnma(Vec a, float s, Vec c) { return _mm512_fnmadd_ps(a, _mm512_set1_ps(s), c); }

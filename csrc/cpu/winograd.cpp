@@ -1,13 +1,15 @@
-// Winograd F(2x2, 3x3), F(4x4, 3x3) and F(8x8, 3x3) convolutions on the CPU (3x3, stride 1, padding 1) and a
+// Winograd F(2x2, 3x3) to F(8x8, 3x3) convolutions on the CPU (3x3, stride 1, padding 1) and a
 // Winograd 4x4 stride-2 transposed convolution: NHWC activations, float32 accumulation, with the
-// bias, the ReLU and a residual add fused into the output transform. bfloat16 (F(4x4) the complex
-// one) on CPUs with AVX-512 BF16 dot products (vdpbf16ps); float32 with AVX-512 or AVX2+FMA.
+// bias, the ReLU and a residual add fused into the output transform. bfloat16 (F(4x4) and F(8x8)
+// the complex ones) on CPUs with AVX-512 BF16 dot products (vdpbf16ps); float32 (the real F(4x4)
+// and F(6x6)) with AVX-512 or AVX2+FMA.
 //
 // Why: on CPUs without AMX, oneDNN's direct convolutions already run at the vector units' peak,
 // so only fewer multiplies make them faster. F(m x m, 3x3) computes each m x m output tile from an
-// (m + 2) x (m + 2) input tile: 16 multiplies per input/output channel pair for m = 2 and 36 for
-// m = 4, instead of 36 and 144. F(4x4)'s larger transform coefficients amplify rounding (~1e-5 of
-// the values in float32), too much for bfloat16's 8-bit mantissa, so bfloat16 runs the complex
+// (m + 2) x (m + 2) input tile: 16 multiplies per input/output channel pair for m = 2, 36 for
+// m = 4 and 64 for m = 6, instead of 36, 144 and 324. The real F(4x4)'s and F(6x6)'s larger
+// transform coefficients amplify rounding (~1e-6 to 1e-5 of the values in float32, which runs
+// F(6x6) by default), too much for bfloat16's 8-bit mantissa, so bfloat16 runs the complex
 // F(4x4, 3x3) instead (points 0, +-1, +-i, infinity: coefficients 0 and +-1, 46 multiplies per
 // 4x4 tile; winograd_body.h), whose rounding error is within F(2x2)'s, and by default the
 // complex F(8x8, 3x3) (points 0, the 8th roots of unity, infinity: coefficients 0, +-1 and
@@ -53,7 +55,7 @@ namespace {
 // (winograd_body.h). in: input tile side; pos: transformed tile side (NP = pos * pos GEMMs);
 // out: output tile side; step: input pixels between tiles (output sizes: out_size).
 // np: the GEMMs per tile (the transformed tile's pos * pos values, but for the complex kC4 and kC8).
-enum Variant { kF2, kF4, kC4, kC8, kUp, kS2 };
+enum Variant { kF2, kF4, kF6, kC4, kC8, kUp, kS2 };
 template <int VAR>
 struct Tiles;
 template <>
@@ -63,6 +65,10 @@ struct Tiles<kF2> {  // Winograd F(2x2, 3x3)
 template <>
 struct Tiles<kF4> {  // Winograd F(4x4, 3x3)
   static constexpr int in = 6, pos = 6, out = 4, step = 4, np = 36;
+};
+template <>
+struct Tiles<kF6> {  // Winograd F(6x6, 3x3): float32
+  static constexpr int in = 8, pos = 8, out = 6, step = 6, np = 64;
 };
 template <>
 struct Tiles<kC4> {  // complex Winograd F(4x4, 3x3), points 0, +-1, +-i: bfloat16 (winograd_body.h)
@@ -270,8 +276,11 @@ void run(const at::Tensor& xh, const at::Tensor& u, const float* bias, bool relu
     dispatch<kUp, T>(go, NR);
   } else if (var == kS2) {
     dispatch<kS2, T>(go, NR);
-  } else if constexpr (std::is_same_v<T, float>) {  // real F(4x4, 3x3): float32 only (check)
-    dispatch<kF4, T>(go, NR);
+  } else if constexpr (std::is_same_v<T, float>) {  // the real F(4x4) and F(6x6): float32 only (check)
+    if (var == kF4)
+      dispatch<kF4, T>(go, NR);
+    else
+      dispatch<kF6, T>(go, NR);
   } else if (var == kC4) {  // the complex ones: bfloat16 only (check)
     dispatch<kC4, T>(go, NR);
   } else {
@@ -291,10 +300,10 @@ struct Conv {
 enum Kind { k3x3, kTransposed, kStride2 };
 
 // kTransposed: the 4x4 stride-2 transposed convolution (u: 36 positions); kStride2: the 3x3
-// stride-2 one (49); else the 3x3 stride-1 one, whose u has 16 positions for F(2x2, 3x3), 36 for
-// the real F(4x4, 3x3) (float32 only: in bfloat16 its rounding error would be ~10x torch's own
-// convolution's), or 46 for the complex one and 142 for the complex F(8x8, 3x3) (bfloat16 only:
-// in float32 the real one does fewer multiplies).
+// stride-2 one (49); else the 3x3 stride-1 one, whose u has 16 positions for F(2x2, 3x3), 36 and
+// 64 for the real F(4x4, 3x3) and F(6x6, 3x3) (float32 only: in bfloat16 their rounding error
+// would be ~10x torch's own convolution's and more), or 46 for the complex F(4x4, 3x3) and 142
+// for the complex F(8x8, 3x3) (bfloat16 only: in float32 the real ones do as few multiplies or fewer).
 Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, Kind kind) {
   const auto dt = x.scalar_type();
   TORCH_CHECK(x.device().is_cpu() && (dt == at::kBFloat16 || dt == at::kFloat) && x.dim() == 4, op,
@@ -304,14 +313,14 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
   const bool npos = kind == kTransposed ? np == Tiles<kUp>::np
                     : kind == kStride2  ? np == Tiles<kS2>::np
                                         : (np == Tiles<kF2>::np ||
-                                          (dt == at::kFloat ? np == Tiles<kF4>::np
+                                          (dt == at::kFloat ? np == Tiles<kF4>::np || np == Tiles<kF6>::np
                                                             : np == Tiles<kC4>::np || np == Tiles<kC8>::np));
   static_assert(Tiles<kUp>::np == 36 && Tiles<kS2>::np == 49 && Tiles<kF2>::np == 16 && Tiles<kF4>::np == 36 &&
-                    Tiles<kC4>::np == 46 && Tiles<kC8>::np == 142,
+                    Tiles<kF6>::np == 64 && Tiles<kC4>::np == 46 && Tiles<kC8>::np == 142,
                 "the message below names the positions");
   const char* want_np = kind == kTransposed ? "36"
                         : kind == kStride2  ? "49"
-                        : dt == at::kFloat  ? "16 or 36"
+                        : dt == at::kFloat  ? "16, 36 or 64"
                                             : "16, 46 or 142";
   const char* packer = kind == kTransposed ? "pack_transpose" : kind == kStride2 ? "pack_stride2" : "pack";
   TORCH_CHECK(u.scalar_type() == dt && npos && u.size(4) == P && u.is_contiguous(), op,
@@ -322,6 +331,7 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
                       : kind == kStride2         ? kS2
                       : np == Tiles<kF2>::np     ? kF2
                       : np == Tiles<kF4>::np     ? kF4
+                      : np == Tiles<kF6>::np     ? kF6
                       : np == Tiles<kC4>::np     ? kC4
                                                  : kC8;
   const int64_t NR = u.size(3), C = P * u.size(2), K = u.size(1) * NR;
@@ -359,8 +369,9 @@ void launch(const Conv& c, const at::Tensor& u, const at::Tensor& bias, bool rel
 
 // x [N, H, W, C] (NHWC memory: a contiguous tensor of that shape, or a channels_last [N, C, H, W]
 // view of one); the result has x's form. u: winograd.pack's [NP, K/NR, C/P, NR, P] in x's dtype
-// (NP = 16 for F(2x2, 3x3), 36 for the real F(4x4, 3x3) in float32, 46 for the complex one and
-// 142 for the complex F(8x8, 3x3) in bfloat16; P = 2 for bfloat16, 1 for float32).
+// (NP = 16 for F(2x2, 3x3), 36 and 64 for the real F(4x4, 3x3) and F(6x6, 3x3) in float32, 46
+// and 142 for the complex F(4x4, 3x3) and F(8x8, 3x3) in bfloat16; P = 2 for bfloat16, 1 for
+// float32).
 at::Tensor winograd_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool relu,
                             const std::optional<at::Tensor>& add) {
   const Conv c = check("winograd_conv3x3", x, u, bias, k3x3);
@@ -409,8 +420,8 @@ at::Tensor winograd_conv3x3s2(const at::Tensor& x, const at::Tensor& u, const at
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
-  // 3x3 stride-1 padding-1 convolution by Winograd F(2x2, 3x3), F(4x4, 3x3) or F(8x8, 3x3) (u's 16
-  // positions, or 36 for the real F(4x4) in float32, 46 and 142 for the complex ones in bfloat16), NHWC bfloat16
+  // 3x3 stride-1 padding-1 convolution by Winograd F(2x2, 3x3) to F(8x8, 3x3) (u's 16 positions, or
+  // 36 and 64 for the real F(4x4) and F(6x6) in float32, 46 and 142 for the complex ones in bfloat16), NHWC bfloat16
   // (AVX512-BF16) or float32 (AVX-512 or AVX2+FMA): relu?(x * w + bias) [+ add].
   m.def("winograd_conv3x3(Tensor x, Tensor u, Tensor bias, bool relu, Tensor? add=None) -> Tensor");
   // acc += x * w + bias in place (the residual block's second convolution over its input)

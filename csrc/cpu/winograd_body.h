@@ -26,6 +26,11 @@ constexpr float kHalfSqrt2 = 0.707106781186547524f;
 // F(4x4, 3x3) (Lavin and Gray's, points 0, +-1, +-2):
 //   (4 d0 - 5 d2 + d4, -4 d1 - 4 d2 + d3 + d4, 4 d1 - 4 d2 - d3 + d4,
 //    -2 d1 - d2 + 2 d3 + d4, 2 d1 - d2 - 2 d3 + d4, 4 d1 - 5 d3 + d5).
+// F(6x6, 3x3) (points 0, 1, -1, 2, -2, 1/2, -1/2, infinity; float32): (d6 - d0 + 5.25 (d2 - d4),
+//   e1 + o1, e1 - o1, e2 + o2, e2 - o2, e3 + o3, e3 - o3, d7 - d1 + 5.25 (d3 - d5)), each pair of
+//   points +-p sharing the sums of the even (e) and the odd (o) inputs: e1 = d2 + d6 - 4.25 d4,
+//   o1 = d1 + d5 - 4.25 d3, e2 = 0.25 d2 - 1.25 d4 + d6, o2 = 0.5 d1 - 2.5 d3 + 2 d5,
+//   e3 = 4 d2 - 5 d4 + d6, o3 = 2 d1 - 2.5 d3 + 0.5 d5.
 // Complex F(4x4, 3x3) (points 0, 1, -1, infinity, i; real-form values, see below):
 //   (d0 - d4, d1 + d2 + d3 + d4, d2 + d4 - d1 - d3, d5 - d1, d4 - d2, d3 - d1).
 // Complex F(8x8, 3x3) (0, 1, -1, infinity, then the real and imaginary parts at i, e^(-i pi/4),
@@ -78,6 +83,18 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
     v[3] = vfma(e, 2.f, c);
     v[4] = vfnma(e, 2.f, c);
     v[5] = vfma(d[1], 4.f, vfnma(d[3], 5.f, d[5]));
+  } else if constexpr (VAR == kF6) {
+    const Vec e1 = vfnma(d[4], 4.25f, vadd(d[2], d[6])), o1 = vfnma(d[3], 4.25f, vadd(d[1], d[5]));
+    const Vec e2 = vfnma(d[4], 1.25f, vfma(d[2], 0.25f, d[6])), o2 = vfma(d[5], 2.f, vfnma(d[3], 2.5f, vmul(d[1], 0.5f)));
+    const Vec e3 = vfnma(d[4], 5.f, vfma(d[2], 4.f, d[6])), o3 = vfma(d[5], 0.5f, vfnma(d[3], 2.5f, vmul(d[1], 2.f)));
+    v[0] = vfma(vsub(d[2], d[4]), 5.25f, vsub(d[6], d[0]));
+    v[1] = vadd(e1, o1);
+    v[2] = vsub(e1, o1);
+    v[3] = vadd(e2, o2);
+    v[4] = vsub(e2, o2);
+    v[5] = vadd(e3, o3);
+    v[6] = vsub(e3, o3);
+    v[7] = vfma(vsub(d[3], d[5]), 5.25f, vsub(d[7], d[1]));
   } else if constexpr (VAR == kS2) {
     v[0] = vsub(d[4], d[0]);
     v[1] = vadd(d[2], d[4]);
@@ -99,6 +116,8 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
 // F(2x2, 3x3): (m0 + m1 + m2, m1 - m2 - m3).
 // F(4x4, 3x3): (m0 + m1 + m2 + m3 + m4, m1 - m2 + 2 (m3 - m4), m1 + m2 + 4 (m3 + m4),
 //               m1 - m2 + 8 (m3 - m4) + m5).
+// F(6x6, 3x3): with a, b = m1 +- m2, c, d = m3 +- m4, e, f = m5 +- m6: (m0 + a + c + e,
+//   b + 2 d + f / 2, a + 4 c + e / 4, b + 8 d + f / 8, a + 16 c + e / 16, b + 32 d + f / 32 + m7).
 // Complex F(4x4) and F(8x8): y_k = the finite real points' m times p^k (infinity's m adds to the
 // last output only), plus Re(z^k (re + i im)) for each pair's representative z (the weights carry
 // the factor 2 of the conjugate's equal share).
@@ -135,6 +154,15 @@ FD_TARGET inline void at(const Vec* m, Vec* y) {
     y[5] = vfnma(e, kHalfSqrt2, u);
     y[6] = vsub(sm, h);
     y[7] = vadd(vfnma(f, kHalfSqrt2, v), m[3]);
+  } else if constexpr (VAR == kF6) {
+    const Vec a = vadd(m[1], m[2]), b = vsub(m[1], m[2]), c = vadd(m[3], m[4]), d = vsub(m[3], m[4]);
+    const Vec e = vadd(m[5], m[6]), f = vsub(m[5], m[6]);
+    y[0] = vadd(vadd(m[0], a), vadd(c, e));
+    y[1] = vfma(f, 0.5f, vfma(d, 2.f, b));
+    y[2] = vfma(e, 0.25f, vfma(c, 4.f, a));
+    y[3] = vfma(f, 0.125f, vfma(d, 8.f, b));
+    y[4] = vfma(e, 0.0625f, vfma(c, 16.f, a));
+    y[5] = vadd(vfma(f, 0.03125f, vfma(d, 32.f, b)), m[7]);
   } else if constexpr (VAR == kS2) {
     const Vec a = vadd(m[1], m[2]);
     y[0] = vadd(vadd(m[0], a), m[4]);

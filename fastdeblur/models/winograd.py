@@ -3,13 +3,14 @@
 
 oneDNN's direct convolutions run at the vector units' peak on CPUs without AMX, so only fewer
 multiplies make them faster. A direct 3x3 convolution does 9 multiplies per output pixel and
-channel pair; Winograd F(2x2, 3x3) does 4 (16 per 2x2 output tile, from a 4x4 input tile) and
-F(4x4, 3x3) 2.25 (36 per 4x4 tile, from 6x6). The residual blocks' 3x3 convolutions (C -> C,
-stride 1) carry 89% of DMPHN's FLOPs. The kernel runs bfloat16 with a complex F(4x4, 3x3) on
-CPUs with AVX512-BF16 (AMD Zen 4 and 5, Intel Cooper Lake and later), and float32 with the real
-F(4x4, 3x3) on CPUs with AVX-512 or AVX2 with FMA (either dtype runs F(2x2, 3x3) on request:
-`pack(..., tile=2)`). On CPUs with AMX, oneDNN's bfloat16 convolutions on the tile units are
-faster than this kernel's vector dot products, so they stay there.
+channel pair; Winograd F(2x2, 3x3) does 4 (16 per 2x2 output tile, from a 4x4 input tile),
+F(4x4, 3x3) 2.25 (36 per 4x4 tile, from 6x6) and F(6x6, 3x3) 1.78 (64 per 6x6 tile, from 8x8).
+The residual blocks' 3x3 convolutions (C -> C, stride 1) carry 89% of DMPHN's FLOPs. The kernel
+runs bfloat16 with the complex F(8x8, 3x3) below on CPUs with AVX512-BF16 (AMD Zen 4 and 5,
+Intel Cooper Lake and later), and float32 with the real F(6x6, 3x3) on CPUs with AVX-512 or AVX2
+with FMA (on request, `pack(..., tile=m)`: F(2x2, 3x3) in either dtype, the real F(4x4, 3x3) in
+float32, the complex F(4x4, 3x3) in bfloat16). On CPUs with AMX, oneDNN's bfloat16 convolutions
+on the tile units are faster than this kernel's vector dot products, so they stay there.
 
 The complex F(4x4, 3x3) (points 0, +-1, +-i and infinity; see csrc/cpu/winograd_body.h) does 46
 real multiplies per 4x4 tile, 2.875 per output: 1.39x fewer than F(2x2, 3x3), and its transform
@@ -33,11 +34,13 @@ the activation type and the products accumulate in float32. tests/test_winograd.
 F(2x2, 3x3)'s and the complex ones' error to at most 2x that of torch's own convolution in the
 same dtype, against float64 (in bfloat16 over the test's cases, at most 1.84x in rms for the
 complex F(4x4), 1.82x for the complex F(8x8) (1.52x at the worst pixel) and 1.99x for
-F(2x2, 3x3)). The real F(4x4, 3x3)'s transforms (coefficients up to 8) amplify
-rounding: in float32 its error is ~1e-5 of the values, up to ~14x direct float32's (tested: 24x
-max, 8x rms); in bfloat16 it would be ~10x torch's own (rms, simulated), so bfloat16 runs the
-complex one. A real F(3x3, 3x3) would do 25 multiplies per 9 outputs (2.78), but simulated in
-bfloat16 its error is 7x torch's."""
+F(2x2, 3x3)). The real F(4x4, 3x3)'s and F(6x6, 3x3)'s transforms (coefficients up to 8 and 32)
+amplify rounding: in float32 their error is ~1e-6 to 1e-5 of the values, F(4x4)'s up to ~14x
+direct float32's at the worst pixel and 5x in rms, F(6x6)'s 21x and 11x (the test's bounds: 24x
+and 36x, 8x and 18x), still two orders of magnitude below what 8-bit output can show; in
+bfloat16 F(4x4) would be ~10x torch's own (rms, simulated), so bfloat16 runs the complex ones. A
+real F(3x3, 3x3) would do 25 multiplies per 9 outputs (2.78), but simulated in bfloat16 its error
+is 7x torch's."""
 
 from __future__ import annotations
 
@@ -51,13 +54,18 @@ from ..errors import env_flag
 # (m + 2) x (m + 2) Winograd form. F(4x4, 3x3): Lavin and Gray's, points 0, +-1, +-2.
 _G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
       4: ((1 / 4, 0.0, 0.0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
-          (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0))}
+          (1 / 24, -1 / 12, 1 / 6), (0.0, 0.0, 1.0)),
+      # F(6x6, 3x3): points 0, 1, -1, 2, -2, 1/2, -1/2 (rows (1, p, p^2) / prod over the other
+      # points q of (p - q)), then infinity; B^T in csrc/cpu/winograd_body.h
+      6: ((-1.0, 0.0, 0.0), (-2 / 9, -2 / 9, -2 / 9), (-2 / 9, 2 / 9, -2 / 9), (1 / 90, 1 / 45, 2 / 45),
+          (1 / 90, -1 / 45, 2 / 45), (32 / 45, 16 / 45, 8 / 45), (32 / 45, -16 / 45, 8 / 45), (0.0, 0.0, 1.0))}
 # The output tile (m of F(m x m, 3x3)) each dtype runs by default; see the module's docstring.
-# float32: the real F(4x4, 3x3). bfloat16: the complex F(8x8, 3x3); on 2 AMD Zen 4 cores, per
-# convolution against the complex F(4x4): 32 channels 19.0-19.7 ms against 20.2-21.5, 64 level at
-# 16-17 ms, 128 13.9-14.5 ms against 16.8-18.0 (a whole frame: within the host's noise;
-# benchmarks/RESULTS.md).
-TILE = {torch.bfloat16: 8, torch.float32: 4}
+# float32: the real F(6x6, 3x3); on 2 AMD Zen 4 cores, per 720p-level convolution 1.12-1.23x
+# faster than the real F(4x4) (AVX2: 1.17-1.26x), a whole frame 2.39 s against 2.86. bfloat16:
+# the complex F(8x8, 3x3); per convolution against the complex F(4x4): 32 channels 19.0-19.7 ms
+# against 20.2-21.5, 64 level at 16-17 ms, 128 13.9-14.5 ms against 16.8-18.0 (a whole frame:
+# within the host's noise). benchmarks/RESULTS.md has both.
+TILE = {torch.bfloat16: 8, torch.float32: 6}
 DTYPES = (torch.bfloat16, torch.float32)
 
 
@@ -82,8 +90,8 @@ def register_block(dtype: torch.dtype, in_channels: int, out_channels: int) -> i
 
 def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | None = None) -> torch.Tensor:
     """[K, C, 3, 3] conv weight -> the kernel's [NP, K/NR, C/P, NR, P] transformed weight in
-    `dtype`, for Winograd F(m x m, 3x3) with m = `tile` (2, 4, or 8 in bfloat16; default
-    TILE[dtype]).
+    `dtype`, for Winograd F(m x m, 3x3) with m = `tile` (2 or 4, 6 in float32, 8 in bfloat16;
+    default TILE[dtype]).
 
     NP = (m + 2)^2 positions, but for the complex ones in bfloat16: 46 for F(4x4, 3x3) and 142
     for F(8x8, 3x3). NR is this CPU's register block (`register_block`); P = 2 for bfloat16,
@@ -92,9 +100,9 @@ def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | 
     """
     k, c = weight.shape[:2]
     m = TILE.get(dtype, 2) if tile is None else tile
-    if m not in (2, 4, 8) or (m == 8 and dtype != torch.bfloat16):
-        raise ValueError(f"Winograd tile {m}: the kernel runs F(2x2, 3x3) and F(4x4, 3x3), and F(8x8, 3x3) in "
-                         "bfloat16")
+    if m not in (2, 4, 6, 8) or (m == 8 and dtype != torch.bfloat16) or (m == 6 and dtype != torch.float32):
+        raise ValueError(f"Winograd tile {m}: the kernel runs F(2x2, 3x3) and F(4x4, 3x3), F(6x6, 3x3) in "
+                         "float32 and F(8x8, 3x3) in bfloat16")
     nr = register_block(dtype, c, k) if weight.shape[2:] == (3, 3) else 0
     if nr == 0:
         raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} weight in {dtype} on this "
