@@ -30,7 +30,7 @@ Providers:
                   F(8x8, 3x3) took them all)
   onednn_bf16_direct  the same with every convolution direct on oneDNN (no extension kernels)
   onednn_fp32     the same in float32 (deblur(dtype="float32") on CPU; Winograd F(6x6, 3x3),
-                  the transposed convolutions' F(2x2, 2x2) and the stride-2 ones' polyphase
+                  the transposed convolutions' F(3x3, 2x2) and the stride-2 ones' polyphase
                   F(3, 2) wherever they run)
   onednn_fp32_f4  the same with the residual blocks on the real F(4x4, 3x3) (float32's tile before
                   F(6x6, 3x3))

@@ -101,7 +101,7 @@ def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatc
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_transposed_conv(benchmark, device, dtype, channels, provider):
     """A decoder's ConvTranspose2d(C, C/2, 4, stride=2, padding=1) at a 720p frame's level-1 size:
-    oneDNN's against the Winograd kernel's four F(2x2, 2x2) phases (models/winograd.py). The FLOP
+    oneDNN's against the Winograd kernel's four F(3x3, 2x2) phases (models/winograd.py). The FLOP
     count is the direct one's (16 multiply-adds per input pixel and channel pair)."""
     from fastdeblur.models import onednn_available, winograd
     from fastdeblur.models.onednn import _OneDNN

@@ -1,5 +1,5 @@
 """The Winograd kernels (csrc/cpu/winograd.cpp: F(2x2, 3x3) and the transposed convolution's
-F(2x2, 2x2) phases in bfloat16 on AVX512-BF16 and in float32 on AVX-512 and on AVX2, the real
+F(3x3, 2x2) phases in bfloat16 on AVX512-BF16 and in float32 on AVX-512 and on AVX2, the real
 F(4x4, 3x3) and F(6x6, 3x3) in float32, the complex F(4x4, 3x3) and F(8x8, 3x3) in bfloat16)
 against float64, by the 2x-PyTorch-error rule (the real F(4x4) and F(6x6): their own bounds), and
 their place in the CPU model."""
@@ -138,7 +138,7 @@ def _up_case(n, c, k, h, w, dtype, seed=0):
                                        (3, 48, 96, 4, 3), (1, 32, 64, 30, 31), (2, 128, 32, 2, 17)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_transposed_error_is_at_most_twice_torchs(up_kernel, n, c, k, h, w, seed):
-    """ConvTranspose2d(C, K, 4, stride=2, padding=1) as four F(2x2, 2x2) phases, against float64,
+    """ConvTranspose2d(C, K, 4, stride=2, padding=1) as four F(3x3, 2x2) phases, against float64,
     by the 2x rule in both dtypes (its transforms have coefficients 1/2 and 1 only)."""
     x, wt, b = _up_case(n, c, k, h, w, up_kernel, seed)
     got = winograd.conv_transpose4x4s2(x, winograd.pack_transpose(wt, up_kernel), b)
@@ -154,7 +154,7 @@ def test_transposed_forms_threads_and_checks(up_kernel):
     check_nhwc_forms(winograd.conv_transpose4x4s2, torch.ops.fastdeblur.winograd_conv_transpose4x4s2, x, u, b,
                      (2, 64, 10, 54))
     op = winograd.conv_transpose4x4s2
-    with pytest.raises(RuntimeError, match="winograd.pack_transpose .NP = 36."):  # 3x3 weights
+    with pytest.raises(RuntimeError, match="winograd.pack_transpose .NP = 64."):  # 3x3 weights
         op(x, winograd.pack(torch.zeros(64, 32, 3, 3), up_kernel, tile=2), b)
     with pytest.raises(RuntimeError, match="NHWC memory with 32 channels"):
         op(x[..., :16].contiguous(), u, b)

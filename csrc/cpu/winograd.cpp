@@ -17,8 +17,8 @@
 //
 // The decoders' ConvTranspose2d(C, K, 4, stride=2, padding=1) runs on the same machinery: output
 // row 2i + p takes input rows (i - 1, i) for p = 0 and (i, i + 1) for p = 1, so each row/column
-// parity is a 2x2 correlation, computed as F(2x2, 2x2) (9 multiplies per 2x2 outputs instead of
-// 16) from the same 4x4 input tiles as F(2x2, 3x3), with 6x6 positions and a 4x4 output block.
+// parity is a 2-tap correlation per side, computed as F(3x3, 2x2) (16 multiplies per 3x3 outputs
+// instead of 36): a 5x5 input tile gives 8x8 positions and a 6x6 output block.
 //
 // Per block of MR tiles of one tile row (MR: the micro-kernel's rows, 4, 6 or 12), all in cache, with
 // TN the input tile's side and NP the transformed tile's positions (Tiles below):
@@ -79,8 +79,8 @@ struct Tiles<kC8> {  // complex Winograd F(8x8, 3x3), points 0, infinity, the 8t
   static constexpr int in = 10, pos = 10, out = 8, step = 8, np = 142;
 };
 template <>
-struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases of F(2x2, 2x2)
-  static constexpr int in = 4, pos = 6, out = 4, step = 2, np = 36;
+struct Tiles<kUp> {  // 4x4 stride-2 padding-1 transposed convolution: 4 phases of F(3x3, 2x2)
+  static constexpr int in = 5, pos = 8, out = 6, step = 3, np = 64;
 };
 template <>
 struct Tiles<kS2> {  // 3x3 stride-2 padding-1 convolution: polyphase, F(3, 2) x pass-through per side
@@ -299,7 +299,7 @@ struct Conv {
 // The ops' kinds of convolution.
 enum Kind { k3x3, kTransposed, kStride2 };
 
-// kTransposed: the 4x4 stride-2 transposed convolution (u: 36 positions); kStride2: the 3x3
+// kTransposed: the 4x4 stride-2 transposed convolution (u: 64 positions); kStride2: the 3x3
 // stride-2 one (49); else the 3x3 stride-1 one, whose u has 16 positions for F(2x2, 3x3), 36 and
 // 64 for the real F(4x4, 3x3) and F(6x6, 3x3) (float32 only: in bfloat16 their rounding error
 // would be ~10x torch's own convolution's and more), or 46 for the complex F(4x4, 3x3) and 142
@@ -315,10 +315,10 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
                                         : (np == Tiles<kF2>::np ||
                                           (dt == at::kFloat ? np == Tiles<kF4>::np || np == Tiles<kF6>::np
                                                             : np == Tiles<kC4>::np || np == Tiles<kC8>::np));
-  static_assert(Tiles<kUp>::np == 36 && Tiles<kS2>::np == 49 && Tiles<kF2>::np == 16 && Tiles<kF4>::np == 36 &&
+  static_assert(Tiles<kUp>::np == 64 && Tiles<kS2>::np == 49 && Tiles<kF2>::np == 16 && Tiles<kF4>::np == 36 &&
                     Tiles<kF6>::np == 64 && Tiles<kC4>::np == 46 && Tiles<kC8>::np == 142,
                 "the message below names the positions");
-  const char* want_np = kind == kTransposed ? "36"
+  const char* want_np = kind == kTransposed ? "64"
                         : kind == kStride2  ? "49"
                         : dt == at::kFloat  ? "16, 36 or 64"
                                             : "16, 46 or 142";
@@ -406,7 +406,7 @@ at::Tensor resampled(const char* op, const at::Tensor& x, const at::Tensor& u, c
 }
 
 // ConvTranspose2d(C, K, 4, stride=2, padding=1): [N, H, W, C] -> [N, 2H, 2W, K]. u:
-// winograd.pack_transpose's [36, K/NR, C/P, NR, P].
+// winograd.pack_transpose's [64, K/NR, C/P, NR, P].
 at::Tensor winograd_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
   return resampled("winograd_conv_transpose4x4s2", x, u, bias, kTransposed);
 }
@@ -426,7 +426,7 @@ TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
   m.def("winograd_conv3x3(Tensor x, Tensor u, Tensor bias, bool relu, Tensor? add=None) -> Tensor");
   // acc += x * w + bias in place (the residual block's second convolution over its input)
   m.def("winograd_conv3x3_add_(Tensor(a!) acc, Tensor x, Tensor u, Tensor bias) -> Tensor(a!)");
-  // ConvTranspose2d(C, K, 4, stride=2, padding=1) as four Winograd F(2x2, 2x2) phases, NHWC
+  // ConvTranspose2d(C, K, 4, stride=2, padding=1) as four Winograd F(3x3, 2x2) phases, NHWC
   // bfloat16 (AVX512-BF16) or float32 (AVX-512 or AVX2+FMA)
   m.def("winograd_conv_transpose4x4s2(Tensor x, Tensor u, Tensor bias) -> Tensor");
   // Conv2d(C, K, 3, stride=2, padding=1) as a polyphase Winograd: F(3, 2) on the even input rows and

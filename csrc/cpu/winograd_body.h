@@ -1,7 +1,7 @@
 // The instruction-set-independent part of the Winograd kernels: transforms, block GEMM loop and
 // the per-thread block loop, templated on the variant VAR (Tiles<VAR> in winograd.cpp: F(2x2, 3x3),
-// F(4x4, 3x3), the complex F(4x4, 3x3) and F(8x8, 3x3), or the 4x4 stride-2 transposed
-// convolution as four F(2x2, 2x2) phases).
+// F(4x4, 3x3), F(6x6, 3x3), the complex F(4x4, 3x3) and F(8x8, 3x3), the 4x4 stride-2 transposed
+// convolution as four F(3x3, 2x2) phases, or the 3x3 stride-2 convolution, polyphase).
 // winograd.cpp includes it once per instruction set, inside a namespace that first defines:
 //   FD_TARGET                          the function attribute enabling that instruction set
 //   T                                  the activation type (at::BFloat16 or float)
@@ -43,8 +43,23 @@ constexpr float kHalfSqrt2 = 0.707106781186547524f;
 // sees the odd rows, passed through: (e2 - e0, e1 + e2, e2 - e1, e3 - e1, d1, d3, d5).
 // Transposed 4x4 stride 2: input row i feeds output rows 2i - 1 + ky, so output row 2i + p takes
 // input rows (i - 1, i) for p = 0 (kernel rows 3, 1) and (i, i + 1) for p = 1 (kernel rows 2, 0):
-// two 2-tap correlations, each F(2x2, 2x2) with points 1, -1 and infinity (B^T = (d0 + d1,
-// d1 - d0, d2 - d0)), on input rows 0-2 (phase 0) and 1-3 (phase 1) of the tile.
+// two 2-tap correlations, each F(3, 2) as above, on input rows 0-3 (phase 0) and 1-4 (phase 1)
+// of the tile's 5: (B^T d[0:4], B^T d[1:5]).
+// F(3, 2) with points 0, 1, -1 and infinity, the 2-tap correlation of both stride-2 kinds: B^T e of
+// four values and A^T m of four products.
+FD_TARGET FD_INLINE void bt_f3x2(Vec e0, Vec e1, Vec e2, Vec e3, Vec* v) {
+  v[0] = vsub(e2, e0);
+  v[1] = vadd(e1, e2);
+  v[2] = vsub(e2, e1);
+  v[3] = vsub(e3, e1);
+}
+FD_TARGET FD_INLINE void at_f3x2(const Vec* m, Vec& y0, Vec& y1, Vec& y2) {
+  const Vec a = vadd(m[1], m[2]);
+  y0 = vadd(m[0], a);
+  y1 = vsub(m[1], m[2]);
+  y2 = vadd(a, m[3]);
+}
+
 template <int VAR>
 FD_TARGET inline void bt(const Vec* d, Vec* v) {
   if constexpr (VAR == kF2) {
@@ -96,19 +111,13 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
     v[6] = vsub(e3, o3);
     v[7] = vfma(vsub(d[3], d[5]), 5.25f, vsub(d[7], d[1]));
   } else if constexpr (VAR == kS2) {
-    v[0] = vsub(d[4], d[0]);
-    v[1] = vadd(d[2], d[4]);
-    v[2] = vsub(d[4], d[2]);
-    v[3] = vsub(d[6], d[2]);
+    bt_f3x2(d[0], d[2], d[4], d[6], v);
     v[4] = d[1];
     v[5] = d[3];
     v[6] = d[5];
   } else {
-    for (int p = 0; p < 2; ++p) {
-      v[3 * p] = vadd(d[p], d[p + 1]);
-      v[3 * p + 1] = vsub(d[p + 1], d[p]);
-      v[3 * p + 2] = vsub(d[p + 2], d[p]);
-    }
+    bt_f3x2(d[0], d[1], d[2], d[3], v);
+    bt_f3x2(d[1], d[2], d[3], d[4], v + 4);
   }
 }
 
@@ -122,8 +131,8 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
 // last output only), plus Re(z^k (re + i im)) for each pair's representative z (the weights carry
 // the factor 2 of the conjugate's equal share).
 // Stride 2: F(3, 2)'s outputs (m0 + m1 + m2, m1 - m2, m1 + m2 + m3) plus the odd rows' m4-m6.
-// Transposed: phase p's two outputs (m0 + m1, m0 - m1 + m2) of its m[3p:3p+3], interleaved into
-// output rows (phase 0, phase 1, phase 0, phase 1).
+// Transposed: phase p's three F(3, 2) outputs of its m[4p:4p+4], interleaved into output rows
+// (phase 0, phase 1, phase 0, phase 1, phase 0, phase 1).
 template <int VAR>
 FD_TARGET inline void at(const Vec* m, Vec* y) {
   if constexpr (VAR == kF2) {
@@ -164,15 +173,13 @@ FD_TARGET inline void at(const Vec* m, Vec* y) {
     y[4] = vfma(e, 0.0625f, vfma(c, 16.f, a));
     y[5] = vadd(vfma(f, 0.03125f, vfma(d, 32.f, b)), m[7]);
   } else if constexpr (VAR == kS2) {
-    const Vec a = vadd(m[1], m[2]);
-    y[0] = vadd(vadd(m[0], a), m[4]);
-    y[1] = vadd(vsub(m[1], m[2]), m[5]);
-    y[2] = vadd(vadd(a, m[3]), m[6]);
+    at_f3x2(m, y[0], y[1], y[2]);
+    y[0] = vadd(y[0], m[4]);
+    y[1] = vadd(y[1], m[5]);
+    y[2] = vadd(y[2], m[6]);
   } else {
-    for (int p = 0; p < 2; ++p) {
-      y[p] = vadd(m[3 * p], m[3 * p + 1]);
-      y[2 + p] = vadd(vsub(m[3 * p], m[3 * p + 1]), m[3 * p + 2]);
-    }
+    at_f3x2(m, y[0], y[2], y[4]);
+    at_f3x2(m + 4, y[1], y[3], y[5]);
   }
 }
 
@@ -426,9 +433,9 @@ struct Side {
         sc(kRing * C_ * TP) {}
 
   // pieces of the jobs start_in and start_out begin
-  int64_t in_pieces() const {
-    const int64_t cols = (in_tn - 1) * S::step + TI;  // input columns of the tiles inside
-    return (C / kLanes) * ((cols + 1) / 2 + in_tn * ((TP + 1) / 2) + (KB - in_tn));
+  int64_t in_pieces() const {  // the first tile's TI input columns, then step new ones a tile, two a piece
+    const int64_t col_pieces = (TI + 1) / 2 + (in_tn - 1) * ((S::step + 1) / 2);
+    return (C / kLanes) * (col_pieces + in_tn * ((TP + 1) / 2) + (KB - in_tn));
   }
   int64_t out_pieces() const { return (K / kLanes) * out_tn * kOutPieces; }
   void start_in(int64_t blk, T* dst) {

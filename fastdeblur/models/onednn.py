@@ -72,7 +72,7 @@ class _OneDNN(_Layer):
         self._stride = [self.stride, self.stride]
         convs = _convs(layer)
         # residual blocks (complex F(8x8, 3x3) in bfloat16, F(6x6, 3x3) in float32), transposed
-        # convolutions (F(2x2, 2x2) phases) and 3x3 stride-2 convolutions (polyphase, F(3, 2))
+        # convolutions (F(3x3, 2x2) phases) and 3x3 stride-2 convolutions (polyphase, F(3, 2))
         # through Winograd where it beats oneDNN (winograd.py); the 3-channel convolutions stay
         # on oneDNN (or the small-K kernel below)
         self.winograd: tuple[torch.Tensor, ...] | None = None

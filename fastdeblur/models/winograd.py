@@ -22,12 +22,13 @@ need points like 2 and 1/2, whose powers amplify rounding.
 
 The decoders' ConvTranspose2d(C, K, 4, stride=2, padding=1) (7% of the FLOPs) runs on the same
 kernel: output row 2i + p takes input rows (i - 1, i) for p = 0 and (i, i + 1) for p = 1, so
-each of the four row/column parities is a 2x2 correlation, done as F(2x2, 2x2) (9 multiplies
-per 2x2 outputs instead of 16, transform coefficients 1/2 and 1: within 2x torch's error in
-both dtypes). So do the encoders' Conv2d(C, K, 3, stride=2, padding=1): per side, output r of a
-tile reads input offsets 2r, 2r + 1 and 2r + 2, so the even offsets (taps 0 and 2) form a 2-tap
-correlation, done as F(3, 2) with points 0, +-1 and infinity, and the odd ones (tap 1) pass
-through: a 7x7 input tile gives 3x3 outputs from 49 multiplies instead of 81 (`pack_stride2`).
+each of the four row/column parities is a 2-tap correlation per side, done as F(3x3, 2x2) with
+points 0, +-1 and infinity (16 multiplies per 3x3 outputs instead of 36, transform coefficients
+1/2 and 1: within 2x torch's error in both dtypes). So do the encoders' Conv2d(C, K, 3, stride=2,
+padding=1): per side, output r of a tile reads input offsets 2r, 2r + 1 and 2r + 2, so the even
+offsets (taps 0 and 2) form a 2-tap correlation, done as the same F(3, 2), and the odd ones (tap
+1) pass through: a 7x7 input tile gives 3x3 outputs from 49 multiplies instead of 81
+(`pack_stride2`).
 
 Numerics: the transforms run in float32; the transformed input tiles and weights are rounded to
 the activation type and the products accumulate in float32. tests/test_winograd.py holds
@@ -171,10 +172,10 @@ def _panels(u: torch.Tensor, dtype: torch.dtype, nr: int) -> torch.Tensor:
     return u.to(dtype).contiguous()
 
 
-# F(2x2, 2x2) with points 1, -1 and infinity: each phase of the transposed convolution is a
-# 2-tap correlation (csrc/cpu/winograd_body.h), whose taps are these kernel rows (or columns)
-# for output rows (columns) of parity 0 and 1.
-_G_UP = ((0.5, 0.5), (-0.5, 0.5), (0.0, 1.0))
+# G of F(3, 2) with points 0, 1, -1 and infinity, the 2-tap correlation of both stride-2 kinds
+# (csrc/cpu/winograd_body.h: bt_f3x2). Each phase of the transposed convolution is one per side,
+# whose taps are these kernel rows (or columns) for output rows (columns) of parity 0 and 1.
+_G_F3X2 = ((-1.0, 0.0), (0.5, 0.5), (0.5, -0.5), (0.0, 1.0))
 _UP_TAPS = ((3, 1), (2, 0))
 
 
@@ -190,25 +191,24 @@ def _block_or_raise(weight: torch.Tensor, dtype: torch.dtype, c: int, k: int, si
 
 def pack_transpose(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """ConvTranspose2d(C, K, 4, stride=2, padding=1)'s [C, K, 4, 4] weight -> the kernel's
-    [36, K/NR, C/P, NR, P] transformed weight in `dtype` (NR and P as in `pack`): for each of the
-    four output phases (row and column parity), G g G^T of its 2x2 taps, in a 6x6 layout whose
-    3x3 blocks are the phases. The transform runs in float64."""
+    [64, K/NR, C/P, NR, P] transformed weight in `dtype` (NR and P as in `pack`): for each of the
+    four output phases (row and column parity), G g G^T of its 2x2 taps (F(3x3, 2x2)), in an 8x8
+    layout whose 4x4 blocks are the phases. The transform runs in float64."""
     c, k = weight.shape[:2]
     nr = _block_or_raise(weight, dtype, c, k, 4, "transposed")
-    g = torch.tensor(_G_UP, dtype=torch.float64)
+    g = torch.tensor(_G_F3X2, dtype=torch.float64)
     w = weight.detach().to("cpu", torch.float64).permute(1, 0, 2, 3)  # [K, C, 4, 4]
-    u = torch.zeros(6, 6, k, c, dtype=torch.float64)
+    u = torch.zeros(8, 8, k, c, dtype=torch.float64)
     for pr, rows in enumerate(_UP_TAPS):
         for pc, cols in enumerate(_UP_TAPS):
             taps = w[:, :, list(rows)][:, :, :, list(cols)]  # [K, C, 2, 2]
-            u[3 * pr:3 * pr + 3, 3 * pc:3 * pc + 3] = (g @ taps @ g.T).permute(2, 3, 0, 1)
-    return _panels(u.reshape(36, k, c), dtype, nr)
+            u[4 * pr:4 * pr + 4, 4 * pc:4 * pc + 4] = (g @ taps @ g.T).permute(2, 3, 0, 1)
+    return _panels(u.reshape(64, k, c), dtype, nr)
 
 
-# F(3, 2) with points 0, 1, -1 and infinity, for the stride-2 convolution's even input offsets
-# (csrc/cpu/winograd_body.h); rows 4-6 pass the odd offsets' tap through.
-_G_S2 = ((-1.0, 0.0, 0.0), (0.5, 0.0, 0.5), (0.5, 0.0, -0.5), (0.0, 0.0, 1.0),
-         (0.0, 1.0, 0.0), (0.0, 1.0, 0.0), (0.0, 1.0, 0.0))
+# The stride-2 convolution's G per side: F(3, 2) on the taps at even input offsets (kernel taps 0
+# and 2), then three rows passing the odd offsets' tap 1 through (csrc/cpu/winograd_body.h).
+_G_S2 = tuple((a, 0.0, b) for a, b in _G_F3X2) + ((0.0, 1.0, 0.0),) * 3
 
 
 def pack_stride2(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
@@ -288,7 +288,7 @@ def conv3x3_add_(acc: torch.Tensor, x: torch.Tensor, u: torch.Tensor, bias: torc
 
 def conv_transpose4x4s2(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """ConvTranspose2d(C, K, 4, stride=2, padding=1)(x) + bias: [N, H, W, C] -> [N, 2H, 2W, K] (or
-    the channels_last [N, C, H, W] forms), as four Winograd F(2x2, 2x2) phases; u:
+    the channels_last [N, C, H, W] forms), as four Winograd F(3x3, 2x2) phases; u:
     `pack_transpose(w, x.dtype)`; bias: float32."""
     return torch.ops.fastdeblur.winograd_conv_transpose4x4s2(x, u, bias.float().contiguous())
 
