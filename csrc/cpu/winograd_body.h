@@ -100,7 +100,8 @@ FD_TARGET inline void bt(const Vec* d, Vec* v) {
     v[5] = vfma(d[1], 4.f, vfnma(d[3], 5.f, d[5]));
   } else if constexpr (VAR == kF6) {
     const Vec e1 = vfnma(d[4], 4.25f, vadd(d[2], d[6])), o1 = vfnma(d[3], 4.25f, vadd(d[1], d[5]));
-    const Vec e2 = vfnma(d[4], 1.25f, vfma(d[2], 0.25f, d[6])), o2 = vfma(d[5], 2.f, vfnma(d[3], 2.5f, vmul(d[1], 0.5f)));
+    const Vec e2 = vfnma(d[4], 1.25f, vfma(d[2], 0.25f, d[6]));
+    const Vec o2 = vfma(d[5], 2.f, vfnma(d[3], 2.5f, vmul(d[1], 0.5f)));
     const Vec e3 = vfnma(d[4], 5.f, vfma(d[2], 4.f, d[6])), o3 = vfma(d[5], 0.5f, vfnma(d[3], 2.5f, vmul(d[1], 2.f)));
     v[0] = vfma(vsub(d[2], d[4]), 5.25f, vsub(d[6], d[0]));
     v[1] = vadd(e1, o1);
