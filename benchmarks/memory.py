@@ -28,9 +28,11 @@ secs = time.perf_counter() - t
 res = {"seconds": secs, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 if device.startswith("cuda"):
     res["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
-from fastdeblur.api import _resolve_dtype, auto_tile, memory_budget
+from fastdeblur.api import _resolve_backend, _resolve_dtype, auto_tile, memory_budget
+from fastdeblur.models.onednn import WHOLE_BYTES_PER_PX
 dt = _resolve_dtype(dtype, torch.device(device))
-res["tile"] = tile if tile is not None else auto_tile(int(h) * int(w), dt, memory_budget(torch.device(device)))
+per_px = WHOLE_BYTES_PER_PX.get(dt) if _resolve_backend(None, torch.device(device), dt)[0] == "onednn" else None
+res["tile"] = tile if tile is not None else auto_tile(int(h) * int(w), dt, memory_budget(torch.device(device)), per_px)
 res["dtype"] = str(dt)
 print(json.dumps(res))
 """

@@ -611,10 +611,15 @@ def memory_budget(device: torch.device) -> int:
     return int(min(3 * 2**30, avail * 0.5))
 
 
-def auto_tile(pixels: int, dtype: torch.dtype, budget: int) -> int | None:
-    """Tile side (pixels) for a forward over `pixels` (batch included); None if it fits whole."""
+def auto_tile(pixels: int, dtype: torch.dtype, budget: int, whole_bytes_per_px: int | None = None) -> int | None:
+    """Tile side (pixels) for a forward over `pixels` (batch included); None if it fits whole.
+
+    whole_bytes_per_px: what a whole-image forward of the model needs per pixel where it is known
+    (the CPU oneDNN model's `whole_bytes_per_px`); else the reference forward's estimate. Tiles are
+    sized from the reference forward's in either case, which keeps a tiled forward's peak where
+    it was measured."""
     shrink = 1 if dtype == torch.float32 else 2
-    if pixels * _FORWARD_BYTES_PER_PX // shrink <= budget:
+    if pixels * (whole_bytes_per_px or _FORWARD_BYTES_PER_PX // shrink) <= budget:
         return None
     room = budget - pixels * _HELD_BYTES_PER_PX[dtype]
     side = int((max(room, 0) * shrink / _FORWARD_BYTES_PER_PX) ** 0.5) // 16 * 16
@@ -694,11 +699,15 @@ def run_model(model: nn.Module, x: torch.Tensor, *, dtype: torch.dtype | None = 
         budget = memory_budget(param.device) if cpu or tile is None else 0
         if tile is None:
             n, _, h, w = x.shape
-            tile = auto_tile(n * h * w, dtype, budget)
+            tile = auto_tile(n * h * w, dtype, budget, getattr(model, "whole_bytes_per_px", None))
         # CPU: large activations reuse memory instead of fresh, zero-filled mappings (_heap.py).
-        # The block cache holds at most half the budget: more kept a 6000x4000 photo's tiles
-        # 2 s faster (44.6 against 46.8 s) but raised its peak RSS from 2.3 to 3.4 GB.
-        reuse = _heap.reuse_heap(limit=budget // 2, tiled=bool(tile)) if cpu else contextlib.nullcontext()
+        # Tiled, the block cache holds at most half the budget: more kept a 6000x4000 photo's
+        # tiles 2 s faster (44.6 against 46.8 s) but raised its peak RSS from 2.3 to 3.4 GB.
+        # Whole, the forward fits the budget by the estimate above, and so does the cache at the
+        # whole budget: a 4032x3024 bfloat16 photo took 25.5 s (4.2 M page faults) with half of it
+        # and 21.1 s (0.9 M) with 4.4 GiB, at 2.6-2.9 GB peak RSS either way.
+        limit = budget // 2 if tile else budget
+        reuse = _heap.reuse_heap(limit=limit, tiled=bool(tile)) if cpu else contextlib.nullcontext()
         with reuse, _reporting(progress, model, x.shape, ensemble):
             if ensemble == 1:
                 y = _padded_forward(model, x, dtype, tile or None, layout, owned=owned)

@@ -202,7 +202,42 @@ def test_deblur_reuses_memory_and_glibcs_heap_for_whole_images_only(monkeypatch)
     img = np.random.rand(160, 144, 3).astype(np.float32)
     fastdeblur.deblur(img, model, tile=0)
     fastdeblur.deblur(img, model, tile=128)  # tiled: the block cache only, glibc's defaults
-    assert calls == [(300 << 20, False), (300 << 20, True)]  # the cache may hold half the budget
+    # whole, the cache may hold the budget (the forward fits it); tiled, half of it
+    assert calls == [(600 << 20, False), (300 << 20, True)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_images_run_whole_by_the_models_own_memory_figure(monkeypatch, dtype):
+    """The oneDNN twin's whole-image forward needs ~3x less memory per pixel than the reference
+    forward's estimate (WHOLE_BYTES_PER_PX, measured): deblur() tiles only what exceeds the
+    budget by its figure, so a 4032x3024 photo runs whole in bfloat16 under 3 GiB."""
+    import contextlib
+
+    from fastdeblur.models.onednn import WHOLE_BYTES_PER_PX
+
+    if not onednn_available(dtype):
+        pytest.skip(f"oneDNN runs no {dtype} here")
+    per_px = WHOLE_BYTES_PER_PX[dtype]
+    assert onednn_model(_model("dmphn-1-2", dtype)).whole_bytes_per_px == per_px
+    assert api.auto_tile(4032 * 3024, torch.bfloat16, 3 << 30, WHOLE_BYTES_PER_PX[torch.bfloat16]) is None
+    assert api.auto_tile(4032 * 3024, torch.bfloat16, 3 << 30) is not None  # by the reference's estimate
+    assert api.auto_tile(6000 * 4000, torch.bfloat16, 3 << 30, WHOLE_BYTES_PER_PX[torch.bfloat16]) is not None
+    calls = []
+
+    @contextlib.contextmanager
+    def spy(limit=None, tiled=False):
+        calls.append(tiled)
+        yield
+
+    monkeypatch.setattr(_heap, "reuse_heap", spy)
+    h, w = 160, 144
+    img = np.random.rand(h, w, 3).astype(np.float32)
+    model = _model("dmphn-1-2", dtype)
+    for budget, tiled in ((1.05 * h * w * per_px, False), (0.95 * h * w * per_px, True)):
+        monkeypatch.setenv("FASTDEBLUR_MEMORY_BUDGET", str(budget / 2**20))
+        calls.clear()
+        fastdeblur.deblur(img, model, device="cpu")
+        assert calls == [tiled]
 
 
 def test_a_failing_self_check_falls_back_to_the_reference(monkeypatch):

@@ -129,6 +129,15 @@ class _OneDNN(_Layer):
         return y.permute(0, 2, 3, 1).contiguous()  # NHWC memory already: free
 
 
+# Peak memory of a whole-image forward of this model per pixel, above the process's baseline, by
+# dtype: linear in the pixels, measured on the 2-core Zen 4 from 1280x720 to 4032x3024 (bfloat16
+# 206 B/px with the Winograd kernels and the block cache, 239 on oneDNN's convolutions alone, 186
+# without the cache; float32 388, 452 and 312), with a margin. The reference forward needs ~3.5x
+# more (api._FORWARD_BYTES_PER_PX), so with this figure deblur() runs a 4032x3024 photo whole in
+# bfloat16 under the default 3 GiB budget instead of tiling it.
+WHOLE_BYTES_PER_PX = {torch.bfloat16: 256, torch.float32: 480}
+
+
 def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k: bool | None = None) -> nn.Module:
     """A copy of a CPU DMPHN/StackDMPHN (float32 or bfloat16) on oneDNN's fused convolutions.
 
@@ -146,4 +155,6 @@ def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k
     if not onednn_available(first.dtype):
         raise RuntimeError(f"oneDNN's fused convolutions do not run {first.dtype} on this machine "
                            "(no oneDNN in this torch build, or a CPU without the instructions)")
-    return swap_cnns(model, functools.partial(_OneDNN, use_winograd=use_winograd, use_small_k=use_small_k))
+    twin = swap_cnns(model, functools.partial(_OneDNN, use_winograd=use_winograd, use_small_k=use_small_k))
+    twin.whole_bytes_per_px = WHOLE_BYTES_PER_PX.get(first.dtype)  # deblur()'s tiling reads it (api.auto_tile)
+    return twin
