@@ -348,3 +348,46 @@ def test_huge_pages_only_when_the_user_asks(env, want):
         assert int(huge) >= 2048, f"no huge pages under a 64 MiB tensor (THP {_thp_mode()})"
     if want != "1" and _thp_mode() == "madvise":
         assert int(huge) == 0
+
+
+_WHOLE_IMAGE_PEAK = r"""
+import sys
+import numpy as np, torch, fastdeblur
+from fastdeblur.reference import DMPHN
+dtype = getattr(torch, sys.argv[1])
+h, w = 720, 1280
+
+
+def status(key):  # kB
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":"))
+
+
+torch.manual_seed(0)
+model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(dtype=dtype, memory_format=torch.channels_last)
+img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+fastdeblur.deblur(img[:64, :64], model, device="cpu")  # builds and packs the twin
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # resets the peak RSS (VmHWM) to the current RSS
+base = status("VmRSS")
+fastdeblur.deblur(img, model, device="cpu", tile=0)
+print((status("VmHWM") - base) * 1024 / (h * w))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_whole_image_memory_stays_within_the_models_figure(dtype):
+    """WHOLE_BYTES_PER_PX decides which images deblur() runs whole: a whole 720p forward's peak
+    RSS above the process's baseline must stay under it (measured 202 B/px in bfloat16 and 388 in
+    float32 against 256 and 480), or large photos could outgrow the memory budget."""
+    from fastdeblur.models.onednn import WHOLE_BYTES_PER_PX
+
+    if not onednn_available(dtype):
+        pytest.skip(f"oneDNN runs no {dtype} here")
+    env = {k: v for k, v in os.environ.items() if k != "FASTDEBLUR_MEMORY_BUDGET"}
+    out = subprocess.run([sys.executable, "-c", _WHOLE_IMAGE_PEAK, str(dtype).split(".")[1]], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    per_px = float(out.stdout.split()[-1])
+    assert 0 < per_px <= WHOLE_BYTES_PER_PX[dtype], f"{per_px:.0f} B/px above baseline in {dtype}"
