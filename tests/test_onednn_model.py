@@ -367,8 +367,11 @@ torch.manual_seed(0)
 model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(dtype=dtype, memory_format=torch.channels_last)
 img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
 fastdeblur.deblur(img[:64, :64], model, device="cpu")  # builds and packs the twin
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # resets the peak RSS (VmHWM) to the current RSS
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak RSS (VmHWM) to the current RSS
+except OSError:
+    sys.exit(print("no-clear-refs"))
 base = status("VmRSS")
 fastdeblur.deblur(img, model, device="cpu", tile=0)
 print((status("VmHWM") - base) * 1024 / (h * w))
@@ -379,8 +382,8 @@ print((status("VmHWM") - base) * 1024 / (h * w))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_whole_image_memory_stays_within_the_models_figure(dtype):
     """WHOLE_BYTES_PER_PX decides which images deblur() runs whole: a whole 720p forward's peak
-    RSS above the process's baseline must stay under it (measured 202 B/px in bfloat16 and 388 in
-    float32 against 256 and 480), or large photos could outgrow the memory budget."""
+    RSS above the process's baseline must stay under it (measured 194-206 B/px in bfloat16 and
+    388 in float32 against 256 and 480), or large photos could outgrow the memory budget."""
     from fastdeblur.models.onednn import WHOLE_BYTES_PER_PX
 
     if not onednn_available(dtype):
@@ -389,5 +392,7 @@ def test_whole_image_memory_stays_within_the_models_figure(dtype):
     out = subprocess.run([sys.executable, "-c", _WHOLE_IMAGE_PEAK, str(dtype).split(".")[1]], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+    if out.stdout.strip() == "no-clear-refs":
+        pytest.skip("this kernel does not let a process reset its peak RSS (/proc/self/clear_refs)")
     per_px = float(out.stdout.split()[-1])
     assert 0 < per_px <= WHOLE_BYTES_PER_PX[dtype], f"{per_px:.0f} B/px above baseline in {dtype}"
