@@ -21,6 +21,21 @@ template <int VAR>
 constexpr int kPairs = VAR == kC4 ? 1 : VAR == kC8 ? 3 : 0;
 constexpr float kHalfSqrt2 = 0.707106781186547524f;
 
+// F(3, 2) with points 0, 1, -1 and infinity, the 2-tap correlation of both stride-2 kinds: B^T e of
+// four values and A^T m of four products.
+FD_TARGET FD_INLINE void bt_f3x2(Vec e0, Vec e1, Vec e2, Vec e3, Vec* v) {
+  v[0] = vsub(e2, e0);
+  v[1] = vadd(e1, e2);
+  v[2] = vsub(e2, e1);
+  v[3] = vsub(e3, e1);
+}
+FD_TARGET FD_INLINE void at_f3x2(const Vec* m, Vec& y0, Vec& y1, Vec& y2) {
+  const Vec a = vadd(m[1], m[2]);
+  y0 = vadd(m[0], a);
+  y1 = vsub(m[1], m[2]);
+  y2 = vadd(a, m[3]);
+}
+
 // B^T d of one column (or row) of an input tile: Tiles<VAR>::in values to ::pos.
 // F(2x2, 3x3): (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
 // F(4x4, 3x3) (Lavin and Gray's, points 0, +-1, +-2):
@@ -45,21 +60,6 @@ constexpr float kHalfSqrt2 = 0.707106781186547524f;
 // input rows (i - 1, i) for p = 0 (kernel rows 3, 1) and (i, i + 1) for p = 1 (kernel rows 2, 0):
 // two 2-tap correlations, each F(3, 2) as above, on input rows 0-3 (phase 0) and 1-4 (phase 1)
 // of the tile's 5: (B^T d[0:4], B^T d[1:5]).
-// F(3, 2) with points 0, 1, -1 and infinity, the 2-tap correlation of both stride-2 kinds: B^T e of
-// four values and A^T m of four products.
-FD_TARGET FD_INLINE void bt_f3x2(Vec e0, Vec e1, Vec e2, Vec e3, Vec* v) {
-  v[0] = vsub(e2, e0);
-  v[1] = vadd(e1, e2);
-  v[2] = vsub(e2, e1);
-  v[3] = vsub(e3, e1);
-}
-FD_TARGET FD_INLINE void at_f3x2(const Vec* m, Vec& y0, Vec& y1, Vec& y2) {
-  const Vec a = vadd(m[1], m[2]);
-  y0 = vadd(m[0], a);
-  y1 = vsub(m[1], m[2]);
-  y2 = vadd(a, m[3]);
-}
-
 template <int VAR>
 FD_TARGET inline void bt(const Vec* d, Vec* v) {
   if constexpr (VAR == kF2) {
@@ -402,6 +402,9 @@ struct Side {
   using S = Tiles<VAR>;
   static constexpr int TI = S::in, TP = S::pos, TO = S::out;
   static constexpr int kOutPieces = (TP + 1) / 2 + (TO + 1) / 2;  // per output tile and vector of channels
+  // whether row or column r of the transformed tile exists: pieces go two at a time, and an odd
+  // TP's last piece has one (the check folds away for even TP)
+  static constexpr bool has_pos(int r) { return TP % 2 == 0 || r < TP; }
   // the call's tensors: x [N, H, W, C]; out and add [N, Ho, Wo, K]
   const T* x;
   const float* bias;
@@ -497,7 +500,7 @@ struct Side {
       ++cdone;
     } else {  // rows 2 ip, 2 ip + 1 (an odd TP's last: 2 ip only) of tile im's (B^T d) B, to V
       Vec v[2][TP];
-      for (int g = 0; g < 2 && (TP % 2 == 0 || 2 * ip + g < TP); ++g) {
+      for (int g = 0; g < 2 && has_pos(2 * ip + g); ++g) {
         Vec row[TI];
         for (int j = 0; j < TI; ++j) row[j] = vloadf(column(c0 + j, 2 * ip + g));
         bt<VAR>(row, v[g]);
@@ -505,7 +508,7 @@ struct Side {
       if constexpr (kPairs<VAR> > 0) {
         complex_store_rows<VAR>(v, ip, Vt, vstride);
       } else {
-        for (int g = 0; g < 2 && (TP % 2 == 0 || 2 * ip + g < TP); ++g)
+        for (int g = 0; g < 2 && has_pos(2 * ip + g); ++g)
           for (int j = 0; j < TP; ++j) vstore(Vt + ((2 * ip + g) * TP + j) * vstride, v[g][j]);
       }
       if (++ip == (TP + 1) / 2) {
@@ -522,10 +525,10 @@ struct Side {
       if constexpr (kPairs<VAR> > 0) {
         complex_load_columns<VAR>(Mt, KB * K, op, col);
       } else {
-        for (int g = 0; g < 2 && (TP % 2 == 0 || 2 * op + g < TP); ++g)
+        for (int g = 0; g < 2 && has_pos(2 * op + g); ++g)
           for (int i = 0; i < TP; ++i) col[g][i] = vloadf(Mt + (i * TP + 2 * op + g) * KB * K);
       }
-      for (int g = 0; g < 2 && (TP % 2 == 0 || 2 * op + g < TP); ++g) {
+      for (int g = 0; g < 2 && has_pos(2 * op + g); ++g) {
         Vec s[TO];
         at<VAR>(col[g], s);
         for (int i = 0; i < TO; ++i) vstoref(so + ((2 * op + g) * TO + i) * kLanes, s[i]);
@@ -588,7 +591,8 @@ FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, 
   Buffer<T> Vbuf(2 * NP * KB * C);
   Buffer<float> Mbuf(2 * NP * KB * K);
   Side<VAR> sd(x, bias, relu, add, out, H, W, C, K, KB);
-  const int64_t steps = NP * (K / NR) * (C / kPair);  // the GEMM's steps per block
+  // what a block's pieces are spread over: the GEMM's steps, or (kBetweenCalls) its calls
+  const int64_t units = NP * (K / NR) * (kBetweenCalls<VAR> ? 1 : C / kPair);
   sd.start_in(begin, Vbuf.data());
   while (sd.busy()) sd.piece();
   for (int64_t blk = begin; blk < end; ++blk) {
@@ -604,15 +608,16 @@ FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, 
       sd.start_out(blk - 1, Mbuf.data() + (1 - cur) * NP * KB * K);
       pieces += sd.out_pieces();
     }
-    // a piece every `every` steps; with more pieces than half the steps, by a running credit
-    const bool dense = 2 * pieces > steps;
-    const int64_t every = pieces > 0 ? std::max<int64_t>(1, steps / pieces) : steps + 1;
+    // a piece every `every` units; with more pieces than half the units (or between calls), by a
+    // running credit
+    const bool dense = kBetweenCalls<VAR> || 2 * pieces > units;
+    const int64_t every = pieces > 0 ? std::max<int64_t>(1, units / pieces) : units + 1;
     int64_t count = 0;
     auto tick = [&]() FD_TARGET FD_INLINE_LAMBDA {
       if (dense) {
         count += pieces;
-        while (count >= steps) {
-          count -= steps;
+        while (count >= units) {
+          count -= units;
           sd.piece();
         }
       } else if (++count == every) {
@@ -620,22 +625,19 @@ FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, 
         sd.piece();
       }
     };
-    if constexpr (kBetweenCalls<VAR>) {  // the pieces between micro-kernel calls, spread by a running credit
-      auto none = []() FD_TARGET FD_INLINE_LAMBDA {};
-      const int64_t calls = NP * (K / NR);
-      int64_t credit = 0;
-      for (int64_t xi = 0; xi < NP; ++xi)
-        for (int64_t nb = 0; nb < K / NR; ++nb) {
-          micro_kernel<MR, NV>(V + xi * KB * C, C, U + xi * C * K + nb * C * NR, C, M + xi * KB * K + nb * NR, K,
-                               none);
-          for (credit += pieces; credit >= calls; credit -= calls) sd.piece();
-        }
-    } else {
-      for (int64_t xi = 0; xi < NP; ++xi)
-        for (int64_t nb = 0; nb < K / NR; ++nb)
-          micro_kernel<MR, NV>(V + xi * KB * C, C, U + xi * C * K + nb * C * NR, C, M + xi * KB * K + nb * NR, K,
-                               tick);
-    }
+    auto none = []() FD_TARGET FD_INLINE_LAMBDA {};
+    auto& step_tick = [&]() -> auto& {
+      if constexpr (kBetweenCalls<VAR>)
+        return none;
+      else
+        return tick;
+    }();
+    for (int64_t xi = 0; xi < NP; ++xi)
+      for (int64_t nb = 0; nb < K / NR; ++nb) {
+        micro_kernel<MR, NV>(V + xi * KB * C, C, U + xi * C * K + nb * C * NR, C, M + xi * KB * K + nb * NR, K,
+                             step_tick);
+        if constexpr (kBetweenCalls<VAR>) tick();
+      }
     while (sd.busy()) sd.piece();
   }
   sd.start_out(end - 1, Mbuf.data() + ((end - 1 - begin) & 1) * NP * KB * K);
