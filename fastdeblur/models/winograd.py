@@ -61,8 +61,8 @@ _G = {2: ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0)),
       6: ((-1.0, 0.0, 0.0), (-2 / 9, -2 / 9, -2 / 9), (-2 / 9, 2 / 9, -2 / 9), (1 / 90, 1 / 45, 2 / 45),
           (1 / 90, -1 / 45, 2 / 45), (32 / 45, 16 / 45, 8 / 45), (32 / 45, -16 / 45, 8 / 45), (0.0, 0.0, 1.0))}
 # The output tile (m of F(m x m, 3x3)) each dtype runs by default; see the module's docstring.
-# float32: the real F(6x6, 3x3); on 2 AMD Zen 4 cores, per 720p-level convolution 1.12-1.23x
-# faster than the real F(4x4) (AVX2: 1.17-1.26x), a whole frame 2.39 s against 2.86. bfloat16:
+# float32: the real F(6x6, 3x3); on 2 AMD Zen 4 cores, per 720p-level convolution 1.08-1.27x
+# faster than the real F(4x4) (AVX2: 1.14-1.28x), a whole frame 2.48 s against 2.91. bfloat16:
 # the complex F(8x8, 3x3); per convolution against the complex F(4x4): 32 channels 19.0-19.7 ms
 # against 20.2-21.5, 64 level at 16-17 ms, 128 13.9-14.5 ms against 16.8-18.0 (a whole frame:
 # within the host's noise). benchmarks/RESULTS.md has both.
