@@ -1,6 +1,7 @@
 """The source distribution carries everything setup.py compiles: a user who installs from an
 sdist (pip's fallback when no wheel fits) gets the extension, not a silent pure-PyTorch install."""
 
+import platform
 import shutil
 import subprocess
 import sys
@@ -36,3 +37,16 @@ def test_sdist_has_every_extension_source_and_header(tmp_path):
     wanted = {p.relative_to(src).as_posix() for p in (src / "csrc").rglob("*") if p.is_file()}
     assert wanted and not wanted - names, f"missing from the sdist: {sorted(wanted - names)}"
     assert {"setup.py", "pyproject.toml", "fastdeblur/__init__.py", "kernels/__init__.py"} <= names
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or platform.machine() not in ("x86_64", "AMD64"),
+                    reason="needs g++ on x86-64")
+def test_the_readmes_pipe_benchmark_compiles(tmp_path):
+    """benchmarks/cpu_pipes.cpp builds with the README's command line (running it is a benchmark)."""
+    src = ROOT / "benchmarks" / "cpu_pipes.cpp"
+    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines() if "cpu_pipes.cpp" in ln and "g++" in ln)
+    flags = [f for f in line.split("&&")[0].split() if f.startswith("-m") or f.startswith("-O")]
+    assert "-mavx512bf16" in flags
+    run = subprocess.run(["g++", *flags, "-Wall", "-Werror", "-o", str(tmp_path / "cpu_pipes"), str(src)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
