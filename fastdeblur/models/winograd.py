@@ -89,6 +89,24 @@ def register_block(dtype: torch.dtype, in_channels: int, out_channels: int) -> i
     return int(torch.ops.fastdeblur.winograd_block(dtype, in_channels, out_channels))
 
 
+# What the kernel needs besides the kernel size (pack's error names it; the others refer to it).
+_RUNS = ("input channels a multiple of the vector width, 8 on AVX2 or 16 on AVX-512; output channels a multiple "
+         "of 16 on AVX2 or 32 on AVX-512; the extension built, and AVX2+FMA for float32 or AVX512-BF16 for "
+         "bfloat16")
+
+
+def _block_or_raise(weight: torch.Tensor, dtype: torch.dtype, c: int, k: int, side: int, what: str = "",
+                    detail: str = "channel counts and CPU as for pack") -> int:
+    """register_block for a C -> K (`what`) weight with side x side kernels, or the ValueError saying
+    the kernel does not run it here."""
+    nr = register_block(dtype, c, k) if weight.shape[2:] == (side, side) else 0
+    if nr == 0:
+        kind = f"{what} " if what else ""
+        raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} {kind}weight in {dtype} on "
+                         f"this machine ({side}x{side} kernels; {detail})")
+    return nr
+
+
 def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | None = None) -> torch.Tensor:
     """[K, C, 3, 3] conv weight -> the kernel's [NP, K/NR, C/P, NR, P] transformed weight in
     `dtype`, for Winograd F(m x m, 3x3) with m = `tile` (2 or 4, 6 in float32, 8 in bfloat16;
@@ -104,12 +122,7 @@ def pack(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16, tile: int | 
     if m not in (2, 4, 6, 8) or (m == 8 and dtype != torch.bfloat16) or (m == 6 and dtype != torch.float32):
         raise ValueError(f"Winograd tile {m}: the kernel runs F(2x2, 3x3) and F(4x4, 3x3), F(6x6, 3x3) in "
                          "float32 and F(8x8, 3x3) in bfloat16")
-    nr = register_block(dtype, c, k) if weight.shape[2:] == (3, 3) else 0
-    if nr == 0:
-        raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} weight in {dtype} on this "
-                         "machine (3x3 kernels; input channels a multiple of the vector width, 8 on AVX2 or "
-                         "16 on AVX-512; output channels a multiple of 16 on AVX2 or 32 on AVX-512; the "
-                         "extension built, and AVX2+FMA for float32 or AVX512-BF16 for bfloat16)")
+    nr = _block_or_raise(weight, dtype, c, k, 3, detail=_RUNS)
     w = weight.detach().to("cpu", torch.float64).reshape(k * c, 9)
     u = (_tap_map(m, m >= 4 and dtype == torch.bfloat16) @ w.T).reshape(-1, k, c)
     return _panels(u, dtype, nr)
@@ -180,16 +193,6 @@ def _panels(u: torch.Tensor, dtype: torch.dtype, nr: int) -> torch.Tensor:
 # whose taps are these kernel rows (or columns) for output rows (columns) of parity 0 and 1.
 _G_F3X2 = ((-1.0, 0.0), (0.5, 0.5), (0.5, -0.5), (0.0, 1.0))
 _UP_TAPS = ((3, 1), (2, 0))
-
-
-def _block_or_raise(weight: torch.Tensor, dtype: torch.dtype, c: int, k: int, side: int, what: str) -> int:
-    """register_block for a C -> K `what` weight with side x side kernels, or the ValueError saying
-    the kernel does not run it here."""
-    nr = register_block(dtype, c, k) if weight.shape[2:] == (side, side) else 0
-    if nr == 0:
-        raise ValueError(f"the Winograd kernel does not run a {tuple(weight.shape)} {what} weight in {dtype} on "
-                         f"this machine ({side}x{side} kernels; channel counts and CPU as for pack)")
-    return nr
 
 
 def pack_transpose(weight: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
