@@ -92,7 +92,7 @@ def _ref64(x, wt, b, relu, add):
 
 @pytest.mark.parametrize("n,c,k,h,w", [(1, 32, 32, 7, 9), (3, 64, 64, 5, 30), (2, 128, 128, 11, 13),
                                        (1, 16, 32, 1, 1), (1, 32, 64, 50, 51), (3, 48, 96, 2, 3),
-                                       (1, 128, 32, 9, 53)])
+                                       (1, 128, 32, 9, 53), (2, 32, 32, 41, 67)])
 @pytest.mark.parametrize("relu,with_add", [(False, False), (True, False), (False, True), (True, True)])
 def test_error_is_at_most_twice_torchs(kernel, n, c, k, h, w, relu, with_add):
     x, wt, b, add = _case(n, c, k, h, w, dtype=kernel)
@@ -344,7 +344,7 @@ def test_channels_last_view_in_and_out(kernel):
 
 def test_threads_and_blocks_do_not_change_the_result(kernel):
     """Rows of tiles wider than a block (4 to 12 tiles) and any thread count give the same bits."""
-    x, wt, b, _ = _case(1, 32, 32, 9, 101, dtype=kernel)
+    x, wt, b, _ = _case(1, 32, 32, 41, 101, dtype=kernel)
     u = winograd.pack(wt, kernel)
     threads = torch.get_num_threads()
     try:
@@ -357,9 +357,30 @@ def test_threads_and_blocks_do_not_change_the_result(kernel):
     assert torch.equal(one, two)
     # each output pixel depends on its 3x3 neighbourhood only: a crop of the input at a tile
     # boundary gives the same interior, away from the tiles that read the crop's zero padding
+    # (and the complex F(8x8)'s tiles that lie inside the image, done whole, give the bits of the
+    # same tiles done piece by piece at the crop's edges)
     m = winograd.TILE[kernel]  # the output tile, the input tiles' step: 48 is a multiple of every one
     crop = winograd.conv3x3(x[:, :, 48:79].contiguous(), u, b)
     assert torch.equal(crop[:, :, m:-m], one[:, :, 48 + m:79 - m])
+
+
+@pytest.mark.parametrize("c,k", [(32, 32), (64, 64), (128, 32)])
+def test_a_zero_border_gives_the_same_bits(kernel, c, k):
+    """The image framed by 24 zero pixels (a multiple of every tile step, so the tiles line up)
+    gives the same bits inside: the tiles at the image's edge, whose pixels past it read as zeros
+    (bounds-checked pieces), against the same tiles inside the framed one (done whole, without
+    checks, by the complex F(8x8)), with ReLU and with the residual add."""
+    x, wt, b, add = _case(1, c, k, 35, 43, seed=3, dtype=kernel)
+    u = winograd.pack(wt, kernel)
+    p = 24
+
+    def framed(t):
+        return F.pad(t, (0, 0, p, p, p, p))  # NHWC: W and H
+
+    for relu, a in ((True, None), (False, add)):
+        want = winograd.conv3x3(x, u, b, relu=relu, add=a)
+        got = winograd.conv3x3(framed(x), u, b, relu=relu, add=None if a is None else framed(a))
+        assert torch.equal(got[:, p:-p, p:-p], want)
 
 
 def test_bad_arguments_name_the_problem():
