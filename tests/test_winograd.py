@@ -383,6 +383,17 @@ def test_a_zero_border_gives_the_same_bits(kernel, c, k):
         assert torch.equal(got[:, p:-p, p:-p], want)
 
 
+def test_a_large_output_streams_the_same_bits(kernel):
+    """An output of 8 MiB or more without a residual add is written with non-temporal stores
+    (bfloat16: two channel vectors a pixel at once): the same bits as the add path's ordinary
+    stores, adding zeros."""
+    x, wt, b, _ = _case(1, 32, 32, 264, 520, seed=5, dtype=kernel)
+    u = winograd.pack(wt, kernel)
+    got = winograd.conv3x3(x, u, b, relu=True)
+    assert got.numel() * got.element_size() >= 8 << 20
+    assert torch.equal(got, winograd.conv3x3(x, u, b, relu=True, add=torch.zeros_like(got)))
+
+
 def test_bad_arguments_name_the_problem():
     x, wt, b, add = _case(1, 32, 32, 4, 4, dtype=torch.float32)
     u = winograd.pack(wt, torch.float32)

@@ -8,6 +8,11 @@
 //   Vec, kLanes, vloadf, vstoref, vadd, vsub, vmax, vzero, vfma, vfnma
 //                                      float32 vectors (vec_f32_avx512.h or vec_f32_avx2.h)
 //   vload(const T*), vstore(T*, Vec)   activations <-> float32 vectors (rounding on the way out)
+//   vstore_out(T*, Vec, stream)        vstore, or where the vector is a whole cache line (float32,
+//                                      AVX-512) and stream is set, a non-temporal store
+//   vstore_out2(T*, Vec a, Vec b, stream)
+//                                      a and b to p[0:kLanes] and p[kLanes:2 kLanes] (a whole line
+//                                      in bfloat16), non-temporal where stream is set
 //   micro_kernel<MR, NV>(A, lda, B, C, M, ldm, tick)
 //                                      M[MR][NV * kLanes] = A[MR][C] . B, B one NR-wide panel of
 //                                      the packed weights (NR = NV * kLanes), calling tick() after
@@ -185,10 +190,11 @@ FD_TARGET inline void at(const Vec* m, Vec* y) {
 }
 
 // Row y of an output tile: its Tiles<VAR>::out values o, at columns x0.. of the W-wide output,
-// channels k0..k0 + kLanes: + bias b, ReLU, + residual, rounded and stored where inside.
+// channels k0..k0 + kLanes: + bias b, ReLU, + residual, rounded and stored where inside
+// (non-temporally where stream is set and a vector is a whole line: vstore_out).
 template <int VAR>
-FD_TARGET FD_INLINE void store_row(const Vec* o, Vec b, bool relu, const T* add, T* out, int64_t W, int64_t K,
-                                   int64_t y, int64_t x0, int64_t k0) {
+FD_TARGET FD_INLINE void store_row(const Vec* o, Vec b, bool relu, const T* add, T* out, bool stream, int64_t W,
+                                   int64_t K, int64_t y, int64_t x0, int64_t k0) {
   for (int j = 0; j < Tiles<VAR>::out; ++j) {
     const int64_t x = x0 + j;
     if (x >= W) break;
@@ -196,7 +202,7 @@ FD_TARGET FD_INLINE void store_row(const Vec* o, Vec b, bool relu, const T* add,
     if (relu) v = vmax(v, vzero());
     const int64_t off = (y * W + x) * K + k0;
     if (add) v = vadd(v, vload(add + off));
-    vstore(out + off, v);
+    vstore_out(out + off, v, stream);
   }
 }
 
@@ -255,7 +261,7 @@ FD_TARGET void block_gemm(const T* V, const T* U, int64_t C, int64_t K, float* M
 // + residual, stored if inside.
 template <int VAR>
 FD_TARGET void output_tile(const float* M, int64_t mstride, const float* bias, bool relu, const T* add, T* out,
-                           int64_t H, int64_t W, int64_t K, int64_t y0, int64_t x0) {
+                           bool stream, int64_t H, int64_t W, int64_t K, int64_t y0, int64_t x0) {
   constexpr int TP = Tiles<VAR>::pos, TO = Tiles<VAR>::out;
   static_assert(kPairs<VAR> == 0, "the complex variants run the pipelined loop only");
   alignas(64) float s[TP][TO][kLanes];  // s[j] = column j of A^T m, through L1
@@ -273,7 +279,7 @@ FD_TARGET void output_tile(const float* M, int64_t mstride, const float* bias, b
       Vec row[TP], o[TO];
       for (int j = 0; j < TP; ++j) row[j] = vloadf(s[j][i]);
       at<VAR>(row, o);  // row i of A^T m A
-      store_row<VAR>(o, b, relu, add, out, W, K, y, x0, k0);
+      store_row<VAR>(o, b, relu, add, out, stream, W, K, y, x0, k0);
     }
   }
 }
@@ -281,7 +287,8 @@ FD_TARGET void output_tile(const float* M, int64_t mstride, const float* bias, b
 // conv_blocks (below) one block at a time: input transforms, GEMMs, output transforms.
 template <int VAR, int MR, int NV>
 FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out,
-                                      int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
+                                      bool stream, int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin,
+                                      int64_t end) {
   using S = Tiles<VAR>;
   constexpr int64_t KB = MR, NP = S::np;
   const BlockGrid grid(H, W, S::step, KB);
@@ -302,7 +309,7 @@ FD_TARGET void conv_blocks_sequential(const T* x, const T* U, const float* bias,
     const T* a = add ? add + n * Ho * Wo * K : nullptr;
     T* o = out + n * Ho * Wo * K;
     for (int64_t m = 0; m < tn; ++m)
-      output_tile<VAR>(M.data() + m * K, KB * K, bias, relu, a, o, Ho, Wo, K, S::out * ti, S::out * (t0 + m));
+      output_tile<VAR>(M.data() + m * K, KB * K, bias, relu, a, o, stream, Ho, Wo, K, S::out * ti, S::out * (t0 + m));
   }
 }
 
@@ -431,6 +438,7 @@ struct Side {
   bool relu;
   const T* add;
   T* out;
+  bool stream;
   int64_t H, W, C, K, KB;
   BlockGrid grid;
   // the input job: tile im, channels ic, its new input column pairs done cdone, row pair ip
@@ -448,11 +456,11 @@ struct Side {
   bool out_busy = false;
   static constexpr int kRing = TI <= 8 ? 8 : 16;  // >= TI: a tile's columns, then the next one's new ones
   Buffer<float> sc;                               // input columns c % kRing: [kRing][C][TP] vectors
-  alignas(64) float so[TP * TO * kLanes] = {};    // an output tile's column pass, [TP][TO] vectors
+  alignas(64) float so[2 * TP * TO * kLanes] = {};  // an output tile's column pass, [TP][TO] vectors (2: out_unit)
 
-  Side(const T* x_, const float* bias_, bool relu_, const T* add_, T* out_, int64_t H_, int64_t W_, int64_t C_,
-       int64_t K_, int64_t KB_)
-      : x(x_), bias(bias_), relu(relu_), add(add_), out(out_), H(H_), W(W_), C(C_), K(K_), KB(KB_),
+  Side(const T* x_, const float* bias_, bool relu_, const T* add_, T* out_, bool stream_, int64_t H_, int64_t W_,
+       int64_t C_, int64_t K_, int64_t KB_)
+      : x(x_), bias(bias_), relu(relu_), add(add_), out(out_), stream(stream_), H(H_), W(W_), C(C_), K(K_), KB(KB_),
         grid(H_, W_, S::step, KB_),
         sc(kRing * C_ * TP) {}
 
@@ -507,9 +515,9 @@ struct Side {
   // then its rows. The pieces' operations in their order, so the same results; for kC8, whose
   // pieces run between the micro-kernel's calls, where a piece's size does not matter. Done so
   // (and out_unit likewise), with the rows' positions known at compile time and the state in
-  // locals, a 720p level's 32-, 64- and 128-channel convolution took 19.0-19.6, 16.3-16.9 and
-  // 14.2-14.3 ms on 2 Zen 4 cores, against 20.1-20.9, 17.5-18.3 and 14.7-15.1 in two-column and
-  // two-row pieces (their bounds checks and bookkeeping), with the same bits.
+  // locals, a 720p level's 32-, 64- and 128-channel convolution with residual add took 19.0-19.6,
+  // 16.3-16.9 and 14.2-14.3 ms on 2 Zen 4 cores, against 20.1-20.9, 17.5-18.3 and 14.7-15.1 in
+  // two-column and two-row pieces (their bounds checks and bookkeeping), with the same bits.
   FD_TARGET FD_INLINE void in_unit() {
     // locals only: the vector stores may alias this object's members as far as the compiler knows
     const int64_t w = W, c = C, c0 = im * S::step, c_new = im == 0 ? 0 : c0 - S::step + TI;
@@ -593,47 +601,64 @@ struct Side {
     return oy0 + TO <= out_size<VAR>(H) && ox0 + S::out * m + TO <= out_size<VAR>(W);
   }
 
-  // Channels ok.. of output tile om whole, as one piece (in_unit's counterpart): its columns, then
-  // its rows, + bias, ReLU (RELU), + residual (ADD), with no bounds checks.
-  template <bool RELU, bool ADD>
+  // Channels ok..ok + 2 kLanes of output tile om whole, as one piece (in_unit's counterpart): for
+  // each of the two channel vectors its columns, then its rows, + bias, ReLU (RELU), + residual
+  // (ADD), with no bounds checks; each pixel's two vectors stored together (vstore_out2: in
+  // bfloat16 a whole cache line, which may go non-temporally, NT).
+  template <bool RELU, bool ADD, bool NT>
   FD_TARGET FD_INLINE void out_unit() {
     const int64_t k = K, wo = out_size<VAR>(W), ms = KB * k, y0 = oy0, x0 = ox0 + S::out * om, k0 = ok;
-    const float* const Mt = M + om * k + k0;
-    float* const s = so;
-    unrolled<(TP + 1) / 2>([&](auto OP) FD_TARGET FD_INLINE_LAMBDA {
-      constexpr int r = decltype(OP)::value;  // columns 2 r, 2 r + 1
-      Vec col[2][TP];
-      complex_load_columns<VAR>(Mt, ms, r, col);
-      for (int g = 0; g < 2; ++g) {
-        Vec t[TO];
-        at<VAR>(col[g], t);
-        for (int i = 0; i < TO; ++i) vstoref(s + ((2 * r + g) * TO + i) * kLanes, t[i]);
-      }
-    });
-    const Vec b = vloadf(bias + k0);
+    float* const s = so;  // [2][TP][TO] vectors
+    for (int h = 0; h < 2; ++h) {
+      const float* const Mt = M + om * k + k0 + h * kLanes;
+      float* const sh = s + h * TP * TO * kLanes;
+      unrolled<(TP + 1) / 2>([&](auto OP) FD_TARGET FD_INLINE_LAMBDA {
+        constexpr int r = decltype(OP)::value;  // columns 2 r, 2 r + 1
+        Vec col[2][TP];
+        complex_load_columns<VAR>(Mt, ms, r, col);
+        for (int g = 0; g < 2; ++g) {
+          Vec t[TO];
+          at<VAR>(col[g], t);
+          for (int i = 0; i < TO; ++i) vstoref(sh + ((2 * r + g) * TO + i) * kLanes, t[i]);
+        }
+      });
+    }
+    const Vec b0 = vloadf(bias + k0), b1 = vloadf(bias + k0 + kLanes);
     const T* const a = ADD ? oadd + (y0 * wo + x0) * k + k0 : nullptr;
     T* const o = oout + (y0 * wo + x0) * k + k0;
     for (int i = 0; i < TO; ++i) {
-      Vec row[TP], y[TO];
-      for (int j = 0; j < TP; ++j) row[j] = vloadf(s + (j * TO + i) * kLanes);
-      at<VAR>(row, y);
+      Vec y[2][TO];
+      for (int h = 0; h < 2; ++h) {
+        Vec row[TP];
+        for (int j = 0; j < TP; ++j) row[j] = vloadf(s + ((h * TP + j) * TO + i) * kLanes);
+        at<VAR>(row, y[h]);
+      }
       for (int j = 0; j < TO; ++j) {  // store_row's steps
-        Vec v = vadd(y[j], b);
-        if constexpr (RELU) v = vmax(v, vzero());
-        if constexpr (ADD) v = vadd(v, vload(a + (i * wo + j) * k));
-        vstore(o + (i * wo + j) * k, v);
+        Vec v = vadd(y[0][j], b0), w = vadd(y[1][j], b1);
+        if constexpr (RELU) {
+          v = vmax(v, vzero());
+          w = vmax(w, vzero());
+        }
+        if constexpr (ADD) {
+          v = vadd(v, vload(a + (i * wo + j) * k));
+          w = vadd(w, vload(a + (i * wo + j) * k + kLanes));
+        }
+        vstore_out2(o + (i * wo + j) * k, v, w, NT);
       }
     }
   }
 
   FD_TARGET FD_INLINE void out_piece() {
     if constexpr (VAR == kC8) {
-      if (op == 0 && out_inside(om)) {  // a whole unit: out_unit
+      if (op == 0 && ok % (2 * kLanes) == 0 && ok + 2 * kLanes <= K && out_inside(om)) {  // out_unit
         if (oadd)
-          relu ? out_unit<true, true>() : out_unit<false, true>();
+          relu ? out_unit<true, true, false>() : out_unit<false, true, false>();
+        else if (stream)
+          relu ? out_unit<true, false, true>() : out_unit<false, false, true>();
         else
-          relu ? out_unit<true, false>() : out_unit<false, false>();
-        op = kOutPieces - 1;  // its last piece done: on to the next unit
+          relu ? out_unit<true, false, false>() : out_unit<false, false, false>();
+        ok += kLanes;  // two channel vectors done, each one's last piece: on to the next unit
+        op = kOutPieces - 1;
         next_out_piece();
         return;
       }
@@ -662,7 +687,7 @@ struct Side {
         Vec row[TP], o[TO];
         for (int j = 0; j < TP; ++j) row[j] = vloadf(so + (j * TO + i) * kLanes);
         at<VAR>(row, o);
-        store_row<VAR>(o, b, relu, oadd, oout, Wo, K, y, ox0 + S::out * om, ok);
+        store_row<VAR>(o, b, relu, oadd, oout, false, Wo, K, y, ox0 + S::out * om, ok);
       }
     }
     next_out_piece();
@@ -709,12 +734,13 @@ constexpr bool kBetweenCalls = VAR == kC8;
 // double-buffered.
 template <int VAR, int MR, int NV>
 FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out,
-                                     int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
+                                     bool stream, int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin,
+                                     int64_t end) {
   constexpr int64_t KB = MR, NP = Tiles<VAR>::np, NR = NV * kLanes;
   if (begin >= end) return;
   Buffer<T> Vbuf(2 * NP * KB * C);
   Buffer<float> Mbuf(2 * NP * KB * K);
-  Side<VAR> sd(x, bias, relu, add, out, H, W, C, K, KB);
+  Side<VAR> sd(x, bias, relu, add, out, stream, H, W, C, K, KB);
   // what a block's pieces are spread over: the GEMM's steps, or (kBetweenCalls) its calls
   const int64_t units = NP * (K / NR) * (kBetweenCalls<VAR> ? 1 : C / kPair);
   sd.start_in(begin, Vbuf.data());
@@ -769,15 +795,17 @@ FD_TARGET void conv_blocks_pipelined(const T* x, const T* U, const float* bias, 
 }
 
 // Blocks begin..end of MR tiles (a tile row's tiles in order, rows in order, images in order).
-// x: [N, H, W, C]; out and add: [N, up * H, up * W, K]. Pipelined where that measured faster:
+// x: [N, H, W, C]; out and add: [N, up * H, up * W, K]; stream: out's whole lines may be written
+// non-temporally (vstore_out, vstore_out2; run decides). Pipelined where that measured faster:
 // bfloat16, whose transforms are adds, conversions, loads and stores. In float32 the pipelined
 // loop ran 5-12% slower than the sequential one (F(4x4)'s transforms need the FMA pipes too), so
 // float32 keeps the sequential loop.
 template <int VAR, int MR, int NV>
-FD_TARGET void conv_blocks(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out, int64_t H,
-                           int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
+FD_TARGET void conv_blocks(const T* x, const T* U, const float* bias, bool relu, const T* add, T* out, bool stream,
+                           int64_t H, int64_t W, int64_t C, int64_t K, int64_t begin, int64_t end) {
   if constexpr (kPipelined)
-    conv_blocks_pipelined<VAR, MR, NV>(x, U, bias, relu, add, out, H, W, C, K, begin, end);
+    conv_blocks_pipelined<VAR, MR, NV>(x, U, bias, relu, add, out, stream, H, W, C, K, begin, end);
   else
-    conv_blocks_sequential<VAR, MR, NV>(x, U, bias, relu, add, out, H, W, C, K, begin, end);
+    conv_blocks_sequential<VAR, MR, NV>(x, U, bias, relu, add, out, stream, H, W, C, K, begin, end);
+  if (stream) _mm_sfence();  // the non-temporal stores visible before the caller's next step
 }
