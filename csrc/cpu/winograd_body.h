@@ -206,6 +206,29 @@ FD_TARGET FD_INLINE void store_row(const Vec* o, Vec b, bool relu, const T* add,
   }
 }
 
+// store_row for two channel vectors, k0.. and k0 + kLanes.., each pixel's stored together
+// (vstore_out2); bias at bias[k0:k0 + 2 kLanes].
+template <int VAR>
+FD_TARGET FD_INLINE void store_row2(const Vec* o0, const Vec* o1, const float* bias, bool relu, const T* add, T* out,
+                                    bool stream, int64_t W, int64_t K, int64_t y, int64_t x0, int64_t k0) {
+  const Vec b0 = vloadf(bias), b1 = vloadf(bias + kLanes);
+  for (int j = 0; j < Tiles<VAR>::out; ++j) {
+    const int64_t x = x0 + j;
+    if (x >= W) break;
+    Vec v = vadd(o0[j], b0), w = vadd(o1[j], b1);
+    if (relu) {
+      v = vmax(v, vzero());
+      w = vmax(w, vzero());
+    }
+    const int64_t off = (y * W + x) * K + k0;
+    if (add) {
+      v = vadd(v, vload(add + off));
+      w = vadd(w, vload(add + off + kLanes));
+    }
+    vstore_out2(out + off, v, w, stream);
+  }
+}
+
 // V[xi][m][c0:c0+kLanes] of tile m from the TI x TI input tile whose top-left pixel is (y0, x0);
 // pixels outside the image read zeros. The column pass goes through a scratch tile in L1 (as
 // output_tile's does): held in registers, F(6x6)'s 8 x 8 values and their transforms were spilled
@@ -258,28 +281,37 @@ FD_TARGET void block_gemm(const T* V, const T* U, int64_t C, int64_t K, float* M
 }
 
 // Y = A^T M A for tile m (TO x TO outputs at (y0, x0) of the H x W output), + bias, ReLU,
-// + residual, stored if inside.
+// + residual, stored if inside. Channel vectors go two at a time (an odd one last), each pixel's
+// two stored together (store_row2): a whole line with AVX2's 8 lanes, which may then be streamed.
 template <int VAR>
 FD_TARGET void output_tile(const float* M, int64_t mstride, const float* bias, bool relu, const T* add, T* out,
                            bool stream, int64_t H, int64_t W, int64_t K, int64_t y0, int64_t x0) {
   constexpr int TP = Tiles<VAR>::pos, TO = Tiles<VAR>::out;
   static_assert(kPairs<VAR> == 0, "the complex variants run the pipelined loop only");
-  alignas(64) float s[TP][TO][kLanes];  // s[j] = column j of A^T m, through L1
-  for (int64_t k0 = 0; k0 < K; k0 += kLanes) {
-    for (int j = 0; j < TP; ++j) {
-      Vec col[TP], c[TO];
-      for (int i = 0; i < TP; ++i) col[i] = vloadf(M + (i * TP + j) * mstride + k0);
-      at<VAR>(col, c);
-      for (int i = 0; i < TO; ++i) vstoref(s[j][i], c[i]);
+  alignas(64) float s[2][TP][TO][kLanes];  // s[h][j] = column j of A^T m for vector h, through L1
+  for (int64_t k0 = 0; k0 < K; k0 += 2 * kLanes) {
+    const int nv = k0 + 2 * kLanes <= K ? 2 : 1;
+    for (int h = 0; h < nv; ++h) {
+      for (int j = 0; j < TP; ++j) {
+        Vec col[TP], c[TO];
+        for (int i = 0; i < TP; ++i) col[i] = vloadf(M + (i * TP + j) * mstride + k0 + h * kLanes);
+        at<VAR>(col, c);
+        for (int i = 0; i < TO; ++i) vstoref(s[h][j][i], c[i]);
+      }
     }
-    const Vec b = vloadf(bias + k0);
     for (int i = 0; i < TO; ++i) {
       const int64_t y = y0 + i;
       if (y >= H) break;
-      Vec row[TP], o[TO];
-      for (int j = 0; j < TP; ++j) row[j] = vloadf(s[j][i]);
-      at<VAR>(row, o);  // row i of A^T m A
-      store_row<VAR>(o, b, relu, add, out, stream, W, K, y, x0, k0);
+      Vec o[2][TO];
+      for (int h = 0; h < nv; ++h) {
+        Vec row[TP];
+        for (int j = 0; j < TP; ++j) row[j] = vloadf(s[h][j][i]);
+        at<VAR>(row, o[h]);  // row i of A^T m A
+      }
+      if (nv == 2)
+        store_row2<VAR>(o[0], o[1], bias + k0, relu, add, out, stream, W, K, y, x0, k0);
+      else
+        store_row<VAR>(o[0], vloadf(bias + k0), relu, add, out, stream, W, K, y, x0, k0);
     }
   }
 }
