@@ -537,6 +537,53 @@ struct Side {
     in_busy = ++im < KB;
   }
 
+  // B^T over one input column's rows, d[i] = load(i), to dst + i kLanes (i < TP): the input job's
+  // column pass, in pieces and in in_unit.
+  template <typename Load>
+  FD_TARGET static FD_INLINE void column_pass(Load&& load, float* dst) {
+    Vec d[TI], v[TP];
+    for (int i = 0; i < TI; ++i) d[i] = load(i);
+    bt<VAR>(d, v);
+    for (int i = 0; i < TP; ++i) vstoref(dst + i * kLanes, v[i]);
+  }
+
+  // Rows 2 ip, 2 ip + 1 (an odd TP's last: 2 ip only) of a tile's (B^T d) B, its (B^T d) values
+  // at where(j, i) (column j, row i), to positions xi of V at Vt + xi * vstride: the input job's
+  // row pass, in pieces and in in_unit.
+  template <typename Where>
+  FD_TARGET static FD_INLINE void row_pass(Where&& where, int ip, T* Vt, int64_t vstride) {
+    Vec v[2][TP];
+    for (int g = 0; g < 2 && has_pos(2 * ip + g); ++g) {
+      Vec row[TI];
+      for (int j = 0; j < TI; ++j) row[j] = vloadf(where(j, 2 * ip + g));
+      bt<VAR>(row, v[g]);
+    }
+    if constexpr (kPairs<VAR> > 0) {
+      complex_rows<VAR>(v, ip, [&](int xi, Vec a) FD_TARGET FD_INLINE_LAMBDA { vstore(Vt + xi * vstride, a); });
+    } else {
+      for (int g = 0; g < 2 && has_pos(2 * ip + g); ++g)
+        for (int j = 0; j < TP; ++j) vstore(Vt + ((2 * ip + g) * TP + j) * vstride, v[g][j]);
+    }
+  }
+
+  // Columns 2 op, 2 op + 1 (but past an odd TP) of an output tile's products at Mt (positions ms
+  // apart): A^T m over their rows, to s ([TP][TO] vectors): the output job's column pass, in
+  // pieces and in out_unit.
+  FD_TARGET static FD_INLINE void out_column_pass(const float* Mt, int64_t ms, int op, float* s) {
+    Vec col[2][TP];
+    if constexpr (kPairs<VAR> > 0) {
+      complex_load_columns<VAR>(Mt, ms, op, col);
+    } else {
+      for (int g = 0; g < 2 && has_pos(2 * op + g); ++g)
+        for (int i = 0; i < TP; ++i) col[g][i] = vloadf(Mt + (i * TP + 2 * op + g) * ms);
+    }
+    for (int g = 0; g < 2 && has_pos(2 * op + g); ++g) {
+      Vec t[TO];
+      at<VAR>(col[g], t);
+      for (int i = 0; i < TO; ++i) vstoref(s + ((2 * op + g) * TO + i) * kLanes, t[i]);
+    }
+  }
+
   // Whether every input pixel of tile im lies inside the image.
   bool inside(int64_t m) const {
     const int64_t x0 = in_x0 + m * S::step;
@@ -556,27 +603,14 @@ struct Side {
     float* const ring = sc.data() + ic * TP;  // column k's (B^T d)[i] at ring + (k % kRing) * c * TP + i * kLanes
     auto column_at = [ring, c](int64_t k, int i) { return ring + (k % kRing) * c * TP + i * kLanes; };
     const T* p = img + (in_y0 * w + in_x0 + c_new) * c + ic;
-    for (int64_t col = c_new; col < c0 + TI; ++col, p += c) {
-      Vec d[TI], v[TP];
-      for (int i = 0; i < TI; ++i) d[i] = vload(p + i * w * c);
-      bt<VAR>(d, v);
-      float* const out = column_at(col, 0);
-      for (int i = 0; i < TP; ++i) vstoref(out + i * kLanes, v[i]);
-    }
+    for (int64_t col = c_new; col < c0 + TI; ++col, p += c)
+      column_pass([p, w, c](int i) FD_TARGET FD_INLINE_LAMBDA { return vload(p + i * w * c); }, column_at(col, 0));
     const float* cols[TI];
     for (int j = 0; j < TI; ++j) cols[j] = column_at(c0 + j, 0);
     T* const Vt = V + im * c + ic;
     const int64_t vs = KB * c;
-    auto put = [Vt, vs](int xi, Vec a) FD_TARGET FD_INLINE_LAMBDA { vstore(Vt + xi * vs, a); };
-    unrolled<(TP + 1) / 2>([&](auto IP) FD_TARGET FD_INLINE_LAMBDA {
-      constexpr int r = decltype(IP)::value;  // rows 2 r, 2 r + 1
-      Vec v[2][TP];
-      for (int g = 0; g < 2; ++g) {
-        Vec row[TI];
-        for (int j = 0; j < TI; ++j) row[j] = vloadf(cols[j] + (2 * r + g) * kLanes);
-        bt<VAR>(row, v[g]);
-      }
-      complex_rows<VAR>(v, r, put);
+    unrolled<(TP + 1) / 2>([&](auto IP) FD_TARGET FD_INLINE_LAMBDA {  // rows 2 r, 2 r + 1
+      row_pass([&cols](int j, int i) { return cols[j] + i * kLanes; }, decltype(IP)::value, Vt, vs);
     });
   }
 
@@ -599,28 +633,16 @@ struct Side {
       for (int g = 0; g < 2; ++g) {
         const int64_t col = c_new + 2 * cdone + g, xx = in_x0 + col;
         const bool inside = xx >= 0 && xx < W;
-        Vec d[TI], v[TP];
-        for (int i = 0; i < TI; ++i) {
-          const int64_t y = in_y0 + i;
-          d[i] = (inside && y >= 0 && y < H) ? vload(img + (y * W + xx) * C + ic) : vzero();
-        }
-        bt<VAR>(d, v);
-        for (int i = 0; i < TP; ++i) vstoref(column(col, i), v[i]);
+        column_pass(
+            [&](int i) FD_TARGET FD_INLINE_LAMBDA {
+              const int64_t y = in_y0 + i;
+              return (inside && y >= 0 && y < H) ? vload(img + (y * W + xx) * C + ic) : vzero();
+            },
+            column(col, 0));
       }
       ++cdone;
     } else {  // rows 2 ip, 2 ip + 1 (an odd TP's last: 2 ip only) of tile im's (B^T d) B, to V
-      Vec v[2][TP];
-      for (int g = 0; g < 2 && has_pos(2 * ip + g); ++g) {
-        Vec row[TI];
-        for (int j = 0; j < TI; ++j) row[j] = vloadf(column(c0 + j, 2 * ip + g));
-        bt<VAR>(row, v[g]);
-      }
-      if constexpr (kPairs<VAR> > 0) {
-        complex_rows<VAR>(v, ip, [&](int xi, Vec a) FD_TARGET FD_INLINE_LAMBDA { vstore(Vt + xi * vstride, a); });
-      } else {
-        for (int g = 0; g < 2 && has_pos(2 * ip + g); ++g)
-          for (int j = 0; j < TP; ++j) vstore(Vt + ((2 * ip + g) * TP + j) * vstride, v[g][j]);
-      }
+      row_pass([&](int j, int i) { return column(c0 + j, i); }, ip, Vt, vstride);
       if (++ip == (TP + 1) / 2) {
         ip = 0;
         next_in_channels();
@@ -635,8 +657,8 @@ struct Side {
 
   // Channels ok..ok + 2 kLanes of output tile om whole, as one piece (in_unit's counterpart): for
   // each of the two channel vectors its columns, then its rows, + bias, ReLU (RELU), + residual
-  // (ADD), with no bounds checks; each pixel's two vectors stored together (vstore_out2: in
-  // bfloat16 a whole cache line, which may go non-temporally, NT).
+  // (ADD); each pixel's two vectors stored together by store_row2 (vstore_out2: in bfloat16 a
+  // whole cache line, which may go non-temporally, NT).
   template <bool RELU, bool ADD, bool NT>
   FD_TARGET FD_INLINE void out_unit() {
     const int64_t k = K, wo = out_size<VAR>(W), ms = KB * k, y0 = oy0, x0 = ox0 + S::out * om, k0 = ok;
@@ -644,20 +666,12 @@ struct Side {
     for (int h = 0; h < 2; ++h) {
       const float* const Mt = M + om * k + k0 + h * kLanes;
       float* const sh = s + h * TP * TO * kLanes;
-      unrolled<(TP + 1) / 2>([&](auto OP) FD_TARGET FD_INLINE_LAMBDA {
-        constexpr int r = decltype(OP)::value;  // columns 2 r, 2 r + 1
-        Vec col[2][TP];
-        complex_load_columns<VAR>(Mt, ms, r, col);
-        for (int g = 0; g < 2; ++g) {
-          Vec t[TO];
-          at<VAR>(col[g], t);
-          for (int i = 0; i < TO; ++i) vstoref(sh + ((2 * r + g) * TO + i) * kLanes, t[i]);
-        }
+      unrolled<(TP + 1) / 2>([&](auto OP) FD_TARGET FD_INLINE_LAMBDA {  // columns 2 r, 2 r + 1
+        out_column_pass(Mt, ms, decltype(OP)::value, sh);
       });
     }
-    const Vec b0 = vloadf(bias + k0), b1 = vloadf(bias + k0 + kLanes);
-    const T* const a = ADD ? oadd + (y0 * wo + x0) * k + k0 : nullptr;
-    T* const o = oout + (y0 * wo + x0) * k + k0;
+    const T* const a = ADD ? oadd : nullptr;  // RELU, ADD and NT known here: store_row2's tests fold away
+    T* const o = oout;
     for (int i = 0; i < TO; ++i) {
       Vec y[2][TO];
       for (int h = 0; h < 2; ++h) {
@@ -665,18 +679,7 @@ struct Side {
         for (int j = 0; j < TP; ++j) row[j] = vloadf(s + ((h * TP + j) * TO + i) * kLanes);
         at<VAR>(row, y[h]);
       }
-      for (int j = 0; j < TO; ++j) {  // store_row's steps
-        Vec v = vadd(y[0][j], b0), w = vadd(y[1][j], b1);
-        if constexpr (RELU) {
-          v = vmax(v, vzero());
-          w = vmax(w, vzero());
-        }
-        if constexpr (ADD) {
-          v = vadd(v, vload(a + (i * wo + j) * k));
-          w = vadd(w, vload(a + (i * wo + j) * k + kLanes));
-        }
-        vstore_out2(o + (i * wo + j) * k, v, w, NT);
-      }
+      store_row2<VAR>(y[0], y[1], bias + k0, RELU, a, o, NT, wo, k, y0 + i, x0, k0);
     }
   }
 
@@ -697,18 +700,7 @@ struct Side {
     }
     const float* Mt = M + om * K + ok;  // position xi at Mt + xi * KB * K
     if (op < (TP + 1) / 2) {  // columns 2 op, 2 op + 1 (but past an odd TP): A^T m over their rows, to so
-      Vec col[2][TP];
-      if constexpr (kPairs<VAR> > 0) {
-        complex_load_columns<VAR>(Mt, KB * K, op, col);
-      } else {
-        for (int g = 0; g < 2 && has_pos(2 * op + g); ++g)
-          for (int i = 0; i < TP; ++i) col[g][i] = vloadf(Mt + (i * TP + 2 * op + g) * KB * K);
-      }
-      for (int g = 0; g < 2 && has_pos(2 * op + g); ++g) {
-        Vec s[TO];
-        at<VAR>(col[g], s);
-        for (int i = 0; i < TO; ++i) vstoref(so + ((2 * op + g) * TO + i) * kLanes, s[i]);
-      }
+      out_column_pass(Mt, KB * K, op, so);
     } else {  // output rows i, i + 1 (but past an odd TO): of (A^T m) A, + bias, ReLU, + residual
       const int64_t Ho = out_size<VAR>(H), Wo = out_size<VAR>(W);
       const Vec b = vloadf(bias + ok);
