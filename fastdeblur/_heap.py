@@ -19,8 +19,10 @@ both active only inside `reuse_heap()`:
   forwards: tiles and whole-image tensors of many sizes fragment a heap that keeps its pages
   (measured: 4.8 GB peak RSS for a 6000x4000 photo, against 3.1 GB without).
 
-On leaving the outermost `with`, the cache stops keeping blocks and glibc's mmap threshold goes to
-its steady state for large blocks (32 MiB, what its dynamic threshold converges to); TRIM_DELAY_S
+On leaving the outermost `with`, the cache stops serving requests (blocks freed until the trim,
+such as the forward's output, are still kept: unmapped, they were made and faulted in again by
+every next forward, ~7,200 page faults per 720p frame) and glibc's mmap threshold goes to its
+steady state for large blocks (32 MiB, what its dynamic threshold converges to); TRIM_DELAY_S
 later the kept blocks are unmapped, the trim threshold follows (64 MiB) and glibc's free pages go
 back to the system (malloc_trim): the process does not keep the forward's peak, while
 back-to-back forwards (a folder, a video) keep reusing the memory (trimming after every frame

@@ -13,10 +13,13 @@
 // every request through to the allocator it replaced unless it is active (between begin and
 // end) and the request is at least kMinBytes. Blocks it made are recognized by their deleter
 // (raw pointers by its table of blocks in use; others go to the allocator they came from), so
-// they can be freed at any time, active or not: a block freed while active is kept for reuse,
-// otherwise it is unmapped. The bytes mapped (in use and kept) stay under the limit
-// unless the blocks in use alone exceed it, and then nothing is kept. trim() unmaps the kept
-// blocks. Thread-safe; fork-safe (a child starts inactive with no kept blocks).
+// they can be freed at any time, active or not: a block freed from begin until the next trim()
+// is kept for reuse (tensors that outlive a forward, such as its output, are freed after end:
+// unmapped then, their blocks had to be made again, and faulted in, by every next forward:
+// ~7,200 page faults per back-to-back 720p frame), otherwise it is unmapped. The bytes mapped
+// (in use and kept) stay under the limit unless the blocks in use alone exceed it, and then
+// nothing is kept. trim() unmaps the kept blocks. Thread-safe; fork-safe (a child starts
+// inactive with no kept blocks).
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <torch/library.h>
@@ -79,6 +82,7 @@ class BlockCache final : public c10::Allocator {
     std::lock_guard<std::mutex> g(mu_);
     limit_ = limit > 0 ? static_cast<size_t>(limit) : 0;
     huge_ = huge_pages_wanted();
+    keeping_ = true;
     active_.store(true);
   }
 
@@ -86,6 +90,7 @@ class BlockCache final : public c10::Allocator {
 
   void trim() {
     std::lock_guard<std::mutex> g(mu_);
+    keeping_ = active_.load();  // blocks freed from now until the next begin are unmapped
     while (!free_by_age_.empty()) evict_oldest_locked();
   }
 
@@ -185,7 +190,7 @@ class BlockCache final : public c10::Allocator {
   }
 
   void keep_or_unmap_locked(void* p, size_t size) {
-    if (active_.load() && held_ <= limit_) {  // kept only while in use and kept fit the limit
+    if (keeping_ && held_ <= limit_) {  // kept only while in use and kept fit the limit
       uint64_t age = next_age_++;
       free_by_size_.emplace(size, Kept{p, age});
       free_by_age_.emplace(age, std::make_pair(size, p));
@@ -225,6 +230,7 @@ class BlockCache final : public c10::Allocator {
     BlockCache& c = get();
     c.mu_.unlock();
     c.active_.store(false);  // the child's kept blocks are copies nobody uses: unmap them
+    c.keeping_ = false;
     while (!c.free_by_age_.empty()) c.evict_oldest_locked();
   }
 
@@ -233,6 +239,7 @@ class BlockCache final : public c10::Allocator {
   std::mutex mu_;
   std::atomic<bool> active_{false};
   bool huge_ = false;
+  bool keeping_ = false;  // freed blocks are kept: from begin until a trim (mu_)
   size_t limit_ = 0;
   size_t kept_ = 0;  // bytes in kept (free) blocks
   size_t held_ = 0;  // bytes in all blocks made here and not unmapped
@@ -250,8 +257,9 @@ std::vector<int64_t> cache_stats() { return BlockCache::get().stats(); }
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
-  // The block cache (above): keep freed CPU blocks of >= 2 MiB for reuse, holding at most
-  // `limit` bytes of blocks (in use and kept), until block_cache_end; trim unmaps kept blocks.
+  // The block cache (above): serve CPU requests of >= 2 MiB from blocks kept for reuse, holding at
+  // most `limit` bytes of blocks (in use and kept), until block_cache_end; blocks freed until
+  // block_cache_trim are kept, and trim unmaps them.
   m.def("block_cache_begin(int limit) -> ()", &cache_begin);
   m.def("block_cache_end() -> ()", &cache_end);
   m.def("block_cache_trim() -> ()", &cache_trim);
