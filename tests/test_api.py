@@ -615,6 +615,7 @@ def test_import_loads_no_extension_and_no_cuda():
     assert r.stdout.strip() == "ok", r.stderr
 
 
+@pytest.mark.filterwarnings("ignore:fastdeblur's compiled extension:RuntimeWarning")  # tested on its own
 def test_without_the_extension_everything_runs_on_torch(net, monkeypatch):
     from fastdeblur import _ext, api
     from fastdeblur.reference.patches import TorchLayout
@@ -631,6 +632,54 @@ def test_without_the_extension_everything_runs_on_torch(net, monkeypatch):
         fastdeblur.deblur(img, net, backend="cuda")
 
 
+def test_a_missing_extension_where_its_kernels_would_run_warns_once(net, monkeypatch):
+    """Without the extension a CPU whose instructions its Winograd kernels use runs 2-3x slower:
+    said once per process, pointing at the caller's line, with how to fix it."""
+    from fastdeblur import _ext, api
+    from fastdeblur.models import winograd
+
+    monkeypatch.setattr(_ext, "_loaded", False)
+    monkeypatch.setattr(_ext, "_error", "No module named 'fastdeblur._C'")
+    monkeypatch.setattr(api, "_warned_missing_extension", False)
+    monkeypatch.setattr(winograd, "lost_without_extension", lambda dtype: dtype == torch.float32)
+    img = np.random.rand(24, 32, 3).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match=r"compiled extension is not installed \(No module named "
+                      r"'fastdeblur._C'\).*2-3x slower.*--no-build-isolation") as caught:
+        fastdeblur.deblur(img, copy.deepcopy(net))  # a new model: its CPU twin is built here
+    assert len(caught) == 1 and caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastdeblur.deblur(img, copy.deepcopy(net))  # once per process
+
+
+@pytest.mark.parametrize("machine, isa, bf16, amx, lost", [
+    ("x86_64", "AVX2", False, False, {torch.float32}),          # AVX2 only: float32's kernels
+    ("x86_64", "AVX512", True, False, {torch.float32, torch.bfloat16}),  # AVX512-BF16 without AMX
+    ("x86_64", "AVX512", True, True, {torch.float32}),          # AMX: bfloat16 stays on oneDNN
+    ("x86_64", "DEFAULT", False, False, set()),                 # no AVX2 (or ATEN_CPU_CAPABILITY=default)
+    ("aarch64", "DEFAULT", False, False, set()),                # the kernels are x86-64 only
+])
+def test_what_a_missing_extension_loses_follows_the_cpu(monkeypatch, machine, isa, bf16, amx, lost):
+    import platform
+
+    from fastdeblur import _ext
+    from fastdeblur.models import winograd
+
+    monkeypatch.setattr(_ext, "_loaded", False)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+    monkeypatch.setattr(winograd, "cpu_has_amx", lambda: amx)
+    monkeypatch.delenv("FASTDEBLUR_WINOGRAD", raising=False)
+    assert {dt for dt in (torch.float32, torch.bfloat16) if winograd.lost_without_extension(dt)} == lost
+    monkeypatch.setenv("FASTDEBLUR_WINOGRAD", "0")  # turned off: nothing lost
+    assert not winograd.lost_without_extension(torch.float32)
+    monkeypatch.delenv("FASTDEBLUR_WINOGRAD")
+    monkeypatch.setattr(_ext, "_loaded", True)  # installed: nothing lost
+    assert not winograd.lost_without_extension(torch.float32)
+
+
+@pytest.mark.filterwarnings("ignore:fastdeblur's compiled extension:RuntimeWarning")  # tested on its own
 def test_torch_23_leaves_the_extension_unloaded(net, monkeypatch):
     """torch 2.3 (supported) lacks torch.library.register_fake/register_autograd, which the
     extension's Python parts need: it counts as missing, with the reason, and deblur() runs on torch."""

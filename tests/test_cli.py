@@ -364,6 +364,42 @@ def test_half_where_bfloat16_is_emulated_warns_once(tmp_path, capsys, monkeypatc
     assert len(list((tmp_path / "out").iterdir())) == 2 and torch.get_default_dtype() == torch.float32
 
 
+def test_a_missing_extension_is_one_warning_line(tmp_path, capsys, monkeypatch):
+    from fastdeblur import _ext, api
+    from fastdeblur.models import winograd
+    from fastdeblur.reference import DMPHN
+    from fastdeblur.train.export import export_weights
+
+    monkeypatch.setattr(_ext, "_loaded", False)  # as after an install without --no-build-isolation
+    monkeypatch.setattr(_ext, "_error", "No module named 'fastdeblur._C'")
+    monkeypatch.setattr(api, "_warned_missing_extension", False)
+    monkeypatch.setattr(winograd, "lost_without_extension", lambda dtype: True)
+    w = export_weights(DMPHN((1,)).state_dict(), tmp_path / "w.safetensors", arch="dmphn", levels=(1,))
+    srcs = [str(_img(tmp_path / f"in{i}.png")) for i in range(2)]
+    assert main([*srcs, "-o", str(tmp_path / "out"), "-q", "--weights", str(w), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "fastdeblur: warning: fastdeblur's compiled extension is not installed (No module named 'fastdeblur._C'), "
+        "so this CPU runs the network on oneDNN's convolutions alone, 2-3x slower"), err
+    assert len(list((tmp_path / "out").iterdir())) == 2
+
+
+def test_version_names_torch_and_the_extension(capsys, monkeypatch):
+    import fastdeblur
+    from fastdeblur import _ext
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    lines = capsys.readouterr().out.splitlines()
+    assert e.value.code == 0 and lines[:2] == [f"fastdeblur {fastdeblur.__version__}", f"torch {torch.__version__}"]
+    assert lines[2].startswith("extension: installed (CPU ops" if _ext.has_ext() else "extension: not installed (")
+    monkeypatch.setattr(_ext, "_loaded", False)
+    monkeypatch.setattr(_ext, "_error", "No module named 'fastdeblur._C'")
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.splitlines()[2] == "extension: not installed (No module named 'fastdeblur._C')"
+
+
 def test_backend_option(tmp_path, capsys):
     """--backend reaches deblur(): the bundled model (no download) through plain PyTorch gives what
     deblur(..., backend="reference") gives; an unknown backend is a usage error."""

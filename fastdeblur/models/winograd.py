@@ -46,6 +46,7 @@ is 7x torch's."""
 from __future__ import annotations
 
 import functools
+import platform
 
 import torch
 
@@ -263,6 +264,27 @@ def preferred(dtype: torch.dtype = torch.bfloat16) -> bool:
     if not available(dtype):
         return False
     return env_flag("FASTDEBLUR_WINOGRAD", not (dtype == torch.bfloat16 and cpu_has_amx()))
+
+
+def lost_without_extension(dtype: torch.dtype) -> bool:
+    """The extension is not installed, yet on this CPU its Winograd kernels would run the CPU
+    model's convolutions in `dtype` by default (x86-64 with AVX2 and FMA for float32, AVX512-BF16
+    without AMX for bfloat16, FASTDEBLUR_WINOGRAD not 0): deblur() runs 2-3x slower than it could.
+    From torch's own CPU probes, since the extension's are missing."""
+    from .. import _ext
+
+    if _ext.load() or not env_flag("FASTDEBLUR_WINOGRAD", True):
+        return False
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:  # what torch's kernels may use (ATEN_CPU_CAPABILITY limits the extension's the same way)
+        isa = torch.backends.cpu.get_cpu_capability()
+        bf16 = torch.cpu._is_avx512_bf16_supported()
+    except AttributeError:  # an older torch without the probes
+        return False
+    if dtype == torch.float32:
+        return isa in ("AVX2", "AVX512")
+    return dtype == torch.bfloat16 and isa == "AVX512" and bf16 and not cpu_has_amx()
 
 
 def cpu_has_amx() -> bool:
