@@ -393,6 +393,8 @@ def test_version_names_torch_and_the_extension(capsys, monkeypatch):
     lines = capsys.readouterr().out.splitlines()
     assert e.value.code == 0 and lines[:2] == [f"fastdeblur {fastdeblur.__version__}", f"torch {torch.__version__}"]
     assert lines[2].startswith("extension: installed (CPU ops" if _ext.has_ext() else "extension: not installed (")
+    assert lines[3].startswith("cpu: bfloat16 by default" if fastdeblur.api.cpu_has_fast_bf16() else "cpu: float32")
+    assert lines[4].startswith("cuda: ") and len(lines) == 5
     monkeypatch.setattr(_ext, "_loaded", False)
     monkeypatch.setattr(_ext, "_error", "No module named 'fastdeblur._C'")
     with pytest.raises(SystemExit):
