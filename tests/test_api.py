@@ -652,20 +652,23 @@ def test_a_missing_extension_where_its_kernels_would_run_warns_once(net, monkeyp
         fastdeblur.deblur(img, copy.deepcopy(net))  # once per process
 
 
-@pytest.mark.parametrize("machine, isa, bf16, amx, lost", [
-    ("x86_64", "AVX2", False, False, {torch.float32}),          # AVX2 only: float32's kernels
-    ("x86_64", "AVX512", True, False, {torch.float32, torch.bfloat16}),  # AVX512-BF16 without AMX
-    ("x86_64", "AVX512", True, True, {torch.float32}),          # AMX: bfloat16 stays on oneDNN
-    ("x86_64", "DEFAULT", False, False, set()),                 # no AVX2 (or ATEN_CPU_CAPABILITY=default)
-    ("aarch64", "DEFAULT", False, False, set()),                # the kernels are x86-64 only
+@pytest.mark.parametrize("system, machine, isa, bf16, amx, lost", [
+    ("linux", "x86_64", "AVX2", False, False, {torch.float32}),          # AVX2 only: float32's kernels
+    ("linux", "x86_64", "AVX512", True, False, {torch.float32, torch.bfloat16}),  # AVX512-BF16, no AMX
+    ("linux", "x86_64", "AVX512", True, True, {torch.float32}),          # AMX: bfloat16 stays on oneDNN
+    ("linux", "x86_64", "DEFAULT", False, False, set()),     # no AVX2 (or ATEN_CPU_CAPABILITY=default)
+    ("linux", "aarch64", "DEFAULT", False, False, set()),    # the kernels are x86-64 only
+    ("darwin", "x86_64", "AVX2", False, False, {torch.float32}),         # an Intel Mac
+    ("win32", "AMD64", "AVX2", False, False, set()),         # MSVC builds them without the kernels
 ])
-def test_what_a_missing_extension_loses_follows_the_cpu(monkeypatch, machine, isa, bf16, amx, lost):
+def test_what_a_missing_extension_loses_follows_the_cpu(monkeypatch, system, machine, isa, bf16, amx, lost):
     import platform
 
     from fastdeblur import _ext
     from fastdeblur.models import winograd
 
     monkeypatch.setattr(_ext, "_loaded", False)
+    monkeypatch.setattr(winograd.sys, "platform", system)
     monkeypatch.setattr(platform, "machine", lambda: machine)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import sys
 
 import torch
 
@@ -270,12 +271,13 @@ def lost_without_extension(dtype: torch.dtype) -> bool:
     """The extension is not installed, yet on this CPU its Winograd kernels would run the CPU
     model's convolutions in `dtype` by default (x86-64 with AVX2 and FMA for float32, AVX512-BF16
     without AMX for bfloat16, FASTDEBLUR_WINOGRAD not 0): deblur() runs 2-3x slower than it could.
-    From torch's own CPU probes, since the extension's are missing."""
+    From torch's own CPU probes, since the extension's are missing. Linux and macOS only: the
+    kernels need GCC or Clang (an MSVC build has none of them, so nothing is lost there)."""
     from .. import _ext
 
     if _ext.load() or not env_flag("FASTDEBLUR_WINOGRAD", True):
         return False
-    if platform.machine().lower() not in ("x86_64", "amd64"):
+    if platform.machine().lower() not in ("x86_64", "amd64") or not sys.platform.startswith(("linux", "darwin")):
         return False
     try:  # what torch's kernels may use (ATEN_CPU_CAPABILITY limits the extension's the same way)
         isa = torch.backends.cpu.get_cpu_capability()
