@@ -96,7 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.add_argument("--list-models", action="store_true", help="list the models and exit")
     p.add_argument("--download", metavar="MODEL", help="fetch a model's weights into the cache and exit")
-    p.add_argument("--version", action=_Version, nargs=0, help="show the versions and the extension's state, and exit")
+    p.add_argument("--version", action=_Version, nargs=0,
+                   help="show the versions, the compiled extension's state, what a CPU forward runs on and "
+                        "the GPUs, and exit")
     return p
 
 
