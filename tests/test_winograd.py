@@ -497,3 +497,26 @@ def test_deblur_with_and_without_winograd(kernel, monkeypatch):
         assert {m.winograd is not None for m in layers} == {flag == "1"}
     assert outs["1"].shape == img.shape and outs["1"].dtype == np.uint8
     assert fastdeblur.metrics.psnr(outs["1"], outs["0"]) >= (40 if kernel == torch.bfloat16 else 60)
+
+
+def test_the_ab_tool_times_a_build_against_itself(tmp_path):
+    """benchmarks/ab_ext.py (how kernel changes are measured, README: Benchmarks) loads each
+    given library as the extension in its own process: the same build twice gives the same bits."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from fastdeblur import _C
+
+    tool = Path(__file__).resolve().parents[1] / "benchmarks" / "ab_ext.py"
+    lib = _C.__file__
+    run = subprocess.run([sys.executable, str(tool), lib, lib, "--rounds", "1", "--calls", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [ln for ln in run.stdout.splitlines() if ln.startswith("| conv") or ln.startswith("| trans")
+            or ln.startswith("| stride")]
+    assert len(rows) == 10 and "outputs: the same bits in every run" in run.stdout, run.stdout
+    (tmp_path / "not_a_library.so").write_bytes(b"nothing")
+    bad = subprocess.run([sys.executable, str(tool), lib, str(tmp_path / "not_a_library.so"), "--rounds", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "not_a_library.so: the run failed" in bad.stderr
