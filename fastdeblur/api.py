@@ -449,7 +449,7 @@ def _from_pil(im, restore: _Restore) -> torch.Tensor:
 
 def _to_batch(image: Any) -> tuple[torch.Tensor, _Restore]:
     if isinstance(image, (str, os.PathLike)):
-        a = read_image(Path(image))
+        a = read_image(image)
         r = _Restore("path", a.dtype, a.shape, False)
         return _from_numpy(a, r), r
     if isinstance(image, np.ndarray):

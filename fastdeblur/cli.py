@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from . import __version__, _system
-from .errors import InputError, WeightsError
+from .errors import InputError, WeightsError, missing_path
 from .io import (
     HEIF_HINT,
     HEIF_SUFFIXES,
@@ -186,7 +186,7 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
         elif inp.exists():
             files.append((inp, Path(inp.name)))
         else:
-            errors.append(f"{inp}: no such file or folder")
+            errors.append(missing_path(inp, "file or folder"))
     return files, errors, ignored
 
 

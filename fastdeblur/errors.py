@@ -13,6 +13,22 @@ class WeightsError(RuntimeError):
     """Weights that are missing, fail their sha256 check, or do not load into the model."""
 
 
+def missing_path(src, what: str = "file") -> str:
+    """The message for a path that names nothing: "<path>: no such <what>", with a hint where the
+    string was meant as something else: a URL (nothing is downloaded; pathlib has already made
+    "https://" "https:/") or a "~" path (neither Python nor a quoted shell word expands it)."""
+    import os
+    import re
+
+    text = str(os.fspath(src))
+    message = f"{text}: no such {what}"
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", text):  # also as pathlib leaves it: https:/host/...
+        return message + "; URLs are not downloaded: fetch the file first"
+    if text.startswith("~") and os.path.expanduser(text) != text:
+        return message + f" (~ is not expanded here: did you mean {os.path.expanduser(text)}?)"
+    return message
+
+
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, missing_path
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".avif")
 _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp", ".avif", ".heic", ".heif")
@@ -137,7 +137,7 @@ def _source(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[st
         return "image data", data
     path = Path(src)
     if not path.exists():
-        raise InputError(f"{path}: no such file")
+        raise InputError(missing_path(src))
     if not path.is_file():
         raise InputError(f"{path}: not a file")
     suffix = path.suffix.lower()

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, missing_path
 from .io import VIDEO_SUFFIXES, private_temp_path, publish
 
 VIDEO_HINT = "pip install -U av (18 or newer; or fastdeblur[video])"
@@ -108,9 +108,9 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
     from .api import deblur
 
     av = _import_av()
-    src, dst = Path(src), Path(dst)
+    given, src, dst = src, Path(src), Path(dst)
     if not src.is_file():
-        raise InputError(f"{src}: no such file" if not src.exists() else f"{src}: not a file")
+        raise InputError(missing_path(given) if not src.exists() else f"{src}: not a file")
     fmt = _CONTAINERS.get(dst.suffix.lower())
     if fmt is None:
         raise InputError(f"{dst}: unsupported video output {dst.suffix!r} (use one of {', '.join(VIDEO_SUFFIXES)})")

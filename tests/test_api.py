@@ -552,9 +552,15 @@ def test_unsupported_object(net):
         fastdeblur.deblur([[0, 1]], net)
 
 
-def test_missing_file(net, tmp_path):
-    with pytest.raises(InputError, match="nope.png: no such file"):
+def test_missing_file(net, tmp_path, monkeypatch):
+    with pytest.raises(InputError, match="nope.png: no such file$"):
         fastdeblur.deblur(tmp_path / "nope.png", net)
+    # strings meant as something else get a hint: a URL (nothing is fetched), a "~" path
+    with pytest.raises(InputError, match="^https://example.com/a.png: no such file; URLs are not downloaded"):
+        fastdeblur.deblur("https://example.com/a.png", net)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(InputError, match=f"~ is not expanded here: did you mean {tmp_path}/nope.png"):
+        fastdeblur.deblur("~/nope.png", net)
 
 
 def test_bad_options(net):

@@ -278,7 +278,7 @@ def test_bad_files_are_named_and_the_rest_go_on(tmp_path, capsys):
     code = main([str(folder), str(tmp_path / "missing.png"), "-o", str(tmp_path / "out"), "-q"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "b.png: not a readable image" in err and "missing.png: no such file" in err
+    assert "b.png: not a readable image" in err and "missing.png: no such file or folder\n" in err
     assert f"{folder / 'e.png'}: empty file" in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png", "d.png"]
 

@@ -161,8 +161,10 @@ def test_bad_inputs_are_named(tmp_path, identity):
     (tmp_path / "junk.mp4").write_bytes(b"\x00" * 5000)
     with pytest.raises(InputError, match="junk.mp4: cannot be read as a video"):
         deblur_video(tmp_path / "junk.mp4", tmp_path / "o.mp4", identity)
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="no such file$"):
         deblur_video(tmp_path / "missing.mp4", tmp_path / "o.mp4", identity)
+    with pytest.raises(InputError, match="https://host/clip.mp4: no such file; URLs are not downloaded"):
+        deblur_video("https://host/clip.mp4", tmp_path / "o.mp4", identity)
     sound_only = av.open(str(tmp_path / "tone.mkv"), "w")
     a = sound_only.add_stream("pcm_s16le", rate=8000, layout="mono")
     af = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
