@@ -380,12 +380,12 @@ def _from_numpy(a: np.ndarray, restore: _Restore, what: str = "numpy image") -> 
 
 
 def _from_tensor(t: torch.Tensor, restore: _Restore) -> torch.Tensor:
-    if t.dim() not in (3, 4):
-        raise InputError(f"tensor image must be [C, H, W] or [N, C, H, W], got shape {tuple(t.shape)}")
+    if t.dim() not in (2, 3, 4):
+        raise InputError(f"tensor image must be [H, W] (gray), [C, H, W] or [N, C, H, W], got shape {tuple(t.shape)}")
     if t.device.type == "meta" or t.layout != torch.strided:
         raise InputError(f"tensor image must be a dense tensor holding pixels, got a {t.layout} tensor "
                          f"on device {t.device.type!r}")
-    b = t if t.dim() == 4 else t[None]
+    b = t if t.dim() == 4 else t[None] if t.dim() == 3 else t[None, None]  # [H, W]: one gray channel
     if b.shape[1] not in (1, 2, 3, 4):
         hint = ""
         if t.shape[-1] in (1, 2, 3, 4):  # channels last, as numpy and PIL hold them
@@ -759,8 +759,8 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
            progress: Callable[[float], None] | None = None) -> Any:
     """Remove motion blur from `image`; returns the same kind, shape and dtype.
 
-    image: numpy HxW / HxWxC (uint8, uint16, float in [0, 1]), torch [C, H, W] or [N, C, H, W]
-      (float in [0, 1], uint8 or uint16), C = 1, 2, 3 or 4 (gray, gray + alpha, RGB, RGBA: alpha
+    image: numpy HxW / HxWxC (uint8, uint16, float in [0, 1]), torch [H, W], [C, H, W] or
+      [N, C, H, W] (float in [0, 1], uint8 or uint16), C = 1, 2, 3 or 4 (gray, gray + alpha, RGB, RGBA: alpha
       comes back untouched), a PIL image, a file path (returns a numpy array), or an image file's
       bytes (returns the bytes of a file in the same format, PNG for formats not written here,
       with the ICC profile and EXIF kept as the command keeps them).

@@ -131,12 +131,14 @@ def test_tensor_alpha_is_passed_through(net, shape, dtype):
     assert torch.equal(out[..., :-1, :, :], fastdeblur.deblur(t[..., :-1, :, :], net))
 
 
-@pytest.mark.parametrize("shape", [(3, 20, 28), (2, 3, 20, 28), (1, 20, 28), (2, 1, 20, 28)])
+@pytest.mark.parametrize("shape", [(3, 20, 28), (2, 3, 20, 28), (1, 20, 28), (2, 1, 20, 28), (20, 28)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_torch_tensors_keep_shape_dtype_device(net, shape, dtype):
     t = torch.rand(shape).to(dtype)
     out = fastdeblur.deblur(t, net)
     assert out.shape == t.shape and out.dtype == dtype and out.device == t.device
+    if len(shape) == 2:  # [H, W]: gray, as [1, H, W] is
+        assert torch.equal(out, fastdeblur.deblur(t[None], net)[0])
     if len(shape) == 4 and shape[1] == 3:  # batch items are deblurred independently
         first = fastdeblur.deblur(t[:1], net)
         torch.testing.assert_close(out[:1].float(), first.float(), rtol=0, atol=1e-5)
@@ -545,6 +547,12 @@ def test_tensor_without_pixels(net):
         fastdeblur.deblur(torch.zeros(3, 16, 16, device="meta"), net)
     with pytest.raises(InputError, match="dense tensor holding pixels.*sparse"):
         fastdeblur.deblur(torch.zeros(3, 16, 16).to_sparse(), net)
+
+
+@pytest.mark.parametrize("shape", [(28,), (1, 2, 3, 20, 28)])
+def test_tensor_of_no_image_shape(net, shape):
+    with pytest.raises(InputError, match=r"must be \[H, W\] \(gray\), \[C, H, W\] or \[N, C, H, W\], got shape"):
+        fastdeblur.deblur(torch.rand(shape), net)
 
 
 def test_unsupported_object(net):
