@@ -142,18 +142,26 @@ at::Tensor conv3x3_small_k(const at::Tensor& x, const at::Tensor& w, const at::T
     at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t n = r / H;
-        row(xp + n * H * W * C, wp, bp, op + n * H * W * K, H, W, C, K, r % H);
+        row(xp + n * H * W * C, wp, bp, op + n * H * W * K, H, W, C, r % H);
       }
     });
   };
+  // the row function for K output channels, of the instruction set's namespace NS
+#define FD_SMALL_K_ROWS(NS) {NS::small_k_row<1>, NS::small_k_row<2>, NS::small_k_row<3>, NS::small_k_row<4>}
   const int kernel = small_k_kernel(dt);
-  if (kernel == 2)
-    go(sk_bf16::small_k_row, xh.const_data_ptr<at::BFloat16>(), w.const_data_ptr<at::BFloat16>(),
+  if (kernel == 2) {
+    using Row = void (*)(const at::BFloat16*, const at::BFloat16*, const float*, at::BFloat16*, int64_t, int64_t,
+                         int64_t, int64_t);
+    const Row rows[4] = FD_SMALL_K_ROWS(sk_bf16);
+    go(rows[K - 1], xh.const_data_ptr<at::BFloat16>(), w.const_data_ptr<at::BFloat16>(),
        out.mutable_data_ptr<at::BFloat16>());
-  else if (kernel == 1)
-    go(sk_f32::small_k_row, xh.const_data_ptr<float>(), w.const_data_ptr<float>(), out.mutable_data_ptr<float>());
-  else
-    go(sk_avx2::small_k_row, xh.const_data_ptr<float>(), w.const_data_ptr<float>(), out.mutable_data_ptr<float>());
+  } else {
+    using Row = void (*)(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t);
+    const Row avx512[4] = FD_SMALL_K_ROWS(sk_f32), avx2[4] = FD_SMALL_K_ROWS(sk_avx2);
+    go((kernel == 1 ? avx512 : avx2)[K - 1], xh.const_data_ptr<float>(), w.const_data_ptr<float>(),
+       out.mutable_data_ptr<float>());
+  }
+#undef FD_SMALL_K_ROWS
 #endif
   return xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
 }

@@ -13,10 +13,13 @@
 // No include guard: it is meant to be included more than once.
 
 // Output row y of one image: out[y][x][0:K] = bias + sum over the 3x3 taps and C channels, for
-// kPix pixels at a time (kPix x 4 accumulators: 4 output channels each, K <= 4 of them real).
+// kPix pixels at a time (kPix x 4 accumulators: 4 output channels each, the first K of them
+// computed; the others stay zero through the reduction, so the decoders' 3 channels cost 3 dot
+// products a pixel and tap, not 4).
 // img: [H, W, C]; w: [9][4][C] (taps row-major, output channels padded to 4 with zeros).
+template <int K>
 FD_TARGET void small_k_row(const T* img, const T* w, const float* bias, T* out, int64_t H, int64_t W, int64_t C,
-                           int64_t K, int64_t y) {
+                           int64_t y) {
   constexpr int kPix = kLanes / 4;
   alignas(64) float bl[kLanes] = {};
   for (int p = 0; p < kPix; ++p)
@@ -33,17 +36,17 @@ FD_TARGET void small_k_row(const T* img, const T* w, const float* bias, T* out, 
       for (int dx = -1; dx <= 1; ++dx) {
         const T* wt = w + ((dy + 1) * 3 + (dx + 1)) * 4 * C;
         for (int64_t c0 = 0; c0 < C; c0 += kChunk) {
-          WVec wv[4];
-          for (int k = 0; k < 4; ++k) wv[k] = vloadw(wt + k * C + c0);
+          WVec wv[K];
+          for (int k = 0; k < K; ++k) wv[k] = vloadw(wt + k * C + c0);
           for (int p = 0; p < kPix; ++p) {
             const int64_t xx = x0 + p + dx;
             if (p >= np || xx < 0 || xx >= W) continue;
             const WVec xv = vloadw(row + xx * C + c0);
-            for (int k = 0; k < 4; ++k) acc[p * 4 + k] = vdot(acc[p * 4 + k], xv, wv[k]);
+            for (int k = 0; k < K; ++k) acc[p * 4 + k] = vdot(acc[p * 4 + k], xv, wv[k]);
           }
         }
       }
     }
-    store_k(out + (y * W + x0) * K, vadd(reduce(acc), bvec), np, static_cast<int>(K));
+    store_k(out + (y * W + x0) * K, vadd(reduce(acc), bvec), np, K);
   }
 }
