@@ -1,5 +1,6 @@
 """Per-op benchmarks: the extension's layout and pixel ops against the torch equivalent, and its
-Winograd residual blocks against oneDNN's.
+CPU convolutions (Winograd residual blocks, transposed and stride-2 convolutions; the 32 -> 3
+kernel) against oneDNN's.
 
 Shapes are the real DMPHN(1-2-4) steps of a 1280x720 frame (channels_last, as deblur() runs):
 level-3 image split + residual, level-3 feature regroup (quadrants -> halves), level-2 merge,
@@ -65,8 +66,8 @@ def test_op(benchmark, device, dtype, case, provider):
 def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatch):
     """One residual block of the CPU model: oneDNN's direct convolutions (ReLU and residual add
     fused) against the Winograd kernel (models/winograd.py) with its default tile for the dtype
-    (winograd: F(4x4, 3x3), the complex one in bfloat16 and the real one in float32) and with
-    F(2x2, 3x3) (winograd_f2). The FLOP count is the direct convolutions' (Winograd's rate is then
+    (winograd, `winograd.TILE`: the complex F(8x8, 3x3) in bfloat16, F(6x6, 3x3) in float32) and
+    with F(2x2, 3x3) (winograd_f2). The FLOP count is the direct convolutions' (Winograd's rate is then
     an equivalent rate)."""
     from fastdeblur.models import onednn_available, winograd
     from fastdeblur.models.onednn import _OneDNN
@@ -122,3 +123,39 @@ def test_transposed_conv(benchmark, device, dtype, channels, provider):
         torch.testing.assert_close(layer(x).float(), ref, rtol=tol / 2, atol=tol)
         timed(benchmark, lambda: layer(x), device, flops=2 * 16 * channels * channels // 2 * h * w,
               op=f"conv_transpose_{channels}", provider=provider, dtype=str(dtype))
+
+
+# (Cin, Cout, stride, input H x W): the encoders' stride-2 convolutions and the decoders' last
+# layer, at a 720p frame's level-1 sizes
+_OTHER_CONVS = {"conv32_64_s2": (32, 64, 2, 720, 1280), "conv64_128_s2": (64, 128, 2, 360, 640),
+                "conv32_3": (32, 3, 1, 720, 1280)}
+
+
+@pytest.mark.parametrize("provider", ["onednn", "extension"])
+@pytest.mark.parametrize("conv", list(_OTHER_CONVS))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_other_conv(benchmark, device, dtype, conv, provider):
+    """The CPU model's other 3x3 convolutions: oneDNN's (bias fused) against the extension's,
+    the polyphase Winograd for stride 2 (models/winograd.py) and the few-output-channel kernel
+    for 32 -> 3 (models/small_k.py). The FLOP count is the direct convolution's."""
+    from fastdeblur.models import onednn_available, small_k, winograd
+    from fastdeblur.models.onednn import _OneDNN
+
+    cin, cout, stride, h, w = _OTHER_CONVS[conv]
+    if device != "cpu":
+        pytest.skip("CPU op")
+    kernel = small_k if cout < 8 else winograd
+    if not (onednn_available(dtype) and kernel.available(dtype)):
+        pytest.skip(f"needs oneDNN and the extension's kernel in {dtype} (bfloat16: AVX512-BF16)")
+    torch.manual_seed(0)
+    c = torch.nn.Conv2d(cin, cout, 3, stride=stride, padding=1).eval().requires_grad_(False).to(dtype)
+    layer = _OneDNN(c, use_winograd=provider == "extension", use_small_k=provider == "extension")
+    assert (layer.winograd is not None or layer.small_k is not None) == (provider == "extension")
+    x = torch.randn(1, h, w, cin).to(dtype)  # NHWC, as the model runs
+    tol = 0.1 if dtype == torch.bfloat16 else 1e-4
+    with torch.inference_mode():
+        ref = c(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).float()
+        torch.testing.assert_close(layer(x).float(), ref, rtol=tol / 2, atol=tol)
+        ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+        timed(benchmark, lambda: layer(x), device, flops=2 * 9 * cin * cout * ho * wo, op=conv, provider=provider,
+              dtype=str(dtype))
