@@ -430,8 +430,9 @@ def test_named_models_are_cached_and_shared_across_threads():
 def test_wrong_ndim(net):
     with pytest.raises(InputError, match="HxW or HxWxC"):
         fastdeblur.deblur(np.zeros((2, 16, 16, 3), np.uint8), net)
-    with pytest.raises(InputError, match=r"\[C, H, W\] or \[N, C, H, W\]"):
-        fastdeblur.deblur(torch.zeros(16, 16), net)
+    for shape in ((28,), (1, 2, 3, 20, 28)):  # a 2-D tensor is a gray image, as a 2-D array is
+        with pytest.raises(InputError, match=r"\[H, W\] \(gray\), \[C, H, W\] or \[N, C, H, W\], got shape"):
+            fastdeblur.deblur(torch.zeros(shape), net)
 
 
 def test_wrong_channel_count(net):
@@ -547,12 +548,6 @@ def test_tensor_without_pixels(net):
         fastdeblur.deblur(torch.zeros(3, 16, 16, device="meta"), net)
     with pytest.raises(InputError, match="dense tensor holding pixels.*sparse"):
         fastdeblur.deblur(torch.zeros(3, 16, 16).to_sparse(), net)
-
-
-@pytest.mark.parametrize("shape", [(28,), (1, 2, 3, 20, 28)])
-def test_tensor_of_no_image_shape(net, shape):
-    with pytest.raises(InputError, match=r"must be \[H, W\] \(gray\), \[C, H, W\] or \[N, C, H, W\], got shape"):
-        fastdeblur.deblur(torch.rand(shape), net)
 
 
 def test_unsupported_object(net):
