@@ -407,6 +407,10 @@ def _stream(args) -> int:
         print("fastdeblur: error: refusing to write image data to a terminal: redirect standard output "
               "(> sharp.png) or give -o FILE", file=sys.stderr)
         return EXIT_USAGE
+    if from_stdin and sys.stdin.isatty():  # read() would wait for an image typed at the keyboard
+        print("fastdeblur: error: standard input is a terminal, not an image: pipe one in "
+              "(fastdeblur - -o sharp.png < photo.jpg) or name the file", file=sys.stderr)
+        return EXIT_USAGE
     if not to_stdout and dst.exists() and not (args.overwrite or args.skip_existing):
         print(f"fastdeblur: error: output {dst} exists (use --overwrite or --skip-existing)", file=sys.stderr)
         return EXIT_FAILED

@@ -531,6 +531,11 @@ def test_pipe_errors_write_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", _Pipe(tty=True))
     assert main([str(src), "-o", "-"]) == 2
     assert "refusing to write image data to a terminal" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdout", _Pipe())
+    monkeypatch.setattr(sys, "stdin", _Pipe(b"never read", tty=True))  # not waited on
+    assert main(["-", "-o", "-"]) == 2 and out.buffer.getvalue() == b""
+    assert "standard input is a terminal, not an image" in capsys.readouterr().err
+    assert sys.stdin.buffer.read() == b"never read"
     assert main(["-", str(src), "-o", str(tmp_path / "o")]) == 2
     assert "- (standard input) must be the only INPUT" in capsys.readouterr().err
     assert main([str(tmp_path), "-o", "-"]) == 2
