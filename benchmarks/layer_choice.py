@@ -18,7 +18,9 @@ Usage: python benchmarks/layer_choice.py [--rounds 7] [--replays 10] [--json out
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -54,7 +56,27 @@ def configurations(kinds: list[str], measured: frozenset[str]) -> dict[str, froz
         configs[f"torch except {k}"] = frozenset({k})
     if "rb32" in every:
         configs["all Triton, rb32 one kernel"] = (every - {"rb32"}) | {"rb32:one"}
+    # the stride-1 convolutions through the TMA variant (kernels/conv3x3.py), opt-in until measured
+    configs["all Triton, TMA"] = every | {TMA}
+    configs["current choice, TMA"] = (measured & every) | {TMA}
     return configs
+
+
+TMA = "tma"  # not a layer kind: runs the configuration with FASTDEBLUR_TRITON_TMA=1
+
+
+@contextlib.contextmanager
+def _tma(on: bool):
+    """FASTDEBLUR_TRITON_TMA set to `on` for the block (the kernels read it at each launch)."""
+    old = os.environ.get("FASTDEBLUR_TRITON_TMA")
+    os.environ["FASTDEBLUR_TRITON_TMA"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["FASTDEBLUR_TRITON_TMA"]
+        else:
+            os.environ["FASTDEBLUR_TRITON_TMA"] = old
 
 
 def suggest(times: dict[str, float], kinds: list[str]) -> frozenset[str]:
@@ -63,17 +85,19 @@ def suggest(times: dict[str, float], kinds: list[str]) -> frozenset[str]:
 
 
 def runner(model: torch.nn.Module, x: torch.Tensor, kinds: frozenset[str], graph: bool) -> Callable[[], torch.Tensor]:
-    """A function running `model` fused with `kinds` on Triton over `x`: a CUDA graph's replay, or
-    (on CPU) an eager forward, after the warm-up that compiles the Triton kernels."""
+    """A function running `model` fused with `kinds` on Triton over `x` (with the TMA variant where
+    `kinds` holds TMA): a CUDA graph's replay, or (on CPU) an eager forward, after the warm-up that
+    compiles the Triton kernels."""
     fused = fuse_model(model, triton=kinds)
-    with torch.inference_mode():
-        if graph:
+    tma = TMA in kinds
+    with torch.inference_mode(), _tma(tma):
+        if graph:  # the graph keeps the kernels it captured
             return graphed(fused, x)
         for _ in range(3):
             fused(x)
 
     def run() -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), _tma(tma):
             return fused(x)
     return run
 
@@ -146,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|")
     for name, chosen in configs.items():
         first_ms = f"{first[name]:.3f}" if name in first else "-"  # the suggestion, when new, has none
-        print(f"| {name} | {len(chosen)} | {times[name]:.3f} | {base / times[name]:.3f}x | {first_ms} | "
+        print(f"| {name} | {len(chosen - {TMA})} | {times[name]:.3f} | {base / times[name]:.3f}x | {first_ms} | "
               f"{quality[name]:.1f} |")
-    print(f"suggested Triton kinds: {sorted(suggested)}")
+    print(f"suggested Triton kinds: {sorted(suggested)} (TMA: the stride-1 convolutions' TMA variant)")
     if a.json:
         Path(a.json).write_text(json.dumps({"times_ms": times, "first_pass_ms": first, "psnr": quality, "configs": {
             n: sorted(c) for n, c in configs.items()}, "suggested": sorted(suggested)}, indent=1))

@@ -12,6 +12,7 @@ accumulate; fp32 in with input_precision "ieee" (exact) or "tf32".
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import torch
@@ -84,6 +85,65 @@ def _conv3x3_kernel(x_ptr, xadd_ptr, w_ptr, b_ptr, res_ptr, extra_ptr, out_ptr,
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=o_mask)
 
 
+# The TMA variant (Hopper's tensor memory accelerator, through a host-side tensor descriptor):
+# each tap's input tile is one descriptor load of [1, 1, BLOCK_M, BLOCK_K] (a run of BLOCK_M
+# pixels of one row), whose out-of-image part the hardware fills with zeros, so the 3x3 padding
+# costs no masks and no per-element address arithmetic. The pointer kernel above computes a
+# 64-bit address and a mask for every element of every tap's tile, which on a GPU may compete
+# with the MMAs for issue slots at 32 channels. Stride 1, no prologue add; opt-in
+# (FASTDEBLUR_TRITON_TMA=1) until a GPU measures it (benchmarks/RESULTS.md).
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # Triton without host-side tensor descriptors
+    TensorDescriptor = None
+
+
+@triton.jit(do_not_specialize=["H", "W", "TILES_W"])
+def _conv3x3_tma_kernel(x_desc, w_ptr, b_ptr, res_ptr, extra_ptr, out_ptr, H, W, TILES_W,
+                        CIN: tl.constexpr, COUT: tl.constexpr, HAS_BIAS: tl.constexpr, RELU: tl.constexpr,
+                        HAS_RES: tl.constexpr, HAS_EXTRA: tl.constexpr, PRECISION: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                        K_CHUNKS: tl.constexpr):
+    pid = tl.program_id(0)  # over (image, row, run of BLOCK_M pixels)
+    pid_n = tl.program_id(1)
+    run = pid % TILES_W
+    row = pid // TILES_W  # image * H + y
+    img = row // H
+    y = row % H
+    x0 = run * BLOCK_M
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < COUT
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for tap in tl.static_range(9):
+        for c in tl.static_range(K_CHUNKS):
+            a = x_desc.load([img, y + tap // 3 - 1, x0 + tap % 3 - 1, c * BLOCK_K])
+            a = tl.reshape(a, (BLOCK_M, BLOCK_K))
+            offs_k = c * BLOCK_K + tl.arange(0, BLOCK_K)
+            wk = tl.load(w_ptr + (tap * CIN + offs_k)[:, None] * COUT + offs_n[None, :],
+                         mask=(offs_k < CIN)[:, None] & n_mask[None, :], other=0.0)
+            acc = tl.dot(a, wk, acc, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    ox = x0 + tl.arange(0, BLOCK_M)
+    out_off = (row.to(tl.int64) * W + ox)[:, None] * COUT + offs_n[None, :]
+    o_mask = (ox < W)[:, None] & n_mask[None, :]
+    if HAS_RES:
+        acc += tl.load(res_ptr + out_off, mask=o_mask, other=0.0).to(tl.float32)
+    if HAS_EXTRA:
+        acc += tl.load(extra_ptr + out_off, mask=o_mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=o_mask)
+
+
+def tma_fits(x: torch.Tensor, stride: int = 1, x_add: torch.Tensor | None = None) -> bool:
+    """Whether the TMA variant runs this call: Triton has host descriptors, stride 1, no prologue
+    add, and x is contiguous NHWC whose pixel rows are 16-byte multiples at a 16-byte-aligned
+    address (TMA's rule: 8 channels in 16-bit types, 4 in float32)."""
+    return (TensorDescriptor is not None and stride == 1 and x_add is None and x.dim() == 4 and x.is_contiguous()
+            and (x.shape[3] * x.element_size()) % 16 == 0 and x.data_ptr() % 16 == 0)
+
+
 def pack_conv3x3_weight(weight: torch.Tensor) -> torch.Tensor:
     """[Cout, Cin, 3, 3] -> [9*Cin, Cout], row (tap*Cin + ci), tap = ky*3 + kx."""
     cout, cin = weight.shape[:2]
@@ -97,6 +157,7 @@ class Tiles(NamedTuple):
     warps: int = 4
     stages: int = 3
     unroll: bool = True
+    tma: bool = False  # stride 1: the TMA variant (block_m pixels of one row, at most 256), where tma_fits
 
 
 # GPU tiles per (op, Cin, Cout), op "conv" (stride 1), "conv_s2" or "convT": the fastest in
@@ -117,9 +178,12 @@ def tiles_for(op: str, cin: int, cout: int, interpret: bool) -> Tiles:
     """The CPU interpreter pays per program and loop step, not per element, so it gets the
     largest blocks; GPUs get the measured tiles that fit registers and shared memory."""
     if interpret:
-        return Tiles(1024, max(16, min(128, triton.next_power_of_2(cout))),
-                     max(16, min(128, triton.next_power_of_2(cin))))
-    return GPU_TILES.get((op, cin, cout)) or _gpu_default(cin, cout)
+        t = Tiles(1024, max(16, min(128, triton.next_power_of_2(cout))), max(16, min(128, triton.next_power_of_2(cin))))
+    else:
+        t = GPU_TILES.get((op, cin, cout)) or _gpu_default(cin, cout)
+    if op == "conv" and os.environ.get("FASTDEBLUR_TRITON_TMA", "").strip().lower() in ("1", "true", "yes", "on"):
+        t = t._replace(tma=True, block_m=min(t.block_m, 256))  # a TMA box side is at most 256
+    return t
 
 
 def conv3x3_nhwc(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | None = None, *, stride: int = 1,
@@ -136,8 +200,19 @@ def conv3x3_nhwc(x: torch.Tensor, w_packed: torch.Tensor, bias: torch.Tensor | N
     if m == 0:
         return out
     t = tiles or tiles_for("conv" if stride == 1 else "conv_s2", cin, cout, x.device.type == "cpu")
-    grid = (triton.cdiv(m, t.block_m), triton.cdiv(cout, t.block_n))
     dummy = x
+    if t.tma and tma_fits(x, stride, x_add):
+        block_k = min(t.block_k, triton.next_power_of_2(cin))
+        desc = TensorDescriptor.from_tensor(x, [1, 1, t.block_m, block_k])
+        tiles_w = triton.cdiv(w, t.block_m)
+        torch.library.wrap_triton(_conv3x3_tma_kernel)[(n * h * tiles_w, triton.cdiv(cout, t.block_n))](
+            desc, w_packed, bias if bias is not None else dummy, residual if residual is not None else dummy,
+            extra if extra is not None else dummy, out, h, w, tiles_w, CIN=cin, COUT=cout,
+            HAS_BIAS=bias is not None, RELU=relu, HAS_RES=residual is not None, HAS_EXTRA=extra is not None,
+            PRECISION=precision if x.dtype == torch.float32 else "ieee", BLOCK_M=t.block_m, BLOCK_N=t.block_n,
+            BLOCK_K=block_k, K_CHUNKS=triton.cdiv(cin, block_k), num_warps=t.warps, num_stages=t.stages)
+        return out
+    grid = (triton.cdiv(m, t.block_m), triton.cdiv(cout, t.block_n))
     torch.library.wrap_triton(_conv3x3_kernel)[grid](
         x, x_add if x_add is not None else dummy, w_packed, bias if bias is not None else dummy,
         residual if residual is not None else dummy, extra if extra is not None else dummy, out,

@@ -44,6 +44,8 @@ def test_measured_choice_names_real_layer_kinds_and_layer_choice_picks_by_end_to
     assert configs["Triton except rb64"] == frozenset(kinds) - {"rb64"}
     assert configs["torch except rb64"] == frozenset({"rb64"})
     assert "rb32:one" in configs["all Triton, rb32 one kernel"]
+    assert configs["all Triton, TMA"] == frozenset(kinds) | {layer_choice.TMA}
+    assert configs["current choice, TMA"] == MEASURED_FASTER | {layer_choice.TMA}
     times = dict.fromkeys(configs, 9.0)
     times.update({"all Triton": 7.3, "Triton except conv3_32_s1": 7.2, "Triton except rb128": 7.3})
     assert layer_choice.suggest(times, kinds) == frozenset(kinds) - {"conv3_32_s1", "rb128"}

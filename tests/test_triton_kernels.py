@@ -55,6 +55,65 @@ def test_conv3x3_fused_epilogue(dtype, cin, cout, stride, n, h, w):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cin,cout,block_k", [(32, 32, 32), (64, 64, 32), (128, 128, 64), (40, 24, 32), (8, 3, 16)])
+@pytest.mark.parametrize("n,h,w,block_m", [(1, 9, 11, 8), (3, 6, 7, 16), (1, 5, 20, 256)])
+def test_conv3x3_tma(dtype, cin, cout, block_k, n, h, w, block_m, monkeypatch):
+    """The TMA variant (stride 1): each tap's input tile is one descriptor load whose outside-the-
+    image part comes back zero. Runs that cross a row's end, a channel chunk past Cin (40 with
+    block_k 32), 8 input channels (TMA's 16 bytes in 16-bit types) and 3 outputs; bias, ReLU and
+    both epilogue adds."""
+    import triton
+    from fastdeblur.kernels import conv3x3 as k
+
+    if k.TensorDescriptor is None:
+        pytest.skip("this Triton has no host-side tensor descriptors")
+    x, wt, b = _rand(n, cin, h, w), _rand(cout, cin, 3, 3, scale=0.2), _rand(cout)
+    res, extra = _rand(n, cout, h, w), _rand(n, cout, h, w)
+    ref64 = ops.conv3x3(x, wt, b, relu=True, residual=res, extra=extra, backend="reference")
+    lo = [t.to(dtype) for t in (x, wt, b, res, extra)]
+    nhwc = [t.permute(0, 2, 3, 1).contiguous() for t in (lo[0], lo[3], lo[4])]
+    assert k.tma_fits(nhwc[0])
+    loads = []
+    real = k.TensorDescriptor.from_tensor
+    monkeypatch.setattr(k.TensorDescriptor, "from_tensor", lambda t, box: loads.append(box) or real(t, box))
+    got = k.conv3x3_nhwc(nhwc[0], k.pack_conv3x3_weight(lo[1]), lo[2], relu=True, residual=nhwc[1], extra=nhwc[2],
+                         tiles=k.Tiles(block_m, max(16, triton.next_power_of_2(cout)), block_k, tma=True))
+    assert loads == [[1, 1, block_m, min(block_k, triton.next_power_of_2(cin))]]  # the TMA kernel ran
+    got = got.permute(0, 3, 1, 2)
+    torch_lo = ops.conv3x3(lo[0], lo[1], lo[2], relu=True, residual=lo[3], extra=lo[4], backend="reference")
+    _check(got, ref64, torch_lo, dtype)
+
+
+def test_conv3x3_tma_switch_and_its_limits(monkeypatch):
+    """FASTDEBLUR_TRITON_TMA=1 turns the variant on for stride-1 tiles (block_m at most 256);
+    calls it cannot run (a prologue add, stride 2, pixel rows not 16-byte multiples) take the
+    pointer kernel, with the same results."""
+    from fastdeblur.kernels import conv3x3 as k
+
+    assert not k.tiles_for("conv", 32, 32, interpret=True).tma
+    monkeypatch.setenv("FASTDEBLUR_TRITON_TMA", "1")
+    t = k.tiles_for("conv", 32, 32, interpret=True)
+    assert t.tma and t.block_m == 256 and not k.tiles_for("conv_s2", 32, 64, interpret=True).tma
+    x = torch.zeros(1, 4, 5, 32, device=DEVICE)
+    assert k.tma_fits(x) == (k.TensorDescriptor is not None)
+    assert not k.tma_fits(x, stride=2) and not k.tma_fits(x, x_add=x)
+    assert not k.tma_fits(torch.zeros(1, 4, 5, 7, device=DEVICE, dtype=torch.float16))  # 14-byte rows
+    assert not k.tma_fits(x.permute(0, 2, 1, 3))  # not contiguous
+    loads = []
+    if k.TensorDescriptor is not None:
+        real = k.TensorDescriptor.from_tensor
+        monkeypatch.setattr(k.TensorDescriptor, "from_tensor", lambda t, box: loads.append(box) or real(t, box))
+    for cin, stride, add in ((7, 1, False), (32, 1, True), (32, 2, False), (32, 1, False)):  # the last one fits
+        x, wt, b = _rand(1, cin, 6, 9), _rand(5, cin, 3, 3, scale=0.2), _rand(5)
+        xa = _rand(*x.shape) if add else None
+        ref64 = ops.conv3x3(x, wt, b, stride=stride, x_add=xa, backend="reference")
+        got = ops.conv3x3(x.float(), wt.float(), b.float(), stride=stride, x_add=None if xa is None else xa.float(),
+                          backend="triton")
+        torch.testing.assert_close(got.double(), ref64, rtol=1e-5, atol=1e-5)
+    assert len(loads) == (k.TensorDescriptor is not None)  # only the last call ran the TMA kernel
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("c", [32, 64, 128, 5])
 @pytest.mark.parametrize("with_extra", [False, True])
 @pytest.mark.parametrize("one_kernel", [False, True], ids=["two-kernels", "one-kernel"])
