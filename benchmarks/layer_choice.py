@@ -136,8 +136,15 @@ def main(argv: list[str] | None = None) -> int:
     configs = configurations(kinds, MEASURED_FASTER)
     runners: dict[str, Callable[[], torch.Tensor]] = {}
     quality: dict[str, float] = {}
-    for name, chosen in configs.items():
-        runners[name] = runner(model, x, chosen, graph=device.type == "cuda")
+    for name, chosen in list(configs.items()):
+        try:
+            runners[name] = runner(model, x, chosen, graph=device.type == "cuda")
+        except Exception as e:  # the opt-in TMA variant on a Triton or GPU that lacks it: the rest still run
+            if TMA not in chosen:
+                raise
+            print(f"{name}: skipped, {type(e).__name__}: {str(e).strip()[:300]}")
+            del configs[name]
+            continue
         quality[name] = psnr_db(runners[name](), ref)
         if quality[name] < 40:
             raise AssertionError(f"{name}: {quality[name]:.1f} dB against the float32 reference")
