@@ -152,6 +152,91 @@ def _source(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[st
     return str(path), data
 
 
+# Pillow refuses to decode an image of more than twice Image.MAX_IMAGE_PIXELS (179 MP by default)
+# as a possible decompression bomb (a small file that decodes to a huge array), and warns from
+# once that (89 MP), which real photos pass: a 102 MP medium-format frame warned of a "decompression
+# bomb DOS attack", and a 190 MP panorama failed as "an unknown error ... initializing plugin".
+# fastdeblur keeps one limit for every decoder (16-bit PNGs and TIFFs, decoded without Pillow,
+# had none), Pillow's refusal point unless FASTDEBLUR_MAX_PIXELS says otherwise; it names the
+# limit when a file is over it and does not warn below it.
+def max_pixels() -> int | None:
+    """The most pixels read_image decodes: FASTDEBLUR_MAX_PIXELS (a count such as 400000000 or
+    4e8; 0: no limit), else Pillow's own refusal point (twice Image.MAX_IMAGE_PIXELS; none if a
+    program has set that to None)."""
+    raw = os.environ.get("FASTDEBLUR_MAX_PIXELS", "").strip()
+    if not raw:
+        from PIL import Image
+
+        return None if Image.MAX_IMAGE_PIXELS is None else 2 * int(Image.MAX_IMAGE_PIXELS)
+    try:
+        limit = int(float(raw))
+    except (ValueError, OverflowError):
+        raise InputError(f"FASTDEBLUR_MAX_PIXELS must be a pixel count (0: no limit), got {raw!r}") from None
+    return None if limit <= 0 else limit
+
+
+def _check_pixels(name: str, pixels: int, size: str = "") -> None:
+    limit = max_pixels()
+    if limit is not None and pixels > limit:
+        raise InputError(f"{name}: {size + ', ' if size else ''}{pixels / 1e6:.1f} megapixels, over the limit of "
+                         f"{limit / 1e6:.1f} (a guard against decompression bombs: small files that decode to huge "
+                         "images); set FASTDEBLUR_MAX_PIXELS to a larger pixel count (0: no limit) to read it")
+
+
+class _PillowLimit:
+    """Pillow's decompression-bomb guard as fastdeblur's limit for one read: its warning below the
+    limit silenced, its refusal reported as the limit's InputError. A FASTDEBLUR_MAX_PIXELS above
+    Pillow's refusal point raises Pillow's limit for the process (Image.MAX_IMAGE_PIXELS), which
+    only that explicit setting does. (warnings.catch_warnings is process-wide: another thread's
+    new warning filter may be dropped while a read runs.)"""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        import warnings
+
+        from PIL import Image
+
+        limit = max_pixels()
+        if os.environ.get("FASTDEBLUR_MAX_PIXELS", "").strip() and Image.MAX_IMAGE_PIXELS is not None and (
+                limit is None or limit > 2 * Image.MAX_IMAGE_PIXELS):
+            Image.MAX_IMAGE_PIXELS = None if limit is None else (limit + 1) // 2
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        import re
+
+        from PIL import Image
+
+        self._warnings.__exit__(kind, exc, tb)
+        cause = exc
+        while cause is not None and not isinstance(cause, Image.DecompressionBombError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            found = re.search(r"\((\d+) pixels\)", str(cause))
+            _check_pixels(self.name, int(found.group(1)) if found else 2 ** 62)
+        return False
+
+
+def _pillow_pixels(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header Pillow reads, without decoding the pixels."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Image.DecompressionBombError:
+        raise
+    except Exception:  # not Pillow's to read: the decoder below says why
+        return None
+
+
 def read_image(src: str | os.PathLike | bytes | bytearray | memoryview) -> np.ndarray:
     """HxW, HxWx2, HxWx3 or HxWx4 array (gray, gray + alpha, RGB, RGBA), uint8 or uint16 as
     stored, EXIF orientation applied; other colour spaces (CMYK, YCbCr, palette, ...) as RGB.
@@ -164,6 +249,9 @@ def read_image(src: str | os.PathLike | bytes | bytearray | memoryview) -> np.nd
         raise InputError(f"{name}: a video ({kind[1:].upper()} container), not an image; use "
                          "fastdeblur.deblur_video(src, dst) with a file")
     try:
+        if kind == ".png" and len(data) > 24:  # IHDR: width and height, before any decoder
+            w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+            _check_pixels(name, w * h, f"{w}x{h}")
         if kind == ".png" and len(data) > 24 and data[24] == 16:
             import imagecodecs
 
@@ -197,6 +285,13 @@ def _single_image(name: str, frames: int) -> None:
 def _read_pillow(data: bytes, name: str) -> np.ndarray:
     import imageio.v3 as iio
 
+    with _PillowLimit(name):
+        if (size := _pillow_pixels(data)) is not None:
+            _check_pixels(name, size[0] * size[1], f"{size[0]}x{size[1]}")
+        return _read_pillow_checked(data, name, iio)
+
+
+def _read_pillow_checked(data: bytes, name: str, iio) -> np.ndarray:
     with iio.imopen(data, "r", plugin="pillow") as f:
         _single_image(name, f.properties(index=...).n_images)
         meta = f.metadata(index=0, exclude_applied=False)
@@ -217,6 +312,7 @@ def _read_tiff(data: bytes, name: str) -> np.ndarray:
         series = tif.series[0]
         _single_image(name, len(series.pages))
         page = tif.pages[0]
+        _check_pixels(name, int(page.imagewidth) * int(page.imagelength), f"{page.imagewidth}x{page.imagelength}")
         if page.photometric in _TIFF_AS_STORED:
             orientation = page.tags.get(_EXIF_ORIENTATION)  # TIFF's own tag 274, which EXIF took over
             return _oriented(series.asarray(), int(orientation.value) if orientation is not None else 1)
@@ -230,7 +326,7 @@ def _png_orientation(data: bytes) -> int:
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with _PillowLimit("PNG"), Image.open(io.BytesIO(data)) as im:
             return int(im.getexif().get(_EXIF_ORIENTATION, 1)) if "exif" in im.info else 1
     except Exception:  # a damaged EXIF block: the pixels as stored
         return 1
@@ -264,7 +360,7 @@ def read_metadata(src: str | os.PathLike | bytes | bytearray | memoryview) -> di
     if (sniff(src) if encoded else Path(src).suffix.lower()) in HEIF_SUFFIXES:
         heif_available()  # registers the plugin that opens them
     try:
-        with Image.open(io.BytesIO(src) if encoded else src) as im:
+        with _PillowLimit("metadata"), Image.open(io.BytesIO(src) if encoded else src) as im:
             if im.info.get("icc_profile"):
                 meta["icc_profile"] = bytes(im.info["icc_profile"])
             # a TIFF's "EXIF" is its own layout tags; a PNG's EXIF stored after the pixels would

@@ -399,3 +399,55 @@ def test_files_are_decoded_by_content_not_name(tmp_path):
     if heif_available():  # an iPhone's HEIC under a .jpg name
         (tmp_path / "heic.jpg").write_bytes(encode_image(_rgb(), ".heic"))
         assert read_image(tmp_path / "heic.jpg").shape == (13, 17, 3)
+
+
+@pytest.mark.parametrize("suffix,dtype", [(".jpg", np.uint8), (".png", np.uint8), (".png", np.uint16),
+                                          (".tif", np.uint16), (".webp", np.uint8)])
+def test_one_pixel_limit_for_every_decoder(tmp_path, monkeypatch, suffix, dtype):
+    """Pillow's decompression-bomb guard made fastdeblur's limit: below it no warning (Pillow warns
+    from half its refusal point, which 100 MP photos pass), above it a named error, for the
+    decoders without Pillow too (16-bit PNG, TIFF); FASTDEBLUR_MAX_PIXELS moves it."""
+    import warnings
+
+    import fastdeblur.io as fio
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's scale shrunk: refuses above 2000
+    monkeypatch.delenv("FASTDEBLUR_MAX_PIXELS", raising=False)
+    assert fio.max_pixels() == 2000
+    small, big = tmp_path / f"small{suffix}", tmp_path / f"big{suffix}"
+    write_image(small, np.full((30, 50, 3), 100, dtype))  # 1500 px: Pillow would warn
+    write_image(big, np.full((40, 60, 3), 100, dtype))  # 2400 px
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(small).shape == (30, 50, 3)
+        fio.read_metadata(small)
+    with pytest.raises(InputError, match=r"big\S*: (60x40, )?0\.0 megapixels, over the limit of 0\.0 .*"
+                                         r"FASTDEBLUR_MAX_PIXELS"):
+        read_image(big)
+    monkeypatch.setenv("FASTDEBLUR_MAX_PIXELS", "1e4")  # above Pillow's refusal: raises Pillow's for the process
+    assert read_image(big).shape == (40, 60, 3)
+    if dtype == np.uint8:  # decoded by Pillow (16-bit PNGs and TIFFs are not)
+        assert Image.MAX_IMAGE_PIXELS >= 5000
+    monkeypatch.setenv("FASTDEBLUR_MAX_PIXELS", "1000")  # below: a server's tighter guard
+    with pytest.raises(InputError, match="small.*over the limit"):
+        read_image(small)
+    monkeypatch.setenv("FASTDEBLUR_MAX_PIXELS", "0")
+    assert fio.max_pixels() is None and read_image(big).shape == (40, 60, 3)
+    monkeypatch.setenv("FASTDEBLUR_MAX_PIXELS", "lots")
+    with pytest.raises(InputError, match="FASTDEBLUR_MAX_PIXELS must be a pixel count"):
+        read_image(small)
+
+
+def test_a_bomb_header_is_refused_before_decoding(tmp_path):
+    """A PNG whose header claims 30000x30000 pixels (900 MP) in a few bytes: named, not decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    for depth in (8, 16):
+        data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, depth, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(b"\x00" * 7)) + chunk(b"IEND", b""))
+        with pytest.raises(InputError, match="30000x30000, 900.0 megapixels, over the limit of 179.0"):
+            read_image(data)
