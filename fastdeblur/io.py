@@ -288,16 +288,12 @@ def _read_pillow(data: bytes, name: str) -> np.ndarray:
     with _PillowLimit(name):
         if (size := _pillow_pixels(data)) is not None:
             _check_pixels(name, size[0] * size[1], f"{size[0]}x{size[1]}")
-        return _read_pillow_checked(data, name, iio)
-
-
-def _read_pillow_checked(data: bytes, name: str, iio) -> np.ndarray:
-    with iio.imopen(data, "r", plugin="pillow") as f:
-        _single_image(name, f.properties(index=...).n_images)
-        meta = f.metadata(index=0, exclude_applied=False)
-        mode = meta.get("mode")
-        as_mode = "RGBA" if mode == "P" and "transparency" in meta else PIL_WORK_MODES.get(mode)
-        return f.read(index=0, mode=as_mode, rotate=True)
+        with iio.imopen(data, "r", plugin="pillow") as f:
+            _single_image(name, f.properties(index=...).n_images)
+            meta = f.metadata(index=0, exclude_applied=False)
+            mode = meta.get("mode")
+            as_mode = "RGBA" if mode == "P" and "transparency" in meta else PIL_WORK_MODES.get(mode)
+            return f.read(index=0, mode=as_mode, rotate=True)
 
 
 def _read_tiff(data: bytes, name: str) -> np.ndarray:
