@@ -55,13 +55,14 @@ def test_conv3x3_fused_epilogue(dtype, cin, cout, stride, n, h, w):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("cin,cout,block_k", [(32, 32, 32), (64, 64, 32), (128, 128, 64), (40, 24, 32), (8, 3, 16)])
+@pytest.mark.parametrize("cin,cout,block_k,block_n", [(32, 32, 32, 32), (64, 64, 32, 32), (128, 128, 64, 128),
+                                                     (40, 24, 32, 32), (8, 3, 16, 16)])
 @pytest.mark.parametrize("n,h,w,block_m", [(1, 9, 11, 8), (3, 6, 7, 16), (1, 5, 20, 256)])
-def test_conv3x3_tma(dtype, cin, cout, block_k, n, h, w, block_m, monkeypatch):
+def test_conv3x3_tma(dtype, cin, cout, block_k, block_n, n, h, w, block_m, monkeypatch):
     """The TMA variant (stride 1): each tap's input tile is one descriptor load whose outside-the-
     image part comes back zero. Runs that cross a row's end, a channel chunk past Cin (40 with
-    block_k 32), 8 input channels (TMA's 16 bytes in 16-bit types) and 3 outputs; bias, ReLU and
-    both epilogue adds."""
+    block_k 32), 8 input channels (TMA's 16 bytes in 16-bit types) and 3 outputs, output channels
+    over two programs (64 in blocks of 32); bias, ReLU and both epilogue adds."""
     import triton
     from fastdeblur.kernels import conv3x3 as k
 
@@ -77,7 +78,7 @@ def test_conv3x3_tma(dtype, cin, cout, block_k, n, h, w, block_m, monkeypatch):
     real = k.TensorDescriptor.from_tensor
     monkeypatch.setattr(k.TensorDescriptor, "from_tensor", lambda t, box: loads.append(box) or real(t, box))
     got = k.conv3x3_nhwc(nhwc[0], k.pack_conv3x3_weight(lo[1]), lo[2], relu=True, residual=nhwc[1], extra=nhwc[2],
-                         tiles=k.Tiles(block_m, max(16, triton.next_power_of_2(cout)), block_k, tma=True))
+                         tiles=k.Tiles(block_m, block_n, block_k, tma=True))
     assert loads == [[1, 1, block_m, min(block_k, triton.next_power_of_2(cin))]]  # the TMA kernel ran
     got = got.permute(0, 3, 1, 2)
     torch_lo = ops.conv3x3(lo[0], lo[1], lo[2], relu=True, residual=lo[3], extra=lo[4], backend="reference")
