@@ -179,8 +179,8 @@ def _check_pixels(name: str, pixels: int, size: str = "") -> None:
     limit = max_pixels()
     if limit is not None and pixels > limit:
         raise InputError(f"{name}: {size + ', ' if size else ''}{pixels / 1e6:.1f} megapixels, over the limit of "
-                         f"{limit / 1e6:.1f} (a guard against decompression bombs: small files that decode to huge "
-                         "images); set FASTDEBLUR_MAX_PIXELS to a larger pixel count (0: no limit) to read it")
+                         f"{limit / 1e6:.1f} megapixels (a guard against decompression bombs: small files that decode "
+                         "to huge images); set FASTDEBLUR_MAX_PIXELS to a larger pixel count (0: no limit) to read it")
 
 
 class _PillowLimit:
