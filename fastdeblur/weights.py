@@ -152,8 +152,13 @@ def get_weights(name: str) -> ModelWeights:
         raise WeightsError(f"model must be a name (str), got {type(name).__name__}")
     entry = _REGISTRY.get(_ALIASES.get(name, name))
     if entry is None:
-        known = ", ".join(list_models() + sorted(_ALIASES))
-        raise WeightsError(f"unknown model {name!r}; known models: {known}")
+        import difflib
+
+        names = list_models() + sorted(_ALIASES)
+        close = ([n for n in names if n.startswith(name.lower())][:1]  # a name cut short: stack4, fastdeblur
+                 or difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6))
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise WeightsError(f"unknown model {name!r}; {hint}known models: {', '.join(names)}")
     return entry
 
 

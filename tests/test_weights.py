@@ -63,8 +63,13 @@ def test_registry_names_and_alias():
 
 
 def test_unknown_model_is_named():
-    with pytest.raises(WeightsError, match="unknown model 'dmphn-9'.*dmphn-1-2-4-gopro"):
+    with pytest.raises(WeightsError, match="unknown model 'dmphn-9'; known models: .*dmphn-1-2-4-gopro"):
         fastdeblur.load_model("dmphn-9")
+    # a near miss gets the name it likely meant: a typo, another case, a name cut short
+    for typed, meant in (("dmphn-124", "dmphn-1-2-4-gopro"), ("DMPHN-1-2-4-8", "dmphn-1-2-4-8-gopro"),
+                         ("stack4", "stack4-dmphn-gopro"), ("defualt", "default")):
+        with pytest.raises(WeightsError, match=f"unknown model '{typed}'; did you mean '{meant}'\\? known models"):
+            get_weights(typed)
 
 
 def test_download_from_loopback_server_verifies_and_caches(serve, mirror, fresh_home, monkeypatch):
