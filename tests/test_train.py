@@ -248,6 +248,12 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     assert (tmp_path / "w.safetensors").stat().st_size > 1e6
     assert main(["--steps", "1"]) == 2
     assert main(["--gopro", str(photos), "--set", "object_prob=1"]) == 2  # --set is for --synthetic
+    # what is not a training checkpoint is named, without a traceback
+    (tmp_path / "text.pt").write_text("hello")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    for ckpt in ("missing.pt", "text.pt", "other.pt", "w.safetensors"):
+        assert main(["--export", str(tmp_path / ckpt), str(tmp_path / "x.safetensors")]) == 1
+    assert not (tmp_path / "x.safetensors").exists()
     with pytest.raises(SystemExit):  # argparse: not a blur setting
         main([*args, "--set", "nosuch=1"])
     # the same through the main command: `fastdeblur train ...`, `fastdeblur export CKPT OUT`

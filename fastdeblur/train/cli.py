@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, WeightsError
+from ..errors import InputError, WeightsError, missing_path
 from .blur import BlurConfig, add_settings_option
 from .trainer import LOSSES
 
@@ -103,7 +103,20 @@ def _make_pairs(a) -> int:
 def _export(ckpt: Path, out: Path) -> int:
     from .export import export_weights
 
-    st = torch.load(ckpt, map_location="cpu", weights_only=True)
+    if not ckpt.is_file():
+        raise InputError(missing_path(ckpt) if not ckpt.exists() else f"{ckpt}: not a file")
+    if ckpt.suffix == ".safetensors":
+        raise InputError(f"{ckpt}: exported weights already (deblur with --weights {ckpt}); --export takes a "
+                         "training checkpoint (runs/NAME/last.pt)")
+    try:
+        st = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, or one that holds more than tensors and plain data
+        raise InputError(f"{ckpt}: not a checkpoint torch loads without running code ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from e
+    lacks = sorted({"config", "model", "step"} - set(st)) if isinstance(st, dict) else ["config", "model", "step"]
+    if lacks:
+        raise InputError(f"{ckpt}: not a fastdeblur-train checkpoint (such as runs/NAME/last.pt): it has no "
+                         f"{', '.join(lacks)}")
     cfg = st["config"]
     weights = st["ema"] if st.get("ema") is not None else st["model"]
     export_weights(weights, out, arch=cfg["arch"], levels=tuple(cfg["levels"]), stages=cfg["stages"],
