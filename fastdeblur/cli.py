@@ -35,6 +35,32 @@ from .video import VIDEO_HINT, is_video_path, video_available
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for Ctrl-C
 
 
+def _int_in(lo: int, hi: int):
+    """An argparse type: an integer from lo to hi (one line of error, not the list of choices)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {value}")
+        return value
+    return parse
+
+
+def _tile(text: str) -> int:
+    """--tile: 0 (never tile) or a size of at least api.MIN_TILE pixels, checked before any file."""
+    from .api import MIN_TILE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if value != 0 and value < MIN_TILE:
+        raise argparse.ArgumentTypeError(f"0 (never tile) or at least {MIN_TILE} pixels, got {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fastdeblur",
@@ -67,15 +93,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["reference", "cuda", "triton"], default=None,
                    help="force a path: plain PyTorch, the compiled extension's ops, or the Triton kernels "
                         "(default: the fastest measured for the device; env FASTDEBLUR_BACKEND)")
-    p.add_argument("--tile", type=int, default=None,
+    p.add_argument("--tile", type=_tile, default=None,
                    help="tile size in pixels; 0 never tiles; default: chosen from the memory available")
     p.add_argument("--ensemble", type=int, default=1, choices=(1, 2, 4),
                    help="average the outputs for the image and its mirror image (2), and for both upside "
                         "down (4): sharper, at 2x / 4x the time; default %(default)s (off)")
-    p.add_argument("--png-level", type=int, default=PNG_LEVEL, choices=range(10), metavar="0-9",
+    p.add_argument("--png-level", type=_int_in(0, 9), default=PNG_LEVEL, metavar="0-9",
                    help="PNG compression, 0 (none) to 9 (smallest, slowest); default %(default)s: a 720p "
                         "frame in ~80 ms, against ~350 ms for level 6 (13%% smaller files)")
-    p.add_argument("--quality", type=int, default=95, choices=range(1, 101), metavar="1-100",
+    p.add_argument("--quality", type=_int_in(1, 100), default=95, metavar="1-100",
                    help="quality of lossy outputs (JPEG, WebP, AVIF, HEIC); default %(default)s")
     p.add_argument("--format", choices=[s[1:] for s in WRITTEN_SUFFIXES], default=None, metavar="EXT",
                    help="write images in this format (png, jpg, tif, bmp, webp, avif, heic): the outputs in a "

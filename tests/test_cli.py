@@ -31,10 +31,23 @@ def test_usage_errors(capsys, tmp_path):
     assert "-o/--output is required" in capsys.readouterr().err
 
 
-def test_png_level_is_checked(tmp_path, capsys):
+@pytest.mark.parametrize("option,value,says", [
+    ("--png-level", "12", "expected an integer from 0 to 9, got 12"),
+    ("--png-level", "x", "expected an integer from 0 to 9, got 'x'"),
+    ("--quality", "0", "expected an integer from 1 to 100, got 0"),
+    ("--tile", "100", "0 (never tile) or at least 128 pixels, got 100"),  # once, before any file
+    ("--tile", "big", "expected a number of pixels, got 'big'")])
+def test_numeric_options_are_checked_in_one_line(tmp_path, capsys, option, value, says):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        _img(folder / name)
     with pytest.raises(SystemExit) as e:
-        main([str(_img(tmp_path / "a.png")), "-o", str(tmp_path / "b.png"), "--png-level", "12"])
-    assert e.value.code == 2 and "--png-level" in capsys.readouterr().err
+        main([str(folder), "-o", str(tmp_path / "out"), option, value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"fastdeblur: error: argument {option}: {says}\n" in err
+    assert err.count("error") == 1  # said once, not for each file
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.needs_data
