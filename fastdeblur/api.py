@@ -28,7 +28,7 @@ from torch import nn
 
 from . import _graphs, _heap, _system
 from . import weights as _weights
-from .errors import InputError
+from .errors import ConfigError, InputError
 from .io import PIL_WORK_MODES, encode_image, output_format, read_image, read_metadata
 
 MIN_TILE = 128
@@ -628,7 +628,7 @@ def memory_budget(device: torch.device) -> int:
         except ValueError:
             mib = float("nan")
         if not mib > 0 or mib == float("inf"):
-            raise InputError(f"FASTDEBLUR_MEMORY_BUDGET must be a positive number of MiB, got {env!r}")
+            raise ConfigError(f"FASTDEBLUR_MEMORY_BUDGET must be a positive number of MiB, got {env!r}")
         return int(mib * 2**20)
     if device.type == "cuda":  # bounded, so a 4K frame stays under 3 GB in half precision
         free, _ = torch.cuda.mem_get_info(device)

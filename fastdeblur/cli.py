@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from . import __version__, _system
-from .errors import InputError, WeightsError, missing_path
+from .errors import ConfigError, InputError, WeightsError, missing_path
 from .io import (
     HEIF_HINT,
     HEIF_SUFFIXES,
@@ -499,6 +499,7 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     written: set[Path] = set()  # outputs written or being written
     done = skipped = 0
     interrupted, failed_before = False, failed
+    config_error: ConfigError | None = None  # a FASTDEBLUR_* setting no file can run with: stop at once
 
     def load(src: Path) -> tuple:
         """The pixels and the metadata the output keeps (on a reader thread)."""
@@ -582,6 +583,10 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                         deblur_one_video(src, dst)
                         done += 1
                         continue
+                    except ConfigError as e:
+                        written.discard(dst.resolve())
+                        config_error = e
+                        break
                     except (ValueError, RuntimeError, OSError) as e:
                         written.discard(dst.resolve())
                         reason = _reason(src, e)
@@ -589,6 +594,9 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                     try:
                         img, meta = (read or reader.submit(load, src)).result()
                         sharp = _deblur_with_bar(img, model, args, src.name)
+                    except ConfigError as e:
+                        config_error = e
+                        break
                     except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
                         reason = _reason(src, e)
                     else:
@@ -604,10 +612,14 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                 failed += 1
         except KeyboardInterrupt:  # Ctrl-C: keep what is deblurred, start nothing new
             interrupted = True
-            for f in reads.values():
-                f.cancel()
+        for f in reads.values():
+            f.cancel()
         while pending:  # writes in flight finish (each one is atomic)
             finish_oldest()
+    if config_error is not None:
+        left = len(jobs) - done - skipped - (failed - failed_before)
+        print(f"fastdeblur: error: {config_error} (stopped: {done} written, {left} left undone)", file=sys.stderr)
+        return EXIT_USAGE
     if interrupted:
         left = len(jobs) - done - skipped - (failed - failed_before)
         print(f"fastdeblur: interrupted: {done} written, {skipped} skipped, {failed} failed, {left} left undone",

@@ -9,6 +9,11 @@ class InputError(ValueError):
     """An image, tensor, path or option that fastdeblur cannot use as given."""
 
 
+class ConfigError(InputError):
+    """A FASTDEBLUR_* environment variable set to a value fastdeblur cannot use: the same for every
+    input, so the command stops at the first instead of failing each file alike."""
+
+
 class WeightsError(RuntimeError):
     """Weights that are missing, fail their sha256 check, or do not load into the model."""
 
@@ -34,7 +39,7 @@ _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 def env_flag(name: str, default: bool) -> bool:
     """The environment variable `name` as a switch: 1/true/yes/on or 0/false/no/off (any case);
-    unset or empty gives `default`; anything else is an InputError naming the variable."""
+    unset or empty gives `default`; anything else is a ConfigError naming the variable."""
     import os
 
     raw = os.environ.get(name, "").strip().lower()
@@ -42,4 +47,4 @@ def env_flag(name: str, default: bool) -> bool:
         return default
     if raw in _YES or raw in _NO:
         return raw in _YES
-    raise InputError(f"{name} must be one of {'/'.join(_YES)} or {'/'.join(_NO)}, got {os.environ[name]!r}")
+    raise ConfigError(f"{name} must be one of {'/'.join(_YES)} or {'/'.join(_NO)}, got {os.environ[name]!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, missing_path
+from .errors import ConfigError, InputError, missing_path
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".avif")
 _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp", ".avif", ".heic", ".heif")
@@ -171,7 +171,7 @@ def max_pixels() -> int | None:
     try:
         limit = int(float(raw))
     except (ValueError, OverflowError):
-        raise InputError(f"FASTDEBLUR_MAX_PIXELS must be a pixel count (0: no limit), got {raw!r}") from None
+        raise ConfigError(f"FASTDEBLUR_MAX_PIXELS must be a pixel count (0: no limit), got {raw!r}") from None
     return None if limit <= 0 else limit
 
 

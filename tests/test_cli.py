@@ -31,6 +31,22 @@ def test_usage_errors(capsys, tmp_path):
     assert "-o/--output is required" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("variable,value", [("FASTDEBLUR_MEMORY_BUDGET", "abc"), ("FASTDEBLUR_MAX_PIXELS", "lots"),
+                                            ("FASTDEBLUR_WINOGRAD", "maybe")])
+def test_a_bad_setting_stops_the_run_once(tmp_path, capsys, monkeypatch, variable, value):
+    """A FASTDEBLUR_* variable no file can run with is said once and ends the run (exit 2), instead
+    of failing every file of a folder alike."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        _img(folder / name)
+    monkeypatch.setenv(variable, value)
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--model", "fastdeblur-default", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error") == 1 and f"fastdeblur: error: {variable} " in err and "3 left undone" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # nothing written
+
+
 @pytest.mark.parametrize("option,value,says", [
     ("--png-level", "12", "expected an integer from 0 to 9, got 12"),
     ("--png-level", "x", "expected an integer from 0 to 9, got 'x'"),
