@@ -616,12 +616,11 @@ def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
             f.cancel()
         while pending:  # writes in flight finish (each one is atomic)
             finish_oldest()
+    left = len(jobs) - done - skipped - (failed - failed_before)
     if config_error is not None:
-        left = len(jobs) - done - skipped - (failed - failed_before)
         print(f"fastdeblur: error: {config_error} (stopped: {done} written, {left} left undone)", file=sys.stderr)
         return EXIT_USAGE
     if interrupted:
-        left = len(jobs) - done - skipped - (failed - failed_before)
         print(f"fastdeblur: interrupted: {done} written, {skipped} skipped, {failed} failed, {left} left undone",
               file=sys.stderr)
         return EXIT_INTERRUPTED
