@@ -198,9 +198,8 @@ class _PillowLimit:
 
         from PIL import Image
 
-        limit = max_pixels()
-        if os.environ.get("FASTDEBLUR_MAX_PIXELS", "").strip() and Image.MAX_IMAGE_PIXELS is not None and (
-                limit is None or limit > 2 * Image.MAX_IMAGE_PIXELS):
+        limit = max_pixels()  # above Pillow's refusal point only where FASTDEBLUR_MAX_PIXELS says so
+        if Image.MAX_IMAGE_PIXELS is not None and (limit is None or limit > 2 * Image.MAX_IMAGE_PIXELS):
             Image.MAX_IMAGE_PIXELS = None if limit is None else (limit + 1) // 2
         self._warnings = warnings.catch_warnings()
         self._warnings.__enter__()
@@ -220,21 +219,6 @@ class _PillowLimit:
             found = re.search(r"\((\d+) pixels\)", str(cause))
             _check_pixels(self.name, int(found.group(1)) if found else 2 ** 62)
         return False
-
-
-def _pillow_pixels(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header Pillow reads, without decoding the pixels."""
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Image.DecompressionBombError:
-        raise
-    except Exception:  # not Pillow's to read: the decoder below says why
-        return None
 
 
 def read_image(src: str | os.PathLike | bytes | bytearray | memoryview) -> np.ndarray:
@@ -285,15 +269,14 @@ def _single_image(name: str, frames: int) -> None:
 def _read_pillow(data: bytes, name: str) -> np.ndarray:
     import imageio.v3 as iio
 
-    with _PillowLimit(name):
-        if (size := _pillow_pixels(data)) is not None:
-            _check_pixels(name, size[0] * size[1], f"{size[0]}x{size[1]}")
-        with iio.imopen(data, "r", plugin="pillow") as f:
-            _single_image(name, f.properties(index=...).n_images)
-            meta = f.metadata(index=0, exclude_applied=False)
-            mode = meta.get("mode")
-            as_mode = "RGBA" if mode == "P" and "transparency" in meta else PIL_WORK_MODES.get(mode)
-            return f.read(index=0, mode=as_mode, rotate=True)
+    with _PillowLimit(name), iio.imopen(data, "r", plugin="pillow") as f:
+        stack = f.properties(index=...)  # from the header: (frames, height, width[, channels])
+        _single_image(name, stack.n_images)
+        _check_pixels(name, stack.shape[1] * stack.shape[2], f"{stack.shape[2]}x{stack.shape[1]}")
+        meta = f.metadata(index=0, exclude_applied=False)
+        mode = meta.get("mode")
+        as_mode = "RGBA" if mode == "P" and "transparency" in meta else PIL_WORK_MODES.get(mode)
+        return f.read(index=0, mode=as_mode, rotate=True)
 
 
 def _read_tiff(data: bytes, name: str) -> np.ndarray:
