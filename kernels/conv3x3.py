@@ -40,6 +40,24 @@ def _conv3x3_step(acc, x_ptr, xadd_ptr, w_ptr, img, oy, ox, m_mask, offs_n, n_ma
     return tl.dot(a, wk, acc, input_precision=PRECISION)
 
 
+@triton.jit
+def _epilogue(acc, b_ptr, res_ptr, extra_ptr, out_ptr, pix, pix_mask, offs_n, n_mask, COUT: tl.constexpr,
+              HAS_BIAS: tl.constexpr, RELU: tl.constexpr, HAS_RES: tl.constexpr, HAS_EXTRA: tl.constexpr):
+    """out[pix, offs_n] = act(acc + bias) [+ residual] [+ extra], for output pixels `pix` (NHWC
+    pixel indices, int64) where pix_mask and channels where n_mask."""
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    if RELU:
+        acc = tl.maximum(acc, 0.0)
+    out_off = pix[:, None] * COUT + offs_n[None, :]
+    o_mask = pix_mask[:, None] & n_mask[None, :]
+    if HAS_RES:
+        acc += tl.load(res_ptr + out_off, mask=o_mask, other=0.0).to(tl.float32)
+    if HAS_EXTRA:
+        acc += tl.load(extra_ptr + out_off, mask=o_mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=o_mask)
+
+
 # The int arguments are sizes: Triton would otherwise compile a variant per pattern of which of
 # them are divisible by 16 (or equal 1), and a single 720p frame has several (720, 360, 180 rows),
 # while no address needs the hint (every NHWC offset is a multiple of the constexpr channel count).
@@ -72,17 +90,8 @@ def _conv3x3_kernel(x_ptr, xadd_ptr, w_ptr, b_ptr, res_ptr, extra_ptr, out_ptr,
             acc = _conv3x3_step(acc, x_ptr, xadd_ptr, w_ptr, img, oy, ox, m_mask, offs_n, n_mask,
                                 kk // K_CHUNKS, (kk % K_CHUNKS) * BLOCK_K, H, W, CIN, COUT, STRIDE, HAS_XADD,
                                 PRECISION, BLOCK_K)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
-    out_off = offs_m.to(tl.int64)[:, None] * COUT + offs_n[None, :]
-    o_mask = m_mask[:, None] & n_mask[None, :]
-    if HAS_RES:
-        acc += tl.load(res_ptr + out_off, mask=o_mask, other=0.0).to(tl.float32)
-    if HAS_EXTRA:
-        acc += tl.load(extra_ptr + out_off, mask=o_mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=o_mask)
+    _epilogue(acc, b_ptr, res_ptr, extra_ptr, out_ptr, offs_m.to(tl.int64), m_mask, offs_n, n_mask, COUT, HAS_BIAS,
+              RELU, HAS_RES, HAS_EXTRA)
 
 
 # The TMA variant (Hopper's tensor memory accelerator, through a host-side tensor descriptor):
@@ -122,18 +131,9 @@ def _conv3x3_tma_kernel(x_desc, w_ptr, b_ptr, res_ptr, extra_ptr, out_ptr, H, W,
             wk = tl.load(w_ptr + (tap * CIN + offs_k)[:, None] * COUT + offs_n[None, :],
                          mask=(offs_k < CIN)[:, None] & n_mask[None, :], other=0.0)
             acc = tl.dot(a, wk, acc, input_precision=PRECISION)
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
-    if RELU:
-        acc = tl.maximum(acc, 0.0)
     ox = x0 + tl.arange(0, BLOCK_M)
-    out_off = (row.to(tl.int64) * W + ox)[:, None] * COUT + offs_n[None, :]
-    o_mask = (ox < W)[:, None] & n_mask[None, :]
-    if HAS_RES:
-        acc += tl.load(res_ptr + out_off, mask=o_mask, other=0.0).to(tl.float32)
-    if HAS_EXTRA:
-        acc += tl.load(extra_ptr + out_off, mask=o_mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=o_mask)
+    _epilogue(acc, b_ptr, res_ptr, extra_ptr, out_ptr, row.to(tl.int64) * W + ox, ox < W, offs_n, n_mask, COUT,
+              HAS_BIAS, RELU, HAS_RES, HAS_EXTRA)
 
 
 def tma_fits(x: torch.Tensor, stride: int = 1, x_add: torch.Tensor | None = None) -> bool:
