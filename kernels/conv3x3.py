@@ -12,12 +12,13 @@ accumulate; fp32 in with input_precision "ieee" (exact) or "tf32".
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
+
+from ..errors import env_flag
 
 
 @triton.jit
@@ -181,7 +182,7 @@ def tiles_for(op: str, cin: int, cout: int, interpret: bool) -> Tiles:
         t = Tiles(1024, max(16, min(128, triton.next_power_of_2(cout))), max(16, min(128, triton.next_power_of_2(cin))))
     else:
         t = GPU_TILES.get((op, cin, cout)) or _gpu_default(cin, cout)
-    if op == "conv" and os.environ.get("FASTDEBLUR_TRITON_TMA", "").strip().lower() in ("1", "true", "yes", "on"):
+    if op == "conv" and env_flag("FASTDEBLUR_TRITON_TMA", False):
         t = t._replace(tma=True, block_m=min(t.block_m, 256))  # a TMA box side is at most 256
     return t
 
