@@ -94,6 +94,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
 def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
     if dtype is None:
         return default_dtype(device)
+    if not isinstance(dtype, (str, torch.dtype)):  # numpy's: np.float32, np.dtype("float16")
+        try:
+            dtype = np.dtype(dtype).name
+        except TypeError:
+            pass
     if isinstance(dtype, str):
         if dtype not in _DTYPES:
             raise InputError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
@@ -659,6 +664,32 @@ def auto_tile(pixels: int, dtype: torch.dtype, budget: int, whole_bytes_per_px: 
     return max(side, 4 * MIN_TILE)
 
 
+def _dmphn_inside(model: nn.Module) -> nn.Module:
+    """The DMPHN or StackDMPHN that deblur() runs for a module it is given: the module itself,
+    or the one inside torch.compile's or (Distributed)DataParallel's wrapper. deblur() runs its own
+    fast paths on the model's weights (their speed measured against torch.compile's), so the
+    wrapper's forward is not what runs."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    from .reference import DMPHN, StackDMPHN
+
+    inner = model
+    while True:
+        if isinstance(inner, (DataParallel, DistributedDataParallel)):
+            inner = inner.module
+        elif isinstance(getattr(inner, "_orig_mod", None), nn.Module):  # torch.compile's OptimizedModule
+            inner = inner._orig_mod
+        else:
+            break
+    if not isinstance(inner, (DMPHN, StackDMPHN)):
+        raise InputError(_MODEL_KINDS + f", got a {type(inner).__name__}")
+    return inner
+
+
+_MODEL_KINDS = ("model must be a model name (fastdeblur.list_models()) or a DMPHN / StackDMPHN module "
+                "(fastdeblur.load_model(), fastdeblur.reference)")
+
+
 def _first_tensor(model: nn.Module) -> torch.Tensor:
     """A weight of `model` (parameters, or the packed buffers of a fused model): device and dtype."""
     return next(itertools.chain(model.parameters(), model.buffers()))
@@ -788,8 +819,10 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
         raise InputError(f"tile must be None, 0 or a positive number of pixels, got {tile!r}")
     _check_ensemble(ensemble)
     x, restore = _to_batch(image)
+    if not isinstance(model, (str, os.PathLike, nn.Module)):  # a path gets the registry's hint: weights=
+        raise InputError(_MODEL_KINDS + f", got {type(model).__name__}")
     if isinstance(model, nn.Module):
-        net = model
+        net = model = _dmphn_inside(model)
         weight = _first_tensor(net)
         dev, dt = weight.device, weight.dtype
         if dtype is not None and _resolve_dtype(dtype, dev) != dt:

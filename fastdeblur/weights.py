@@ -146,8 +146,17 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# names that are files, not models: a user's weights passed where a model name goes
+WEIGHT_SUFFIXES = (".safetensors", ".pkl", ".pt", ".pth", ".ckpt", ".bin")
+
+
 def get_weights(name: str) -> ModelWeights:
     """The registry entry for `name` (an alias like `default` is resolved)."""
+    if isinstance(name, os.PathLike) or (isinstance(name, str) and name not in _ALIASES and name not in _REGISTRY
+                                         and (os.sep in name or "/" in name or name.endswith(WEIGHT_SUFFIXES))):
+        raise WeightsError(f"model {os.fspath(name)!r} is a path, not a model name: a weights file or folder is "
+                           "given as weights (fastdeblur.load_model(weights=PATH), then deblur(img, model); "
+                           "CLI: --weights PATH)")
     if not isinstance(name, str):
         raise WeightsError(f"model must be a name (str), got {type(name).__name__}")
     entry = _REGISTRY.get(_ALIASES.get(name, name))

@@ -591,6 +591,33 @@ def test_bad_options(net):
             fastdeblur.deblur(img, net, device=other)
     with pytest.raises(InputError, match="dtype 'int8'"):
         fastdeblur.deblur(img, dtype="int8")
+    # numpy's dtypes name the same precisions
+    want = fastdeblur.deblur(img, net, dtype="float32")
+    for same in (np.float32, np.dtype("float32")):
+        np.testing.assert_array_equal(fastdeblur.deblur(img, net, dtype=same), want)
+    with pytest.raises(InputError, match="dtype 'float64' is not one of"):
+        fastdeblur.deblur(img, net, dtype=np.float64)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # dynamo's import
+def test_what_deblur_takes_as_a_model(net, tmp_path):
+    """A name, or a DMPHN / StackDMPHN, also inside torch.compile's or DataParallel's wrapper
+    (deblur() runs its own paths on the weights); anything else is named, and a weights file
+    given as the model's name gets the way to load it."""
+    img = np.random.default_rng(0).random((16, 24, 3)).astype(np.float32)
+    want = fastdeblur.deblur(img, net)
+    compiled = torch.compile(net)  # compiles nothing until called, and deblur() does not call it
+    for wrapped in (compiled, torch.nn.DataParallel(net), torch.nn.DataParallel(compiled)):
+        np.testing.assert_array_equal(fastdeblur.deblur(img, wrapped), want)
+    for bad, named in ((torch.nn.Conv2d(3, 3, 3), "got a Conv2d"), (None, "got NoneType"), (3, "got int"),
+                       (torch.nn.DataParallel(torch.nn.Identity()), "got a Identity")):
+        with pytest.raises(InputError, match=r"model must be a model name \(fastdeblur.list_models\(\)\) or a "
+                                             r"DMPHN / StackDMPHN module.*" + named):
+            fastdeblur.deblur(img, bad)
+    for path in ("runs/mine/last.pt", "mine.safetensors", tmp_path):
+        with pytest.raises(fastdeblur.WeightsError, match=r"is a path, not a model name: .*load_model\(weights=PATH\)"
+                                                          r".*CLI: --weights PATH"):
+            fastdeblur.deblur(img, path)
 
 
 def test_backend_env_is_validated(net, monkeypatch):
