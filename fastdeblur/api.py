@@ -28,7 +28,7 @@ from torch import nn
 
 from . import _graphs, _heap, _system
 from . import weights as _weights
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, WeightsError
 from .io import PIL_WORK_MODES, encode_image, output_format, read_image, read_metadata
 
 MIN_TILE = 128
@@ -259,18 +259,27 @@ def load_model(name: str | None = None, weights: str | os.PathLike | None = None
     """A registered model with its verified weights, in eval mode, on `device`.
 
     `name` is a registered model (see `list_models()`; None: "default"). `weights` is a
-    directory of the model's files (the authors' .pkl files), or a .safetensors file exported
-    by fastdeblur, whose header names the architecture: `name` may then be left out, and if it
+    directory of the model's files (the authors' .pkl files), a .safetensors file exported by
+    fastdeblur, or a fastdeblur-train checkpoint (runs/NAME/last.pt: its EMA weights, as export
+    writes them). The last two name their architecture: `name` may then be left out, and if it
     is given, its architecture must be the file's. Without `weights` the cache is used and, if
     needed, filled by a verified download.
     """
     dev = _resolve_device(device)
     dt = _resolve_dtype(dtype, dev)
-    if weights is not None and str(weights).endswith(".safetensors"):
-        # fastdeblur's own format: the file names its architecture (see fastdeblur.train.export)
-        from .train.export import load_exported
+    from_file = weights is not None and Path(weights).suffix != ".pkl" and Path(weights).is_file()
+    if weights is not None and (str(weights).endswith(".safetensors") or from_file):
+        # fastdeblur's own formats: the file names its architecture (see fastdeblur.train.export)
+        from .train.export import load_checkpoint, load_exported
 
-        model = load_exported(weights)
+        if str(weights).endswith(".safetensors"):
+            model = load_exported(weights)
+        else:
+            try:
+                model = load_checkpoint(weights)
+            except InputError as e:
+                raise WeightsError(f"{e}; weights are a fastdeblur .safetensors file, a fastdeblur-train checkpoint "
+                                   "(runs/NAME/last.pt) or a folder holding the authors' .pkl files") from e
         if name is not None:
             _check_file_fits(_weights.get_weights(name), model, weights)
         model.weights_name = model.weights_meta.get("name", Path(weights).stem)

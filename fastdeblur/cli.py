@@ -81,8 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also read the subfolders of folder inputs; the outputs keep the same subfolders")
     p.add_argument("--model", help="model name (see --list-models); default: default, or with a .safetensors "
                                     "--weights file the architecture the file names")
-    p.add_argument("--weights", type=Path, help="a .safetensors file (ours, or one from fastdeblur export) or a "
-                                                "folder with the model's official files, instead of the cache")
+    p.add_argument("--weights", type=Path, help="a .safetensors file (ours, or one from fastdeblur export), a "
+                                                "training checkpoint (runs/NAME/last.pt) or a folder with the "
+                                                "model's official files, instead of the cache")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--half", dest="precision", action="store_const", const="half",

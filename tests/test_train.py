@@ -254,6 +254,26 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     for ckpt in ("missing.pt", "text.pt", "other.pt", "w.safetensors"):
         assert main(["--export", str(tmp_path / ckpt), str(tmp_path / "x.safetensors")]) == 1
     assert not (tmp_path / "x.safetensors").exists()
+    # the checkpoint loads as a model itself: its EMA weights, which the export holds in fp16
+    import fastdeblur
+    from fastdeblur.train.export import checkpoint_weights
+
+    ema = checkpoint_weights(st)
+    from_ckpt = fastdeblur.load_model(weights=tmp_path / "run" / "last.pt", device="cpu", dtype="float32")
+    exported = fastdeblur.load_model(weights=tmp_path / "w.safetensors", device="cpu", dtype="float32")
+    assert from_ckpt.weights_meta["steps"] == "3" and from_ckpt.levels == (1, 2, 4)
+    for k, v in from_ckpt.state_dict().items():
+        torch.testing.assert_close(v, ema[k].float(), rtol=0, atol=0)
+        torch.testing.assert_close(exported.state_dict()[k], ema[k].half().float(), rtol=0, atol=0)
+    with pytest.raises(fastdeblur.InputError, match=r"holds a DMPHN\(1-2-4\), not stack4-dmphn-gopro's"):
+        fastdeblur.load_model("stack4-dmphn-gopro", weights=tmp_path / "run" / "last.pt")
+    accepted = "; weights are a fastdeblur .safetensors file, a fastdeblur-train checkpoint"
+    with pytest.raises(fastdeblur.WeightsError, match=r"text.pt: not a torch file \(it starts with b'hell'\)"
+                                                      + accepted):
+        fastdeblur.load_model(weights=tmp_path / "text.pt")
+    with pytest.raises(fastdeblur.WeightsError, match=r"other.pt: not a fastdeblur-train checkpoint .*: it has no "
+                                                      "config, model, step" + accepted):
+        fastdeblur.load_model(weights=tmp_path / "other.pt")
     with pytest.raises(SystemExit):  # argparse: not a blur setting
         main([*args, "--set", "nosuch=1"])
     # the same through the main command: `fastdeblur train ...`, `fastdeblur export CKPT OUT`

@@ -15,9 +15,7 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
-
-from ..errors import InputError, WeightsError, missing_path
+from ..errors import InputError, WeightsError
 from .blur import BlurConfig, add_settings_option
 from .trainer import LOSSES
 
@@ -101,24 +99,14 @@ def _make_pairs(a) -> int:
 
 
 def _export(ckpt: Path, out: Path) -> int:
-    from .export import export_weights
+    from .export import checkpoint_weights, export_weights, read_checkpoint
 
-    if not ckpt.is_file():
-        raise InputError(missing_path(ckpt) if not ckpt.exists() else f"{ckpt}: not a file")
-    if ckpt.suffix == ".safetensors":
+    if ckpt.suffix == ".safetensors" and ckpt.is_file():
         raise InputError(f"{ckpt}: exported weights already (deblur with --weights {ckpt}); --export takes a "
                          "training checkpoint (runs/NAME/last.pt)")
-    try:
-        st = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, or one that holds more than tensors and plain data
-        raise InputError(f"{ckpt}: not a checkpoint torch loads without running code ({type(e).__name__}: "
-                         f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from e
-    lacks = sorted({"config", "model", "step"} - set(st)) if isinstance(st, dict) else ["config", "model", "step"]
-    if lacks:
-        raise InputError(f"{ckpt}: not a fastdeblur-train checkpoint (such as runs/NAME/last.pt): it has no "
-                         f"{', '.join(lacks)}")
+    st = read_checkpoint(ckpt)
     cfg = st["config"]
-    weights = st["ema"] if st.get("ema") is not None else st["model"]
+    weights = checkpoint_weights(st)
     export_weights(weights, out, arch=cfg["arch"], levels=tuple(cfg["levels"]), stages=cfg["stages"],
                    steps=st["step"],
                    recipe={k: cfg[k] for k in ("crop", "batch", "lr", "amp", "seed", "loss", "fft_weight") if k in cfg},

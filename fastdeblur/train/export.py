@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightsError
+from ..errors import InputError, WeightsError, missing_path
 from ..io import private_temp_path, publish
 from ..reference import DMPHN, StackDMPHN
 
@@ -75,4 +75,48 @@ def load_exported(path: str | os.PathLike) -> nn.Module:
     model = (DMPHN(tuple(int(x) for x in meta["levels"].split(","))) if meta["arch"] == "dmphn"
              else StackDMPHN(int(meta["stages"])))
     model.weights_meta = load_into(model, path)
+    return model.eval()
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A fastdeblur-train checkpoint (runs/NAME/last.pt), loaded without running code
+    (`weights_only`); an InputError that says what the file is otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(missing_path(path) if not path.exists() else f"{path}: not a file")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save's zip, or a legacy pickle
+        raise InputError(f"{path}: not a torch file (it starts with {head!r})")
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a torch file, or one that holds more than tensors and plain data
+        raise InputError(f"{path}: not a checkpoint torch loads without running code ({type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from e
+    lacks = sorted({"config", "model", "step"} - set(st)) if isinstance(st, dict) else ["config", "model", "step"]
+    if lacks:
+        raise InputError(f"{path}: not a fastdeblur-train checkpoint (such as runs/NAME/last.pt): it has no "
+                         f"{', '.join(lacks)}")
+    return st
+
+
+def checkpoint_weights(st: dict) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint stands for: its EMA where it has one (what export writes)."""
+    return st["ema"] if st.get("ema") is not None else st["model"]
+
+
+def load_checkpoint(path: str | os.PathLike) -> nn.Module:
+    """The model of a fastdeblur-train checkpoint with `checkpoint_weights` (float32, CPU, eval);
+    `weights_meta` as an exported file's header would have it."""
+    st = read_checkpoint(path)
+    cfg = st["config"]
+    levels = tuple(int(x) for x in cfg["levels"])
+    model = DMPHN(levels) if cfg["arch"] == "dmphn" else StackDMPHN(int(cfg["stages"]))
+    try:
+        model.load_state_dict({k: v.float() for k, v in checkpoint_weights(st).items()})
+    except RuntimeError as e:
+        raise WeightsError(f"checkpoint {path} does not fit its own architecture {cfg['arch']!r}: {e}") from e
+    model.weights_meta = {"format": "fastdeblur-train checkpoint", "arch": cfg["arch"],
+                          "levels": ",".join(map(str, levels)), "stages": str(cfg["stages"]),
+                          "steps": str(st["step"]), "name": Path(path).stem}
     return model.eval()
