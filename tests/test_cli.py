@@ -373,6 +373,15 @@ def test_weights_file_option(tmp_path, capsys):
     assert main([str(src), "-o", str(tmp_path / "o2.png"), "-q", "--weights", str(w), "--model", "default"]) == 1
     assert "holds a DMPHN(1-2), not dmphn-1-2-4-gopro's DMPHN(1-2-4)" in capsys.readouterr().err
     assert not (tmp_path / "o2.png").exists()
+    # a training checkpoint as fastdeblur-train writes it (no EMA yet: its model's weights)
+    net = DMPHN((1, 2))
+    torch.save({"config": {"arch": "dmphn", "levels": [1, 2], "stages": 4}, "model": net.state_dict(), "ema": None,
+                "step": 5}, tmp_path / "last.pt")
+    assert main([str(src), "-o", str(tmp_path / "o3.png"), "-q", "--weights", str(tmp_path / "last.pt")]) == 0
+    from_ckpt = load_model(weights=tmp_path / "last.pt", device="cpu")
+    assert np.array_equal(read_image(tmp_path / "o3.png"), deblur(read_image(src), from_ckpt))
+    held = load_model(weights=tmp_path / "last.pt", dtype="float32").state_dict()
+    assert all(torch.equal(held[k], v) for k, v in net.state_dict().items())
 
 
 def test_half_where_bfloat16_is_emulated_warns_once(tmp_path, capsys, monkeypatch):
