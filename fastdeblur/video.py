@@ -114,10 +114,10 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
     fmt = _CONTAINERS.get(dst.suffix.lower())
     if fmt is None:
         raise InputError(f"{dst}: unsupported video output {dst.suffix!r} (use one of {', '.join(VIDEO_SUFFIXES)})")
-    if dst.exists() and not overwrite:
-        raise InputError(f"output {dst} exists (pass overwrite=True)")
     if dst.exists() and os.path.samefile(src, dst):
         raise InputError(f"refusing to overwrite the input file {dst}")
+    if dst.exists() and not overwrite:
+        raise InputError(f"output {dst} exists (pass overwrite=True)")
     if crf is not None and (not isinstance(crf, int) or isinstance(crf, bool) or crf < 0):
         raise InputError(f"crf must be a non-negative integer, got {crf!r}")
     for name, t in (("start", start), ("end", end)):
@@ -202,6 +202,10 @@ def open_video(av, path: Path):
     if not inp.streams.video:
         inp.close()
         raise InputError(f"{path}: holds no video stream")
+    demuxer, codec = inp.format.name, inp.streams.video[0].codec_context.name
+    if demuxer == "image2" or demuxer.endswith("_pipe"):  # FFmpeg's still-image readers: png_pipe, ...
+        inp.close()
+        raise InputError(f"{path}: is a still image ({codec}), not a video: deblur() and the command take images")
     vin = inp.streams.video[0]
     vin.thread_type = "AUTO"
     return inp, vin

@@ -179,8 +179,16 @@ def test_bad_inputs_are_named(tmp_path, identity):
     (tmp_path / "exists.mp4").write_bytes(b"x")
     with pytest.raises(InputError, match="exists"):
         deblur_video(src, tmp_path / "exists.mp4", identity)
-    with pytest.raises(InputError, match="input file"):
-        deblur_video(src, src, identity, overwrite=True)
+    for overwrite in (True, False):  # the input is never the output, and is named so either way
+        with pytest.raises(InputError, match="refusing to overwrite the input file"):
+            deblur_video(src, src, identity, overwrite=overwrite)
+    from PIL import Image
+
+    for name, codec in (("still.png", "png"), ("still.jpg", "mjpeg"), ("still.webp", "webp")):
+        Image.new("RGB", (16, 8), (9, 99, 199)).save(tmp_path / name)
+        with pytest.raises(InputError, match=rf"{name}: is a still image \({codec}\), not a video: deblur\(\)"):
+            deblur_video(tmp_path / name, tmp_path / "o.mp4", identity)
+        (tmp_path / name).unlink()
     for crf in (-1, 1.5, True):
         with pytest.raises(InputError, match="crf must be"):
             deblur_video(src, tmp_path / "o.mp4", identity, crf=crf)
