@@ -32,9 +32,9 @@ def test_gopro_layout_lists_and_folders(gopro_tree, tmp_path):
     assert len(ds) == 4
     blur, sharp = ds[0]
     assert blur.shape == sharp.shape == (3, 32, 32)
-    assert len(PairedImages.from_gopro(gopro_tree / "GOPRO_Large", "test", blur_kind="blur_gamma")) == 4
+    assert len(PairedImages.from_gopro(gopro_tree / "GOPRO_Large", "test", blur_kind="blur_gamma", crop=32)) == 4
     seq = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00"
-    assert len(PairedImages.from_folders(seq / "blur", seq / "sharp")) == 2
+    assert len(PairedImages.from_folders(seq / "blur", seq / "sharp", crop=32)) == 2
     root = gopro_tree / "GOPRO_Large"
     for kind in ("blur", "sharp"):
         (tmp_path / f"{kind}.txt").write_text(f"train/GOPR0001_00_00/{kind}/000000.png\n"
@@ -77,6 +77,60 @@ def test_synthetic_photos_are_found_in_subfolders_and_bad_sources_named(gopro_tr
         SyntheticPairs([gopro_tree / "empty"])
     with pytest.raises(InputError, match="nowhere is not a folder"):
         PairedImages.from_folders(gopro_tree / "nowhere", train)
+
+
+def test_images_that_cannot_train_are_named_before_the_run(gopro_tree, tmp_path):
+    """Photos or pairs smaller than the crop are left out with a warning (an error when none is
+    left), pairs of two sizes are an error: all from the headers, before the first step, where
+    before a photo smaller than the crop stopped the run with a traceback when it was drawn."""
+    from PIL import Image
+
+    from fastdeblur.errors import InputError
+    from fastdeblur.io import read_image
+    from fastdeblur.train.data import SyntheticBatches, image_size
+
+    photos = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"  # two 40x48 photos
+    write_image(photos / "thumb.png", np.zeros((20, 30, 3), np.uint8))
+    left_out = r"1 of 3 photos are smaller than the 32 px training crop and are left out, e.g. .*thumb.png \(30x20\)"
+    with pytest.warns(RuntimeWarning, match=left_out):
+        assert [p.name for p in SyntheticPairs([photos], crop=32).files] == ["000000.png", "000001.png"]
+    with pytest.warns(RuntimeWarning, match=left_out):
+        assert len(SyntheticBatches([photos], crop=32, device="cpu").images) == 2
+    assert len(SyntheticPairs([photos], crop=16).files) == 3
+    with pytest.raises(InputError, match=r"every photo is smaller than the 48 px training crop \(the largest's "
+                                         r"shorter side: 40 px\): use a smaller crop"):
+        SyntheticPairs([photos], crop=48)
+    seq = gopro_tree / "GOPRO_Large" / "train" / "GOPR0002_00_00"
+    write_image(seq / "blur" / "000009.png", np.zeros((20, 30, 3), np.uint8))
+    write_image(seq / "sharp" / "000009.png", np.zeros((20, 30, 3), np.uint8))
+    with pytest.warns(RuntimeWarning, match=r"1 of 3 pairs are smaller .* e.g. .*blur/000009.png \(30x20\)"):
+        assert len(PairedImages.from_folders(seq / "blur", seq / "sharp", crop=32)) == 2
+    write_image(seq / "sharp" / "000009.png", np.zeros((20, 31, 3), np.uint8))
+    with pytest.raises(InputError, match=r"blur/000009.png and .*sharp/000009.png differ in size"):
+        PairedImages.from_folders(seq / "blur", seq / "sharp", crop=16)
+    # the header's size is read_image's: EXIF orientations with a quarter turn swap the sides
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (30, 20)).save(tmp_path / "turned.jpg", exif=exif)
+    assert image_size(tmp_path / "turned.jpg") == read_image(tmp_path / "turned.jpg").shape[:2] == (30, 20)
+    assert image_size(photos / "thumb.png") == (20, 30)
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    with pytest.raises(InputError, match="junk.png: not a readable image"):
+        image_size(tmp_path / "junk.png")
+
+
+def test_settings_a_run_cannot_use_are_named_at_once(tmp_path):
+    from fastdeblur.errors import InputError
+
+    with pytest.raises(InputError, match=r"^steps must be at least 1, got 0; batch must be at least 1, got 0; "
+                                         r"lr must be above 0, got -1.0; crop must be a multiple of 8, whose patch "
+                                         r"grids split it evenly, got 30$"):
+        Trainer(TrainConfig(out_dir=str(tmp_path), steps=0, batch=0, lr=-1.0, crop=30, device="cpu"), None)
+    with pytest.raises(InputError, match=r"^workers must be 0 or more, got -1; val_every must be at least 1, got 0$"):
+        Trainer(TrainConfig(out_dir=str(tmp_path), workers=-1, val_every=0, device="cpu"), None)
+    with pytest.raises(InputError, match="crop must be a multiple of 16"):  # 1-2-4-8 splits heights in 8
+        Trainer(TrainConfig(out_dir=str(tmp_path), levels=(1, 2, 4, 8), crop=40, device="cpu"), None)
+    assert not (tmp_path / "last.pt").exists()
 
 
 def _trainer(tmp_path, data, **kw):
@@ -295,6 +349,26 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     assert (recipe["loss"], recipe["fft_weight"]) == ("charbonnier", 0.1)
     with pytest.raises(SystemExit):  # argparse: not a loss
         main([*args, "--loss", "ssim"])
+
+
+def test_train_cli_says_what_it_left_out_and_names_bad_settings(gopro_tree, tmp_path, capsys):
+    from fastdeblur.train.cli import main
+
+    photos = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"
+    write_image(photos / "thumb.png", np.zeros((20, 30, 3), np.uint8))
+    args = ["--synthetic", str(photos), "--steps", "1", "--batch", "1", "--amp", "none", "--workers", "0",
+            "--device", "cpu", "--out", str(tmp_path / "run")]
+    assert main([*args, "--crop", "32"]) == 0
+    err = capsys.readouterr().err
+    assert "fastdeblur-train: warning: 1 of 3 photos are smaller than the 32 px training crop" in err
+    assert "Traceback" not in err and "RuntimeWarning" not in err  # one line, not Python's warning format
+    assert main([*args, "--crop", "30", "--steps", "0"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "fastdeblur-train: error: steps must be at least 1, got 0; crop must be a multiple of 8, whose patch grids "
+        "split it evenly, got 30")
+    with pytest.raises(SystemExit):
+        main([*args, "--levels", "1,3"])
+    assert "invalid choice: '1,3'" in capsys.readouterr().err
 
 
 def test_train_cli_passes_blur_settings_to_the_synthetic_pairs(gopro_tree, tmp_path, monkeypatch):

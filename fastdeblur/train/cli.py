@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--val-every", type=int, default=500, metavar="STEPS")
     p.add_argument("--out", default="runs/fastdeblur", help="run folder (checkpoints, log.csv); resumed if present")
     p.add_argument("--arch", choices=["dmphn", "stack"], default="dmphn")
-    p.add_argument("--levels", default="1,2,4")
+    p.add_argument("--levels", default="1,2,4", choices=["1", "1,2", "1,2,4", "1,2,4,8"],
+                   help="DMPHN's patch counts per level (default %(default)s)")
     p.add_argument("--start", choices=["identity", "random"], default="identity",
                    help="a new run's weights: the identity (out == in; see fastdeblur/train/init.py) or random")
     p.add_argument("--steps", type=int, default=3000)
@@ -115,6 +116,23 @@ def _export(ckpt: Path, out: Path) -> int:
     return 0
 
 
+def _read_data(a, parts: list, names: list) -> None:
+    """The training sets the arguments name, with a short name of each for the run's notes."""
+    from .data import PairedImages, SyntheticPairs
+
+    if a.gopro:
+        parts.append(PairedImages.from_gopro(a.gopro, "train", crop=a.crop, seed=a.seed))
+        names.append("gopro")
+    if a.folders:
+        parts.append(PairedImages.from_folders(*a.folders, crop=a.crop, seed=a.seed))
+        names.append("folders")
+    if a.synthetic:
+        blur = dataclasses.replace(BlurConfig(), **dict(a.settings))
+        parts.append(SyntheticPairs(a.synthetic, crop=a.crop, seed=a.seed, cfg=blur))
+        changed = "".join(f";{k}={v}" for k, v in a.settings)
+        names.append("synthetic:" + ",".join(p.name for p in a.synthetic) + changed)
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _parser().parse_args(argv)
     try:
@@ -124,32 +142,28 @@ def main(argv: list[str] | None = None) -> int:
             return _make_pairs(a)
         from torch.utils.data import ConcatDataset
 
-        from .data import PairedImages, SyntheticPairs
+        from .data import PairedImages
         from .trainer import TrainConfig, Trainer
 
         if a.settings and not a.synthetic:
             print("fastdeblur-train: error: --set changes the synthetic blur: it needs --synthetic", file=sys.stderr)
             return 2
-        parts, names = [], []
-        if a.gopro:
-            parts.append(PairedImages.from_gopro(a.gopro, "train", crop=a.crop, seed=a.seed))
-            names.append("gopro")
-        if a.folders:
-            parts.append(PairedImages.from_folders(*a.folders, crop=a.crop, seed=a.seed))
-            names.append("folders")
-        if a.synthetic:
-            blur = dataclasses.replace(BlurConfig(), **dict(a.settings))
-            parts.append(SyntheticPairs(a.synthetic, crop=a.crop, seed=a.seed, cfg=blur))
-            changed = "".join(f";{k}={v}" for k, v in a.settings)
-            names.append("synthetic:" + ",".join(p.name for p in a.synthetic) + changed)
-        if not parts:
+        if not (a.gopro or a.folders or a.synthetic):
             print("fastdeblur-train: error: give --gopro, --folders or --synthetic (or --make-pairs)", file=sys.stderr)
             return 2
         if a.val_folders and a.val_gopro:
             print("fastdeblur-train: error: give --val-folders or --val-gopro, not both", file=sys.stderr)
             return 2
-        val = (PairedImages.from_folders(*a.val_folders, crop=a.crop, seed=1) if a.val_folders else
-               PairedImages.from_gopro(a.val_gopro, "test", crop=a.crop, seed=1) if a.val_gopro else None)
+        parts, names = [], []
+        with warnings.catch_warnings(record=True) as said:  # photos or pairs left out: a line each
+            warnings.simplefilter("always", RuntimeWarning)
+            try:
+                _read_data(a, parts, names)
+                val = (PairedImages.from_folders(*a.val_folders, crop=a.crop, seed=1) if a.val_folders else
+                       PairedImages.from_gopro(a.val_gopro, "test", crop=a.crop, seed=1) if a.val_gopro else None)
+            finally:
+                for w in said:
+                    print(f"fastdeblur-train: warning: {w.message}", file=sys.stderr)
         cfg = TrainConfig(out_dir=a.out, arch=a.arch, start=a.start, levels=tuple(int(x) for x in a.levels.split(",")),
                           steps=a.steps, batch=a.batch, crop=a.crop, lr=a.lr, amp=a.amp, workers=a.workers,
                           loss=a.loss, fft_weight=a.fft_weight,

@@ -8,6 +8,7 @@ global state, so an item is the same in any worker process and after a resume.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,13 +74,55 @@ def _sharp_photos(sources: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file as `read_image` gives it (turned as its EXIF orientation
+    says), from the header where Pillow reads one, else by decoding it (InputError for a file that
+    is not a readable image)."""
+    from PIL import Image
+
+    from ..io import heif_available
+
+    heif_available()  # registers pillow-heif's opener where it is installed
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations with a quarter turn
+    except Exception:  # not Pillow's (or damaged): read_image decodes it, or says what is wrong
+        return read_image(path).shape[:2]
+    return (w, h) if turned else (h, w)
+
+
+def _fitting(items: list, sizes: list[tuple[int, int]], crop: int, what: str) -> list:
+    """The items whose image is at least crop x crop; the others left out with a RuntimeWarning
+    that names them (an InputError when none is left): a photo smaller than the training crop
+    would otherwise stop a run when it is drawn, perhaps hours in."""
+    keep = [i for i, size in enumerate(sizes) if min(size) >= crop]
+    if len(keep) == len(items):
+        return items
+    if not keep:
+        raise InputError(f"every {what} is smaller than the {crop} px training crop (the largest's shorter side: "
+                         f"{max(min(size) for size in sizes)} px): use a smaller crop")
+    first = next(i for i, size in enumerate(sizes) if min(size) < crop)
+    h, w = sizes[first]
+    name = items[first][0] if isinstance(items[first], tuple) else items[first]
+    warnings.warn(f"{len(items) - len(keep)} of {len(items)} {what}s are smaller than the {crop} px training crop "
+                  f"and are left out, e.g. {name} ({w}x{h})", RuntimeWarning, stacklevel=3)
+    return [items[i] for i in keep]
+
+
 class PairedImages(Dataset):
     """Aligned (blurry, sharp) file pairs with random crops and flips."""
 
     def __init__(self, pairs: Sequence[tuple[Path, Path]], crop: int = 256, seed: int = 0):
         if not pairs:
             raise InputError("no training pairs found")
-        self.pairs, self.crop, self.seed, self.epoch = list(pairs), crop, seed, 0
+        pairs = list(pairs)
+        sizes = []
+        for blur, sharp in pairs:  # from the headers: a pair that cannot train is named before the run
+            sizes.append(image_size(blur))
+            if image_size(sharp) != sizes[-1]:
+                raise InputError(f"{blur} and {sharp} differ in size")
+        self.pairs, self.crop, self.seed, self.epoch = _fitting(pairs, sizes, crop, "pair"), crop, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -140,6 +183,7 @@ class SyntheticPairs(Dataset):
     def __init__(self, sharp: Sequence[str | os.PathLike], crop: int = 256, seed: int = 0,
                  cfg: BlurConfig | None = None, length: int | None = None):
         files = _sharp_photos(sharp)
+        files = _fitting(files, [image_size(f) for f in files], crop, "photo")
         self.files, self.crop, self.seed, self.cfg, self.epoch = files, crop, seed, cfg or BlurConfig(), 0
         self.length = length or len(files)
 
@@ -174,6 +218,7 @@ class SyntheticBatches:
     def __init__(self, sharp: Sequence[str | os.PathLike], crop: int = 256, seed: int = 0,
                  cfg: BlurConfig | None = None, device: str | torch.device = "cuda"):
         files = _sharp_photos(sharp)
+        files = _fitting(files, [image_size(f) for f in files], crop, "photo")
         self.device = torch.device(device)
         self.images = []
         for f in files:
@@ -183,8 +228,6 @@ class SyntheticBatches:
                 img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
             self.images.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).to(self.device))
         smallest = min(min(t.shape[1:]) for t in self.images)
-        if smallest < crop:
-            raise InputError(f"a {smallest} px photo is smaller than the {crop} px training crop")
         self.big = min(crop + 2 * self.MARGIN, smallest)
         self.crop, self.seed, self.cfg = crop, seed, cfg or BlurConfig(jpeg_prob=0.0)
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import InputError
 from ..io import write_image
 from ..metrics import psnr, ssim
 from ..reference import DMPHN, StackDMPHN
@@ -164,6 +165,21 @@ def train_device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
+def _check_settings(cfg: TrainConfig, model: nn.Module) -> None:
+    """Every setting the run cannot start or finish with, named at once (InputError), instead of
+    a traceback from the optimizer, the data loader or the first forward."""
+    rules = (("steps", "at least 1", cfg.steps >= 1), ("batch", "at least 1", cfg.batch >= 1),
+             ("lr", "above 0", cfg.lr > 0), ("workers", "0 or more", cfg.workers >= 0),
+             ("val_every", "at least 1", cfg.val_every >= 1), ("ckpt_every", "at least 1", cfg.ckpt_every >= 1),
+             ("log_every", "at least 1", cfg.log_every >= 1))
+    wrong = [f"{name} must be {rule}, got {getattr(cfg, name)!r}" for name, rule, ok in rules if not ok]
+    multiple = math.lcm(*model.size_multiple)  # square crops, split evenly into every level's patches
+    if cfg.crop < multiple or cfg.crop % multiple:
+        wrong.append(f"crop must be a multiple of {multiple}, whose patch grids split it evenly, got {cfg.crop}")
+    if wrong:
+        raise InputError("; ".join(wrong))
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, train_set: Dataset, val_set: Dataset | None = None,
                  model: nn.Module | None = None):
@@ -173,6 +189,7 @@ class Trainer:
         if cfg.loss not in LOSSES or cfg.fft_weight < 0:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)} with fft_weight >= 0, "
                              f"got {cfg.loss!r}, {cfg.fft_weight}")
+        _check_settings(cfg, model or build_model(cfg))
         self.rank, self.world = _distributed()
         if self.world > 1 and cfg.batch % self.world:
             raise ValueError(f"batch ({cfg.batch}) must be a multiple of the number of processes ({self.world})")
