@@ -1,11 +1,14 @@
 """PSNR and SSIM with the DMPHN convention: 8-bit RGB, peak 255, the whole image, no border crop.
 
-Inputs are HxWxC arrays (uint8, or float in [0, 1] which is rounded to 8 bits first) or torch
-tensors of the same layout. SSIM is the Gaussian-window SSIM of Wang et al. (sigma 1.5, 11 taps,
+Inputs are HxW or HxWxC numpy arrays (uint8, uint16, or float in [0, 1], rounded to 8 bits
+first), PIL images, image file paths, or torch tensors: [C, H, W] as deblur() gives them back (C
+1-4), [1, C, H, W], [H, W] or HxWxC. SSIM is the Gaussian-window SSIM of Wang et al. (sigma 1.5, 11 taps,
 K1 0.01, K2 0.03) averaged over channels, computed in float64 with separable filters.
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -13,16 +16,29 @@ from .errors import InputError
 
 
 def _as_uint8_rgb(a, name: str) -> np.ndarray:
+    if isinstance(a, (str, os.PathLike)):
+        from .io import read_image
+
+        a = read_image(a)
     if hasattr(a, "detach"):  # torch tensor
-        a = a.detach().cpu().numpy()
+        import torch
+
+        t = a.detach()
+        if t.ndim == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim == 3 and t.shape[0] <= 4 < t.shape[-1]:  # [C, H, W], torch's layout
+            t = t.permute(1, 2, 0)
+        a = (t.float() if t.dtype == torch.bfloat16 else t).cpu().numpy()  # numpy has no bfloat16
     a = np.asarray(a)
     if a.ndim not in (2, 3):
-        raise InputError(f"{name}: expected an HxW or HxWxC image, got shape {a.shape}")
+        raise InputError(f"{name}: expected an HxW or HxWxC image (a tensor: [C, H, W]), got shape {a.shape}")
     if a.dtype == np.uint8:
         return a
     if a.dtype == np.uint16:
         return np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
     if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise InputError(f"{name}: contains NaN or infinite values")
         return np.round(np.clip(a.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
     raise InputError(f"{name}: unsupported dtype {a.dtype}")
 

@@ -33,3 +33,30 @@ def test_metric_errors():
         psnr(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8))
     with pytest.raises(InputError, match="at least 11x11"):
         ssim(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(InputError, match="b: contains NaN or infinite values"):
+        psnr(np.zeros((4, 4, 3)), np.full((4, 4, 3), np.nan))
+    with pytest.raises(InputError, match=r"a: expected an HxW or HxWxC image \(a tensor: \[C, H, W\]\)"):
+        psnr(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4))
+
+
+def test_metrics_take_what_deblur_takes_and_gives(tmp_path):
+    """Torch tensors in torch's layout ([C, H, W], as deblur() gives them back; before, SSIM took
+    their channels for rows), bfloat16 ones too, PIL images and file paths, all scored as the
+    HxWxC numpy arrays they hold."""
+    from PIL import Image
+
+    from fastdeblur.io import write_image
+
+    rng = np.random.default_rng(1)
+    a = (rng.random((24, 30, 3)) * 255).astype(np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    want_p, want_s = psnr(a, b), ssim(a, b)
+    chw = [torch.from_numpy(x).permute(2, 0, 1) for x in (a, b)]
+    for x, y in (chw, [t[None] for t in chw], [t.float() / 255 for t in chw], [t.permute(1, 2, 0) for t in chw]):
+        assert (psnr(x, y), ssim(x, y)) == (want_p, want_s)
+    halves = [(t.float() / 255).bfloat16() for t in chw]
+    assert abs(ssim(*halves) - want_s) < 1e-3  # bfloat16 rounds a few pixels to the next 8-bit level
+    write_image(tmp_path / "a.png", a)
+    write_image(tmp_path / "b.png", b)
+    assert psnr(tmp_path / "a.png", str(tmp_path / "b.png")) == want_p
+    assert ssim(Image.fromarray(a), tmp_path / "b.png") == want_s
