@@ -278,7 +278,11 @@ def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     if not out.exists() and out.suffix.lower() in suffixes() + VIDEO_SUFFIXES:  # a typo'd name, not a folder
         raise InputError(f"output {out} looks like a file name, but a folder or several files need -o "
                          "to name a folder")
-    return [(src, out / named(src, rel)) for src, rel in files]
+    jobs = [(src, out / named(src, rel)) for src, rel in files]
+    if len(jobs) > 1 and all(_same_file(src, dst) for src, dst in jobs):  # -o names the input folder
+        raise InputError(f"every output in {out} would replace its input: add --suffix TEXT (e.g. --suffix _sharp) "
+                         "or name another folder")
+    return jobs
 
 
 def _same_file(a: Path, b: Path) -> bool:

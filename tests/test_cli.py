@@ -293,6 +293,13 @@ def test_refuses_to_overwrite_its_input(tmp_path, capsys):
     assert read_image(src).max() == 50
     assert main([str(tmp_path), "-o", str(tmp_path), "--overwrite", "-q"]) == 1
     assert read_image(src).max() == 50
+    # a folder of several as its own output: one usage error, before any model loads
+    _img(tmp_path / "in2.png", value=60)
+    capsys.readouterr()
+    assert main([str(tmp_path), "-o", str(tmp_path), "--overwrite", "-q"]) == 2
+    assert capsys.readouterr().err == (f"fastdeblur: error: every output in {tmp_path} would replace its input: add "
+                                       "--suffix TEXT (e.g. --suffix _sharp) or name another folder\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "in2.png"]
 
 
 @pytest.mark.needs_data
