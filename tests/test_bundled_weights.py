@@ -125,13 +125,19 @@ def test_recipe_auto_schedule_keeps_to_the_budget(tmp_path, monkeypatch, capsys)
     assert 2 <= done <= 16
 
 
-def test_recipe_bundled_init_names_a_broken_install(tmp_path, monkeypatch):
+def test_recipe_bundled_init_names_a_broken_install(tmp_path, monkeypatch, capsys):
     from fastdeblur.train import recipe
 
     data = _tiny_data(tmp_path / "data")
     monkeypatch.setattr(W, "BUNDLED_DIR", tmp_path)
-    with pytest.raises(WeightsError, match="is missing"):
-        recipe.main(["--minutes", "0.1", "--data", str(data), "--out", str(tmp_path / "run")])
+    assert recipe.main(["--minutes", "0.1", "--data", str(data), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err  # one line, not a traceback
+    assert err.startswith("python -m fastdeblur.train.recipe: error: ") and "is missing" in err
+    assert err.count("\n") == 1
+    if not torch.cuda.is_available():  # a device it cannot use: the same
+        assert recipe.main(["--minutes", "0.1", "--data", str(data), "--device", "cuda", "--init", "none",
+                            "--out", str(tmp_path / "run2")]) == 1
+        assert "device 'cuda' asked for, but CUDA is not available" in capsys.readouterr().err
 
 
 def test_recipe_checks_its_data_before_training(tmp_path, capsys):

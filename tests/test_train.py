@@ -130,6 +130,11 @@ def test_settings_a_run_cannot_use_are_named_at_once(tmp_path):
         Trainer(TrainConfig(out_dir=str(tmp_path), workers=-1, val_every=0, device="cpu"), None)
     with pytest.raises(InputError, match="crop must be a multiple of 16"):  # 1-2-4-8 splits heights in 8
         Trainer(TrainConfig(out_dir=str(tmp_path), levels=(1, 2, 4, 8), crop=40, device="cpu"), None)
+    with pytest.raises(InputError, match="device 'nonsense' is not a valid torch device"):
+        Trainer(TrainConfig(out_dir=str(tmp_path), device="nonsense"), None)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="device 'cuda' asked for, but CUDA is not available"):
+            Trainer(TrainConfig(out_dir=str(tmp_path), device="cuda"), None)
     assert not (tmp_path / "last.pt").exists()
 
 

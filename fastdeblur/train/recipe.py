@@ -18,12 +18,14 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from .. import weights as _weights
+from ..errors import InputError, WeightsError
 from ..io import read_image
 from ..metrics import psnr, ssim
 from .blur import BlurConfig, add_settings_option
@@ -66,6 +68,14 @@ def _runs(init: torch.nn.Module | None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except (InputError, WeightsError) as e:  # bad data, device or weights: one line, not a traceback
+        print(f"python -m fastdeblur.train.recipe: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastdeblur.train.recipe")
     p.add_argument("--minutes", type=float, default=60.0)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)

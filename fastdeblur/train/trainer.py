@@ -161,8 +161,14 @@ def _distributed() -> tuple[int, int]:
 
 
 def train_device(name: str) -> str:
-    """"auto" -> "cuda" when a GPU is there, else "cpu"; anything else as given."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    """"auto" -> "cuda" when a GPU is there, else "cpu"; anything else as given, once checked
+    (an InputError names a device that is not valid or not on this machine)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    from ..api import _resolve_device
+
+    _resolve_device(name)
+    return name
 
 
 def _check_settings(cfg: TrainConfig, model: nn.Module) -> None:
