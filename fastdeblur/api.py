@@ -827,6 +827,8 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     if tile is not None and (not isinstance(tile, int) or tile < 0):
         raise InputError(f"tile must be None, 0 or a positive number of pixels, got {tile!r}")
     _check_ensemble(ensemble)
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a function called with the fraction done, got {type(progress).__name__}")
     x, restore = _to_batch(image)
     if not isinstance(model, (str, os.PathLike, nn.Module)):  # a path gets the registry's hint: weights=
         raise InputError(_MODEL_KINDS + f", got {type(model).__name__}")

@@ -118,6 +118,9 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
         raise InputError(f"refusing to overwrite the input file {dst}")
     if dst.exists() and not overwrite:
         raise InputError(f"output {dst} exists (pass overwrite=True)")
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a function called with (frames done, frames in all), got "
+                         f"{type(progress).__name__}")
     if crf is not None and (not isinstance(crf, int) or isinstance(crf, bool) or crf < 0):
         raise InputError(f"crf must be a non-negative integer, got {crf!r}")
     for name, t in (("start", start), ("end", end)):

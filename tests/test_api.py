@@ -591,6 +591,8 @@ def test_bad_options(net):
             fastdeblur.deblur(img, net, device=other)
     with pytest.raises(InputError, match="dtype 'int8'"):
         fastdeblur.deblur(img, dtype="int8")
+    with pytest.raises(InputError, match="progress must be a function called with the fraction done, got int"):
+        fastdeblur.deblur(img, net, progress=5)
     # numpy's dtypes name the same precisions
     want = fastdeblur.deblur(img, net, dtype="float32")
     for same in (np.float32, np.dtype("float32")):

@@ -189,6 +189,9 @@ def test_bad_inputs_are_named(tmp_path, identity):
         with pytest.raises(InputError, match=rf"{name}: is a still image \({codec}\), not a video: deblur\(\)"):
             deblur_video(tmp_path / name, tmp_path / "o.mp4", identity)
         (tmp_path / name).unlink()
+    with pytest.raises(InputError, match=r"progress must be a function called with \(frames done, frames in all\), "
+                                         "got str"):
+        deblur_video(src, tmp_path / "o.mp4", identity, progress="bar")
     for crf in (-1, 1.5, True):
         with pytest.raises(InputError, match="crf must be"):
             deblur_video(src, tmp_path / "o.mp4", identity, crf=crf)
