@@ -316,3 +316,30 @@ def test_sweep_keeps_only_tiles_that_run_and_match(monkeypatch):
     got = tk.time_candidates("x", run, ref, ["ok", "wrong", "broken", "slow", "ok"], deadline=float("inf"), atol=1e-3)
     assert got == {"ok": 0.5, "slow": 1.0} and len(timed) == 2  # each good tile timed once
     assert tk.time_candidates("x", run, ref, ["ok"], deadline=0.0, atol=1e-3) == {}  # past the budget: nothing
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_ops_name_shapes_that_do_not_fit(backend):
+    """Every backend refuses the same mis-shaped arguments, by name, before any kernel runs
+    (before: torch's error from inside the convolution, a wrong `extra` broadcast through on the
+    reference path, a 5x5 weight taken into a size mismatch further on)."""
+    from fastdeblur import InputError
+
+    x, w, b = _rand(1, 32, 9, 11), _rand(32, 32, 3, 3), _rand(32)
+    block = {
+        (_rand(1, 16, 9, 11), w, b, w, b): r"w1 must be \[C, C, 3, 3\] with C = x's 16 channels, got \(32, 32, 3, 3\)",
+        (x, w, b, _rand(32, 32, 5, 5), b): r"w2 must be \[C, C, 3, 3\] with C = x's 32 channels",
+        (x[0], w, b, w, b): r"x must be \[N, C, H, W\], got shape \(32, 9, 11\)",
+        (x, w, b, w, b[:3]): r"bias must be \[32\] \(one per output channel\), got \(3,\)",
+        (x, w, b, w, b, _rand(1, 32, 1, 1)): r"extra must be \[1, 32, 9, 11\] \(the output's shape\)",
+    }
+    for args, message in block.items():
+        with pytest.raises(InputError, match="conv_relu_residual: " + message):
+            ops.conv_relu_residual(*args, backend=backend)
+    w64 = _rand(64, 32, 3, 3)
+    with pytest.raises(InputError, match=r"conv3x3: residual must be \[1, 64, 5, 6\] \(the output's shape\)"):
+        ops.conv3x3(x, w64, stride=2, residual=_rand(1, 64, 9, 11), backend=backend)
+    with pytest.raises(InputError, match=r"conv3x3: x_add must be \[1, 32, 9, 11\] \(x's shape\)"):
+        ops.conv3x3(x, w, x_add=_rand(1, 32, 1, 11), backend=backend)
+    with pytest.raises(InputError, match=r"conv_transpose4x4: weight must be \[Cin, Cout, 4, 4\] with Cin = x's 32"):
+        ops.conv_transpose4x4(x, _rand(16, 32, 4, 4), backend=backend)

@@ -93,10 +93,35 @@ def conv_transpose4x4_packed(x_nhwc: torch.Tensor, w_packed: torch.Tensor, bias:
     return torch.ops.fastdeblur.triton_conv_transpose4x4(x_nhwc, w_packed, bias, precision)
 
 
+def _check_shapes(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
+                  transposed: bool = False, stride: int = 1, **adds: torch.Tensor | None) -> None:
+    """An InputError that names what does not fit, the same on every backend (torch's own error
+    came from deep inside, or broadcasting let a wrong `extra` through; a Triton kernel reads
+    a mis-shaped weight as what it is not)."""
+    from ..errors import InputError
+
+    if x.ndim != 4:
+        raise InputError(f"{op}: x must be [N, C, H, W], got shape {tuple(x.shape)}")
+    k, form = (4, "[Cin, Cout, 4, 4]") if transposed else (3, "[Cout, Cin, 3, 3]")
+    if weight.ndim != 4 or tuple(weight.shape[2:]) != (k, k) or weight.shape[0 if transposed else 1] != x.shape[1]:
+        raise InputError(f"{op}: weight must be {form} with Cin = x's {x.shape[1]} channels, got {tuple(weight.shape)}")
+    cout = weight.shape[1 if transposed else 0]
+    if bias is not None and tuple(bias.shape) != (cout,):
+        raise InputError(f"{op}: bias must be [{cout}] (one per output channel), got {tuple(bias.shape)}")
+    n, _, h, w = x.shape
+    out = (n, cout, 2 * h, 2 * w) if transposed else (n, cout, (h - 1) // stride + 1, (w - 1) // stride + 1)
+    for name, t in adds.items():
+        want = tuple(x.shape) if name == "x_add" else out
+        if t is not None and tuple(t.shape) != want:
+            raise InputError(f"{op}: {name} must be {list(want)} ({'x' if name == 'x_add' else 'the output'}'s shape), "
+                             f"got {tuple(t.shape)}")
+
+
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, stride: int = 1,
             relu: bool = False, x_add: torch.Tensor | None = None, residual: torch.Tensor | None = None,
             extra: torch.Tensor | None = None, backend: str | None = None) -> torch.Tensor:
     """x [N, Cin, H, W]; weight [Cout, Cin, 3, 3]; residual, extra [N, Cout, Ho, Wo]."""
+    _check_shapes("conv3x3", x, weight, bias, stride=stride, x_add=x_add, residual=residual, extra=extra)
     if choose(backend, x.device, triton=True) == "triton":
         from ..kernels.conv3x3 import pack_conv3x3_weight
 
@@ -119,6 +144,14 @@ def conv_relu_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: 
     Triton: two fused kernels, or with `one_kernel` a single kernel that keeps the intermediate
     in a per-tile scratch slab instead of a full tensor (slower end to end on an H200: 8.22 vs
     7.34 ms for DMPHN(1-2-4) at 720p with every 32-channel block in one kernel)."""
+    for name, w in (("w1", w1), ("w2", w2)):  # both convolutions keep x's C channels
+        if x.ndim == 4 and tuple(w.shape) != (x.shape[1], x.shape[1], 3, 3):
+            from ..errors import InputError
+
+            raise InputError(f"conv_relu_residual: {name} must be [C, C, 3, 3] with C = x's {x.shape[1]} channels, "
+                             f"got {tuple(w.shape)}")
+    for b in (b1, b2):
+        _check_shapes("conv_relu_residual", x, w1, b, extra=extra)
     if one_kernel and choose(backend, x.device, triton=True) == "triton":
         from ..kernels.conv3x3 import pack_conv3x3_weight
 
@@ -131,6 +164,7 @@ def conv_relu_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: 
 def conv_transpose4x4(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                       backend: str | None = None) -> torch.Tensor:
     """x [N, Cin, H, W]; weight [Cin, Cout, 4, 4] (ConvTranspose2d's) -> [N, Cout, 2H, 2W]."""
+    _check_shapes("conv_transpose4x4", x, weight, bias, transposed=True)
     if choose(backend, x.device, triton=True) == "triton":
         from ..kernels.conv_transpose import pack_conv_transpose_weight
 
