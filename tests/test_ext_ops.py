@@ -158,3 +158,22 @@ def test_backend_choice(monkeypatch):
     monkeypatch.setenv("FASTDEBLUR_BACKEND", "bogus")
     with pytest.raises(InputError, match="backend 'bogus'"):
         ops.patch_split(x, 2, 2)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cuda"])
+def test_public_patch_ops_refuse_the_same_arguments_on_every_backend(backend):
+    """fastdeblur.ops.patch_split / patch_merge: the reference path no longer broadcasts an `add`
+    of another shape (the extension refused it) nor fails to unpack a 3-D tensor."""
+    from fastdeblur import _ext, ops
+
+    if backend == "cuda" and not _ext.has_ext():
+        pytest.skip("the extension is not built")
+    errors = (ValueError, RuntimeError)  # the reference's ValueError, the extension's RuntimeError
+    with pytest.raises(errors, match=r"add must have shape \[4, 3, 4, 6\], got \[1, 3, 4, 6\]"):
+        ops.patch_split(torch.rand(1, 3, 8, 12), 2, 2, torch.rand(1, 3, 4, 6), backend=backend)
+    with pytest.raises(errors, match=r"add must have shape \[1, 3, 8, 12\], got \[1, 3, 1, 12\]"):
+        ops.patch_merge(torch.rand(4, 3, 4, 6), 2, 2, torch.rand(1, 3, 1, 12), backend=backend)
+    with pytest.raises(errors, match=r"x must be \[N, C, H, W\], got 3 dims"):
+        ops.patch_split(torch.rand(3, 8, 12), 2, 2, backend=backend)
+    with pytest.raises(errors, match=r"p must be \[N\*rows\*cols, C, h, w\], got 3 dims"):
+        ops.patch_merge(torch.rand(3, 4, 6), 2, 2, backend=backend)

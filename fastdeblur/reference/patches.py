@@ -21,6 +21,8 @@ def _check_grid(rows: int, cols: int) -> None:
 def patch_split(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """[N, C, H, W] -> [N*rows*cols, C, H/rows, W/cols], row-major patches per image."""
     _check_grid(rows, cols)
+    if x.dim() != 4:
+        raise ValueError(f"x must be [N, C, H, W], got {x.dim()} dims")
     n, c, h, w = x.shape
     if h % rows or w % cols:
         raise ValueError(f"image {h}x{w} does not split into a {rows}x{cols} grid of equal patches")
@@ -34,6 +36,8 @@ def patch_split(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 def patch_merge(p: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """[N*rows*cols, C, h, w] -> [N, C, h*rows, w*cols]: the inverse of `patch_split`."""
     _check_grid(rows, cols)
+    if p.dim() != 4:
+        raise ValueError(f"p must be [N*rows*cols, C, h, w], got {p.dim()} dims")
     b, c, ph, pw = p.shape
     if b % (rows * cols):
         raise ValueError(f"batch of {b} patches is not a multiple of the {rows}x{cols} grid")
