@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastdeblur.train.blur import BlurConfig, affine_grid, camera_path, srgb_to_linear, synthesize
+from fastdeblur.train.blur import BlurConfig, affine_grid, camera_path, srgb_to_linear, synthesize, synthesize_pair
 
 CLEAN = BlurConfig(noise_sigma=(0, 0), shot_noise=(0, 0), jpeg_prob=0, saturation_prob=0)
 LINEAR, SRGB = (dataclasses.replace(CLEAN, linear_prob=p) for p in (1.0, 0.0))
@@ -209,3 +209,17 @@ def test_objects_come_at_their_rate_and_leave_other_draws_alone(sharp):
     assert torch.equal(target, sharp) and torch.equal(blurry, synthesize(sharp, 4, CLEAN))
     blurry, target = synthesize_pair(sharp, 4, OBJECTS)
     assert not torch.equal(target, sharp) and torch.equal(blurry, synthesize(sharp, 4, OBJECTS))
+
+
+def test_what_synthesize_cannot_render_is_named(sharp):
+    """An RGB float tensor in [0, 1] only: a gray or RGBA tensor failed on the draws that add
+    JPEG (one in three), 8-bit values made a wrong blur, a numpy array an AttributeError."""
+    from fastdeblur import InputError
+
+    for bad in (sharp[:1], torch.cat([sharp, sharp[:1]]), (sharp * 255).to(torch.uint8), sharp[None],
+                sharp.permute(1, 2, 0).numpy()):
+        with pytest.raises(InputError, match=r"sharp must be a float tensor \[3, H, W\] in \[0, 1\] \(a uint8 HxWx3 "
+                                             r"array: torch.from_numpy\(img\).permute\(2, 0, 1\).float\(\) / 255\)"):
+            synthesize(bad, 0)
+    with pytest.raises(InputError, match=r"sharp must hold values in \[0, 1\], got \[[\d.]+, 2[\d.]+\]"):
+        synthesize_pair(sharp * 255, 0)

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class BlurConfig:
@@ -318,6 +320,7 @@ def synthesize_pair(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig
                     length_px: float | None = None, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(blurry, target) [3, H, W] for `sharp`, as `synthesize`: the target is `sharp` itself
     unless the draw added a moving object, then the scene with the object at rest."""
+    _check_sharp(sharp)
     _, h, w = sharp.shape
     d = draw_blur(np.random.default_rng(seed), h, w, cfg, length_px=length_px, scale=scale)
     out, target = render(sharp[None], [d], return_target=True)
@@ -325,6 +328,20 @@ def synthesize_pair(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig
     if d.jpeg_quality is not None:
         out = _jpeg(out.cpu(), d.jpeg_quality).to(out.device)
     return out.to(sharp.dtype), target[0].to(sharp.dtype)
+
+
+def _check_sharp(sharp) -> None:
+    """What synthesize renders: an RGB float tensor in [0, 1]; anything else named (a gray or
+    RGBA tensor failed only on the draws that add JPEG, pixel values 0-255 made a wrong blur)."""
+    how = "(a uint8 HxWx3 array: torch.from_numpy(img).permute(2, 0, 1).float() / 255)"
+    if not isinstance(sharp, torch.Tensor):
+        raise InputError(f"sharp must be a float tensor [3, H, W] in [0, 1] {how}, got {type(sharp).__name__}")
+    if sharp.dim() != 3 or sharp.shape[0] != 3 or not sharp.is_floating_point():
+        raise InputError(f"sharp must be a float tensor [3, H, W] in [0, 1] {how}, got {sharp.dtype} of shape "
+                         f"{tuple(sharp.shape)}")
+    lo, hi = sharp.aminmax()
+    if not (0.0 <= float(lo) and float(hi) <= 1.0):
+        raise InputError(f"sharp must hold values in [0, 1], got [{float(lo):.4g}, {float(hi):.4g}]")
 
 
 def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
