@@ -332,6 +332,8 @@ def test_ops_name_shapes_that_do_not_fit(backend):
         (x[0], w, b, w, b): r"x must be \[N, C, H, W\], got shape \(32, 9, 11\)",
         (x, w, b, w, b[:3]): r"bias must be \[32\] \(one per output channel\), got \(3,\)",
         (x, w, b, w, b, _rand(1, 32, 1, 1)): r"extra must be \[1, 32, 9, 11\] \(the output's shape\)",
+        (x, w, b, w.float(), b): rf"weight must be x's torch.float64 on {x.device}, got torch.float32",
+        (x, w, b, w, b, _rand(1, 32, 9, 11).half()): r"extra must be x's torch.float64 on .*, got torch.float16",
     }
     for args, message in block.items():
         with pytest.raises(InputError, match="conv_relu_residual: " + message):

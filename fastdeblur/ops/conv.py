@@ -93,11 +93,11 @@ def conv_transpose4x4_packed(x_nhwc: torch.Tensor, w_packed: torch.Tensor, bias:
     return torch.ops.fastdeblur.triton_conv_transpose4x4(x_nhwc, w_packed, bias, precision)
 
 
-def _check_shapes(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
+def _check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
                   transposed: bool = False, stride: int = 1, **adds: torch.Tensor | None) -> None:
-    """An InputError that names what does not fit, the same on every backend (torch's own error
-    came from deep inside, or broadcasting let a wrong `extra` through; a Triton kernel reads
-    a mis-shaped weight as what it is not)."""
+    """An InputError that names the argument that does not fit (shape, dtype, device), the same
+    on every backend (torch's own error came from deep inside, or broadcasting let a wrong `extra`
+    through; a Triton kernel reads a mis-shaped weight as what it is not)."""
     from ..errors import InputError
 
     if x.ndim != 4:
@@ -108,6 +108,9 @@ def _check_shapes(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     cout = weight.shape[1 if transposed else 0]
     if bias is not None and tuple(bias.shape) != (cout,):
         raise InputError(f"{op}: bias must be [{cout}] (one per output channel), got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("bias", bias), *adds.items()):  # one dtype and device, as x's
+        if t is not None and (t.dtype != x.dtype or t.device != x.device):
+            raise InputError(f"{op}: {name} must be x's {x.dtype} on {x.device}, got {t.dtype} on {t.device}")
     n, _, h, w = x.shape
     out = (n, cout, 2 * h, 2 * w) if transposed else (n, cout, (h - 1) // stride + 1, (w - 1) // stride + 1)
     for name, t in adds.items():
@@ -121,7 +124,7 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
             relu: bool = False, x_add: torch.Tensor | None = None, residual: torch.Tensor | None = None,
             extra: torch.Tensor | None = None, backend: str | None = None) -> torch.Tensor:
     """x [N, Cin, H, W]; weight [Cout, Cin, 3, 3]; residual, extra [N, Cout, Ho, Wo]."""
-    _check_shapes("conv3x3", x, weight, bias, stride=stride, x_add=x_add, residual=residual, extra=extra)
+    _check_args("conv3x3", x, weight, bias, stride=stride, x_add=x_add, residual=residual, extra=extra)
     if choose(backend, x.device, triton=True) == "triton":
         from ..kernels.conv3x3 import pack_conv3x3_weight
 
@@ -150,8 +153,8 @@ def conv_relu_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: 
 
             raise InputError(f"conv_relu_residual: {name} must be [C, C, 3, 3] with C = x's {x.shape[1]} channels, "
                              f"got {tuple(w.shape)}")
-    for b in (b1, b2):
-        _check_shapes("conv_relu_residual", x, w1, b, extra=extra)
+    _check_args("conv_relu_residual", x, w1, b1, extra=extra)
+    _check_args("conv_relu_residual", x, w2, b2)
     if one_kernel and choose(backend, x.device, triton=True) == "triton":
         from ..kernels.conv3x3 import pack_conv3x3_weight
 
@@ -164,7 +167,7 @@ def conv_relu_residual(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: 
 def conv_transpose4x4(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                       backend: str | None = None) -> torch.Tensor:
     """x [N, Cin, H, W]; weight [Cin, Cout, 4, 4] (ConvTranspose2d's) -> [N, Cout, 2H, 2W]."""
-    _check_shapes("conv_transpose4x4", x, weight, bias, transposed=True)
+    _check_args("conv_transpose4x4", x, weight, bias, transposed=True)
     if choose(backend, x.device, triton=True) == "triton":
         from ..kernels.conv_transpose import pack_conv_transpose_weight
 
