@@ -13,7 +13,7 @@ import json
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("json")
-    p.add_argument("--peak-tflops", type=float, default=None, help="the card's peak for the % column")
+    p.add_argument("--peak-tflops", type=float, default=None, help="the card's peak for the %% column")
     a = p.parse_args()
     data = json.load(open(a.json))
     rows = []
