@@ -50,3 +50,22 @@ def test_the_readmes_pipe_benchmark_compiles(tmp_path):
     run = subprocess.run(["g++", *flags, "-Wall", "-Werror", "-o", str(tmp_path / "cpu_pipes"), str(src)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command", ["fastdeblur", "fastdeblur.train.cli", "fastdeblur.train.recipe",
+                                     "fastdeblur.train.probe", *(f"benchmarks/{name}.py" for name in (
+                                         "ab_ext", "cli_throughput", "first_call", "interleaved", "layer_choice",
+                                         "memory", "summarize", "tune_kernels", "video_throughput")),
+                                     "examples/blur_gallery.py"])
+def test_every_command_prints_its_help(command, monkeypatch, capsys):
+    """`--help` of every command and script (one had a help string that made argparse raise)."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [command, "--help"])
+    with pytest.raises(SystemExit) as e:
+        if command.endswith(".py"):
+            runpy.run_path(str(ROOT / command), run_name="__main__")
+        else:
+            runpy.run_module(command, run_name="__main__", alter_sys=True)
+    assert e.value.code == 0
+    assert "usage:" in capsys.readouterr().out
