@@ -139,7 +139,8 @@ def test_settings_a_run_cannot_use_are_named_at_once(tmp_path):
 
 
 def _trainer(tmp_path, data, **kw):
-    cfg = TrainConfig(out_dir=str(tmp_path / "run"), crop=32, batch=2, lr=5e-4, warmup=1, amp="none", workers=0,
+    kw = {"workers": 0, **kw}
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), crop=32, batch=2, lr=5e-4, warmup=1, amp="none",
                       val_every=10**6, ckpt_every=10**6, log_every=1, device="cpu", **kw)
     return Trainer(cfg, data)
 
@@ -222,6 +223,75 @@ def test_resume_reproduces_the_same_next_step(gopro_tree, tmp_path):
     for k, a in straight.model.state_dict().items():
         assert torch.equal(a, resumed_state[k]), k
     assert all(torch.equal(straight.ema[k], resumed.ema[k]) for k in straight.ema)
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_finishes_the_step_saves_and_resumes(gopro_tree, tmp_path, monkeypatch):
+    """Ctrl-C (SIGINT) during a step: the step finishes, the checkpoint is saved there (not at the
+    last ckpt_every), TrainingInterrupted (a KeyboardInterrupt) names it, and the run resumed
+    from it ends where an uninterrupted one does. Data workers leave the signal to the trainer."""
+    import os
+    import signal
+
+    from fastdeblur.train.trainer import TrainingInterrupted
+
+    data = PairedImages.from_gopro(gopro_tree, "train", crop=32)
+    straight = _trainer(tmp_path / "a", data, steps=5)
+    straight.run()
+    interrupted = _trainer(tmp_path / "b", data, steps=5)
+    real_step = Trainer.train_step
+
+    def step_with_ctrl_c(self, blur, sharp):
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives while the step runs
+        return real_step(self, blur, sharp)
+
+    monkeypatch.setattr(Trainer, "train_step", step_with_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match=r"interrupted after step 3; checkpoint .*last.pt \(run again to "
+                                                  r"resume\)") as e:
+        interrupted.run()
+    assert isinstance(e.value, KeyboardInterrupt) and e.value.step == 3
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+    assert torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=True)["step"] == 3
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    resumed = _trainer(tmp_path / "b", data, steps=5)
+    resumed.run()
+    for k, a in straight.model.state_dict().items():
+        assert torch.equal(a, resumed.model.state_dict()[k]), k
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_in_a_terminal_stops_the_command_with_its_workers(gopro_tree, tmp_path):
+    """The command in its own process group, as a terminal runs it, with two data workers: Ctrl-C
+    reaches them all, the workers leave it to the trainer, and the command exits 130 after
+    saving the step it was in."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    photos = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fastdeblur.train.cli", "--synthetic", str(photos), "--steps", "100000", "--batch",
+           "1", "--crop", "32", "--amp", "none", "--workers", "2", "--device", "cpu", "--out", str(run)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "log.csv").is_file() and (run / "log.csv").read_text().count("\n") >= 4):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.1)
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    step = torch.load(run / "last.pt", weights_only=True)["step"]
+    assert err.strip().splitlines()[-1] == (f"fastdeblur-train: interrupted after step {step}; checkpoint "
+                                            f"{run / 'last.pt'} (run again to resume)")
+    assert step >= 3 and "Traceback" not in err
 
 
 @pytest.mark.parametrize("arch", ["dmphn-1", "dmphn-1-2-4", "dmphn-1-2-4-8", "stack-1", "stack-3"])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import InputError, WeightsError
 from .blur import BlurConfig, add_settings_option
-from .trainer import LOSSES
+from .trainer import LOSSES, TrainingInterrupted
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         path = Trainer(cfg, data, val).run()
         print(f"fastdeblur-train: checkpoint {path}")
         return 0
+    except TrainingInterrupted as e:  # Ctrl-C: the step in hand finished and saved
+        print(f"fastdeblur-train: {e}", file=sys.stderr)
+        return 130
     except (InputError, WeightsError, OSError) as e:
         print(f"fastdeblur-train: error: {e}", file=sys.stderr)
         return 1

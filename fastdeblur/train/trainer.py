@@ -171,6 +171,56 @@ def train_device(name: str) -> str:
     return name
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `Trainer.run` after a whole step, whose checkpoint is saved: running again
+    resumes there."""
+
+    def __init__(self, step: int, path: Path):
+        super().__init__(f"interrupted after step {step}; checkpoint {path} (run again to resume)")
+        self.step, self.path = step, path
+
+
+class _FinishStepOnInterrupt:
+    """While training, Ctrl-C (SIGINT) asks the loop to stop after the step in hand, so the
+    checkpoint it saves is whole (a KeyboardInterrupt inside the optimizer's step could leave the
+    weights half updated) instead of losing the steps since the last one; a second Ctrl-C
+    interrupts at once. Only a single-process run on the main thread: DDP's ranks must stop at
+    the same step, and other threads cannot take signals."""
+
+    def __init__(self, enabled: bool = True):
+        import threading
+
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.asked = False
+
+    def __enter__(self):
+        import signal
+
+        if self.enabled:
+            self._before = signal.signal(signal.SIGINT, self._ask)
+        return self
+
+    def _ask(self, signum, frame) -> None:
+        import signal
+
+        self.asked = True
+        signal.signal(signal.SIGINT, self._before)  # the next Ctrl-C is an ordinary one
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self.enabled and not self.asked:
+            signal.signal(signal.SIGINT, self._before)
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """A data worker leaves Ctrl-C to the trainer (_FinishStepOnInterrupt), which still needs its
+    batches until the step in hand is done; a worker that died of it would stop the loader."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _check_settings(cfg: TrainConfig, model: nn.Module) -> None:
     """Every setting the run cannot start or finish with, named at once (InputError), instead of
     a traceback from the optimizer, the data loader or the first forward."""
@@ -306,7 +356,8 @@ class Trainer:
             loader = (self.train_set.batch(s, cfg.batch) for s in range(self.step, end))
         else:
             loader = DataLoader(StepBatches(self.train_set, cfg.batch, cfg.seed), batch_size=None,
-                                sampler=range(self.step, end), num_workers=cfg.workers)
+                                sampler=range(self.step, end), num_workers=cfg.workers,
+                                worker_init_fn=_ignore_interrupts if cfg.workers and self.world == 1 else None)
         log = self.out / ("log.csv" if self.rank == 0 else f"log.rank{self.rank}.csv")
         new_log = not log.exists()
         # a run resumed from an older version keeps its log's columns (val_ssim came later)
@@ -315,8 +366,9 @@ class Trainer:
         else:
             with open(log) as fh:
                 columns = len(fh.readline().rstrip("\n").split(","))
-        with open(log, "a", newline="") as fh, tqdm(total=end - self.step, desc="training", unit="step",
-                                                     disable=self.rank != 0) as bar:
+        stop = _FinishStepOnInterrupt(enabled=self.world == 1)
+        with stop, open(log, "a", newline="") as fh, tqdm(total=end - self.step, desc="training", unit="step",
+                                                           disable=self.rank != 0) as bar:
             writer = csv.writer(fh)
             if new_log:
                 writer.writerow(LOG_COLUMNS)
@@ -340,7 +392,12 @@ class Trainer:
                                     **({} if val is None else {"val_psnr": f"{val['psnr']:.2f}"}))
                 if self.step % cfg.ckpt_every == 0:
                     self.save()
-        return self.save()
+                if stop.asked:
+                    break
+        path = self.save()
+        if stop.asked:
+            raise TrainingInterrupted(self.step, path)
+        return path
 
     @torch.no_grad()
     def validate(self, max_images: int = 8, save_images: int = 3) -> dict[str, float]:
