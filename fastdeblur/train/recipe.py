@@ -31,7 +31,7 @@ from ..metrics import psnr, ssim
 from .blur import BlurConfig, add_settings_option
 from .data import SyntheticBatches, SyntheticPairs
 from .export import export_weights
-from .trainer import LOSSES, TrainConfig, Trainer, build_model, train_device
+from .trainer import LOSSES, TrainConfig, Trainer, TrainingInterrupted, build_model, train_device
 
 PHOTO_SETS = ("urban100", "sunhays80", "bsd100")  # under DATA/sharp_photos: what the default model learns from
 DEFAULT_DATA = Path(os.environ.get("FASTDEBLUR_DATA", "../shared/data"))
@@ -70,6 +70,9 @@ def _runs(init: torch.nn.Module | None) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
+    except TrainingInterrupted as e:  # Ctrl-C: the step in hand saved; no export until a run ends
+        print(f"python -m fastdeblur.train.recipe: {e}; nothing exported", file=sys.stderr)
+        return 130
     except (InputError, WeightsError) as e:  # bad data, device or weights: one line, not a traceback
         print(f"python -m fastdeblur.train.recipe: error: {e}", file=sys.stderr)
         return 1
