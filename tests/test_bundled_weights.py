@@ -140,6 +140,31 @@ def test_recipe_bundled_init_names_a_broken_install(tmp_path, monkeypatch, capsy
         assert "device 'cuda' asked for, but CUDA is not available" in capsys.readouterr().err
 
 
+def test_recipe_ctrl_c_keeps_the_step_and_says_nothing_was_exported(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from fastdeblur.train import recipe
+    from fastdeblur.train.trainer import Trainer
+
+    real_step = Trainer.train_step
+
+    def step_with_ctrl_c(self, blur, sharp):
+        if self.step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(self, blur, sharp)
+
+    monkeypatch.setattr(Trainer, "train_step", step_with_ctrl_c)
+    out = tmp_path / "run"
+    assert recipe.main(["--minutes", "5", "--steps", "50", "--crop", "32", "--batch", "1", "--warmup", "1",
+                        "--data", str(_tiny_data(tmp_path / "data")), "--out", str(out), "--device", "cpu",
+                        "--init", "none"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"python -m fastdeblur.train.recipe: interrupted after step 2; checkpoint {out / 'last.pt'} (run again to "
+        "resume); nothing exported")
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2 and not (out / FILE).exists()
+
+
 def test_recipe_checks_its_data_before_training(tmp_path, capsys):
     from fastdeblur.train import recipe
 
