@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .. import weights as _weights
@@ -55,6 +56,21 @@ def evaluate(model: torch.nn.Module, pairs_dir: Path) -> dict[str, dict[str, flo
         sharp = read_image(pairs_dir / "sharp" / blur_path.name)
         scores[blur_path.stem] = {"psnr": round(float(psnr(out, sharp)), 3), "ssim": round(float(ssim(out, sharp)), 4)}
     return scores
+
+
+def flat_frames(model: torch.nn.Module, size: tuple[int, int] = (360, 640)) -> dict[str, dict[str, int]]:
+    """How far `model` moves flat black and white frames, in 8-bit levels: the largest change and
+    the pixels changed by more than 3. A flat frame has nothing to deblur, so both should be near
+    0; the shipped weights of 2026-11-28 moved a black 720p frame's border and patch-corner pixels
+    by up to 31 levels and a white one's by up to 36 (the authors' GoPro model: 5 and 6)."""
+    import fastdeblur
+
+    out = {}
+    for name, level in (("black", 0), ("white", 255)):
+        img = np.full((*size, 3), level, np.uint8)
+        change = np.abs(fastdeblur.deblur(img, model, backend="reference").astype(int) - level).max(-1)
+        out[name] = {"max": int(change.max()), "over3": int((change > 3).sum())}
+    return out
 
 
 def _runs(init: torch.nn.Module | None) -> list[dict]:
@@ -160,11 +176,14 @@ def _main(argv: list[str] | None) -> int:
     eval_model = build_model(cfg).eval()
     eval_model.load_state_dict(ema)
     scores = evaluate(eval_model.float().to(device), a.data / "gopro_pairs")
+    flat = flat_frames(eval_model.float().to(device))
     path = export_weights(ema, a.out / SHIPPED_FILE, arch="dmphn", levels=(1, 2, 4),
-                          steps=prior + trainer.step, data=cfg.notes["data"], psnr=scores, name=SHIPPED.name,
+                          steps=prior + trainer.step, data=cfg.notes["data"], psnr=scores, flat=flat,
+                          name=SHIPPED.name,
                           recipe={"runs": _runs(init) + [this_run]},
                           license="fastdeblur's own weights, trained on public benchmark photos")
-    print(f"steps {prior} + {trainer.step} ({hours:.2f} h this run), GoPro pairs: {scores}, exported {path}")
+    print(f"steps {prior} + {trainer.step} ({hours:.2f} h this run), GoPro pairs: {scores}, flat frames "
+          f"(8-bit levels moved): {flat}, exported {path}")
     return 0
 
 
