@@ -111,6 +111,20 @@ def test_bad_levels():
         StackDMPHN(0)
 
 
+@pytest.mark.parametrize("build,multiple", [(lambda: DMPHN((1, 2, 4)), "H a multiple of 8 and W of 8"),
+                                            (lambda: DMPHN((1, 2, 4, 8)), "H a multiple of 16 and W of 8"),
+                                            (lambda: StackDMPHN(1), "H a multiple of 8 and W of 8")])
+def test_inputs_the_modules_cannot_split_are_named(build, multiple):
+    """Called directly (training, own code), a module names the sizes it takes; before, an odd
+    size was a tensor-size mismatch from inside a level."""
+    model = build().eval()
+    for shape in ((1, 3, 30, 32), (1, 3, 32, 36), (3, 32, 32), (1, 1, 32, 32)):
+        with torch.no_grad(), pytest.raises(ValueError, match=rf"x must be \[N, 3, H, W\] with {multiple} .*got "
+                                                               rf"\[{', '.join(map(str, shape))}\]; "
+                                                               r"fastdeblur.deblur\(\) pads any size"):
+            model(torch.zeros(shape))
+
+
 @pytest.mark.skipif(not fastdeblur.has_ext(), reason="extension not built")
 @pytest.mark.parametrize("build", [lambda: DMPHN((1, 2, 4)), lambda: DMPHN((1, 2, 4, 8)), lambda: StackDMPHN(2)])
 def test_extension_layout_equals_torch_layout(build):

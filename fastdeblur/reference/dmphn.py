@@ -106,6 +106,11 @@ def multipatch_forward(
     features with `keep_features=False`: each level's are then freed once the next has used them
     (a whole image's 1/4-resolution features are 32 bytes per pixel in float32 and level).
     """
+    rows, cols = max(g[0] for g in grids), max(g[1] for g in grids)
+    if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] % (4 * rows) or x.shape[3] % (4 * cols):
+        raise ValueError(f"x must be [N, 3, H, W] with H a multiple of {4 * rows} and W of {4 * cols} (the finest "
+                         f"patches, {rows}x{cols} of the image, are downsampled 4x), got {list(x.shape)}; "
+                         "fastdeblur.deblur() pads any size")
     residual: torch.Tensor | None = None
     carry: torch.Tensor | None = None
     features: list[torch.Tensor] = [x] * len(encoders) if keep_features else []
