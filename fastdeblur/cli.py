@@ -105,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=_int_in(1, 100), default=95, metavar="1-100",
                    help="quality of lossy outputs (JPEG, WebP, AVIF, HEIC); default %(default)s")
     p.add_argument("--format", choices=[s[1:] for s in WRITTEN_SUFFIXES], default=None, metavar="EXT",
+                   type=lambda text: text.strip().lstrip(".").lower(),  # JPG and .png as jpg and png
                    help="write images in this format (png, jpg, tif, bmp, webp, avif, heic): the outputs in a "
                         "folder get this suffix, and -o - is encoded so (default: each input's format)")
     p.add_argument("--crf", type=int, default=None, metavar="N",

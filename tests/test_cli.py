@@ -613,6 +613,11 @@ def test_format_sets_the_outputs_format(tmp_path, monkeypatch, capsys):
     assert main([str(jpg), "-o", str(tmp_path / "x.png"), "--format", "jpeg", *args]) == 2
     assert "--format jpeg contradicts the output name" in capsys.readouterr().err
     assert main([str(jpg), "-o", str(tmp_path / "x.jpeg"), "--format", "jpg", *args]) == 0  # the same format
+    for typed in ("JPG", ".jpg", " Jpg"):  # as users type it
+        assert main([str(jpg), "-o", str(tmp_path / "x.jpeg"), "--format", typed, "--overwrite", *args]) == 0
+    with pytest.raises(SystemExit):
+        main([str(jpg), "-o", str(tmp_path / "x.gif"), "--format", "gif", *args])
+    assert "invalid choice: 'gif'" in capsys.readouterr().err
     out = _Pipe()
     monkeypatch.setattr(sys, "stdout", out)
     assert main([str(jpg), "-o", "-", "--format", "tif", *args]) == 0
