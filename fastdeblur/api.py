@@ -52,6 +52,8 @@ def default_device() -> torch.device:
 def _resolve_device(device: Any) -> torch.device:
     if device is None:
         return default_device()
+    if isinstance(device, str):
+        device = device.strip().lower()  # CPU, CUDA:0 (torch's names are lower case)
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:

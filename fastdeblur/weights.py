@@ -159,7 +159,8 @@ def get_weights(name: str) -> ModelWeights:
                            "CLI: --weights PATH)")
     if not isinstance(name, str):
         raise WeightsError(f"model must be a name (str), got {type(name).__name__}")
-    entry = _REGISTRY.get(_ALIASES.get(name, name))
+    key = name.strip().lower()  # the names are lower case: Default, DMPHN-1-2-4-GoPro name them too
+    entry = _REGISTRY.get(_ALIASES.get(key, key))
     if entry is None:
         import difflib
 

@@ -579,7 +579,7 @@ def test_bad_options(net):
         fastdeblur.deblur(img, device="gpu9")
     with pytest.raises(InputError, match="'meta' holds no pixels"):
         fastdeblur.deblur(img, net, device="meta")
-    for same in ("cpu", "cpu:0", torch.device("cpu")):  # where the model is: fine
+    for same in ("cpu", "cpu:0", "CPU", torch.device("cpu")):  # where the model is: fine
         assert fastdeblur.deblur(img, net, device=same).shape == img.shape
     elsewhere = copy.deepcopy(net).to("meta")  # a model on another device than the one asked for
     with pytest.raises(InputError, match="the model given is on meta; load it with device='cpu'"):

@@ -70,6 +70,9 @@ def test_unknown_model_is_named():
                          ("stack4", "stack4-dmphn-gopro"), ("defualt", "default")):
         with pytest.raises(WeightsError, match=f"unknown model '{typed}'; did you mean '{meant}'\\? known models"):
             get_weights(typed)
+    # a registered name in another case is that name
+    assert get_weights("DMPHN-1-2-4-GoPro").name == "dmphn-1-2-4-gopro"
+    assert get_weights(" Default ").name == get_weights("default").name
 
 
 def test_download_from_loopback_server_verifies_and_caches(serve, mirror, fresh_home, monkeypatch):
