@@ -102,6 +102,7 @@ def _resolve_dtype(dtype: Any, device: torch.device) -> torch.dtype:
         except TypeError:
             pass
     if isinstance(dtype, str):
+        dtype = dtype.strip().lower()  # BF16, Float32
         if dtype not in _DTYPES:
             raise InputError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
         dtype = _DTYPES[dtype]

@@ -595,7 +595,7 @@ def test_bad_options(net):
         fastdeblur.deblur(img, net, progress=5)
     # numpy's dtypes name the same precisions
     want = fastdeblur.deblur(img, net, dtype="float32")
-    for same in (np.float32, np.dtype("float32")):
+    for same in (np.float32, np.dtype("float32"), "Float32", "FP32"):
         np.testing.assert_array_equal(fastdeblur.deblur(img, net, dtype=same), want)
     with pytest.raises(InputError, match="dtype 'float64' is not one of"):
         fastdeblur.deblur(img, net, dtype=np.float64)
