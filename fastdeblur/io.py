@@ -410,7 +410,7 @@ def encode_image(img: np.ndarray, suffix: str, *, quality: int = 95, png_level: 
     _check_options(quality, png_level)
     if img.dtype == np.uint16 and suffix in _EIGHT_BIT_ONLY:
         img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if suffix in (".jpg", ".jpeg") and img.ndim == 3 and img.shape[-1] in (2, 4):
+    if suffix in (".jpg", ".jpeg", ".bmp") and img.ndim == 3 and img.shape[-1] in (2, 4):
         img = _flattened_on_white(img)
     meta = _usable_metadata(metadata, img, suffix)
     if suffix == ".png" and img.dtype == np.uint16:
@@ -430,7 +430,8 @@ def encode_image(img: np.ndarray, suffix: str, *, quality: int = 95, png_level: 
 
 def _flattened_on_white(img: np.ndarray) -> np.ndarray:
     """Gray + alpha or RGBA (uint8) composited over white, as image editors save a transparent
-    image as JPEG, which holds no alpha (Pillow refuses to write it)."""
+    image as JPEG or BMP, which hold no alpha (Pillow refuses gray + alpha, and writes RGBA BMPs
+    whose alpha readers ignore)."""
     alpha = img[..., -1:].astype(np.float32) / 255.0
     out = img[..., :-1].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
     out = np.round(out).astype(np.uint8)
@@ -440,7 +441,7 @@ def _flattened_on_white(img: np.ndarray) -> np.ndarray:
 def write_image(path: str | os.PathLike, img: np.ndarray, *, quality: int = 95, png_level: int = PNG_LEVEL,
                 metadata: dict[str, bytes] | None = None) -> Path:
     """Write atomically; 16-bit data is reduced to 8 bits only for the formats that hold no more
-    (JPEG, BMP, WebP, AVIF, HEIC), and alpha is composited over white for JPEG, which holds none.
+    (JPEG, BMP, WebP, AVIF, HEIC), and alpha is composited over white for JPEG and BMP.
 
     quality: JPEG, WebP, AVIF and HEIC quality (1-100); png_level: PNG compression (0 = none ... 9 = smallest, slowest);
     metadata: `read_metadata`'s dict, written where the format holds it (ICC profile: PNG, JPEG,

@@ -56,17 +56,19 @@ def test_lossy_formats_are_close_and_16bit_is_reduced(tmp_path, suffix):
     assert back16.dtype == np.uint8 and np.abs(back16.astype(int) - img).mean() < 2
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".bmp"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_alpha_is_composited_over_white_for_jpeg(tmp_path, dtype):
-    """JPEG holds no alpha (Pillow refused to write it): as image editors do, the colour is
-    composited over white, and gray + alpha becomes gray."""
+def test_alpha_is_composited_over_white_for_jpeg_and_bmp(tmp_path, dtype, suffix):
+    """JPEG and BMP hold no alpha (Pillow refused gray + alpha, and wrote RGBA BMPs whose alpha
+    readers ignore): as image editors do, the colour is composited over white, and gray + alpha
+    becomes gray."""
     top = np.iinfo(dtype).max
     rgba = np.zeros((16, 24, 4), dtype)
     rgba[..., :3] = top // 5  # a dark colour ...
     rgba[:, :8, 3] = top  # ... opaque on the left, half transparent in the middle, transparent on the right
     rgba[:, 8:16, 3] = top // 2
     for img, shape in ((rgba, (16, 24, 3)), (rgba[..., [0, 3]], (16, 24))):
-        back = read_image(write_image(tmp_path / "a.jpg", img, quality=100)).astype(int)
+        back = read_image(write_image(tmp_path / f"a{suffix}", img, quality=100)).astype(int)
         assert back.shape == shape
         assert np.abs(back[:, 1:7] - 51).max() <= 2 and np.abs(back[:, 9:15] - 153).max() <= 2
         assert np.abs(back[:, 17:] - 255).max() <= 2
