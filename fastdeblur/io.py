@@ -408,6 +408,8 @@ def encode_image(img: np.ndarray, suffix: str, *, quality: int = 95, png_level: 
     if (why := cannot_write(suffix)) is not None:
         raise InputError(why)
     _check_options(quality, png_level)
+    if img.ndim == 3 and img.shape[-1] == 1:  # HxWx1: the encoders take gray as HxW
+        img = img[..., 0]
     if img.dtype == np.uint16 and suffix in _EIGHT_BIT_ONLY:
         img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     if suffix in (".jpg", ".jpeg", ".bmp") and img.ndim == 3 and img.shape[-1] in (2, 4):
@@ -423,6 +425,8 @@ def encode_image(img: np.ndarray, suffix: str, *, quality: int = 95, png_level: 
                     {"compress_level": png_level} if suffix == ".png" else {})
     if suffix in (".tif", ".tiff"):  # tifffile: the profile only
         kwargs.update({"iccprofile": meta["icc_profile"]} if "icc_profile" in meta else {})
+        if img.ndim == 3 and img.shape[-1] == 2:  # gray + alpha: left to guess, tifffile wrote H pages of Wx2
+            kwargs.update(photometric="minisblack", planarconfig="contig", extrasamples=["unassalpha"])
     else:  # Pillow
         kwargs.update(meta)
     return iio.imwrite("<bytes>", img, extension=suffix, **kwargs)
