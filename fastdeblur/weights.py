@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import WeightsError, env_flag
+from .errors import ConfigError, WeightsError, env_flag
 from .io import private_temp_path, publish
 from .reference import DMPHN, StackDMPHN
 
@@ -179,7 +179,13 @@ def cache_dir() -> Path:
 
 
 def official_url() -> str:
-    return os.environ.get("FASTDEBLUR_OFFICIAL_URL", OFFICIAL_URL).rstrip("/")
+    """Where the authors' files are fetched from: $FASTDEBLUR_OFFICIAL_URL (an http(s):// or
+    file:// URL; anything else is a ConfigError that says so), else their repository."""
+    url = (os.environ.get("FASTDEBLUR_OFFICIAL_URL", "").strip() or OFFICIAL_URL).rstrip("/")  # empty: unset
+    if "://" not in url or url.split("://", 1)[0].lower() not in ("http", "https", "file"):
+        hint = f"; for a local folder: file://{Path(url).expanduser().resolve()}" if "://" not in url else ""
+        raise ConfigError(f"FASTDEBLUR_OFFICIAL_URL must be an http://, https:// or file:// URL, got {url!r}{hint}")
+    return url
 
 
 def sha256_of(path: Path) -> str:

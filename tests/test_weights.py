@@ -75,6 +75,24 @@ def test_unknown_model_is_named():
     assert get_weights(" Default ").name == get_weights("default").name
 
 
+def test_the_mirror_must_be_a_url(monkeypatch):
+    """FASTDEBLUR_OFFICIAL_URL: http(s):// or file://; a bare folder gets the file:// it meant (it
+    was a ValueError traceback from urllib when a download started); empty means unset."""
+    from fastdeblur.errors import ConfigError
+    from fastdeblur.weights import OFFICIAL_URL, official_url
+
+    for value, said in (("/srv/mirror", "got '/srv/mirror'; for a local folder: file:///srv/mirror"),
+                        ("ftp://host/x", "got 'ftp://host/x'$")):
+        monkeypatch.setenv("FASTDEBLUR_OFFICIAL_URL", value)
+        with pytest.raises(ConfigError, match="FASTDEBLUR_OFFICIAL_URL must be an http://, https:// or file:// URL, "
+                                              + said):
+            official_url()
+    for value, url in (("", OFFICIAL_URL), ("file:///srv/mirror/", "file:///srv/mirror"),
+                       (" HTTPS://host/m ", "HTTPS://host/m")):
+        monkeypatch.setenv("FASTDEBLUR_OFFICIAL_URL", value)
+        assert official_url() == url
+
+
 def test_download_from_loopback_server_verifies_and_caches(serve, mirror, fresh_home, monkeypatch):
     monkeypatch.setenv("FASTDEBLUR_OFFICIAL_URL", serve(mirror))
     files = resolve_files(MODEL)
