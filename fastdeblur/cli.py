@@ -10,6 +10,7 @@ when any file failed (2 for usage errors).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
@@ -150,22 +151,39 @@ class _Version(argparse.Action):
         convs = "the extension's Winograd kernels and oneDNN" if winograd.preferred(dtype) else "oneDNN"
         isa = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        print(f"fastdeblur {__version__}\ntorch {torch.__version__}\nextension: {ext}\n"
-              f"cpu: {str(dtype).removeprefix('torch.')} by default, convolutions on {convs} ({isa})\n"
-              f"cuda: {f'{gpus} device(s), {torch.cuda.get_device_name(0)}' if gpus else 'not available'}")
+        with _reader_may_leave():
+            print(f"fastdeblur {__version__}\ntorch {torch.__version__}\nextension: {ext}\n"
+                  f"cpu: {str(dtype).removeprefix('torch.')} by default, convolutions on {convs} ({isa})\n"
+                  f"cuda: {f'{gpus} device(s), {torch.cuda.get_device_name(0)}' if gpus else 'not available'}",
+                  flush=True)
         parser.exit()
+
+
+@contextlib.contextmanager
+def _reader_may_leave():
+    """Text for standard output whose reader may stop early (`fastdeblur --list-models | head -2`):
+    the rest goes nowhere, quietly, as for other Unix tools, instead of a BrokenPipeError traceback
+    now or at exit."""
+    try:
+        yield
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
 
 
 def _list_models() -> int:
     from .weights import cache_dir, get_weights, list_models
 
-    print(f"{'name':24} {'cached':7} description")
+    lines = [f"{'name':24} {'cached':7} description"]
     for name in list_models():
         w = get_weights(name)
         folder = cache_dir() / "checkpoints" / w.folder
         cached = "bundled" if w.bundled else "yes" if all((folder / f).is_file() for f in w.files) else "no"
-        print(f"{name:24} {cached:7} {w.description}")
-    print(f"{'default':24} {'':7} alias of {get_weights('default').name}")
+        lines.append(f"{name:24} {cached:7} {w.description}")
+    lines.append(f"{'default':24} {'':7} alias of {get_weights('default').name}")
+    with _reader_may_leave():
+        print("\n".join(lines), flush=True)
     return EXIT_OK
 
 

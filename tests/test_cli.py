@@ -447,6 +447,25 @@ def test_version_names_torch_and_the_extension(capsys, monkeypatch):
     assert capsys.readouterr().out.splitlines()[2] == "extension: not installed (No module named 'fastdeblur._C')"
 
 
+@pytest.mark.parametrize("option", ["--list-models", "--version"])
+def test_text_output_to_a_reader_that_left_is_quiet(option):
+    """`fastdeblur --list-models | head -1`: the reader may close the pipe before the rest is
+    written; the rest goes nowhere, with no BrokenPipeError traceback (here the pipe is closed
+    before the command starts, so every write fails)."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "fastdeblur", option], stdout=w, stderr=subprocess.PIPE, text=True,
+                           timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+
+
 def test_backend_option(tmp_path, capsys):
     """--backend reaches deblur(): the bundled model (no download) through plain PyTorch gives what
     deblur(..., backend="reference") gives; an unknown backend is a usage error."""
