@@ -19,7 +19,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-DATA = Path(os.environ.get("FASTDEBLUR_DATA", REPO.parent / "shared" / "data"))
+DATA = Path(os.environ.get("FASTDEBLUR_DATA") or REPO.parent / "shared" / "data")  # empty: unset
 FRAME = DATA / "dmphn_official" / "samples" / "blur" / "000001.png"
 MODELS = os.environ.get("FASTDEBLUR_BENCH_MODELS", "dmphn-1-2-4-gopro").split(",")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

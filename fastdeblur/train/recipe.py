@@ -35,7 +35,7 @@ from .export import export_weights
 from .trainer import LOSSES, TrainConfig, Trainer, TrainingInterrupted, build_model, train_device
 
 PHOTO_SETS = ("urban100", "sunhays80", "bsd100")  # under DATA/sharp_photos: what the default model learns from
-DEFAULT_DATA = Path(os.environ.get("FASTDEBLUR_DATA", "../shared/data"))
+DEFAULT_DATA = Path(os.environ.get("FASTDEBLUR_DATA") or "../shared/data")  # empty: unset
 # the registry's entry for the shipped model: the export is named as the file it pins, so copying
 # it over the bundled one is all a new release of the weights takes
 SHIPPED = _weights.get_weights("fastdeblur-default")
