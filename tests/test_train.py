@@ -375,6 +375,7 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     assert st["step"] == 3 and st["config"]["notes"]["data"].startswith("synthetic")
     assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "w.safetensors")]) == 0
     assert (tmp_path / "w.safetensors").stat().st_size > 1e6
+    assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "new" / "dir" / "w.safetensors")]) == 0
     assert main(["--steps", "1"]) == 2
     assert main(["--gopro", str(photos), "--set", "object_prob=1"]) == 2  # --set is for --synthetic
     # what is not a training checkpoint is named, without a traceback

@@ -34,6 +34,7 @@ def export_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
                for k, v in state_dict.items()}
     header = {"format": FORMAT, "arch": arch, "levels": ",".join(map(str, levels)), "stages": str(stages)}
     header.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)  # as write_image does (the error named the temp file)
     tmp = private_temp_path(path)
     try:
         save_file(tensors, str(tmp), metadata=header)
