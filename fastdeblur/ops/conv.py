@@ -94,7 +94,7 @@ def conv_transpose4x4_packed(x_nhwc: torch.Tensor, w_packed: torch.Tensor, bias:
 
 
 def _check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *,
-                  transposed: bool = False, stride: int = 1, **adds: torch.Tensor | None) -> None:
+                transposed: bool = False, stride: int = 1, **adds: torch.Tensor | None) -> None:
     """An InputError that names the argument that does not fit (shape, dtype, device), the same
     on every backend (torch's own error came from deep inside, or broadcasting let a wrong `extra`
     through; a Triton kernel reads a mis-shaped weight as what it is not)."""
