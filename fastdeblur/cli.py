@@ -36,15 +36,18 @@ from .video import VIDEO_HINT, is_video_path, video_available
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for Ctrl-C
 
 
-def _int_in(lo: int, hi: int):
-    """An argparse type: an integer from lo to hi (one line of error, not the list of choices)."""
+def _int_in(lo: int, hi: int | None = None):
+    """An argparse type: an integer from lo to hi, or lo or more (one line of error, not the list
+    of choices)."""
+    wanted = f"an integer from {lo} to {hi}" if hi is not None else f"an integer of {lo} or more"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {value}")
         return value
     return parse
 

@@ -589,6 +589,24 @@ def test_probe_command_names_missing_data(tmp_path, capsys):
 
     assert main(["--data", str(tmp_path), "--n", "1"]) == 1
     assert f"error: {tmp_path / 'sharp_photos' / 'urban100'} does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # n = 0 averaged nothing: nan dB
+        main(["--data", str(tmp_path), "--n", "0"])
+    assert "argument --n: expected an integer of 1 or more, got 0" in capsys.readouterr().err
+    if not torch.cuda.is_available():  # named before any photo loads, not torch's AssertionError
+        assert main(["--data", str(tmp_path), "--n", "1", "--device", "cuda"]) == 1
+        assert "error: device 'cuda' asked for, but CUDA is not available" in capsys.readouterr().err
+
+
+def test_probe_command_takes_a_training_checkpoint(gopro_tree, tmp_path, capsys, monkeypatch):
+    from fastdeblur.train import probe as probe_module
+    from fastdeblur.train.trainer import TrainConfig, Trainer
+
+    photos = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), crop=32, batch=1, steps=1, amp="none", workers=0, device="cpu")
+    Trainer(cfg, SyntheticPairs([photos], crop=32)).run()
+    monkeypatch.setattr(probe_module, "photo_dirs", lambda data: [photos])
+    assert probe_module.main(["--model", str(tmp_path / "run" / "last.pt"), "--n", "2", "--crop", "24"]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'run' / 'last.pt'} on 2 synthetic 24px crops")
 
 
 def test_blur_settings_are_checked():

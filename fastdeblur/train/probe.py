@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cli import _int_in
 from ..metrics import psnr
+from ..weights import WEIGHT_SUFFIXES
 from .blur import BlurConfig, add_settings_option
 from .data import SyntheticBatches
 from .recipe import DEFAULT_DATA, photo_dirs
@@ -48,10 +50,11 @@ def probe(model: str | torch.nn.Module, photos: list[Path], cfg: BlurConfig, n: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fastdeblur.train.probe", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="dmphn-1-2-4-gopro", help="a registered name or a .safetensors file")
+    p.add_argument("--model", default="dmphn-1-2-4-gopro",
+                   help="a registered name, a .safetensors file or a training checkpoint (runs/NAME/last.pt)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--n", type=int, default=96)
-    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--n", type=_int_in(1), default=96)
+    p.add_argument("--crop", type=_int_in(1), default=256)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="cpu")
     add_settings_option(p, help="a BlurConfig field, e.g. linear_prob=0 or noise_sigma=0,0 (repeatable)")
@@ -62,9 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     # those of the probes recorded in docs/TRAINING.md
     cfg = dataclasses.replace(BlurConfig(jpeg_prob=0.0, still_prob=0.0, length_log=False), **dict(a.settings))
     try:
+        from ..api import _resolve_device
+
+        _resolve_device(a.device)  # a device that is not there is named before the photos load
         model: str | torch.nn.Module = a.model
-        if a.model.endswith(".safetensors"):
-            model = fastdeblur.load_model(weights=a.model)
+        if a.model.endswith(WEIGHT_SUFFIXES) or Path(a.model).is_file():
+            model = fastdeblur.load_model(weights=a.model, device=a.device)
         r = probe(model, photo_dirs(a.data), cfg, n=a.n, crop=a.crop, seed=a.seed, device=a.device)
     except (fastdeblur.InputError, fastdeblur.WeightsError, OSError) as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)
