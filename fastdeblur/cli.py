@@ -307,6 +307,11 @@ def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     return jobs
 
 
+def _video_only(args) -> list[str]:
+    """The options given that only videos use."""
+    return [f"--{k}" for k in ("start", "end", "crf") if getattr(args, k) is not None]
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return b.exists() and os.path.samefile(a, b)
@@ -376,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
             problem = f"unsupported output format {args.output.suffix!r} (use one of {', '.join(suffixes())})"
         elif str(args.output) != "-":
             problem = _format_conflict(args, args.output)
+        if not problem and _video_only(args):
+            problem = f"{', '.join(_video_only(args))}: for videos; pipes (-) carry one image"
         if problem:
             parser.print_usage(sys.stderr)
             print(f"fastdeblur: error: {problem}", file=sys.stderr)
@@ -394,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     try:
         jobs = _plan(args, files)
+        if _video_only(args) and not any(is_video_path(src) for src, _ in jobs):  # else ignored without a word
+            raise InputError(f"{', '.join(_video_only(args))}: for videos, and the inputs are images")
     except InputError as e:
         print(f"fastdeblur: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -466,6 +466,21 @@ def test_text_output_to_a_reader_that_left_is_quiet(option):
     assert p.returncode == 0 and p.stderr == "", p.stderr
 
 
+def test_video_options_with_only_images_are_a_usage_error(tmp_path, capsys, monkeypatch):
+    """--start, --end and --crf do nothing to images: with images alone (or a pipe) they are a
+    usage error instead of being ignored without a word."""
+    src = _img(tmp_path / "a.png")
+    _img(tmp_path / "b.png")
+    for extra, said in ((["--start", "1"], "--start"), (["--end", "2", "--crf", "20"], "--end, --crf")):
+        for inputs, out in (([str(src)], tmp_path / "o.png"), ([str(tmp_path)], tmp_path / "out")):
+            assert main([*inputs, "-o", str(out), *extra]) == 2
+            assert capsys.readouterr().err == f"fastdeblur: error: {said}: for videos, and the inputs are images\n"
+            assert not out.exists()
+    monkeypatch.setattr(sys, "stdin", _Pipe(src.read_bytes()))
+    assert main(["-", "-o", str(tmp_path / "p.png"), "--crf", "20"]) == 2
+    assert "fastdeblur: error: --crf: for videos; pipes (-) carry one image" in capsys.readouterr().err
+
+
 def test_backend_option(tmp_path, capsys):
     """--backend reaches deblur(): the bundled model (no download) through plain PyTorch gives what
     deblur(..., backend="reference") gives; an unknown backend is a usage error."""
