@@ -294,7 +294,10 @@ def _read_tiff(data: bytes, name: str) -> np.ndarray:
         _check_pixels(name, int(page.imagewidth) * int(page.imagelength), f"{page.imagewidth}x{page.imagelength}")
         if page.photometric in _TIFF_AS_STORED:
             orientation = page.tags.get(_EXIF_ORIENTATION)  # TIFF's own tag 274, which EXIF took over
-            return _oriented(series.asarray(), int(orientation.value) if orientation is not None else 1)
+            img = series.asarray()
+            if page.planarconfig == 2 and img.ndim == 3 and img.shape[0] == page.samplesperpixel:
+                img = np.moveaxis(img, 0, -1)  # planar (each channel a plane, as some scanners write): HxWxC
+            return _oriented(img, int(orientation.value) if orientation is not None else 1)
     return _read_pillow(data, name)
 
 

@@ -471,3 +471,18 @@ def test_a_bomb_header_is_refused_before_decoding(tmp_path):
                 + chunk(b"IDAT", zlib.compress(b"\x00" * 7)) + chunk(b"IEND", b""))
         with pytest.raises(InputError, match="30000x30000, 900.0 megapixels, over the limit of 179.0 megapixels"):
             read_image(data)
+
+
+@pytest.mark.parametrize("shape,dtype,photometric", [((20, 30, 3), np.uint8, "rgb"), ((20, 30, 4), np.uint16, "rgb"),
+                                                     ((20, 30, 2), np.uint8, "minisblack")])
+def test_planar_tiffs_are_read_as_pixels(tmp_path, shape, dtype, photometric):
+    """TIFFs that store each channel as its own plane (planar configuration 2, as some scanners
+    and scientific tools write them) read as HxWxC; they were refused as a CxHxW array."""
+    import tifffile
+
+    img = np.random.default_rng(0).integers(0, np.iinfo(dtype).max, shape).astype(dtype)
+    extra = {"extrasamples": ["unassalpha"]} if shape[-1] in (2, 4) else {}
+    tifffile.imwrite(tmp_path / "p.tif", np.moveaxis(img, -1, 0), planarconfig="separate", photometric=photometric,
+                     **extra)
+    back = read_image(tmp_path / "p.tif")
+    assert back.dtype == dtype and np.array_equal(back, img)
