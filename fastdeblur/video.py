@@ -224,6 +224,18 @@ def _through_first_frame(items: Iterator[tuple[str, Any, Any]]) -> Iterator[tupl
 
 
 def _video_encoder(av, out, ctx, fmt: str) -> tuple[str, str]:
+    """(encoder, pixel format): `_encoder_for`'s, with 4:4:4 chroma for frames of an odd width or
+    height on x264 and x265, which refuse such sizes with subsampled chroma (an odd-sized FFV1,
+    gray or RGB source failed as "Generic error in an external library")."""
+    name, pix_fmt = _encoder_for(av, out, ctx, fmt)
+    if name in ("libx264", "libx265") and (ctx.width % 2 or ctx.height % 2):
+        full = pix_fmt.replace("420", "444").replace("422", "444")
+        if full != pix_fmt and full in {f.name for f in av.codec.Codec(name, "w").video_formats}:
+            return name, full
+    return name, pix_fmt
+
+
+def _encoder_for(av, out, ctx, fmt: str) -> tuple[str, str]:
     """(encoder, pixel format). H.264, HEVC, VP9 and AV1 are re-encoded in kind and format where
     the container and the encoder take them. Anything else (MJPEG, MPEG-4 Part 2, ProRes, DV)
     becomes what players play: 8-bit 4:2:0 H.264 (VP9 in WebM), or 10-bit 4:2:0 HEVC for sources

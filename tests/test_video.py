@@ -138,6 +138,18 @@ def test_frames_are_deblurred_like_images(tmp_path):
     _assert_same_frames(probe(r.path)[0], subsampled, 50)
 
 
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "gray"])
+def test_odd_sized_frames_are_encoded_in_full_chroma(tmp_path, identity, pix_fmt):
+    """An odd width or height (an FFV1, gray or RGB source) becomes 4:4:4 H.264: x264 refuses
+    such sizes with 4:2:0 chroma ("Generic error in an external library")."""
+    src = make_video(tmp_path / "in.mkv", codec="ffv1", pix_fmt=pix_fmt, size=(67, 49), frames=3, sound=None)
+    r = deblur_video(src, tmp_path / "out.mp4", identity)
+    a, _, _, _, _ = probe(src)
+    b, _, _, info, _ = probe(r.path)
+    assert (r.codec, info["pix_fmt"], r.width, r.height) == ("libx264", "yuv444p", 67, 49)
+    _assert_same_frames(a, b, 35)
+
+
 def test_ten_bit_hevc_stays_ten_bit(tmp_path, identity):
     src = make_video(tmp_path / "in.mkv", codec="libx265", pix_fmt="yuv420p10le", sound="flac", frames=4)
     r = deblur_video(src, tmp_path / "out.mkv", identity, crf=0)
