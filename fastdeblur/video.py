@@ -244,14 +244,14 @@ def _encoder_for(av, out, ctx, fmt: str) -> tuple[str, str]:
     deep = _bits(av, src_fmt) > 8
     kind = _kind(ctx)
     name = _ENCODERS.get(kind)
-    if name is not None and kind in out.supported_codecs and _has_encoder(av, name):
+    if name is not None and _holds(out, kind) and _has_encoder(av, name):
         formats = {f.name for f in av.codec.Codec(name, "w").video_formats}
         if src_fmt in formats:
             return name, src_fmt
         return name, "yuv420p10le" if deep and "yuv420p10le" in formats else "yuv420p"
     if fmt == "webm":
         return "libvpx-vp9", "yuv420p"
-    if deep and "hevc" in out.supported_codecs and _has_encoder(av, "libx265"):
+    if deep and _holds(out, "hevc") and _has_encoder(av, "libx265"):
         return "libx265", "yuv420p10le"
     return "libx264", "yuv420p"
 
@@ -298,6 +298,7 @@ class _Encoder:
         self.av, self.out, self.pix_fmt = av, out, pix_fmt
         self.rate = frame_rate(vin) or 30
         self.encoded = 0
+        self.first_pts: int | None = None  # in the stream's time base
         self.first: float | None = None
         self.span: float | None = None
         self.stream = out.add_stream(codec, rate=self.rate)
@@ -340,21 +341,47 @@ class _Encoder:
         else:
             frame.pts, frame.time_base = like.pts, like.time_base
         self.encoded += 1
+        if self.first_pts is None:
+            self.first_pts = frame.pts
         frame.color_primaries, frame.color_trc = self.colour["color_primaries"], self.colour["color_trc"]
-        self.out.mux(self.stream.encode(frame))
+        self._mux_video(self.stream.encode(frame))
+
+    def _mux_video(self, packets) -> None:
+        """Mux the encoder's packets, dropping a decode timestamp that cannot be one (after its
+        presentation time, or more than 16 frames before the first frame): x265 sometimes leaves
+        it unset on very short clips (2 frames: -2^46 in half the runs), and the MP4 muxer then
+        failed with "Not yet implemented in FFmpeg"; without one the muxer derives it."""
+        earliest = None
+        if self.first_pts is not None and self.stream.time_base:
+            earliest = self.first_pts - 16 / (float(self.rate) * float(self.stream.time_base))
+        for packet in packets:
+            if packet.dts is not None and packet.pts is not None and (
+                    packet.dts > packet.pts or (earliest is not None and packet.dts < earliest)):
+                packet.dts = None
+        self.out.mux(packets)
 
     def sound(self, item, index: int) -> None:
         self.tracks[index].write(item)
 
     def flush(self) -> None:
-        self.out.mux(self.stream.encode(None))
+        self._mux_video(self.stream.encode(None))
         for track in self.tracks.values():
             track.flush()
 
 
 def _copies(out, stream) -> bool:
     """A sound stream is copied where the output container holds its codec, else re-encoded."""
-    return _kind(stream.codec_context) in out.supported_codecs
+    return _holds(out, _kind(stream.codec_context))
+
+
+# Codecs that FFmpeg's muxers list as supported but write only with -strict experimental: its
+# QuickTime muxer refuses VP9, AV1, FLAC and Opus with EINVAL when the header is written.
+_EXPERIMENTAL = {"mov": {"vp9", "av1", "flac", "opus"}}
+
+
+def _holds(out, kind: str) -> bool:
+    """The output container holds the format `kind` ("vp9", "flac", ...) without experimental mode."""
+    return kind in out.supported_codecs and kind not in _EXPERIMENTAL.get(out.format.name, ())
 
 
 def _kind(ctx) -> str:
