@@ -119,6 +119,23 @@ def test_images_that_cannot_train_are_named_before_the_run(gopro_tree, tmp_path)
         image_size(tmp_path / "junk.png")
 
 
+@pytest.mark.parametrize("channels", [None, 1, 2, 4])
+def test_every_kind_of_photo_trains_as_rgb(tmp_path, channels):
+    """Gray, gray + alpha and RGBA photos become RGB crops in every loader: gray + alpha was taken
+    as two colour channels, so a gray PNG with transparency stopped a run (and synthesize refused it)."""
+    from fastdeblur.train.data import SyntheticBatches, rgb_pixels
+
+    shape = (40, 48) if channels is None else (40, 48, channels)
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    write_image(tmp_path / "p.png", img)
+    gray = img if channels is None else img[..., 0]
+    want = np.stack([gray] * 3, -1) if channels in (None, 1, 2) else img[..., :3]
+    assert np.array_equal(rgb_pixels(img), want)
+    blur, sharp = SyntheticPairs([tmp_path / "p.png"], crop=32)[0]
+    assert blur.shape == sharp.shape == (3, 32, 32)
+    assert SyntheticBatches([tmp_path / "p.png"], crop=32, device="cpu").batch(0, 2)[0].shape == (2, 3, 32, 32)
+
+
 def test_settings_a_run_cannot_use_are_named_at_once(tmp_path):
     from fastdeblur.errors import InputError
 

@@ -25,12 +25,20 @@ def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """HxW(x3|4) uint8/uint16 -> [3, H, W] float in [0, 1]."""
-    scale = 255.0 if img.dtype == np.uint8 else 65535.0
+def rgb_pixels(img: np.ndarray) -> np.ndarray:
+    """HxW(x1|2|3|4), as read_image gives them -> HxWx3 of the same dtype: gray (with or without
+    alpha) repeated into RGB, alpha dropped. (Gray + alpha was taken as two colour channels.)"""
+    if img.ndim == 3 and img.shape[-1] in (1, 2):
+        img = img[..., 0]
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1).float() / scale
+    return np.ascontiguousarray(img[..., :3])
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HxW(x1|2|3|4) uint8/uint16 -> [3, H, W] float in [0, 1] (see rgb_pixels)."""
+    scale = 255.0 if img.dtype == np.uint8 else 65535.0
+    return torch.from_numpy(rgb_pixels(img)).permute(2, 0, 1).float() / scale
 
 
 def augment(pair: Sequence[torch.Tensor], crop: int, rng: np.random.Generator) -> list[torch.Tensor]:
@@ -222,11 +230,10 @@ class SyntheticBatches:
         self.device = torch.device(device)
         self.images = []
         for f in files:
-            img = read_image(f)
-            img = np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img[..., :3]
+            img = rgb_pixels(read_image(f))
             if img.dtype != np.uint8:
                 img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-            self.images.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).to(self.device))
+            self.images.append(torch.from_numpy(img).permute(2, 0, 1).to(self.device))
         smallest = min(min(t.shape[1:]) for t in self.images)
         self.big = min(crop + 2 * self.MARGIN, smallest)
         self.crop, self.seed, self.cfg = crop, seed, cfg or BlurConfig(jpeg_prob=0.0)
