@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastdeblur.errors import InputError
 from fastdeblur.io import read_image, write_image
 from fastdeblur.train.blur import BlurConfig, add_settings_option, synthesize
+from fastdeblur.train.data import to_tensor
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,14 +27,19 @@ def main() -> None:
     add_settings_option(p)
     a = p.parse_args()
     cfg = dataclasses.replace(BlurConfig(), **dict(a.settings))
-    img = read_image(a.photo)
-    sharp = torch.from_numpy(img[..., :3].copy()).permute(2, 0, 1).float() / (255 if img.dtype == np.uint8 else 65535)
+    try:
+        sharp = to_tensor(read_image(a.photo))  # [3, H, W] in [0, 1]: gray repeated, alpha dropped
+    except InputError as e:
+        p.error(str(e))
     tiles = [sharp] + [synthesize(sharp, seed, cfg) for seed in range(a.n)]
     cols = 3
     rows = [torch.cat(tiles[i:i + cols] + [torch.ones_like(sharp)] * (cols - len(tiles[i:i + cols])), 2)
             for i in range(0, len(tiles), cols)]
     grid = torch.cat(rows, 1).permute(1, 2, 0).numpy()
-    write_image(a.output, np.round(grid * 255).astype(np.uint8))
+    try:
+        write_image(a.output, np.round(grid * 255).astype(np.uint8))
+    except InputError as e:
+        p.error(str(e))
     print(f"wrote {a.output}: the sharp photo, then {a.n} synthetic blurs (seeds 0..{a.n - 1})")
 
 
