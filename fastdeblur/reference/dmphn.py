@@ -150,7 +150,7 @@ def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:
 
 def size_multiple(levels: Sequence[int]) -> tuple[int, int]:
     """(height, width) multiples an input must have: every patch divisible by 4."""
-    rows, cols = LEVEL_GRIDS[max(levels)]
+    rows, cols = LEVEL_GRIDS[max(_check_levels(levels))]
     return 4 * rows, 4 * cols
 
 

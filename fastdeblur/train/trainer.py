@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import InputError
 from ..io import write_image
 from ..metrics import psnr, ssim
-from ..reference import DMPHN, StackDMPHN
+from ..reference import DMPHN, StackDMPHN, size_multiple
 from .init import identity_init
 
 # input_loss: the blurry batch's own MSE against the sharp one, i.e. the loss of a model that
@@ -221,7 +221,7 @@ def _ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _check_settings(cfg: TrainConfig, model: nn.Module) -> None:
+def _check_settings(cfg: TrainConfig, model: nn.Module | None) -> None:
     """Every setting the run cannot start or finish with, named at once (InputError), instead of
     a traceback from the optimizer, the data loader or the first forward."""
     rules = (("steps", "at least 1", cfg.steps >= 1), ("batch", "at least 1", cfg.batch >= 1),
@@ -229,7 +229,8 @@ def _check_settings(cfg: TrainConfig, model: nn.Module) -> None:
              ("val_every", "at least 1", cfg.val_every >= 1), ("ckpt_every", "at least 1", cfg.ckpt_every >= 1),
              ("log_every", "at least 1", cfg.log_every >= 1))
     wrong = [f"{name} must be {rule}, got {getattr(cfg, name)!r}" for name, rule, ok in rules if not ok]
-    multiple = math.lcm(*model.size_multiple)  # square crops, split evenly into every level's patches
+    levels = model.levels if model is not None else cfg.levels if cfg.arch == "dmphn" else StackDMPHN.levels
+    multiple = math.lcm(*size_multiple(levels))  # square crops, split evenly into every level's patches
     if cfg.crop < multiple or cfg.crop % multiple:
         wrong.append(f"crop must be a multiple of {multiple}, whose patch grids split it evenly, got {cfg.crop}")
     if wrong:
@@ -245,7 +246,7 @@ class Trainer:
         if cfg.loss not in LOSSES or cfg.fft_weight < 0:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)} with fft_weight >= 0, "
                              f"got {cfg.loss!r}, {cfg.fft_weight}")
-        _check_settings(cfg, model or build_model(cfg))
+        _check_settings(cfg, model)  # before fresh_model draws from the seeded generator
         self.rank, self.world = _distributed()
         if self.world > 1 and cfg.batch % self.world:
             raise ValueError(f"batch ({cfg.batch}) must be a multiple of the number of processes ({self.world})")
