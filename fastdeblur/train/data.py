@@ -88,13 +88,13 @@ def image_size(path: Path) -> tuple[int, int]:
     is not a readable image)."""
     from PIL import Image
 
-    from ..io import heif_available
+    from ..io import _EXIF_ORIENTATION, heif_available
 
     heif_available()  # registers pillow-heif's opener where it is installed
     try:
         with Image.open(path) as im:
             w, h = im.size
-            turned = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientations with a quarter turn
+            turned = im.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)  # the ones with a quarter turn
     except Exception:  # not Pillow's (or damaged): read_image decodes it, or says what is wrong
         return read_image(path).shape[:2]
     return (w, h) if turned else (h, w)
@@ -225,15 +225,16 @@ class SyntheticBatches:
 
     def __init__(self, sharp: Sequence[str | os.PathLike], crop: int = 256, seed: int = 0,
                  cfg: BlurConfig | None = None, device: str | torch.device = "cuda"):
-        files = _sharp_photos(sharp)
-        files = _fitting(files, [image_size(f) for f in files], crop, "photo")
         self.device = torch.device(device)
-        self.images = []
-        for f in files:
+        decoded = []
+        for f in _sharp_photos(sharp):
             img = rgb_pixels(read_image(f))
             if img.dtype != np.uint8:
                 img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-            self.images.append(torch.from_numpy(img).permute(2, 0, 1).to(self.device))
+            decoded.append((f, torch.from_numpy(img).permute(2, 0, 1).to(self.device)))
+        # sized by the pixels decoded here anyway (SyntheticPairs reads only the headers)
+        decoded = _fitting(decoded, [tuple(t.shape[1:]) for _, t in decoded], crop, "photo")
+        self.images = [t for _, t in decoded]
         smallest = min(min(t.shape[1:]) for t in self.images)
         self.big = min(crop + 2 * self.MARGIN, smallest)
         self.crop, self.seed, self.cfg = crop, seed, cfg or BlurConfig(jpeg_prob=0.0)
