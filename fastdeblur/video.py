@@ -298,7 +298,7 @@ class _Encoder:
         self.av, self.out, self.pix_fmt = av, out, pix_fmt
         self.rate = frame_rate(vin) or 30
         self.encoded = 0
-        self.first_pts: int | None = None  # in the stream's time base
+        self.earliest_dts: float | None = None  # 16 frames before the first, in the stream's time base
         self.first: float | None = None
         self.span: float | None = None
         self.stream = out.add_stream(codec, rate=self.rate)
@@ -341,8 +341,8 @@ class _Encoder:
         else:
             frame.pts, frame.time_base = like.pts, like.time_base
         self.encoded += 1
-        if self.first_pts is None:
-            self.first_pts = frame.pts
+        if self.earliest_dts is None and self.stream.time_base:
+            self.earliest_dts = frame.pts - 16 / (float(self.rate) * float(self.stream.time_base))
         frame.color_primaries, frame.color_trc = self.colour["color_primaries"], self.colour["color_trc"]
         self._mux_video(self.stream.encode(frame))
 
@@ -351,9 +351,7 @@ class _Encoder:
         presentation time, or more than 16 frames before the first frame): x265 sometimes leaves
         it unset on very short clips (2 frames: -2^46 in half the runs), and the MP4 muxer then
         failed with "Not yet implemented in FFmpeg"; without one the muxer derives it."""
-        earliest = None
-        if self.first_pts is not None and self.stream.time_base:
-            earliest = self.first_pts - 16 / (float(self.rate) * float(self.stream.time_base))
+        earliest = self.earliest_dts
         for packet in packets:
             if packet.dts is not None and packet.pts is not None and (
                     packet.dts > packet.pts or (earliest is not None and packet.dts < earliest)):
