@@ -836,7 +836,7 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     if not isinstance(model, (str, os.PathLike, nn.Module)):  # a path gets the registry's hint: weights=
         raise InputError(_MODEL_KINDS + f", got {type(model).__name__}")
     if isinstance(model, nn.Module):
-        net = model = _dmphn_inside(model)
+        net = _dmphn_inside(model)
         weight = _first_tensor(net)
         dev, dt = weight.device, weight.dtype
         if dtype is not None and _resolve_dtype(dtype, dev) != dt:

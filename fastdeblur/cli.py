@@ -381,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
             problem = f"unsupported output format {args.output.suffix!r} (use one of {', '.join(suffixes())})"
         elif str(args.output) != "-":
             problem = _format_conflict(args, args.output)
-        if not problem and _video_only(args):
-            problem = f"{', '.join(_video_only(args))}: for videos; pipes (-) carry one image"
+        if not problem and (video_only := _video_only(args)):
+            problem = f"{', '.join(video_only)}: for videos; pipes (-) carry one image"
         if problem:
             parser.print_usage(sys.stderr)
             print(f"fastdeblur: error: {problem}", file=sys.stderr)
@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
     try:
         jobs = _plan(args, files)
-        if _video_only(args) and not any(is_video_path(src) for src, _ in jobs):  # else ignored without a word
-            raise InputError(f"{', '.join(_video_only(args))}: for videos, and the inputs are images")
+        if (video_only := _video_only(args)) and not any(is_video_path(src) for src, _ in jobs):  # else ignored
+            raise InputError(f"{', '.join(video_only)}: for videos, and the inputs are images")
     except InputError as e:
         print(f"fastdeblur: error: {e}", file=sys.stderr)
         return EXIT_USAGE

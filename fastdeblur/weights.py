@@ -165,8 +165,8 @@ def get_weights(name: str) -> ModelWeights:
         import difflib
 
         names = list_models() + sorted(_ALIASES)
-        close = ([n for n in names if name and n.startswith(name.lower())][:1]  # cut short: stack4, fastdeblur
-                 or difflib.get_close_matches(name.lower(), names, n=1, cutoff=0.6))
+        close = ([n for n in names if key and n.startswith(key)][:1]  # cut short: stack4, fastdeblur
+                 or difflib.get_close_matches(key, names, n=1, cutoff=0.6))
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise WeightsError(f"unknown model {name!r}; {hint}known models: {', '.join(names)}")
     return entry
