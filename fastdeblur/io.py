@@ -254,7 +254,9 @@ def read_image(src: str | os.PathLike | bytes | bytearray | memoryview) -> np.nd
     if img.ndim == 3 and img.shape[0] == 1 and img.shape[-1] not in (1, 2, 3, 4):
         img = img[0]  # a single-page stack from a multi-page reader
     if img.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{name}: pixel type {img.dtype} is not supported (8- or 16-bit images only)")
+        kind_of = "floating-point (HDR or linear-light) data" if img.dtype.kind == "f" else f"{img.dtype} pixels"
+        raise InputError(f"{name}: {kind_of} is not supported: fastdeblur reads 8- and 16-bit images (save it as "
+                         "a 16-bit TIFF or PNG; from Python, deblur() takes float arrays in [0, 1])")
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (1, 2, 3, 4)):
         raise InputError(f"{name}: holds an array of shape {img.shape}, not a gray, RGB or RGBA image")
     return img
@@ -295,6 +297,8 @@ def _read_tiff(data: bytes, name: str) -> np.ndarray:
         if page.photometric in _TIFF_AS_STORED:
             orientation = page.tags.get(_EXIF_ORIENTATION)  # TIFF's own tag 274, which EXIF took over
             img = series.asarray()
+            if img.dtype == bool:  # 1-bit (fax, scans of text): 0 black, 255 white, as Pillow gives a 1-bit PNG
+                img = img.astype(np.uint8) * np.uint8(255)
             if page.planarconfig == 2 and img.ndim == 3 and img.shape[0] == page.samplesperpixel:
                 img = np.moveaxis(img, 0, -1)  # planar (each channel a plane, as some scanners write): HxWxC
             return _oriented(img, int(orientation.value) if orientation is not None else 1)

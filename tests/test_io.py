@@ -1,6 +1,7 @@
 """Image files: formats, bit depths, EXIF orientation, broken files, atomic writes."""
 
 import functools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -293,11 +294,30 @@ def test_palette_transparency_is_read_as_alpha(tmp_path, suffix):
     assert back.shape == (13, 17, 4) and back[0, 0, 3] == 0 and back[..., 3].max() == 255
 
 
-def test_bilevel_png_is_read_as_8bit_gray(tmp_path):
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_bilevel_images_are_read_as_8bit_gray(tmp_path, suffix):
+    """1-bit PNGs and TIFFs (scans of text, fax) as 0 / 255 gray: tifffile gives a TIFF's bits as
+    booleans, which were refused as a pixel type."""
+    import tifffile
+
     bits = _rgb()[..., 0] > 127
-    Image.fromarray(bits).save(tmp_path / "b.png")
-    back = read_image(tmp_path / "b.png")
+    if suffix == ".png":
+        Image.fromarray(bits).save(tmp_path / "b.png")
+    else:
+        tifffile.imwrite(tmp_path / "b.tif", bits, photometric="minisblack")
+    back = read_image(tmp_path / f"b{suffix}")
     assert back.dtype == np.uint8 and np.array_equal(back, bits.astype(np.uint8) * 255)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.int32])
+def test_pixel_types_not_read_are_named_with_a_way_out(tmp_path, dtype):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "x.tif", np.zeros((13, 17, 3), dtype), photometric="rgb")
+    says = "floating-point (HDR or linear-light) data" if np.dtype(dtype).kind == "f" else "int32 pixels"
+    with pytest.raises(InputError, match=rf"x.tif: {re.escape(says)} is not supported: fastdeblur reads 8- and "
+                                         r"16-bit images \(save it as a 16-bit TIFF or PNG"):
+        read_image(tmp_path / "x.tif")
 
 
 def test_a_single_frame_gif_is_an_image(tmp_path):
