@@ -111,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=[s[1:] for s in WRITTEN_SUFFIXES], default=None, metavar="EXT",
                    type=lambda text: text.strip().lstrip(".").lower(),  # JPG and .png as jpg and png
                    help="write images in this format (png, jpg, tif, bmp, webp, avif, heic): the outputs in a "
-                        "folder get this suffix, and -o - is encoded so (default: each input's format)")
+                        "folder get this suffix, and -o - is encoded so (default: each input's format; PNG for "
+                        "GIF, PPM, TGA and the others not written here)")
     p.add_argument("--crf", type=int, default=None, metavar="N",
                    help="video quality: the encoder's constant rate factor, lower is better and bigger "
                         "(default: H.264 18, HEVC 20, VP9 24, AV1 28, about the source's look)")
@@ -272,8 +273,11 @@ def _format_conflict(args, out: Path) -> str | None:
 
 def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     def named(src: Path, rel: Path) -> Path:
-        """rel with --suffix added to its name and, for images, --format's extension."""
-        ext = "." + args.format if args.format and not is_video_path(src) else rel.suffix
+        """rel with --suffix added to its name and, for images, --format's extension, or .png for an
+        input in a format not written here (GIF, PPM, TGA, ...: what Pillow reads beyond suffixes())."""
+        ext = rel.suffix
+        if not is_video_path(src):
+            ext = "." + args.format if args.format else ext if ext.lower() in suffixes() else ".png"
         return rel.with_name(rel.stem + (args.suffix or "") + ext)
 
     if args.output is None:  # --suffix alone: beside each input
@@ -286,7 +290,8 @@ def _plan(args, files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
             raise InputError(f"output {out} must be a video file ({', '.join(VIDEO_SUFFIXES)}) for the video {src}"
                              if is_video_path(src) else f"output {out} is a video, but the input {src} is an image")
         if not is_video_path(out) and out.suffix.lower() not in suffixes():
-            raise InputError(f"output {out} has no image suffix ({', '.join(suffixes())})")
+            what = f"unsupported output format {out.suffix!r}" if out.suffix else "no file suffix to tell the format"
+            raise InputError(f"output {out}: {what} (use one of {', '.join(suffixes())})")
         if is_video_path(out) and args.format:
             raise InputError(f"--format names an image format; the video {out} is written as its name says")
         if (conflict := _format_conflict(args, out)) is not None:

@@ -265,6 +265,28 @@ def test_an_output_format_without_codec_fails_before_the_network(tmp_path, capsy
     assert not (tmp_path / "a.avif").exists()
 
 
+def test_inputs_in_formats_not_written_here_become_png(tmp_path, capsys):
+    """GIF, PPM and TGA inputs (read through Pillow, not written here) come out as PNG in a folder
+    and beside their inputs, as deblur() gives their bytes back; named as a single output, such a
+    format is a usage error that lists the formats written, before any work."""
+    from PIL import Image
+
+    model = load_model("fastdeblur-default")
+    a = np.random.default_rng(5).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    for name in ("x.ppm", "y.tga", "z.gif"):
+        Image.fromarray(a).save(tmp_path / name)
+    inputs = [str(tmp_path / n) for n in ("x.ppm", "y.tga", "z.gif")]
+    assert main([*inputs, "-o", str(tmp_path / "out"), "--model", "fastdeblur-default", "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.png", "y.png", "z.png"]
+    assert np.array_equal(read_image(tmp_path / "out" / "x.png"), deblur(a, model))
+    assert main([inputs[0], "--suffix", "_s", "--model", "fastdeblur-default", "-q"]) == 0
+    assert (tmp_path / "x_s.png").is_file()
+    for out, says in (("o.ppm", "unsupported output format '.ppm' (use one of .png, "),
+                      ("o", "no file suffix to tell the format (use one of .png, ")):
+        assert main([inputs[0], "-o", str(tmp_path / out)]) == 2
+        assert f"output {tmp_path / out}: {says}" in capsys.readouterr().err
+
+
 def test_several_inputs_need_a_folder(tmp_path, capsys):
     a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.png")
     assert main([str(a), str(b), "-o", str(tmp_path / "out.png"), "-q"]) == 2
