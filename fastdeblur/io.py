@@ -249,6 +249,10 @@ def read_image(src: str | os.PathLike | bytes | bytearray | memoryview) -> np.nd
     except Exception as e:  # decoders raise many types (OSError, ValueError, codec errors)
         if kind is None and "can not handle" in str(e):  # imageio: no plugin knows these bytes
             raise InputError(f"{name}: not a readable image (no image format starts with {data[:8]!r})") from e
+        if kind is not None:  # the header says what it is, so the rest is damaged, cut short or a variant not read here
+            fmt = _FORMAT_NAMES.get(kind, kind[1:].upper())
+            raise InputError(f"{name}: not a readable image: {fmt} data that its decoder refused "
+                             f"({_decoder_reason(e)}); the file may be damaged or incomplete") from e
         raise InputError(f"{name}: not a readable image ({type(e).__name__}: {e})") from e
     img = np.asarray(img)
     if img.ndim == 3 and img.shape[0] == 1 and img.shape[-1] not in (1, 2, 3, 4):
@@ -266,6 +270,18 @@ def _single_image(name: str, frames: int) -> None:
     if frames > 1:
         raise InputError(f"{name}: holds {frames} frames (an animation or a multi-page file); fastdeblur "
                          "reads single images: save the frame you want as its own file")
+
+
+_FORMAT_NAMES = {".jpg": "JPEG", ".tif": "TIFF", ".heic": "HEIF"}
+
+
+def _decoder_reason(e: BaseException) -> str:
+    """What the decoder said, under imageio's own wrappers ("An unknown error occurred while
+    initializing plugin `pillow`", "`pillow` can not handle the given uri")."""
+    while ("plugin" in str(e) or "can not handle" in str(e)) and (e.__cause__ or e.__context__) is not None:
+        e = e.__cause__ or e.__context__
+    text = str(e)
+    return "not a known variant of the format" if "<_io.BytesIO" in text or "bytes." in text else text
 
 
 def _read_pillow(data: bytes, name: str) -> np.ndarray:
