@@ -360,7 +360,12 @@ def _check_float_range(x, what: str) -> None:
         raise InputError(f"{what} contains NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise InputError(f"{what}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]")
+        hint = ""
+        if lo >= 0 and hi <= 65535 and bool((x == x.round()).all()):  # whole numbers: integer pixels held as floats
+            hint = ("; these look like 8-bit values: divide by 255, or pass them as uint8" if hi <= 255 else
+                    "; these look like integer pixel values: divide by their bit depth's maximum (65535 for 16-bit, "
+                    "4095 for 12-bit), or pass 16-bit data as uint16")
+        raise InputError(f"{what}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]{hint}")
 
 
 def _from_numpy(a: np.ndarray, restore: _Restore, what: str = "numpy image") -> torch.Tensor:

@@ -466,8 +466,19 @@ def test_nan_and_inf(net):
 
 
 def test_float_out_of_range(net):
-    with pytest.raises(InputError, match=r"must lie in \[0, 1\].*255"):
-        fastdeblur.deblur(np.full((16, 16, 3), 255.0), net)
+    """Out-of-range floats are named; whole numbers up to 255 / 65535 (integer pixels cast to
+    float, the usual cause) get the division that fixes them."""
+    with pytest.raises(InputError, match=r"must lie in \[0, 1\], got values in \[0, 255\]; these look like 8-bit "
+                                         r"values: divide by 255, or pass them as uint8"):
+        fastdeblur.deblur(np.arange(16 * 16 * 3).reshape(16, 16, 3).clip(0, 255).astype(np.float32), net)
+    with pytest.raises(InputError, match=r"got values in \[0, 4096\]; these look like integer pixel values: divide "
+                                         r"by their bit depth's maximum \(65535 for 16-bit, 4095 for 12-bit\), or "
+                                         r"pass 16-bit data as uint16"):
+        fastdeblur.deblur(torch.full((3, 16, 16), 4096.0).index_fill_(1, torch.tensor([0]), 0), net)
+    with pytest.raises(InputError, match=r"got values in \[0, 1\.5\]$"):  # not whole numbers: no guess
+        fastdeblur.deblur(np.linspace(0, 1.5, 16 * 16 * 3).reshape(16, 16, 3), net)
+    with pytest.raises(InputError, match=r"got values in \[-1, 1\]$"):  # [-1, 1], another convention: no guess
+        fastdeblur.deblur(np.full((16, 16, 3), -1.0).clip(-1, 1) * np.sign(np.arange(3) - 0.5), net)
 
 
 def test_empty_image(net):
