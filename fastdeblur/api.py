@@ -57,7 +57,8 @@ def _resolve_device(device: Any) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise InputError(f"device {device!r} is not a valid torch device") from e
+        hint = " (an NVIDIA GPU is 'cuda' or 'cuda:N')" if str(device).startswith(("gpu", "nvidia")) else ""
+        raise InputError(f"device {device!r} is not a valid torch device{hint}") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} asked for, but CUDA is not available on this machine")
     if dev.type == "meta":

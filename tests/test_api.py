@@ -587,7 +587,10 @@ def test_bad_options(net):
     with pytest.raises(InputError, match="at least 128"):
         fastdeblur.deblur(img, net, tile=64)
     with pytest.raises(InputError, match="not a valid torch device"):
-        fastdeblur.deblur(img, device="gpu9")
+        fastdeblur.deblur(img, device="tpu9")
+    for gpu in ("gpu", "GPU:0", "gpu9"):
+        with pytest.raises(InputError, match=r"not a valid torch device \(an NVIDIA GPU is 'cuda' or 'cuda:N'\)"):
+            fastdeblur.deblur(img, device=gpu)
     with pytest.raises(InputError, match="'meta' holds no pixels"):
         fastdeblur.deblur(img, net, device="meta")
     for same in ("cpu", "cpu:0", "CPU", torch.device("cpu")):  # where the model is: fine
