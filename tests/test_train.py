@@ -383,7 +383,7 @@ def test_export_and_load_through_load_model(tmp_path):
         fastdeblur.load_model(weights=bad, device="cpu")
 
 
-def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
+def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path, capsys):
     from fastdeblur.train.cli import main
 
     photos = gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"
@@ -393,6 +393,17 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path):
     assert main(args[:3] + ["3"] + args[4:]) == 0  # resumes at step 2, trains step 3
     st = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert st["step"] == 3 and st["config"]["notes"]["data"].startswith("synthetic")
+    # the run folder with another model's settings, or a damaged checkpoint: one line, nothing trained
+    for other, says in ((["--levels", "1,2"], "DMPHN(1-2-4), and this run asks for DMPHN(1-2)"),
+                        (["--arch", "stack"], "DMPHN(1-2-4), and this run asks for Stack(4)")):
+        assert main(args[:3] + ["4"] + args[4:] + other) == 1
+        assert f"last.pt is a checkpoint of {says}: give --out a new folder" in capsys.readouterr().err
+    good = (tmp_path / "run" / "last.pt").read_bytes()
+    (tmp_path / "run" / "last.pt").write_bytes(good[:1000])
+    assert main(args[:3] + ["4"] + args[4:]) == 1
+    assert "last.pt could not be read (" in capsys.readouterr().err
+    (tmp_path / "run" / "last.pt").write_bytes(good)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 3
     assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "w.safetensors")]) == 0
     assert (tmp_path / "w.safetensors").stat().st_size > 1e6
     assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "new" / "dir" / "w.safetensors")]) == 0

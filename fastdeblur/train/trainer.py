@@ -299,8 +299,27 @@ class Trainer:
         return path
 
     def load(self, path: str | Path) -> None:
-        st = torch.load(path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(st["model"])
+        """Resume from checkpoint `path`; a checkpoint of another architecture, or one that cannot
+        be read, is an InputError that names it (and what to do) instead of torch's key listing."""
+        try:
+            st = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as e:  # torch raises several types for damaged or foreign files
+            raise InputError(f"checkpoint {path} could not be read ({type(e).__name__}: {e}); move it away "
+                             "to start this run afresh") from e
+        theirs = st.get("config", {}) if isinstance(st, dict) else {}
+        mine = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.cfg).items()}
+        keys = ("arch", "stages") if self.cfg.arch == "stack" else ("arch", "levels")
+        if any(k in theirs and theirs[k] != mine[k] for k in keys):
+            def model(c):
+                return f"Stack({c.get('stages')})" if c.get("arch") == "stack" else \
+                    f"DMPHN({'-'.join(map(str, c.get('levels', ())))})"
+            raise InputError(f"{path} is a checkpoint of {model(theirs)}, and this run asks for {model(mine)}: "
+                             f"give --out a new folder, or resume with the run's own settings")
+        try:
+            self.model.load_state_dict(st["model"])
+        except (KeyError, RuntimeError) as e:
+            raise InputError(f"checkpoint {path} does not fit this run's model ({str(e).splitlines()[0]}); "
+                             "give --out a new folder") from e
         if self.ema is not None and st.get("ema") is not None:
             self.ema = st["ema"]
         self.opt.load_state_dict(st["opt"])
