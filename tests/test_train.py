@@ -391,6 +391,9 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path, capsys):
             "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "run")]
     assert main(args) == 0
     assert main(args[:3] + ["3"] + args[4:]) == 0  # resumes at step 2, trains step 3
+    assert "warning" not in capsys.readouterr().err
+    assert main(args[:3] + ["2"] + args[4:]) == 0  # already past: trains nothing, and says so
+    assert "was already at step 3, so --steps 2 trained nothing; raise --steps to go on" in capsys.readouterr().err
     st = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert st["step"] == 3 and st["config"]["notes"]["data"].startswith("synthetic")
     # the run folder with another model's settings, or a damaged checkpoint: one line, nothing trained

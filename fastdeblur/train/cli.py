@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                           loss=a.loss, fft_weight=a.fft_weight,
                           seed=a.seed, device=a.device, val_every=a.val_every, notes={"data": "+".join(names)})
         data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-        path = Trainer(cfg, data, val).run()
+        trainer = Trainer(cfg, data, val)
+        path = trainer.run()
+        if trainer.resumed_at >= cfg.steps:
+            print(f"fastdeblur-train: warning: {a.out} was already at step {trainer.resumed_at}, so --steps "
+                  f"{cfg.steps} trained nothing; raise --steps to go on", file=sys.stderr)
         print(f"fastdeblur-train: checkpoint {path}")
         return 0
     except TrainingInterrupted as e:  # Ctrl-C: the step in hand finished and saved

@@ -276,6 +276,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16 and self.device.type == "cuda")
         self.train_set, self.val_set = train_set, val_set
         self.step = 0
+        self.resumed_at = 0  # the step run() found in out_dir/last.pt
         self.out = Path(cfg.out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
 
@@ -371,6 +372,7 @@ class Trainer:
             fit_threads_to_cpu_quota()
         if self.step == 0 and (self.out / "last.pt").is_file():
             self.load(self.out / "last.pt")
+        self.resumed_at = self.step  # a run already at its steps trains nothing (the CLI says so)
         end = steps if steps is not None else cfg.steps
         if hasattr(self.train_set, "batch"):  # makes whole batches itself, on the device (SyntheticBatches)
             loader = (self.train_set.batch(s, cfg.batch) for s in range(self.step, end))
