@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from fastdeblur.errors import InputError
 from fastdeblur.io import write_image
 from fastdeblur.train.data import PairedImages, SyntheticPairs
 from fastdeblur.train.trainer import StepBatches, TrainConfig, Trainer
@@ -61,8 +62,6 @@ def test_synthetic_pairs(gopro_tree):
 
 
 def test_synthetic_photos_are_found_in_subfolders_and_bad_sources_named(gopro_tree):
-    from fastdeblur.errors import InputError
-
     train = gopro_tree / "GOPRO_Large" / "train"  # 12 images, all two levels down
     (train / "notes.txt").write_text("not a photo")
     (train / ".thumbs").mkdir()
@@ -79,13 +78,27 @@ def test_synthetic_photos_are_found_in_subfolders_and_bad_sources_named(gopro_tr
         PairedImages.from_folders(gopro_tree / "nowhere", train)
 
 
+def test_paired_folders_pair_by_name_then_by_stem(tmp_path):
+    """blur/a.png pairs with sharp/a.png, else with the one sharp file of stem a (a.jpg); what has
+    no twin is counted and one is named."""
+    rng = np.random.default_rng(0)
+    for name in ("blur/a.png", "blur/b.png", "blur/c.png", "sharp/a.png", "sharp/a.jpg", "sharp/b.jpg",
+                 "sharp/c.tif", "sharp/c.jpg"):
+        write_image(tmp_path / name, rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    with pytest.raises(InputError, match=r"1 of 3 blurry images in .*blur have no sharp twin of the same name in "
+                                         r".*sharp, e.g. .*sharp/c.png"):  # c.tif or c.jpg: not guessed
+        PairedImages.from_folders(tmp_path / "blur", tmp_path / "sharp", crop=32)
+    (tmp_path / "sharp" / "c.jpg").unlink()
+    pairs = PairedImages.from_folders(tmp_path / "blur", tmp_path / "sharp", crop=32).pairs
+    assert [(b.name, s.name) for b, s in pairs] == [("a.png", "a.png"), ("b.png", "b.jpg"), ("c.png", "c.tif")]
+
+
 def test_images_that_cannot_train_are_named_before_the_run(gopro_tree, tmp_path):
     """Photos or pairs smaller than the crop are left out with a warning (an error when none is
     left), pairs of two sizes are an error: all from the headers, before the first step, where
     before a photo smaller than the crop stopped the run with a traceback when it was drawn."""
     from PIL import Image
 
-    from fastdeblur.errors import InputError
     from fastdeblur.io import read_image
     from fastdeblur.train.data import SyntheticBatches, image_size
 
@@ -137,8 +150,6 @@ def test_every_kind_of_photo_trains_as_rgb(tmp_path, channels):
 
 
 def test_settings_a_run_cannot_use_are_named_at_once(tmp_path):
-    from fastdeblur.errors import InputError
-
     with pytest.raises(InputError, match=r"^steps must be at least 1, got 0; batch must be at least 1, got 0; "
                                          r"lr must be above 0, got -1.0; crop must be a multiple of 8, whose patch "
                                          r"grids split it evenly, got 30$"):

@@ -147,12 +147,23 @@ class PairedImages(Dataset):
 
     @classmethod
     def from_folders(cls, blur_dir: str | os.PathLike, sharp_dir: str | os.PathLike, **kw) -> PairedImages:
-        """`blur/` and `sharp/` folders with matching file names."""
+        """`blur/` and `sharp/` folders with matching file names; a sharp file of the same name in
+        another format (blur/a.png, sharp/a.jpg) pairs where it is the only one of that stem."""
         blur_dir, sharp_dir = Path(blur_dir), Path(sharp_dir)
-        pairs = [(p, sharp_dir / p.name) for p in _images_in(blur_dir)]
+        blurry = _images_in(blur_dir)
+        by_stem: dict[str, list[Path]] = {}
+        for p in _images_in(sharp_dir):
+            by_stem.setdefault(p.stem, []).append(p)
+
+        def twin(p: Path) -> Path:
+            same = sharp_dir / p.name
+            return same if same.is_file() or len(by_stem.get(p.stem, ())) != 1 else by_stem[p.stem][0]
+
+        pairs = [(p, twin(p)) for p in blurry]
         missing = [str(s) for _, s in pairs if not s.is_file()]
         if missing:
-            raise InputError(f"{len(missing)} blurry images have no sharp twin, e.g. {missing[0]}")
+            raise InputError(f"{len(missing)} of {len(pairs)} blurry images in {blur_dir} have no sharp twin of the "
+                             f"same name in {sharp_dir}, e.g. {missing[0]}")
         return cls(pairs, **kw)
 
     @classmethod
