@@ -91,6 +91,11 @@ def test_paired_folders_pair_by_name_then_by_stem(tmp_path):
     (tmp_path / "sharp" / "c.jpg").unlink()
     pairs = PairedImages.from_folders(tmp_path / "blur", tmp_path / "sharp", crop=32).pairs
     assert [(b.name, s.name) for b, s in pairs] == [("a.png", "a.png"), ("b.png", "b.jpg"), ("c.png", "c.tif")]
+    for name in ("S1/blur/1.png", "S1/sharp/1.png", "S1/blur/2.png", "S2/blur/1.png"):  # GoPro's layout
+        write_image(tmp_path / "GOPRO_Large" / "train" / name, rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    with pytest.raises(InputError, match=r"2 of 3 blurry images of .*train have no sharp twin of the same name in "
+                                         r"their sequence's sharp/, e.g. .*S1/sharp/2.png"):
+        PairedImages.from_gopro(tmp_path, crop=32)
 
 
 def test_images_that_cannot_train_are_named_before_the_run(gopro_tree, tmp_path):

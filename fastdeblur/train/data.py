@@ -62,6 +62,13 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_path(p))
 
 
+def _check_twins(pairs: list[tuple[Path, Path]], blur_where: str, sharp_where: str) -> None:
+    missing = [str(s) for _, s in pairs if not s.is_file()]
+    if missing:
+        raise InputError(f"{len(missing)} of {len(pairs)} blurry images {blur_where} have no sharp twin of the same "
+                         f"name {sharp_where}, e.g. {missing[0]}")
+
+
 def _sharp_photos(sources: Sequence[str | os.PathLike]) -> list[Path]:
     """The image files of `sources` (files, and folders searched with their subfolders, hidden ones
     left out as the command's -r does)."""
@@ -160,10 +167,7 @@ class PairedImages(Dataset):
             return same if same.is_file() or len(by_stem.get(p.stem, ())) != 1 else by_stem[p.stem][0]
 
         pairs = [(p, twin(p)) for p in blurry]
-        missing = [str(s) for _, s in pairs if not s.is_file()]
-        if missing:
-            raise InputError(f"{len(missing)} of {len(pairs)} blurry images in {blur_dir} have no sharp twin of the "
-                             f"same name in {sharp_dir}, e.g. {missing[0]}")
+        _check_twins(pairs, f"in {blur_dir}", f"in {sharp_dir}")
         return cls(pairs, **kw)
 
     @classmethod
@@ -176,6 +180,7 @@ class PairedImages(Dataset):
         pairs = []
         for seq in sorted(p for p in base.iterdir() if p.is_dir()):
             pairs += [(p, seq / "sharp" / p.name) for p in _images_in(seq / blur_kind)]
+        _check_twins(pairs, f"of {base}", "in their sequence's sharp/")
         return cls(pairs, **kw)
 
     @classmethod
