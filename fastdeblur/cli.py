@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import sys
 import warnings
@@ -364,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.crf is not None and args.crf < 0:
         print("fastdeblur: error: --crf must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
-    if (args.start is not None and not args.start >= 0) or (args.end is not None and not args.end > (args.start or 0)):
+    if (args.start is not None and not 0 <= args.start < math.inf) or (
+            args.end is not None and not (args.start or 0) < args.end < math.inf):
         print("fastdeblur: error: --start must be 0 or more and --end after it (seconds)", file=sys.stderr)
         return EXIT_USAGE
     if args.format and (why := cannot_write("." + args.format)) is not None:

@@ -160,7 +160,9 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
                 ahead = list(_through_first_frame(items))
                 if ahead[-1][0] != "video":
                     part = f"from {start or 0:g} s to " + ("the end" if end is None else f"{end:g} s")
-                    raise InputError(f"{src}: no frames {part}" if trim else f"{src}: its video stream holds no frames")
+                    long = f" (the video is {inp.duration / 1e6:.2f} s long)" if inp.duration else ""
+                    raise InputError(f"{src}: no frames {part}{long}" if trim else
+                                     f"{src}: its video stream holds no frames")
                 enc = _Encoder(av, out, vin, sound, codec, pix_fmt, crf, ahead[-1][2])
                 if metadata:
                     _copy_tags(inp, out, [(vin, enc.stream)] + [(a, enc.tracks[a.index].stream) for a in sound])
