@@ -277,12 +277,18 @@ def _checked_files(entry: ModelWeights, base: Path, *, installed: bool) -> dict[
 
 
 def download_file(url: str, dest: Path, sha256: str, *, progress: bool | None = None) -> Path:
-    """Download `url` to `dest` if its sha256 matches; a temp file plus rename, never a partial file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Download `url` to `dest` if its sha256 matches; a temp file plus rename, never a partial file.
+    A cache folder that cannot be written is a WeightsError that says so (before any download)."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = private_temp_path(dest)
+    except OSError as e:
+        raise WeightsError(f"the weights cache {dest.parent} cannot be written ({e.strerror or e}): set "
+                           "FASTDEBLUR_HOME to a writable folder (the cache is FASTDEBLUR_HOME/checkpoints), "
+                           "or pass weights=<directory holding the files> (CLI: --weights DIR)") from e
     if progress is None:
         progress = sys.stderr.isatty()
     h = hashlib.sha256()
-    tmp = private_temp_path(dest)
     try:
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None

@@ -161,6 +161,18 @@ def test_unreachable_server_is_a_clear_error(fresh_home, monkeypatch):
         resolve_files(MODEL)
 
 
+def test_a_cache_that_cannot_be_written_names_fastdeblur_home(tmp_path, monkeypatch, mirror):
+    """FASTDEBLUR_HOME naming a file (or a folder the cache cannot be made in) is said as such, not
+    as a failed download whose fix is to connect to the network."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("FASTDEBLUR_HOME", str(tmp_path / "file"))
+    monkeypatch.setenv("FASTDEBLUR_OFFICIAL_URL", mirror.as_uri())
+    with pytest.raises(WeightsError, match=r"^the weights cache .*file/checkpoints/DMPHN_1_2_4 cannot be written "
+                                           r"\(Not a directory\): set FASTDEBLUR_HOME to a writable folder") as e:
+        resolve_files(MODEL)
+    assert "connect to the network" not in str(e.value)
+
+
 def test_explicit_directory_is_verified(mirror, data_dir):
     files = resolve_files(MODEL, mirror / "checkpoints")  # a parent of the authors' folder works too
     assert len(files) == 6
