@@ -106,6 +106,13 @@ def fresh_model(cfg: TrainConfig) -> nn.Module:
     return identity_init(model) if cfg.start == "identity" else model
 
 
+def _model_name(config: dict) -> str:
+    """DMPHN(1-2-4) or Stack(4), from a checkpoint's "config"."""
+    if config.get("arch") == "stack":
+        return f"Stack({config.get('stages')})"
+    return f"DMPHN({'-'.join(map(str, config.get('levels', ())))})"
+
+
 class StepBatches(Dataset):
     """Item s is the batch of training step s: deterministic in (seed, s)."""
 
@@ -311,11 +318,8 @@ class Trainer:
         mine = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.cfg).items()}
         keys = ("arch", "stages") if self.cfg.arch == "stack" else ("arch", "levels")
         if any(k in theirs and theirs[k] != mine[k] for k in keys):
-            def model(c):
-                return f"Stack({c.get('stages')})" if c.get("arch") == "stack" else \
-                    f"DMPHN({'-'.join(map(str, c.get('levels', ())))})"
-            raise InputError(f"{path} is a checkpoint of {model(theirs)}, and this run asks for {model(mine)}: "
-                             f"give --out a new folder, or resume with the run's own settings")
+            raise InputError(f"{path} is a checkpoint of {_model_name(theirs)}, and this run asks for "
+                             f"{_model_name(mine)}: give --out a new folder, or resume with the run's own settings")
         try:
             self.model.load_state_dict(st["model"])
         except (KeyError, RuntimeError) as e:
