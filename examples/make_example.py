@@ -3,7 +3,8 @@
 Source: scikit-image's `astronaut` (NASA, public domain). The shake kernel is a random camera
 trajectory (a walk with inertia, as in Boracchi & Foi 2012) rasterised with sub-pixel splatting;
 the blur is applied in linear light, then mild sensor noise, then 8-bit sRGB. Deterministic:
-rerunning it reproduces the committed files.  Usage: python examples/make_example.py
+rerunning it reproduces the committed files' pixels (checked; their PNG bytes may differ with the
+compression settings).  Usage: python examples/make_example.py (rewrites examples/*.png)
 """
 
 from pathlib import Path
