@@ -238,7 +238,14 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
             files.append((inp, Path(inp.name)))
         else:
             errors.append(missing_path(inp, "file or folder"))
-    return files, errors, ignored
+    # a file named twice (a.png a.png, or a.png and its folder: overlapping shell globs) runs once
+    seen: set[tuple[Path, Path]] = set()
+    unique: list[tuple[Path, Path]] = []
+    for src, rel in files:
+        if (src.resolve(), rel) not in seen:
+            seen.add((src.resolve(), rel))
+            unique.append((src, rel))
+    return unique, errors, ignored
 
 
 def _readable() -> tuple[str, ...]:

@@ -287,6 +287,20 @@ def test_inputs_in_formats_not_written_here_become_png(tmp_path, capsys):
         assert f"output {tmp_path / out}: {says}" in capsys.readouterr().err
 
 
+def test_a_file_named_twice_runs_once(tmp_path, capsys):
+    """a.png a.png, or a.png and its folder (overlapping globs): one output, no "already written
+    from another input" error; two names of one file (a link) stay two outputs."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    a = _img(folder / "a.png")
+    (folder / "link.png").symlink_to(a)
+    args = ["--model", "fastdeblur-default"]
+    assert main([str(a), str(a), "-o", str(tmp_path / "out") + "/", *args]) == 0
+    assert main([str(a), str(folder), "-o", str(tmp_path / "out2"), *args]) == 0
+    assert "fastdeblur: 2 written, 0 skipped, 0 failed" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["a.png", "link.png"]
+
+
 def test_several_inputs_need_a_folder(tmp_path, capsys):
     a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.png")
     assert main([str(a), str(b), "-o", str(tmp_path / "out.png"), "-q"]) == 2
