@@ -191,3 +191,18 @@ def test_recipe_checks_its_data_before_training(tmp_path, capsys):
             recipe.main(["--minutes", "0.1", "--data", str(data), "--out", str(tmp_path / "run"), "--device", "cpu"])
         assert e.value.code == 2 and f"no folder {data / sub}: --data" in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
+    for minutes in ("0", "-1", "inf"):
+        with pytest.raises(SystemExit) as e:
+            recipe.main(["--minutes", minutes, "--data", str(data), "--out", str(tmp_path / "run")])
+        assert e.value.code == 2 and "--minutes must be a time above 0" in capsys.readouterr().err
+
+
+def test_recipe_names_settings_it_cannot_train_with(tmp_path, capsys):
+    from fastdeblur.train import recipe
+
+    data = _tiny_data(tmp_path / "data")
+    assert recipe.main(["--minutes", "0.1", "--data", str(data), "--out", str(tmp_path / "run"), "--device", "cpu",
+                        "--init", "none", "--warmup", "-5", "--fft-weight", "-1"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("python -m fastdeblur.train.recipe: error: warmup must be 0 or more, got -5; fft_weight must be "
+                   "0 (off) or more, got -1.0\n")

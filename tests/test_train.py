@@ -161,6 +161,13 @@ def test_settings_a_run_cannot_use_are_named_at_once(tmp_path):
         Trainer(TrainConfig(out_dir=str(tmp_path), steps=0, batch=0, lr=-1.0, crop=30, device="cpu"), None)
     with pytest.raises(InputError, match=r"^workers must be 0 or more, got -1; val_every must be at least 1, got 0$"):
         Trainer(TrainConfig(out_dir=str(tmp_path), workers=-1, val_every=0, device="cpu"), None)
+    with pytest.raises(InputError, match=r"^warmup must be 0 or more, got -5; min_lr_ratio must be from 0 to 1, got "
+                                         r"2; ema must be from 0 \(off\) to below 1, got 1; clip must be 0 \(off\) "
+                                         r"or more, got -1; loss must be one of mse, l1, charbonnier, got 'L2'; "
+                                         r"fft_weight must be 0 \(off\) or more, got -1; max_seconds must be 0 or "
+                                         r"more \(or None\), got -1$"):
+        Trainer(TrainConfig(out_dir=str(tmp_path), warmup=-5, min_lr_ratio=2, ema=1, clip=-1, loss="L2",
+                            fft_weight=-1, max_seconds=-1, device="cpu"), None)
     with pytest.raises(InputError, match="crop must be a multiple of 16"):  # 1-2-4-8 splits heights in 8
         Trainer(TrainConfig(out_dir=str(tmp_path), levels=(1, 2, 4, 8), crop=40, device="cpu"), None)
     with pytest.raises(InputError, match="device 'nonsense' is not a valid torch device"):
@@ -427,6 +434,10 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path, capsys):
     assert (tmp_path / "w.safetensors").stat().st_size > 1e6
     assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "new" / "dir" / "w.safetensors")]) == 0
     assert main(["--steps", "1"]) == 2
+    assert "give --gopro, --folders or --synthetic" in capsys.readouterr().err
+    assert main([*args, "--fft-weight", "-1", "--lr", "0"]) == 1  # one line naming both, not a traceback
+    assert capsys.readouterr().err == ("fastdeblur-train: error: lr must be above 0, got 0.0; fft_weight must be "
+                                       "0 (off) or more, got -1.0\n")
     assert main(["--gopro", str(photos), "--set", "object_prob=1"]) == 2  # --set is for --synthetic
     # what is not a training checkpoint is named, without a traceback
     (tmp_path / "text.pt").write_text("hello")

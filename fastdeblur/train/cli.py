@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import InputError, WeightsError
 from .blur import BlurConfig, add_settings_option
-from .trainer import LOSSES, TrainingInterrupted
+from .trainer import LOSSES, TrainingInterrupted, check_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.val_folders and a.val_gopro:
             print("fastdeblur-train: error: give --val-folders or --val-gopro, not both", file=sys.stderr)
             return 2
+        cfg = TrainConfig(out_dir=a.out, arch=a.arch, start=a.start, levels=tuple(int(x) for x in a.levels.split(",")),
+                          steps=a.steps, batch=a.batch, crop=a.crop, lr=a.lr, amp=a.amp, workers=a.workers,
+                          loss=a.loss, fft_weight=a.fft_weight, seed=a.seed, device=a.device, val_every=a.val_every)
+        check_settings(cfg, None)  # before the photos are read
         parts, names = [], []
         with warnings.catch_warnings(record=True) as said:  # photos or pairs left out: a line each
             warnings.simplefilter("always", RuntimeWarning)
@@ -164,10 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 for w in said:
                     print(f"fastdeblur-train: warning: {w.message}", file=sys.stderr)
-        cfg = TrainConfig(out_dir=a.out, arch=a.arch, start=a.start, levels=tuple(int(x) for x in a.levels.split(",")),
-                          steps=a.steps, batch=a.batch, crop=a.crop, lr=a.lr, amp=a.amp, workers=a.workers,
-                          loss=a.loss, fft_weight=a.fft_weight,
-                          seed=a.seed, device=a.device, val_every=a.val_every, notes={"data": "+".join(names)})
+        cfg.notes = {"data": "+".join(names)}
         data = parts[0] if len(parts) == 1 else ConcatDataset(parts)
         trainer = Trainer(cfg, data, val)
         path = trainer.run()

@@ -32,7 +32,7 @@ from ..metrics import psnr, ssim
 from .blur import BlurConfig, add_settings_option
 from .data import SyntheticBatches, SyntheticPairs
 from .export import export_weights
-from .trainer import LOSSES, TrainConfig, Trainer, TrainingInterrupted, build_model, train_device
+from .trainer import LOSSES, TrainConfig, Trainer, TrainingInterrupted, build_model, check_settings, train_device
 
 PHOTO_SETS = ("urban100", "sunhays80", "bsd100")  # under DATA/sharp_photos: what the default model learns from
 DEFAULT_DATA = Path(os.environ.get("FASTDEBLUR_DATA") or "../shared/data")  # empty: unset
@@ -119,6 +119,8 @@ def _main(argv: list[str] | None) -> int:
     add_settings_option(p, help="a synthetic-blur setting (BlurConfig field), e.g. length_log=1 (repeatable; "
                                "recorded in the export's header)")
     a = p.parse_args(argv)
+    if not 0 < a.minutes < float("inf"):
+        p.error(f"--minutes must be a time above 0, got {a.minutes:g}")
     photos = photo_dirs(a.data)
     # checked before training, so an hour's run never ends in a traceback at its evaluation
     pairs = [a.data / "gopro_pairs" / k for k in ("blur", "sharp")]
@@ -140,6 +142,7 @@ def _main(argv: list[str] | None) -> int:
                       workers=2, val_every=10**9, ckpt_every=250 if not auto else 10**9, device=a.device,
                       seed=prior if a.seed is None else a.seed, max_seconds=a.minutes * 60,
                       notes={"data": "synthetic blur of " + "+".join(PHOTO_SETS)})
+    check_settings(cfg, init)  # before the photos are read
     model = None
     if init is not None and not (a.out / "last.pt").is_file():
         model = init.float().train().requires_grad_(True)

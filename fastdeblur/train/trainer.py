@@ -228,13 +228,18 @@ def _ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _check_settings(cfg: TrainConfig, model: nn.Module | None) -> None:
+def check_settings(cfg: TrainConfig, model: nn.Module | None) -> None:
     """Every setting the run cannot start or finish with, named at once (InputError), instead of
     a traceback from the optimizer, the data loader or the first forward."""
     rules = (("steps", "at least 1", cfg.steps >= 1), ("batch", "at least 1", cfg.batch >= 1),
-             ("lr", "above 0", cfg.lr > 0), ("workers", "0 or more", cfg.workers >= 0),
+             ("lr", "above 0", cfg.lr > 0), ("warmup", "0 or more", cfg.warmup >= 0),
+             ("min_lr_ratio", "from 0 to 1", 0 <= cfg.min_lr_ratio <= 1), ("workers", "0 or more", cfg.workers >= 0),
              ("val_every", "at least 1", cfg.val_every >= 1), ("ckpt_every", "at least 1", cfg.ckpt_every >= 1),
-             ("log_every", "at least 1", cfg.log_every >= 1))
+             ("log_every", "at least 1", cfg.log_every >= 1), ("ema", "from 0 (off) to below 1", 0 <= cfg.ema < 1),
+             ("clip", "0 (off) or more", cfg.clip >= 0),
+             ("loss", f"one of {', '.join(LOSSES)}", cfg.loss in LOSSES),
+             ("fft_weight", "0 (off) or more", cfg.fft_weight >= 0),
+             ("max_seconds", "0 or more (or None)", cfg.max_seconds is None or cfg.max_seconds >= 0))
     wrong = [f"{name} must be {rule}, got {getattr(cfg, name)!r}" for name, rule, ok in rules if not ok]
     levels = model.levels if model is not None else cfg.levels if cfg.arch == "dmphn" else StackDMPHN.levels
     multiple = math.lcm(*size_multiple(levels))  # square crops, split evenly into every level's patches
@@ -250,10 +255,7 @@ class Trainer:
         import os
 
         self.cfg = cfg
-        if cfg.loss not in LOSSES or cfg.fft_weight < 0:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)} with fft_weight >= 0, "
-                             f"got {cfg.loss!r}, {cfg.fft_weight}")
-        _check_settings(cfg, model)  # before fresh_model draws from the seeded generator
+        check_settings(cfg, model)  # before fresh_model draws from the seeded generator
         self.rank, self.world = _distributed()
         if self.world > 1 and cfg.batch % self.world:
             raise ValueError(f"batch ({cfg.batch}) must be a multiple of the number of processes ({self.world})")
