@@ -514,6 +514,11 @@ def test_train_command_makes_pairs(tmp_path, capsys):
     assert len(list((tmp_path / "pairs" / "train" / "x" / "sharp").iterdir())) == 3
     assert main(["--make-pairs", str(tmp_path / "clips")]) == 2
     assert "needs --pairs-out" in capsys.readouterr().err
+    bad = ["--pair-frames", "5,3", "--pair-every", "0"]  # named by their flags, before any clip is read
+    assert main(["--make-pairs", str(tmp_path / "clips"), "--pairs-out", str(tmp_path / "bad"), *bad]) == 2
+    assert capsys.readouterr().err == ("fastdeblur-train: error: --pair-frames takes LO,HI with 3 <= LO <= HI, got "
+                                       "'5,3'; --pair-every must be 1 or more, got 0\n")
+    assert not (tmp_path / "bad").exists()
     make_video(tmp_path / "clips" / "short.mkv", rate=240, frames=4, sound=None)
     assert main(["--make-pairs", str(tmp_path / "clips"), "--pairs-out", str(tmp_path / "more")]) == 0
     assert "fastdeblur-train: warning: " in (err := capsys.readouterr().err) and "short.mkv: too short" in err

@@ -80,7 +80,11 @@ def _make_pairs(a) -> int:
     try:
         lo, hi = (int(x) for x in a.pair_frames.split(","))
     except ValueError:
-        print(f"fastdeblur-train: error: --pair-frames takes LO,HI, got {a.pair_frames!r}", file=sys.stderr)
+        lo = hi = 0
+    wrong = [f"--pair-frames takes LO,HI with 3 <= LO <= HI, got {a.pair_frames!r}"] if not 3 <= lo <= hi else []
+    wrong += [f"--pair-every must be 1 or more, got {a.pair_every}"] if a.pair_every < 1 else []
+    if wrong:  # said before any clip is opened, as usage errors
+        print(f"fastdeblur-train: error: {'; '.join(wrong)}", file=sys.stderr)
         return 2
     with tqdm(unit="pair", file=sys.stderr) as bar:
         def progress(clip: Path, n: int) -> None:
