@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -674,16 +675,28 @@ def test_blur_settings_are_checked():
     """--set NAME=VALUE of train.probe and train.recipe."""
     import argparse
 
-    from fastdeblur.train.blur import parse_setting
+    from fastdeblur.train.blur import BlurConfig, parse_setting
 
     assert parse_setting("linear_prob=0") == ("linear_prob", 0.0)
     assert parse_setting("noise_sigma=0,0.001") == ("noise_sigma", (0.0, 0.001))
     assert parse_setting("steps=16") == ("steps", 16)
     assert parse_setting("length_log=1") == ("length_log", True)
     assert parse_setting("length_log=False") == ("length_log", False)  # not bool("False")
-    for bad in ("nosuch=1", "steps", "steps=x", "noise_sigma=1", "length_log=2"):
+    for bad in ("nosuch=1", "steps", "steps=x", "length_log=2"):
         with pytest.raises(argparse.ArgumentTypeError, match="--set"):
             parse_setting(bad)
+    # values a draw cannot use are named when parsed, not trained on (they were, silently)
+    for bad, says in (("noise_sigma=1", "noise_sigma takes 2 values, LO,HI"),
+                      ("object_prob=2", "object_prob is a chance from 0 to 1, got 2.0"),
+                      ("length=24,3", "length is a range LO,HI with 0 <= LO <= HI, got 24,3"),
+                      ("length=-3,5", "length is a range LO,HI with 0 <= LO <= HI, got -3,5"),
+                      ("jpeg_quality=50,101", "jpeg_quality is a range LO,HI with 1 <= LO <= HI, up to 100"),
+                      ("steps=0", "steps must be 1 or more, got 0"), ("jerk=-1", "jerk must be 0 or more")):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"--set {bad!r}: ") + ".*" + re.escape(says)):
+            parse_setting(bad)
+    with pytest.raises(InputError, match=r"^blur settings: jpeg_prob is a chance from 0 to 1, got -1; shot_noise is a "
+                                         r"range LO,HI with 0 <= LO <= HI, got 0.1,0$"):
+        BlurConfig(jpeg_prob=-1, shot_noise=(0.1, 0.0))
 
 
 def test_validation_logs_psnr_and_ssim_and_saves_strips(gopro_tree, tmp_path):

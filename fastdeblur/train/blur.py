@@ -68,6 +68,25 @@ class BlurConfig:
     object_prob: float = 0.0
     object_radius: tuple[float, float] = (0.08, 0.3)
 
+    def __post_init__(self) -> None:
+        """Every field a draw cannot use, named at once (InputError): a chance outside [0, 1], a
+        range whose low end is above its high end, a negative length, ..."""
+        wrong = []
+        for name in ("saturation_prob", "linear_prob", "jpeg_prob", "still_prob", "object_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                wrong.append(f"{name} is a chance from 0 to 1, got {getattr(self, name)}")
+        for name, low in (("length", 0), ("noise_sigma", 0), ("shot_noise", 0), ("jpeg_quality", 1),
+                          ("object_radius", 0)):
+            lo, hi = getattr(self, name)
+            if not low <= lo <= hi or (name == "jpeg_quality" and hi > 100):
+                top = ", up to 100" if name == "jpeg_quality" else ""
+                wrong.append(f"{name} is a range LO,HI with {low} <= LO <= HI{top}, got {lo:g},{hi:g}")
+        for name, low in (("max_rotation_deg", 0), ("jerk", 0), ("steps", 1)):
+            if not getattr(self, name) >= low:
+                wrong.append(f"{name} must be {low} or more, got {getattr(self, name)}")
+        if wrong:
+            raise InputError("blur settings: " + "; ".join(wrong))
+
 
 def parse_setting(text: str) -> tuple[str, object]:
     """"name=value" for a BlurConfig field, as the command lines' --set takes it: a tuple field
@@ -87,9 +106,13 @@ def parse_setting(text: str) -> tuple[str, object]:
                 raise ValueError(f"{value!r} is not 1/0, true/false or yes/no")
             parsed: object = flags[value.lower()]
         elif isinstance(default, tuple):
-            parsed = tuple(type(d)(v) for d, v in zip(default, value.split(","), strict=True))
+            parts = value.split(",")
+            if len(parts) != len(default):
+                raise ValueError(f"{name} takes {len(default)} values, LO,HI")
+            parsed = tuple(type(d)(v) for d, v in zip(default, parts, strict=True))
         else:
             parsed = type(default)(value)
+        BlurConfig(**{name: parsed})  # the field's own checks (InputError is a ValueError)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--set {text!r}: {e}") from None
     return name, parsed
