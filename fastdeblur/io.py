@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -297,6 +298,29 @@ def _read_pillow(data: bytes, name: str) -> np.ndarray:
         return f.read(index=0, mode=as_mode, rotate=True)
 
 
+class _QuietTifffile:
+    """tifffile logs what it finds wrong in a damaged file ("<tifffile.TiffPage 0 @8> incorrect
+    StripByteCounts count") through the `logging` module, which prints it to stderr beside the
+    error the file gets here. While this thread reads a TIFF, its records are dropped; other
+    threads' (a program's own tifffile use) pass as before."""
+
+    _local = threading.local()
+    _installed: list[bool] = []
+
+    def __enter__(self):
+        if not self._installed:  # once per process: a filter on tifffile's logger
+            import logging
+
+            logging.getLogger("tifffile").addFilter(lambda record: not getattr(self._local, "quiet", False))
+            self._installed.append(True)
+        self._local.quiet = True
+        return self
+
+    def __exit__(self, *exc):
+        self._local.quiet = False
+        return False
+
+
 def _read_tiff(data: bytes, name: str) -> np.ndarray:
     """Gray and RGB TIFFs (8 or 16 bit) through tifffile, turned upright as their orientation
     tag says; other photometric interpretations (CMYK, YCbCr, palette, white-is-zero) through
@@ -305,7 +329,7 @@ def _read_tiff(data: bytes, name: str) -> np.ndarray:
 
     import tifffile
 
-    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+    with _QuietTifffile(), tifffile.TiffFile(io.BytesIO(data)) as tif:
         series = tif.series[0]
         _single_image(name, len(series.pages))
         page = tif.pages[0]

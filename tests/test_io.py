@@ -1,6 +1,8 @@
 """Image files: formats, bit depths, EXIF orientation, broken files, atomic writes."""
 
+import contextlib
 import functools
+import io
 import re
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 from PIL import Image
 
 from fastdeblur import InputError
-from fastdeblur.io import read_image, write_image
+from fastdeblur.io import encode_image, read_image, write_image
 
 
 @pytest.mark.parametrize("suffix,channels", [(s, c) for s in (".png", ".tif", ".bmp") for c in (None, 1, 2, 3, 4)
@@ -101,6 +103,26 @@ def test_truncated_file(tmp_path, suffix, says, keep):
                                          r"\(.+\); the file may be damaged or incomplete") as e:
         read_image(path)
     assert "plugin" not in str(e.value) and "uri" not in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore:Tag data larger than file")  # Pillow's, trying the same file after tifffile
+def test_a_damaged_tiff_is_one_error_without_tifffiles_log(caplog):
+    """tifffile logs what it finds wrong ("<TiffTag.fromfile> raised TiffFileError(...)"), which
+    printed a raw line to stderr before the file's error; while fastdeblur reads, it is dropped,
+    and tifffile's other users keep their records."""
+    import logging
+
+    import tifffile
+
+    data = bytearray(encode_image(np.zeros((37, 53, 3), np.uint8), ".tif"))
+    data[63] = 102  # the PhotometricInterpretation tag's count: its value now lies past the file's end
+    with caplog.at_level(logging.DEBUG), pytest.raises(InputError, match="TIFF data that its decoder refused"):
+        read_image(bytes(data))
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]
+    with caplog.at_level(logging.DEBUG), contextlib.suppress(Exception), \
+            tifffile.TiffFile(io.BytesIO(bytes(data))) as tif:
+        tif.pages[0].asarray()
+    assert [r for r in caplog.records if r.name.startswith("tifffile")]  # outside a read: as before
 
 
 def test_non_image_file(tmp_path):
