@@ -535,6 +535,15 @@ def _stream(args) -> int:
 
 
 def _run(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
+    """_run_jobs, with Pillow's warnings about damaged files ("Tag data larger than file. Skipping
+    tag 257", "Corrupt EXIF data") left out: each file gets one line here, the error it fails with
+    or nothing, and those warnings printed two raw lines each beside it."""
+    with warnings.catch_warnings():  # entered and left on this thread; the readers see its filter
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\.|$)")
+        return _run_jobs(args, jobs, failed)
+
+
+def _run_jobs(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     from tqdm import tqdm
 
     from .io import read_image, read_metadata, write_image

@@ -388,6 +388,27 @@ def test_python_dash_m_and_console_script(tmp_path):
     assert read_image(tmp_path / "o.png").shape == (24, 32, 3)
 
 
+def test_damaged_files_are_one_line_each_as_a_user_sees_them(tmp_path):
+    """A folder with damaged TIFFs, run as a process: each gets one "fastdeblur: error" line and
+    nothing else reaches stderr (Pillow's "Tag data larger than file" warnings and tifffile's
+    log records printed raw lines beside them)."""
+    from fastdeblur.io import encode_image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = bytearray(encode_image(np.zeros((37, 53, 3), np.uint8), ".tif"))
+    for i, at in enumerate((63, 64)):  # the PhotometricInterpretation tag's count: its value lies past the end
+        bad = bytearray(good)
+        bad[at] = 102
+        (folder / f"bad{i}.tif").write_bytes(bytes(bad))
+    _img(folder / "ok.png")
+    r = subprocess.run([sys.executable, "-m", "fastdeblur", str(folder), "-o", str(tmp_path / "out"), "-q",
+                        "--model", "fastdeblur-default"], capture_output=True, text=True, timeout=300)
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1 and all(line.startswith("fastdeblur: ") for line in lines), r.stderr
+    assert sum("bad" in line and "not a readable image" in line for line in lines) == 2
+
+
 def test_missing_weights_fail_cleanly(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASTDEBLUR_HOME", str(tmp_path / "empty_home"))
     monkeypatch.setenv("FASTDEBLUR_OFFLINE", "1")
