@@ -152,7 +152,8 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
             with out:
                 codec, pix_fmt = _video_encoder(av, out, vin.codec_context, fmt)
                 decode = {a.index for a in sound if not _copies(out, a)}
-                items = _decoded(inp, vin, sound, _bits(av, pix_fmt), decode)
+                damaged = [0]  # packets the decoders refused (counted on the decode thread)
+                items = _decoded(inp, vin, sound, _bits(av, pix_fmt), decode, damaged)
                 if trim:
                     items = _trimmed(items, t0, t1)
                 # The first frame's rotation and colour tags go into the header, which the first
@@ -174,6 +175,11 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
             raise InputError(f"{src}: {e}") from e
         finally:
             tmp.unlink(missing_ok=True)
+    if damaged[0]:
+        n = damaged[0]
+        warnings.warn(f"{src}: {n} damaged packet{'s' * (n != 1)} left out (the decoder refused "
+                      f"{'them' if n != 1 else 'it'}); the output lacks their frames or sound", RuntimeWarning,
+                      stacklevel=2)
     # Cut short: the frames read end well before the stream's announced duration (times, not frame
     # counts: some files count the ticks of a fine clock, e.g. an AVI at "600 fps" with gaps)
     announced = _stream_seconds(vin)
@@ -182,7 +188,8 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
         read = enc.span + step
         if read < announced - max(2 * step, 0.01 * announced):
             warnings.warn(f"{src}: frames for {read:.2f} s of the {announced:.2f} s its header announces could be "
-                          f"read ({frames} frames); the file may be cut short", RuntimeWarning, stacklevel=2)
+                          f"read ({frames} frame{'s' * (frames != 1)}); the file may be cut short", RuntimeWarning,
+                          stacklevel=2)
     return VideoResult(dst, frames, vin.codec_context.width, vin.codec_context.height, codec, enc.audio, total)
 
 
@@ -201,12 +208,18 @@ def open_video(av, path: Path):
     """(container, its first video stream), decoded with frame and slice threads; an InputError
     names a file that is not a video or holds no video stream."""
     try:
-        inp = av.open(str(path))
-    except (av.FFmpegError, OSError) as e:
+        # tags that are not UTF-8 (older cameras write Latin-1 titles) are read with replacement
+        # characters rather than refusing the video: PyAV's default raised UnicodeDecodeError
+        inp = av.open(str(path), metadata_errors="replace")
+    except (av.FFmpegError, OSError, ValueError) as e:
         raise InputError(f"{path}: cannot be read as a video: {e}") from e
     if not inp.streams.video:
         inp.close()
         raise InputError(f"{path}: holds no video stream")
+    if inp.streams.video[0].codec_context is None:  # a codec id FFmpeg lacks, or a damaged header
+        inp.close()
+        raise InputError(f"{path}: its video stream's codec cannot be decoded here (not one this FFmpeg knows, "
+                         "or the file's header is damaged)")
     demuxer, codec = inp.format.name, inp.streams.video[0].codec_context.name
     if demuxer == "image2" or demuxer.endswith("_pipe"):  # FFmpeg's still-image readers: png_pipe, ...
         inp.close()
@@ -431,17 +444,33 @@ def _has_encoder(av, name: str) -> bool:
     return True
 
 
-def _decoded(inp, vin, sound: list, bits: int, decode: set[int]) -> Iterator[tuple[str, Any, Any]]:
+def _decoded(inp, vin, sound: list, bits: int, decode: set[int],
+             damaged: list[int] | None = None) -> Iterator[tuple[str, Any, Any]]:
     """("video", pixels [H, W, 3], source frame) and ("sound", packet, or decoded frame for the
-    stream indices in `decode`, stream index), in file order."""
+    stream indices in `decode`, stream index), in file order. With `damaged`, a packet its decoder
+    refuses as invalid data is left out and counted in damaged[0], as players and FFmpeg's own
+    command go on past one: a glitch in a long recording no longer fails the whole video. (Without
+    it the error stands: training pairs average runs of consecutive frames, which a gap would
+    break.)"""
+    import av
+
+    def frames(packet):
+        try:
+            return packet.decode()
+        except av.InvalidDataError:
+            if damaged is None:
+                raise
+            damaged[0] += 1
+            return []
+
     fmt = "rgb48le" if bits == 16 else "rgb24"
     for packet in inp.demux([vin, *sound]):
         index = packet.stream.index
         if packet.stream is vin:
-            for frame in packet.decode():
+            for frame in frames(packet):
                 yield "video", frame.to_ndarray(format=fmt, src_color_range=frame.color_range or None), frame
         elif index in decode:
-            for frame in packet.decode():
+            for frame in frames(packet):
                 yield "sound", frame, index
         elif packet.dts is not None:  # a copy takes real packets, not the demuxer's final empty one
             yield "sound", packet, index

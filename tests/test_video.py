@@ -431,6 +431,82 @@ def test_a_file_cut_short_is_deblurred_as_far_as_it_goes_with_a_warning(tmp_path
     assert "fastdeblur: warning: " in capsys.readouterr().err
 
 
+class _Damaging:
+    """A container whose video packet number `bad` (counting the video stream's packets) decodes as
+    invalid data, as a corrupt packet does; everything else is the real container's."""
+
+    def __init__(self, inp, bad: int):
+        self._inp, self._bad = inp, bad
+
+    def __getattr__(self, name):
+        return getattr(self._inp, name)
+
+    def __enter__(self):
+        self._inp.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._inp.__exit__(*exc)
+
+    def demux(self, streams):
+        seen = 0
+        for packet in self._inp.demux(streams):
+            if packet.stream.type == "video" and packet.size:
+                seen += 1
+                if seen == self._bad:
+                    yield _BadPacket(packet.stream)
+                    continue
+            yield packet
+
+
+class _BadPacket:
+    def __init__(self, stream):
+        self.stream, self.dts, self.pts = stream, None, None
+
+    def decode(self):
+        raise av.InvalidDataError(1094995529, "Invalid data found when processing input", "avcodec_send_packet()")
+
+
+def test_a_damaged_packet_is_left_out_with_a_warning(tmp_path, identity, monkeypatch):
+    """One packet the decoder refuses no longer fails the whole video: it is left out, said once,
+    and the other frames are deblurred (FFmpeg's own command and players go on too)."""
+    from fastdeblur import video
+
+    src = make_video(tmp_path / "in.mkv", frames=12, gop=1, sound=None)  # all key frames: only one frame is lost
+    real = video.open_video
+    monkeypatch.setattr(video, "open_video", lambda av_, path: (lambda inp, vin: (_Damaging(inp, 5), vin))(
+        *real(av_, path)))
+    with pytest.warns(RuntimeWarning, match=r"in.mkv: 1 damaged packet left out \(the decoder refused it\); the "
+                                            r"output lacks their frames or sound"):
+        r = deblur_video(src, tmp_path / "out.mkv", identity)
+    assert r.frames == 11 and len(probe(r.path)[0]) == 11
+
+
+def test_tags_that_are_not_utf8_and_unknown_codecs_are_handled(tmp_path, identity, monkeypatch):
+    """A title in Latin-1 (older cameras) was a UnicodeDecodeError from PyAV, refusing the video; a
+    video stream whose codec FFmpeg lacks was an AttributeError traceback that ended the command."""
+    from fastdeblur import video
+
+    src = make_video(tmp_path / "in.mkv", frames=4, sound=None, tags={"title": "caf\u00e9"})
+    data = src.read_bytes()
+    at = data.index("café".encode())
+    (tmp_path / "latin.mkv").write_bytes(data[:at] + "caf\u00e9 ".encode("latin-1") + data[at + 5:])  # same length
+    assert deblur_video(tmp_path / "latin.mkv", tmp_path / "out.mkv", identity).frames == 4
+
+    class NoCodec:
+        def __init__(self, inp):
+            self._inp = inp
+            self.streams = type("S", (), {"video": [type("V", (), {"codec_context": None})()]})()
+
+        def close(self):
+            self._inp.close()
+
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **k: NoCodec(real_open(*a, **k)))
+    with pytest.raises(InputError, match=r"in.mkv: its video stream's codec cannot be decoded here"):
+        video.open_video(av, src)
+
+
 def _linear_mean(frames, white=255):
     """The reference for a linear-light average: float64, sRGB's formula both ways."""
     v = np.stack(frames).astype(np.float64) / white
