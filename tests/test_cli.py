@@ -301,6 +301,29 @@ def test_a_file_named_twice_runs_once(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["a.png", "link.png"]
 
 
+def test_a_bug_on_one_file_fails_that_file_only(tmp_path, capsys, monkeypatch):
+    """An exception no file should raise (a bug, such as the AttributeError a codec-less video
+    stream raised) is said as one and fails its file; the batch goes on."""
+    import fastdeblur.io as fio
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        _img(folder / name)
+    real = fio.read_image
+
+    def read_image(src):
+        if str(src).endswith("b.png"):
+            raise AttributeError("'NoneType' object has no attribute 'name'")
+        return real(src)
+
+    monkeypatch.setattr(fio, "read_image", read_image)
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--model", "fastdeblur-default", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "b.png: unexpected AttributeError: 'NoneType' object has no attribute 'name' (a fastdeblur bug" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "c.png"]
+
+
 def test_several_inputs_need_a_folder(tmp_path, capsys):
     a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.png")
     assert main([str(a), str(b), "-o", str(tmp_path / "out.png"), "-q"]) == 2
