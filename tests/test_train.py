@@ -155,6 +155,36 @@ def test_every_kind_of_photo_trains_as_rgb(tmp_path, channels):
     assert SyntheticBatches([tmp_path / "p.png"], crop=32, device="cpu").batch(0, 2)[0].shape == (2, 3, 32, 32)
 
 
+def test_a_photo_that_turns_out_unreadable_when_drawn_is_replaced(tmp_path, capsys):
+    """A JPEG cut short after its header passes the size check before the run, then failed when
+    drawn, stopping the run (with a data worker's traceback). Now the next photo is drawn in its
+    place, deterministically, and the file is said once per process."""
+    from fastdeblur.train import data as D
+
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "b.png", "c.png"):
+        write_image(tmp_path / "photos" / name, rng.integers(0, 256, (72, 80, 3), dtype=np.uint8))
+    jpg = (tmp_path / "photos" / "a.jpg").read_bytes()
+    (tmp_path / "photos" / "a.jpg").write_bytes(jpg[: len(jpg) // 3])
+    ds = SyntheticPairs([tmp_path / "photos"], crop=32)
+    assert [f.name for f in ds.files] == ["a.jpg", "b.png", "c.png"]  # the header reads: kept before the run
+    D._LEFT_OUT.clear()
+    first, again = ds[0], ds[0]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])  # the same draw each time
+    assert capsys.readouterr().err.count("a.jpg: not a readable image") == 1  # said once
+    for name in ("blur", "sharp"):
+        for photo in ("a.jpg", "b.png"):
+            (tmp_path / name).mkdir(exist_ok=True)
+            (tmp_path / name / photo).write_bytes((tmp_path / "photos" / photo).read_bytes())
+    pairs = PairedImages.from_folders(tmp_path / "blur", tmp_path / "sharp", crop=32)
+    assert pairs[0][0].shape == (3, 32, 32)  # b.png's pair in a.jpg's place
+    D._LEFT_OUT.clear()
+    (tmp_path / "photos" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (tmp_path / "photos" / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(InputError, match="none of the 3 training images could be read"):
+        ds[1]
+
+
 def test_settings_a_run_cannot_use_are_named_at_once(tmp_path):
     with pytest.raises(InputError, match=r"^steps must be at least 1, got 0; batch must be at least 1, got 0; "
                                          r"lr must be above 0, got -1.0; crop must be a multiple of 8, whose patch "

@@ -69,6 +69,29 @@ def _check_twins(pairs: list[tuple[Path, Path]], blur_where: str, sharp_where: s
                          f"name {sharp_where}, e.g. {missing[0]}")
 
 
+_LEFT_OUT: set[str] = set()  # the files this process found unreadable while training (said once each)
+
+
+def _read_or_next(items: Sequence, i: int, read):
+    """read(items[i]), or where that file turns out unreadable when drawn (a truncated JPEG whose
+    header still reads, so the check before the run passed it), the next item that reads: the run
+    goes on instead of stopping, perhaps hours in, with a worker's traceback. Deterministic, so a
+    resumed run draws the same; each such file is said once per process, on stderr (data workers
+    are processes of their own)."""
+    import sys
+
+    for k in range(len(items)):
+        item = items[(i + k) % len(items)]
+        try:
+            return read(item)
+        except InputError as e:
+            if str(e) not in _LEFT_OUT:
+                _LEFT_OUT.add(str(e))
+                print(f"\nfastdeblur.train: warning: {e}; left out of training (the next one is drawn in its place)",
+                      file=sys.stderr, flush=True)
+    raise InputError(f"none of the {len(items)} training images could be read")
+
+
 def _sharp_photos(sources: Sequence[str | os.PathLike]) -> list[Path]:
     """The image files of `sources` (files, and folders searched with their subfolders, hidden ones
     left out as the command's -r does)."""
@@ -146,9 +169,13 @@ class PairedImages(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        blur, sharp = (to_tensor(read_image(p)) for p in self.pairs[i])
-        if blur.shape != sharp.shape:
-            raise InputError(f"{self.pairs[i][0]} and {self.pairs[i][1]} differ in size")
+        def read(pair):
+            blur, sharp = (to_tensor(read_image(p)) for p in pair)
+            if blur.shape != sharp.shape:
+                raise InputError(f"{pair[0]} and {pair[1]} differ in size")
+            return blur, sharp
+
+        blur, sharp = _read_or_next(self.pairs, i, read)
         b, s = augment((blur, sharp), self.crop, item_rng(self.seed, self.epoch, i))
         return b, s
 
@@ -219,7 +246,7 @@ class SyntheticPairs(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = item_rng(self.seed, self.epoch, i)
-        img = to_tensor(read_image(self.files[i % len(self.files)]))
+        img = _read_or_next(self.files, i % len(self.files), lambda f: to_tensor(read_image(f)))
         big = min(self.crop + 2 * self.MARGIN, img.shape[1], img.shape[2])
         (region,) = augment((img,), big, rng)
         blurry, target = synthesize_pair(region, int(rng.integers(2**31)), self.cfg, scale=1.0)
