@@ -185,6 +185,28 @@ def test_a_photo_that_turns_out_unreadable_when_drawn_is_replaced(tmp_path, caps
         ds[1]
 
 
+def test_an_error_between_steps_keeps_the_steps_done(tmp_path, capsys):
+    """An error from the data (or validation, or the log's disk) after some steps saves them, as
+    Ctrl-C does, instead of losing every step since the last periodic checkpoint (up to 500)."""
+
+    class Failing:
+        def batch(self, step, size):
+            if step == 3:
+                raise OSError("the photos' disk went away")
+            g = torch.Generator().manual_seed(step)
+            return torch.rand(size, 3, 32, 32, generator=g), torch.rand(size, 3, 32, 32, generator=g)
+
+    tr = _trainer(tmp_path, Failing(), steps=10)
+    with pytest.raises(OSError, match="disk went away"):
+        tr.run()
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 3
+    assert "stopped by an error after step 3; checkpoint " in capsys.readouterr().err
+    again = _trainer(tmp_path, Failing(), steps=10)
+    with pytest.raises(OSError):
+        again.run()  # resumed at 3, failed at once: nothing new to save, nothing said
+    assert "stopped by an error" not in capsys.readouterr().err
+
+
 def test_settings_a_run_cannot_use_are_named_at_once(tmp_path):
     with pytest.raises(InputError, match=r"^steps must be at least 1, got 0; batch must be at least 1, got 0; "
                                          r"lr must be above 0, got -1.0; crop must be a multiple of 8, whose patch "

@@ -401,27 +401,41 @@ class Trainer:
             if new_log:
                 writer.writerow(LOG_COLUMNS)
             t0, seen = time.perf_counter(), 0
-            for blur, sharp in loader:
-                if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
-                    break
-                loss = self.train_step(blur, sharp)
-                seen += blur.shape[0]
-                bar.update(1)
-                val = self.validate() if self.val_set is not None and self.step % cfg.val_every == 0 else None
-                if self.step % cfg.log_every == 0 or val is not None:
-                    ips, loss = seen / (time.perf_counter() - t0), float(loss)
-                    input_loss = F.mse_loss(blur.float(), sharp.float())
-                    row = [self.step, f"{loss:.6f}", f"{self.sched.get_last_lr()[0]:.3e}", f"{ips:.2f}",
-                           "" if val is None else f"{val['psnr']:.3f}", f"{float(input_loss):.6f}",
-                           "" if val is None else f"{val['ssim']:.4f}", f"{float(self.last_mse):.6f}"]
-                    writer.writerow(row[:columns])
-                    fh.flush()
-                    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.1f}",
-                                    **({} if val is None else {"val_psnr": f"{val['psnr']:.2f}"}))
-                if self.step % cfg.ckpt_every == 0:
-                    self.save()
-                if stop.asked:
-                    break
+            between_steps = True  # the state is a whole step's: a checkpoint of it resumes exactly
+            try:
+                for blur, sharp in loader:
+                    if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
+                        break
+                    between_steps = False
+                    loss = self.train_step(blur, sharp)
+                    between_steps = True
+                    seen += blur.shape[0]
+                    bar.update(1)
+                    val = self.validate() if self.val_set is not None and self.step % cfg.val_every == 0 else None
+                    if self.step % cfg.log_every == 0 or val is not None:
+                        ips, loss = seen / (time.perf_counter() - t0), float(loss)
+                        input_loss = F.mse_loss(blur.float(), sharp.float())
+                        row = [self.step, f"{loss:.6f}", f"{self.sched.get_last_lr()[0]:.3e}", f"{ips:.2f}",
+                               "" if val is None else f"{val['psnr']:.3f}", f"{float(input_loss):.6f}",
+                               "" if val is None else f"{val['ssim']:.4f}", f"{float(self.last_mse):.6f}"]
+                        writer.writerow(row[:columns])
+                        fh.flush()
+                        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.1f}",
+                                        **({} if val is None else {"val_psnr": f"{val['psnr']:.2f}"}))
+                    if self.step % cfg.ckpt_every == 0:
+                        self.save()
+                    if stop.asked:
+                        break
+            except Exception:
+                # An error between steps (the data, validation, the log's disk) keeps the steps done
+                # since the last periodic checkpoint, up to ckpt_every of them; one inside a step
+                # leaves that checkpoint, as does DDP, whose ranks save together.
+                if between_steps and self.world == 1 and self.step > self.resumed_at:
+                    import sys
+
+                    print(f"\nfastdeblur.train: stopped by an error after step {self.step}; checkpoint "
+                          f"{self.save()} (run again to resume)", file=sys.stderr, flush=True)
+                raise
         path = self.save()
         if stop.asked:
             raise TrainingInterrupted(self.step, path)
