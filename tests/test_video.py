@@ -482,6 +482,27 @@ def test_a_damaged_packet_is_left_out_with_a_warning(tmp_path, identity, monkeyp
     assert r.frames == 11 and len(probe(r.path)[0]) == 11
 
 
+def test_pairs_never_average_across_a_damaged_packet(tmp_path, monkeypatch):
+    """A packet the decoder refuses in a slow-motion clip: the window it falls in is dropped, the
+    next starts after it, and the clip's other pairs are written (with a warning), where the
+    error stopped --make-pairs with a traceback."""
+    from fastdeblur.io import read_image
+    from fastdeblur.train import video_pairs
+    from fastdeblur.train.video_pairs import make_video_pairs
+
+    clip = make_video(tmp_path / "c.mkv", rate=240, frames=30, gop=1, sound=None)
+    frames = probe(clip)[0]
+    real = video_pairs.open_video
+    monkeypatch.setattr(video_pairs, "open_video", lambda av_, path: (lambda inp, vin: (_Damaging(inp, 10), vin))(
+        *real(av_, path)))
+    with pytest.warns(RuntimeWarning, match=r"c.mkv: 1 damaged packet left out; no pair averages across"):
+        n = make_video_pairs([clip], tmp_path / "pairs", frames=(7, 7))
+    sharp = tmp_path / "pairs" / "train" / "c" / "sharp"
+    assert n == 3  # frames 0-6, then 7-8 dropped at the gap (frame 9), 10-16 and 17-23; 24-29 too few
+    assert [np.array_equal(read_image(sharp / f"{i:06d}.png"), frames[k]) for i, k in enumerate((3, 13, 20))] == [
+        True] * 3
+
+
 def test_tags_that_are_not_utf8_and_unknown_codecs_are_handled(tmp_path, identity, monkeypatch):
     """A title in Latin-1 (older cameras) was a UnicodeDecodeError from PyAV, refusing the video; a
     video stream whose codec FFmpeg lacks was an AttributeError traceback that ended the command."""

@@ -117,7 +117,16 @@ def _pairs_from_clip(av, clip: Path, folder: Path, sizes: np.ndarray, every: int
         written, windows = 0, 0
         size, keep = int(rng.choice(sizes)), True
         count, acc, middle = 0, None, None  # frames in the current window, their sum, its middle frame
-        for _, img, _ in _decoded(inp, vin, [], bits, set()):
+        # A window must not average across missing frames (a packet the decoder refused, a frame the
+        # camera dropped): where the time from one frame to the next is over 1.5 frame periods, the
+        # window so far is dropped and the next starts there. (Times, not the count of refused
+        # packets: a threaded decoder returns the frames before a gap after it has seen the gap.)
+        damaged, period, last = [0], 1 / float(frame_rate(vin) or 1e9), None
+        for _, img, frame in _decoded(inp, vin, [], bits, set(), damaged):
+            t = frame.time
+            if t is not None and last is not None and t - last > 1.5 * period:
+                count, acc, middle = 0, None, None
+            last = t if t is not None else last
             if keep:
                 acc = table[img] if acc is None else acc + table[img]
                 if count == size // 2:
@@ -136,4 +145,7 @@ def _pairs_from_clip(av, clip: Path, folder: Path, sizes: np.ndarray, every: int
                     progress(written)
             count, acc, middle, windows = 0, None, None, windows + 1
             size, keep = int(rng.choice(sizes)), windows % every == 0
+    if damaged[0]:
+        warnings.warn(f"{clip}: {damaged[0]} damaged packet{'s' * (damaged[0] != 1)} left out; no pair averages "
+                      "across the frames they held", RuntimeWarning, stacklevel=3)
     return written
