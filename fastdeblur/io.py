@@ -264,6 +264,8 @@ def read_image(src: str | os.PathLike | bytes | bytearray | memoryview) -> np.nd
                          "a 16-bit TIFF or PNG; from Python, deblur() takes float arrays in [0, 1])")
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (1, 2, 3, 4)):
         raise InputError(f"{name}: holds an array of shape {img.shape}, not a gray, RGB or RGBA image")
+    if img.shape[0] == 0 or img.shape[1] == 0:  # a damaged header that decodes to nothing
+        raise InputError(f"{name}: holds no pixels ({img.shape[1]}x{img.shape[0]}); the file may be damaged")
     return img
 
 

@@ -366,6 +366,11 @@ def test_animations_and_multi_page_files_are_named(tmp_path):
 def test_arrays_that_are_not_images_are_named(tmp_path):
     import tifffile
 
+    with pytest.warns(UserWarning, match="zero-size"):  # tifffile writes it, saying it is not conformant
+        tifffile.imwrite(tmp_path / "none.tif", np.zeros((0, 5, 3), np.uint8))
+    with pytest.raises(InputError, match=r"none.tif: holds no pixels \(5x0\); the file may be damaged"):
+        read_image(tmp_path / "none.tif")  # was "image is empty" from deblur(), after the read
+
     tifffile.imwrite(tmp_path / "five.tif", np.zeros((13, 17, 5), np.uint8), photometric="minisblack",
                      planarconfig="contig")
     with pytest.raises(InputError, match=r"five.tif: holds an array of shape \(13, 17, 5\)"):
