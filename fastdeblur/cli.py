@@ -391,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
             problem = "-o - (standard output) writes one image, not a folder or a video"
         elif from_stdin and is_video_path(args.output):
             problem = "videos are read from files, not standard input"
+        elif str(args.output) != "-" and (args.output_is_folder or args.output.is_dir() or not args.output.suffix):
+            what = ("the folder " if args.output_is_folder or args.output.is_dir() else "") + str(args.output)
+            problem = f"- (standard input) is one image: -o must name an image file such as out.png, got {what}"
         elif str(args.output) != "-" and args.output.suffix.lower() not in WRITTEN_SUFFIXES:
             problem = f"unsupported output format {args.output.suffix!r} (use one of {', '.join(suffixes())})"
         elif str(args.output) != "-":

@@ -704,6 +704,11 @@ def test_pipe_errors_write_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", _Pipe(b"unread"))
     assert main(["-", "-o", str(tmp_path / "o.gif")]) == 2
     assert "unsupported output format '.gif'" in capsys.readouterr().err
+    noext = str(tmp_path / "noext")
+    for out, says in ((str(tmp_path) + "/", f"the folder {tmp_path}"), (noext, noext)):
+        assert main(["-", "-o", out]) == 2  # was "unsupported output format ''"
+        assert f"- (standard input) is one image: -o must name an image file such as out.png, got {says}" in \
+            capsys.readouterr().err
     assert not (tmp_path / "o.gif").exists()
 
 
