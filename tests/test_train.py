@@ -172,6 +172,10 @@ def test_a_photo_that_turns_out_unreadable_when_drawn_is_replaced(tmp_path, caps
     first, again = ds[0], ds[0]
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])  # the same draw each time
     assert capsys.readouterr().err.count("a.jpg: not a readable image") == 1  # said once
+    from fastdeblur.train.data import SyntheticBatches
+
+    with pytest.warns(RuntimeWarning, match=r"1 of 3 photos could not be read and are left out, e.g. .*a.jpg"):
+        assert len(SyntheticBatches([tmp_path / "photos"], crop=32, device="cpu").images) == 2  # decodes them all
     for name in ("blur", "sharp"):
         for photo in ("a.jpg", "b.png"):
             (tmp_path / name).mkdir(exist_ok=True)

@@ -269,12 +269,22 @@ class SyntheticBatches:
     def __init__(self, sharp: Sequence[str | os.PathLike], crop: int = 256, seed: int = 0,
                  cfg: BlurConfig | None = None, device: str | torch.device = "cuda"):
         self.device = torch.device(device)
-        decoded = []
-        for f in _sharp_photos(sharp):
-            img = rgb_pixels(read_image(f))
+        decoded, unreadable = [], []
+        files = _sharp_photos(sharp)
+        for f in files:
+            try:
+                img = rgb_pixels(read_image(f))
+            except InputError as e:  # left out, as SyntheticPairs leaves out what it cannot draw
+                unreadable.append(e)
+                continue
             if img.dtype != np.uint8:
                 img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
             decoded.append((f, torch.from_numpy(img).permute(2, 0, 1).to(self.device)))
+        if unreadable and not decoded:
+            raise InputError(f"none of the {len(files)} photos could be read, e.g. {unreadable[0]}")
+        if unreadable:
+            warnings.warn(f"{len(unreadable)} of {len(files)} photos could not be read and are left out, e.g. "
+                          f"{unreadable[0]}", RuntimeWarning, stacklevel=2)
         # sized by the pixels decoded here anyway (SyntheticPairs reads only the headers)
         decoded = _fitting(decoded, [tuple(t.shape[1:]) for _, t in decoded], crop, "photo")
         self.images = [t for _, t in decoded]
