@@ -490,6 +490,14 @@ def test_train_cli_trains_resumes_and_exports(gopro_tree, tmp_path, capsys):
     assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "w.safetensors")]) == 0
     assert (tmp_path / "w.safetensors").stat().st_size > 1e6
     assert main(["--export", str(tmp_path / "run" / "last.pt"), str(tmp_path / "new" / "dir" / "w.safetensors")]) == 0
+    # a folder (which got a file of its name, or failed with the temp file's "Is a directory") or
+    # another suffix (which load_model would then take for a torch checkpoint) is named
+    for out, says in ((str(tmp_path / "dir") + "/", "is a folder; name the file, e.g. "),
+                      (str(tmp_path), "is a folder; name the file, e.g. "),
+                      (str(tmp_path / "w.pt"), "OUT must end in .safetensors")):
+        assert main(["--export", str(tmp_path / "run" / "last.pt"), out]) == 1
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "dir").exists() and not (tmp_path / "w.pt").exists()
     assert main(["--steps", "1"]) == 2
     assert "give --gopro, --folders or --synthetic" in capsys.readouterr().err
     assert main([*args, "--fft-weight", "-1", "--lr", "0"]) == 1  # one line naming both, not a traceback

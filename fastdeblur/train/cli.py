@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--export", nargs=2, type=Path, metavar=("CHECKPOINT", "OUT"),
+    p.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "OUT"),
                    help="write a checkpoint's EMA weights as fp16 safetensors and exit")
     vp = p.add_argument_group("pairs from slow-motion video, as GoPro's were made (then train with --gopro DIR)")
     vp.add_argument("--make-pairs", nargs="+", type=Path, metavar="VIDEO",
@@ -103,9 +104,15 @@ def _make_pairs(a) -> int:
     return 0
 
 
-def _export(ckpt: Path, out: Path) -> int:
+def _export(ckpt: str, given: str) -> int:
     from .export import checkpoint_weights, export_weights, read_checkpoint
 
+    ckpt, out = Path(ckpt), Path(given)
+    if given.endswith(("/", os.sep)) or out.is_dir():  # a folder: a file of that name was written, or it failed
+        raise InputError(f"OUT {given} is a folder; name the file, e.g. {out / (ckpt.parent.name or 'weights')}"
+                         ".safetensors")
+    if out.suffix != ".safetensors":  # load_model and --weights tell the format by the name
+        raise InputError(f"OUT must end in .safetensors (--weights and load_model tell the format by it), got {out}")
     if ckpt.suffix == ".safetensors" and ckpt.is_file():
         raise InputError(f"{ckpt}: exported weights already (deblur with --weights {ckpt}); --export takes a "
                          "training checkpoint (runs/NAME/last.pt)")
