@@ -449,9 +449,9 @@ def _decoded(inp, vin, sound: list, bits: int, decode: set[int],
     """("video", pixels [H, W, 3], source frame) and ("sound", packet, or decoded frame for the
     stream indices in `decode`, stream index), in file order. With `damaged`, a packet its decoder
     refuses as invalid data is left out and counted in damaged[0], as players and FFmpeg's own
-    command go on past one: a glitch in a long recording no longer fails the whole video (the
-    caller sees the count grow before the next frame: training pairs start a new window there).
-    Without it the decoder's error stands."""
+    command go on past one: a glitch in a long recording no longer fails the whole video (training
+    pairs, which must not average across the gap, tell it by the frames' times). Without it the
+    decoder's error stands."""
     import av
 
     def frames(packet):
