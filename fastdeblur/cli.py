@@ -172,9 +172,15 @@ def _reader_may_leave():
     try:
         yield
     except BrokenPipeError:
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    """Standard output's reader left: what is still buffered (and anything written later) goes to
+    /dev/null, so flushing it at exit raises no second BrokenPipeError."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
 
 
 def _list_models() -> int:
@@ -242,8 +248,8 @@ def _expand(inputs: list[Path], recursive: bool = False, output: Path | None = N
     seen: set[tuple[Path, Path]] = set()
     unique: list[tuple[Path, Path]] = []
     for src, rel in files:
-        if (src.resolve(), rel) not in seen:
-            seen.add((src.resolve(), rel))
+        if (key := (src.resolve(), rel)) not in seen:
+            seen.add(key)
             unique.append((src, rel))
     return unique, errors, ignored
 
@@ -391,8 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             problem = "-o - (standard output) writes one image, not a folder or a video"
         elif from_stdin and is_video_path(args.output):
             problem = "videos are read from files, not standard input"
-        elif str(args.output) != "-" and (args.output_is_folder or args.output.is_dir() or not args.output.suffix):
-            what = ("the folder " if args.output_is_folder or args.output.is_dir() else "") + str(args.output)
+        elif str(args.output) != "-" and ((folder := args.output_is_folder or args.output.is_dir())
+                                          or not args.output.suffix):
+            what = ("the folder " if folder else "") + str(args.output)
             problem = f"- (standard input) is one image: -o must name an image file such as out.png, got {what}"
         elif str(args.output) != "-" and args.output.suffix.lower() not in WRITTEN_SUFFIXES:
             problem = f"unsupported output format {args.output.suffix!r} (use one of {', '.join(suffixes())})"
@@ -520,9 +527,7 @@ def _stream(args) -> int:
         else:
             write_image(dst, sharp, quality=args.quality, png_level=args.png_level, metadata=meta)
     except BrokenPipeError:  # the reader went away (`| head -c 10`): say so, and no second error at exit
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, sys.stdout.fileno())
-        os.close(null)
+        _stdout_to_devnull()
         print("fastdeblur: error: standard output was closed before the image was written", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, RuntimeError, OSError) as e:  # InputError, WeightsError, OOM, I/O
