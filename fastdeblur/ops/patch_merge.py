@@ -17,9 +17,4 @@ def patch_merge(p: torch.Tensor, rows: int, cols: int, add: torch.Tensor | None 
     """p [N*rows*cols, C, h, w]; add [N, C, h*rows, w*cols] or None."""
     if _backend.choose(backend, p.device) == "cuda":
         return torch.ops.fastdeblur.patch_merge(p, rows, cols, add)
-    out = patches.patch_merge(p, rows, cols)
-    if add is None:
-        return out
-    if add.shape != out.shape:  # as the extension checks it: no broadcasting on one backend only
-        raise ValueError(f"add must have shape {list(out.shape)}, got {list(add.shape)}")
-    return out + add
+    return _backend.plus(patches.patch_merge(p, rows, cols), add)

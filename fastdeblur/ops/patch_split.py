@@ -17,9 +17,4 @@ def patch_split(x: torch.Tensor, rows: int, cols: int, add: torch.Tensor | None 
     """x [N, C, H, W]; add [N*rows*cols, C, H/rows, W/cols] or None."""
     if _backend.choose(backend, x.device) == "cuda":
         return torch.ops.fastdeblur.patch_split(x, rows, cols, add)
-    out = patches.patch_split(x, rows, cols)
-    if add is None:
-        return out
-    if add.shape != out.shape:  # as the extension checks it: no broadcasting on one backend only
-        raise ValueError(f"add must have shape {list(out.shape)}, got {list(add.shape)}")
-    return out + add
+    return _backend.plus(patches.patch_split(x, rows, cols), add)
