@@ -362,16 +362,7 @@ class _Encoder:
         self._mux_video(self.stream.encode(frame))
 
     def _mux_video(self, packets) -> None:
-        """Mux the encoder's packets, dropping a decode timestamp that cannot be one (after its
-        presentation time, or more than 16 frames before the first frame): x265 sometimes leaves
-        it unset on very short clips (2 frames: -2^46 in half the runs), and the MP4 muxer then
-        failed with "Not yet implemented in FFmpeg"; without one the muxer derives it."""
-        earliest = self.earliest_dts
-        for packet in packets:
-            if packet.dts is not None and packet.pts is not None and (
-                    packet.dts > packet.pts or (earliest is not None and packet.dts < earliest)):
-                packet.dts = None
-        self.out.mux(packets)
+        self.out.mux(plausible_dts(packets, self.earliest_dts))
 
     def sound(self, item, index: int) -> None:
         self.tracks[index].write(item)
@@ -380,6 +371,18 @@ class _Encoder:
         self._mux_video(self.stream.encode(None))
         for track in self.tracks.values():
             track.flush()
+
+
+def plausible_dts(packets: list, earliest: float | None) -> list:
+    """The encoder's packets with a decode timestamp that cannot be one unset (after its
+    presentation time, or before `earliest`: 16 frames before the first frame): x265 sometimes
+    leaves it unset on very short clips (2 frames: -2^46 in half the runs), and the MP4 muxer then
+    failed with "Not yet implemented in FFmpeg"; without one the muxer derives it."""
+    for packet in packets:
+        if packet.dts is not None and packet.pts is not None and (
+                packet.dts > packet.pts or (earliest is not None and packet.dts < earliest)):
+            packet.dts = None
+    return packets
 
 
 def _copies(out, stream) -> bool:

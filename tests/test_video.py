@@ -13,18 +13,9 @@ from fastdeblur import InputError, deblur, deblur_video
 from fastdeblur.metrics import psnr
 from fastdeblur.reference import DMPHN
 from fastdeblur.train.init import identity_init
+from fastdeblur.video import plausible_dts
 
 av = pytest.importorskip("av", reason="PyAV is not installed (pip install fastdeblur[video])")
-
-
-def _plausible_dts(packets):
-    """The packets with an impossible decode timestamp unset, as fastdeblur's encoder does: x265
-    leaves it as garbage (-2^46) on some flushed packets of 2-frame clips, and the Matroska muxer
-    then refused the test's own source clip with EINVAL (CI, once in many runs)."""
-    for p in packets:
-        if p.dts is not None and p.pts is not None and (p.dts > p.pts or p.dts < -16 * 150):  # 16 frames' ticks
-            p.dts = None
-    return packets
 
 
 def make_video(path, *, codec="libx264", pix_fmt="yuv420p", size=(96, 64), frames=8, rate=25, sound="aac",
@@ -62,8 +53,11 @@ def make_video(path, *, codec="libx264", pix_fmt="yuv420p", size=(96, 64), frame
                                                                       dst_color_range=color_range)
         f.pts, f.time_base = pts, tb
         pts += (50 if i % 2 else 150) if vfr else 100
-        out.mux(_plausible_dts(v.encode(f)))
-    out.mux(_plausible_dts(v.encode(None)))
+        # x265 leaves garbage decode timestamps (-2^46) on some flushed packets of 2-frame clips, and
+        # the Matroska muxer then refused this source clip with EINVAL (CI, once in many runs):
+        # unset them as fastdeblur's encoder does (16 frames of at most 150 ticks before the first)
+        out.mux(plausible_dts(v.encode(f), -16 * 150))
+    out.mux(plausible_dts(v.encode(None), -16 * 150))
     for k, a in enumerate(tracks):
         t, pcm = 0, sound.startswith("pcm")
         while t < frames / rate * sound_rate:
