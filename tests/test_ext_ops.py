@@ -162,18 +162,54 @@ def test_backend_choice(monkeypatch):
 
 @pytest.mark.parametrize("backend", ["reference", "cuda"])
 def test_public_patch_ops_refuse_the_same_arguments_on_every_backend(backend):
-    """fastdeblur.ops.patch_split / patch_merge: the reference path no longer broadcasts an `add`
-    of another shape (the extension refused it) nor fails to unpack a 3-D tensor."""
-    from fastdeblur import _ext, ops
+    """fastdeblur.ops' layout and pixel ops check their arguments before either backend runs, so
+    both raise the same InputError (before: the extension's RuntimeError; on the reference path an
+    `add` of another shape broadcast through, integer patches and int32 results were taken, a 3-D
+    `y` raised an IndexError and `multiple=0` a ZeroDivisionError)."""
+    from fastdeblur import InputError, _ext, ops
 
     if backend == "cuda" and not _ext.has_ext():
         pytest.skip("the extension is not built")
-    errors = (ValueError, RuntimeError)  # the reference's ValueError, the extension's RuntimeError
-    with pytest.raises(errors, match=r"add must have shape \[4, 3, 4, 6\], got \[1, 3, 4, 6\]"):
-        ops.patch_split(torch.rand(1, 3, 8, 12), 2, 2, torch.rand(1, 3, 4, 6), backend=backend)
-    with pytest.raises(errors, match=r"add must have shape \[1, 3, 8, 12\], got \[1, 3, 1, 12\]"):
-        ops.patch_merge(torch.rand(4, 3, 4, 6), 2, 2, torch.rand(1, 3, 1, 12), backend=backend)
-    with pytest.raises(errors, match=r"x must be \[N, C, H, W\], got 3 dims"):
-        ops.patch_split(torch.rand(3, 8, 12), 2, 2, backend=backend)
-    with pytest.raises(errors, match=r"p must be \[N\*rows\*cols, C, h, w\], got 3 dims"):
-        ops.patch_merge(torch.rand(3, 4, 6), 2, 2, backend=backend)
+    img = torch.randint(0, 256, (6, 10, 3), dtype=torch.uint8)
+    y = torch.rand(1, 3, 8, 12)
+    cases = {
+        lambda: ops.patch_split(torch.rand(1, 3, 8, 12), 2, 2, torch.rand(1, 3, 4, 6)):
+            r"patch_split: add must have shape \[4, 3, 4, 6\], got \[1, 3, 4, 6\]",
+        lambda: ops.patch_merge(torch.rand(4, 3, 4, 6), 2, 2, torch.rand(1, 3, 1, 12)):
+            r"patch_merge: add must have shape \[1, 3, 8, 12\], got \[1, 3, 1, 12\]",
+        lambda: ops.patch_merge(torch.rand(4, 3, 4, 6), 2, 2, torch.rand(1, 3, 8, 12, dtype=torch.float64)):
+            r"patch_merge: add must be torch.float32 on cpu, got torch.float64 on cpu",
+        lambda: ops.patch_split(torch.rand(3, 8, 12), 2, 2): r"patch_split: x must be \[N, C, H, W\], got 3 dims",
+        lambda: ops.patch_merge(torch.rand(3, 4, 6), 2, 2):
+            r"patch_merge: p must be \[N\*rows\*cols, C, h, w\], got 3 dims",
+        lambda: ops.patch_split(torch.rand(1, 3, 9, 12), 2, 2): r"x of 9x12 does not split into a 2x2 grid",
+        lambda: ops.patch_merge(torch.rand(3, 3, 4, 6), 2, 2): r"p's batch of 3 is not a multiple of the 2x2 grid",
+        lambda: ops.patch_split(torch.rand(1, 3, 8, 12), 0, 2): r"patch_split: rows must be at least 1, got 0",
+        lambda: ops.patch_merge(torch.rand(4, 3, 4, 6), 2, 2.0): r"patch_merge: cols must be an integer, got 2.0",
+        lambda: ops.patch_split(torch.zeros(1, 3, 8, 12, dtype=torch.uint8), 2, 2):
+            r"patch_split: x must be float64, float32, float16 or bfloat16, got torch.uint8",
+        lambda: ops.preprocess(img, 0, torch.float32): r"preprocess: multiple must be at least 1, got 0",
+        lambda: ops.preprocess(img[None, None], 8, torch.float32):
+            r"preprocess: img must be \[H, W, 3\] or \[N, H, W, 3\], got shape \(1, 1, 6, 10, 3\)",
+        lambda: ops.preprocess(img.to(torch.int32), 8, torch.float32):
+            r"img must be uint8, uint16 or float, got torch.int32",
+        lambda: ops.preprocess(img[:0], 8, torch.float32): r"preprocess: img is empty",
+        lambda: ops.preprocess(img, 8, torch.uint8): r"preprocess: dtype must be float64, .*, got torch.uint8",
+        lambda: ops.postprocess(y[0], 8, 12, torch.uint8):
+            r"postprocess: y must be \[N, 3, Hp, Wp\], got shape \(3, 8, 12\)",
+        lambda: ops.postprocess(y.to(torch.int32), 8, 12, torch.uint8):
+            r"postprocess: y must be float64, .*, got torch.int32",
+        lambda: ops.postprocess(y, 9, 12, torch.uint8): r"height and width \(9x12\) must be within y's 8x12",
+        lambda: ops.postprocess(y, 8, 0, torch.uint8): r"postprocess: width must be at least 1, got 0",
+        lambda: ops.postprocess(y, 8, 12, torch.int32):
+            r"postprocess: dtype must be uint8, uint16 or float, got torch.int32",
+    }
+    for call, message in cases.items():
+        with pytest.raises(InputError, match=message):
+            call()
+    # what passes the checks runs the same on both backends, numpy integers for the grid included
+    import numpy as np
+
+    torch.testing.assert_close(ops.patch_split(torch.arange(16.0).view(1, 1, 4, 4), np.int64(2), 2, backend=backend),
+                               torch.arange(16.0).view(1, 1, 4, 4).unfold(2, 2, 2).unfold(3, 2, 2)
+                               .permute(0, 2, 3, 1, 4, 5).reshape(4, 1, 2, 2))

@@ -345,3 +345,16 @@ def test_ops_name_shapes_that_do_not_fit(backend):
         ops.conv3x3(x, w, x_add=_rand(1, 32, 1, 11), backend=backend)
     with pytest.raises(InputError, match=r"conv_transpose4x4: weight must be \[Cin, Cout, 4, 4\] with Cin = x's 32"):
         ops.conv_transpose4x4(x, _rand(16, 32, 4, 4), backend=backend)
+    # the stride, the dtype, empty images and non-tensors (before: a stride of 3 or 0 ran torch's
+    # convolution, which no kernel has; int8 images and 0-pixel ones got torch's errors from inside)
+    for stride in (0, 3, -1, 2.0, True):
+        with pytest.raises(InputError, match=rf"conv3x3: stride must be 1 or 2, got {stride!r}"):
+            ops.conv3x3(x, w, stride=stride, backend=backend)
+    with pytest.raises(InputError, match=r"conv3x3: x must be float64, float32, float16 or bfloat16, got torch.int32"):
+        ops.conv3x3(x.to(torch.int32), w.to(torch.int32), backend=backend)
+    with pytest.raises(InputError, match=r"conv_transpose4x4: x has no pixels \(shape \(1, 32, 0, 11\)\)"):
+        ops.conv_transpose4x4(x[:, :, :0], _rand(32, 16, 4, 4), backend=backend)
+    with pytest.raises(InputError, match=r"conv3x3: bias must be a torch.Tensor, got list"):
+        ops.conv3x3(x, w, [0.0] * 32, backend=backend)
+    empty = ops.conv3x3(x[:0], w, b, backend=backend)  # an empty batch is not an error: torch's convolutions take it
+    assert empty.shape == (0, 32, 9, 11)

@@ -100,8 +100,17 @@ def _check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     through; a Triton kernel reads a mis-shaped weight as what it is not)."""
     from ..errors import InputError
 
+    for name, t in (("x", x), ("weight", weight), ("bias", bias), *adds.items()):
+        if t is not None and not isinstance(t, torch.Tensor):
+            raise InputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if x.ndim != 4:
         raise InputError(f"{op}: x must be [N, C, H, W], got shape {tuple(x.shape)}")
+    if x.dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"{op}: x must be float64, float32, float16 or bfloat16, got {x.dtype}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise InputError(f"{op}: x has no pixels (shape {tuple(x.shape)})")
+    if type(stride) is not int or stride not in (1, 2):
+        raise InputError(f"{op}: stride must be 1 or 2, got {stride!r}")
     k, form = (4, "[Cin, Cout, 4, 4]") if transposed else (3, "[Cout, Cin, 3, 3]")
     if weight.ndim != 4 or tuple(weight.shape[2:]) != (k, k) or weight.shape[0 if transposed else 1] != x.shape[1]:
         raise InputError(f"{op}: weight must be {form} with Cin = x's {x.shape[1]} channels, got {tuple(weight.shape)}")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import torch
 
 from ..reference import patches
-from . import _backend
+from . import _backend, _checks
 
 
 def patch_merge(p: torch.Tensor, rows: int, cols: int, add: torch.Tensor | None = None, *,
                 backend: str | None = None) -> torch.Tensor:
     """p [N*rows*cols, C, h, w]; add [N, C, h*rows, w*cols] or None."""
+    rows, cols = _checks.patch_merge(p, rows, cols, add)
     if _backend.choose(backend, p.device) == "cuda":
         return torch.ops.fastdeblur.patch_merge(p, rows, cols, add)
     return _backend.plus(patches.patch_merge(p, rows, cols), add)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import torch
 
 from ..reference import patches
-from . import _backend
+from . import _backend, _checks
 
 
 def patch_split(x: torch.Tensor, rows: int, cols: int, add: torch.Tensor | None = None, *,
                 backend: str | None = None) -> torch.Tensor:
     """x [N, C, H, W]; add [N*rows*cols, C, H/rows, W/cols] or None."""
+    rows, cols = _checks.patch_split(x, rows, cols, add)
     if _backend.choose(backend, x.device) == "cuda":
         return torch.ops.fastdeblur.patch_split(x, rows, cols, add)
     return _backend.plus(patches.patch_split(x, rows, cols), add)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _backend
+from . import _backend, _checks
 
 _MAX = {torch.uint8: 255.0, torch.uint16: 65535.0}
 
 
 def preprocess(img: torch.Tensor, multiple: int, dtype: torch.dtype, *, backend: str | None = None) -> torch.Tensor:
+    multiple = _checks.preprocess(img, multiple, dtype)
     if _backend.choose(backend, img.device) == "cuda":
         return torch.ops.fastdeblur.preprocess(img, multiple, dtype)
     b = img if img.dim() == 4 else img[None]
@@ -33,6 +34,7 @@ def preprocess(img: torch.Tensor, multiple: int, dtype: torch.dtype, *, backend:
 
 def postprocess(y: torch.Tensor, height: int, width: int, dtype: torch.dtype, *,
                 backend: str | None = None) -> torch.Tensor:
+    height, width = _checks.postprocess(y, height, width, dtype)
     if _backend.choose(backend, y.device) == "cuda":
         return torch.ops.fastdeblur.postprocess(y, height, width, dtype)
     acc = torch.float64 if y.dtype == torch.float64 else torch.float32
