@@ -296,6 +296,13 @@ def test_in_place_residual_add_equals_the_functional_op(kernel):
     view = add.clone().permute(0, 3, 1, 2)  # the channels_last [N, C, H, W] form
     winograd.conv3x3_add_(view, x.permute(0, 3, 1, 2), u, b)
     assert torch.equal(view.permute(0, 2, 3, 1), want)
+    one, add1 = x[:1, :1, :1].contiguous(), add[:1, :1, :1].contiguous()  # 1x1: views contiguous in both formats
+    want1 = winograd.conv3x3(one, u, b, add=add1)
+    assert torch.equal(winograd.conv3x3(one.permute(0, 3, 1, 2), u, b, add=add1.permute(0, 3, 1, 2)),
+                       want1.permute(0, 3, 1, 2))
+    view1 = add1.clone().permute(0, 3, 1, 2)
+    winograd.conv3x3_add_(view1, one.permute(0, 3, 1, 2), u, b)
+    assert torch.equal(view1.permute(0, 2, 3, 1), want1)
     with pytest.raises(RuntimeError, match="must not share memory"):
         same = torch.randn(1, 4, 4, 32).to(kernel)
         winograd.conv3x3_add_(same, same, winograd.pack(_case(1, 32, 32, 1, 1, dtype=kernel)[1], kernel), b[:32])

@@ -140,7 +140,7 @@ at::Tensor conv3x3_small_k(const at::Tensor& x, const at::Tensor& w, const at::T
               bias.sizes());
   TORCH_CHECK(conv3x3_small_k_runs(dt, C, K), "conv3x3_small_k does not run ", dt, " with ", C, " -> ", K,
               " channels on this CPU");
-  const at::Tensor xh = x.size(1) == C ? nhwc(x) : x;  // channels_last [N, C, H, W] is accepted as is
+  const at::Tensor xh = nhwc_input(x, C);  // channels_last [N, C, H, W] is accepted as is
   TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, "conv3x3_small_k: x must be NHWC memory with ", C,
               " channels, got sizes ", x.sizes(), " strides ", x.strides());
   const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2);

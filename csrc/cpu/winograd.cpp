@@ -43,6 +43,7 @@
 #include "nhwc.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -379,7 +380,7 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
               " (pack it here)");
   TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && bias.numel() == K, op, ": bias must be ", K,
               " contiguous float32 values");
-  const at::Tensor xh = x.size(1) == C ? nhwc(x) : x;  // channels_last [N, C, H, W] is accepted as is
+  const at::Tensor xh = nhwc_input(x, C);  // channels_last [N, C, H, W] is accepted as is
   TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
               x.sizes(), " strides ", x.strides());
   return {xh, K, var, NR};
@@ -388,9 +389,9 @@ Conv check(const char* op, const at::Tensor& x, const at::Tensor& u, const at::T
 // `t` (the output's form: NHWC, or its channels_last [N, C, H, W] view) as the output's NHWC
 // tensor, checked: x's dtype, contiguous, [N, H, W, K].
 at::Tensor output_like(const char* op, const char* name, const at::Tensor& t, const Conv& c) {
-  at::Tensor th = nhwc(t);
-  TORCH_CHECK(th.scalar_type() == c.xh.scalar_type() && th.is_contiguous() &&
-                  th.sizes() == at::IntArrayRef({c.xh.size(0), c.xh.size(1), c.xh.size(2), c.K}),  // 3x3 ops only
+  const std::array<int64_t, 4> want{c.xh.size(0), c.xh.size(1), c.xh.size(2), c.K};  // 3x3 ops only
+  at::Tensor th = nhwc_output(t, want);
+  TORCH_CHECK(th.scalar_type() == c.xh.scalar_type() && th.is_contiguous() && th.sizes() == at::IntArrayRef(want),
               op, ": ", name, " must be ", c.xh.scalar_type(), " NHWC memory of the output's shape");
   return th;
 }
