@@ -32,6 +32,8 @@ def _as_uint8_rgb(a, name: str) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim not in (2, 3):
         raise InputError(f"{name}: expected an HxW or HxWxC image (a tensor: [C, H, W]), got shape {a.shape}")
+    if a.size == 0:  # the mean of nothing is NaN, with a numpy warning
+        raise InputError(f"{name}: the image has no pixels (shape {a.shape})")
     if a.dtype == np.uint8:
         return a
     if a.dtype == np.uint16:

@@ -37,6 +37,9 @@ def test_metric_errors():
         psnr(np.zeros((4, 4, 3)), np.full((4, 4, 3), np.nan))
     with pytest.raises(InputError, match=r"a: expected an HxW or HxWxC image \(a tensor: \[C, H, W\]\)"):
         psnr(torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4))
+    for empty in (np.zeros((0, 4, 3), np.uint8), torch.zeros(3, 0, 0)):  # was NaN, with numpy's warning
+        with pytest.raises(InputError, match=r"a: the image has no pixels \(shape \("):
+            psnr(empty, empty)
 
 
 def test_metrics_take_what_deblur_takes_and_gives(tmp_path):
