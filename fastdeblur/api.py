@@ -642,6 +642,30 @@ def fit_threads_to_cpu_quota() -> None:
             torch.set_num_threads(quota)
 
 
+def _gnu_openmp() -> bool:
+    """torch's CPU ops run on GNU OpenMP (libgomp is mapped: Linux pip wheels), whose thread pool
+    does not survive a fork."""
+    try:
+        with open("/proc/self/maps") as f:
+            return any(os.path.basename(line.split()[-1]).startswith("libgomp") for line in f if "/" in line)
+    except OSError:  # not Linux
+        return False
+
+
+def _one_thread_after_fork() -> None:
+    """A forked child (multiprocessing's default start on Linux before Python 3.14, gunicorn
+    workers) runs torch's CPU ops on one thread. After the parent has run any parallel op, GNU
+    OpenMP's pool in the child names threads that did not survive the fork, and the child's first
+    parallel op waits for them forever (pytorch/pytorch#17199, #41197): a deblur() in a Pool
+    worker hung. One thread never uses the pool; a child wanting more starts by spawn instead."""
+    if torch.get_num_threads() > 1 and _gnu_openmp():
+        torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
+
+
 def memory_budget(device: torch.device) -> int:
     """Bytes one forward may use: $FASTDEBLUR_MEMORY_BUDGET (MiB), else a share of what is free."""
     env = os.environ.get("FASTDEBLUR_MEMORY_BUDGET")

@@ -1,6 +1,7 @@
 """deblur(): every input kind comes back as itself; bad input gets an error naming the problem."""
 
 import copy
+import os
 import re
 import threading
 import warnings
@@ -903,3 +904,44 @@ def test_inputs_are_never_written_over(net, kw):
         keep = img.copy() if isinstance(img, np.ndarray) else img.clone()
         fastdeblur.deblur(img, net, **kw)
         assert (np.array_equal(img, keep) if isinstance(img, np.ndarray) else torch.equal(img, keep)), type(img)
+
+
+_FORKED = r"""
+import os, signal, sys, time
+import numpy as np, torch, fastdeblur
+from fastdeblur.reference import DMPHN
+torch.set_num_threads(2)
+torch.manual_seed(0)
+net = DMPHN().eval()
+img = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+want = fastdeblur.deblur(img, net, device="cpu")  # the parent runs parallel ops: GNU OpenMP's pool starts
+pid = os.fork()
+if pid == 0:  # the child: the same call, then its result as the exit status
+    ok = np.array_equal(fastdeblur.deblur(img, net, device="cpu"), want) and torch.get_num_threads() == 1
+    os._exit(0 if ok else 1)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("child", os.waitstatus_to_exitcode(status))
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    print("child hung")
+print("parent threads", torch.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not fastdeblur.api._gnu_openmp(),
+                    reason="needs fork and a torch on GNU OpenMP (Linux pip wheels)")
+def test_a_forked_child_runs_after_the_parent_has(tmp_path):
+    """multiprocessing's default start on Linux (before Python 3.14) forks: a Pool worker's
+    deblur() after the parent's hung for ever, on GNU OpenMP's pool threads that the fork left
+    behind. The child now runs on one thread, with the same result; the parent keeps its two."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _FORKED], capture_output=True, text=True, timeout=200)
+    assert r.stdout.split("\n")[:2] == ["child 0", "parent threads 2"], (r.stdout, r.stderr[-2000:])
