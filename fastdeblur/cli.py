@@ -485,7 +485,7 @@ def _stream(args) -> int:
     bytes, for pipes (`curl ... | fastdeblur - -o - > sharp.jpg`). The output to a pipe is in
     --format, else the input's format (PNG where fastdeblur does not write that one); to a file,
     in the file's."""
-    from .io import encode_image, output_format, read_image, read_metadata, write_image
+    from .io import encode_image, output_format, read_image, read_metadata, read_stream, write_image
 
     src, dst = args.inputs[0], args.output
     from_stdin, to_stdout = str(src) == "-", str(dst) == "-"
@@ -510,7 +510,7 @@ def _stream(args) -> int:
     name = "standard input" if from_stdin else str(src)
     try:
         if from_stdin:
-            data = sys.stdin.buffer.read()
+            data = read_stream(sys.stdin.buffer, "standard input")
             img, meta_src, head = read_image(data), data, data
         else:
             img, meta_src = read_image(src), src

@@ -34,6 +34,21 @@ def missing_path(src, what: str = "file") -> str:
     return message
 
 
+def not_a_file(path) -> str:
+    """The message for a path that exists but is no regular file: a folder, a device, or a pipe
+    (a shell's `<(...)`, which can be read once only: its bytes go in another way)."""
+    import stat
+
+    try:
+        fifo = stat.S_ISFIFO(path.stat().st_mode)
+    except OSError:
+        fifo = False
+    if fifo:
+        return (f"{path}: a pipe, not a file: give its bytes instead (the command reads them from standard input "
+                f"with `-`: fastdeblur - -o OUT < ...; deblur() takes bytes)")
+    return f"{path}: not a file"
+
+
 _YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 

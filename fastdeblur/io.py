@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, InputError, missing_path
+from .errors import ConfigError, InputError, missing_path, not_a_file
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".avif")
 _EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp", ".webp", ".avif", ".heic", ".heif")
@@ -140,7 +140,7 @@ def _source(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[st
     if not path.exists():
         raise InputError(missing_path(src))
     if not path.is_file():
-        raise InputError(f"{path}: not a file")
+        raise InputError(not_a_file(path))
     suffix = path.suffix.lower()
     if suffix in HEIF_SUFFIXES and not heif_available():
         raise InputError(f"{path}: reading HEIC/HEIF needs pillow-heif: {HEIF_HINT}")
@@ -174,6 +174,23 @@ def max_pixels() -> int | None:
     except (ValueError, OverflowError):
         raise ConfigError(f"FASTDEBLUR_MAX_PIXELS must be a pixel count (0: no limit), got {raw!r}") from None
     return None if limit <= 0 else limit
+
+
+def read_stream(f, name: str) -> bytes:
+    """All of a stream's bytes (standard input), up to what an image within max_pixels() can take
+    in a file (8 bytes a pixel, 16-bit RGBA uncompressed, plus 64 MiB): a stream without an end
+    (`cat /dev/zero |`) was read until memory ran out, as a MemoryError traceback or the OOM killer."""
+    limit = max_pixels()
+    cap = None if limit is None else 8 * limit + 64 * 2**20
+    chunks, size = [], 0
+    while chunk := f.read(16 * 2**20):
+        chunks.append(chunk)
+        size += len(chunk)
+        if cap is not None and size > cap:
+            raise InputError(f"{name}: more than {cap / 2**30:.1f} GiB without an end, larger than any image file "
+                             f"within the limit of {limit / 1e6:.1f} megapixels; set FASTDEBLUR_MAX_PIXELS to a larger "
+                             "pixel count (0: no limit) if it is one")
+    return b"".join(chunks)
 
 
 def _check_pixels(name: str, pixels: int, size: str = "") -> None:

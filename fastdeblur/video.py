@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, missing_path
+from .errors import InputError, missing_path, not_a_file
 from .io import VIDEO_SUFFIXES, private_temp_path, publish
 
 VIDEO_HINT = "pip install -U av (18 or newer; or fastdeblur[video])"
@@ -110,7 +110,7 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
     av = _import_av()
     given, src, dst = src, Path(src), Path(dst)
     if not src.is_file():
-        raise InputError(missing_path(given) if not src.exists() else f"{src}: not a file")
+        raise InputError(missing_path(given) if not src.exists() else not_a_file(src))
     fmt = _CONTAINERS.get(dst.suffix.lower())
     if fmt is None:
         raise InputError(f"{dst}: unsupported video output {dst.suffix!r} (use one of {', '.join(VIDEO_SUFFIXES)})")

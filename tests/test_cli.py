@@ -1,5 +1,6 @@
 """The fastdeblur command: files, folders, overwrite policy, bad files, exit codes."""
 
+import os
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastdeblur import deblur, load_model
+from fastdeblur import InputError, deblur, load_model
 from fastdeblur.cli import main
 from fastdeblur.io import read_image, write_image
 
@@ -710,6 +711,45 @@ def test_pipe_errors_write_nothing(tmp_path, monkeypatch, capsys):
         assert f"- (standard input) is one image: -o must name an image file such as out.png, got {says}" in \
             capsys.readouterr().err
     assert not (tmp_path / "o.gif").exists()
+
+
+class _Endless:
+    """A stream without an end (`cat /dev/zero |`), counting what is read of it."""
+
+    def __init__(self):
+        self.read_bytes = 0
+
+    def read(self, n: int = -1) -> bytes:
+        assert n > 0, "read to the end of an endless stream"
+        self.read_bytes += n
+        return bytes(n)
+
+
+def test_an_endless_standard_input_is_named(tmp_path, monkeypatch, capsys):
+    """`cat /dev/zero | fastdeblur - -o x.png` read until memory ran out (a MemoryError traceback,
+    or the OOM killer): it now stops past what an image within FASTDEBLUR_MAX_PIXELS can take."""
+    stream = _Endless()
+    pipe = _Pipe()
+    pipe.buffer = stream
+    monkeypatch.setattr(sys, "stdin", pipe)
+    monkeypatch.setenv("FASTDEBLUR_MAX_PIXELS", "1000")  # 8 KB of pixels + 64 MiB
+    assert main(["-", "-o", str(tmp_path / "o.png"), "--model", "fastdeblur-default"]) == 1
+    assert "standard input: more than 0.1 GiB without an end, larger than any image file within the limit of " \
+           "0.0 megapixels; set FASTDEBLUR_MAX_PIXELS" in capsys.readouterr().err
+    assert stream.read_bytes < 100 * 2**20 and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_pipe_named_as_input_says_how_to_pass_it(tmp_path, capsys):
+    """A shell's `<(...)` is a pipe: it can be read once only, so the command names the way that
+    works (its bytes on standard input) instead of "not a file"."""
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    assert main([str(fifo), "-o", str(tmp_path / "o.png"), "--model", "fastdeblur-default"]) == 1
+    assert f"{fifo}: a pipe, not a file: give its bytes instead (the command reads them from standard input " \
+           "with `-`" in capsys.readouterr().err
+    with pytest.raises(InputError, match="a pipe, not a file"):
+        deblur(fifo)
 
 
 def test_format_sets_the_outputs_format(tmp_path, monkeypatch, capsys):
