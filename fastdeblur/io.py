@@ -147,6 +147,7 @@ def _source(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[st
     if suffix in VIDEO_SUFFIXES:
         raise InputError(f"{path}: a video, not an image; use fastdeblur.deblur_video(src, dst), or the command "
                          f"`fastdeblur {path.name} -o OUT{path.suffix}`")
+    _check_file_size(str(path), path.stat().st_size)
     data = path.read_bytes()
     if not data:
         raise InputError(f"{path}: empty file")
@@ -176,20 +177,27 @@ def max_pixels() -> int | None:
     return None if limit <= 0 else limit
 
 
-def read_stream(f, name: str) -> bytes:
-    """All of a stream's bytes (standard input), up to what an image within max_pixels() can take
-    in a file (8 bytes a pixel, 16-bit RGBA uncompressed, plus 64 MiB): a stream without an end
-    (`cat /dev/zero |`) was read until memory ran out, as a MemoryError traceback or the OOM killer."""
+def _check_file_size(name: str, size: int, stream: bool = False) -> None:
+    """Refuse more bytes than an image within max_pixels() can take in a file (8 bytes a pixel,
+    16-bit RGBA uncompressed, plus 64 MiB), before they are read into memory: a stream without an
+    end (`cat /dev/zero |`) or a 100 GB file was read until memory ran out (a MemoryError
+    traceback, or the OOM killer)."""
     limit = max_pixels()
     cap = None if limit is None else 8 * limit + 64 * 2**20
+    if cap is not None and size > cap:
+        amount = f"more than {cap / 2**30:.1f} GiB" if stream else f"{size / 2**30:.1f} GiB"
+        raise InputError(f"{name}: {amount}, larger than any image file within the limit of "
+                         f"{limit / 1e6:.1f} megapixels; set FASTDEBLUR_MAX_PIXELS to a larger pixel count (0: no "
+                         "limit) if it is one")
+
+
+def read_stream(f, name: str) -> bytes:
+    """All of a stream's bytes (standard input), within _check_file_size's limit."""
     chunks, size = [], 0
     while chunk := f.read(16 * 2**20):
         chunks.append(chunk)
         size += len(chunk)
-        if cap is not None and size > cap:
-            raise InputError(f"{name}: more than {cap / 2**30:.1f} GiB without an end, larger than any image file "
-                             f"within the limit of {limit / 1e6:.1f} megapixels; set FASTDEBLUR_MAX_PIXELS to a larger "
-                             "pixel count (0: no limit) if it is one")
+        _check_file_size(name, size, stream=True)
     return b"".join(chunks)
 
 

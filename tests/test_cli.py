@@ -725,7 +725,7 @@ class _Endless:
         return bytes(n)
 
 
-def test_an_endless_standard_input_is_named(tmp_path, monkeypatch, capsys):
+def test_an_endless_standard_input_or_a_huge_file_is_named(tmp_path, monkeypatch, capsys):
     """`cat /dev/zero | fastdeblur - -o x.png` read until memory ran out (a MemoryError traceback,
     or the OOM killer): it now stops past what an image within FASTDEBLUR_MAX_PIXELS can take."""
     stream = _Endless()
@@ -734,9 +734,14 @@ def test_an_endless_standard_input_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", pipe)
     monkeypatch.setenv("FASTDEBLUR_MAX_PIXELS", "1000")  # 8 KB of pixels + 64 MiB
     assert main(["-", "-o", str(tmp_path / "o.png"), "--model", "fastdeblur-default"]) == 1
-    assert "standard input: more than 0.1 GiB without an end, larger than any image file within the limit of " \
+    assert "standard input: more than 0.1 GiB, larger than any image file within the limit of " \
            "0.0 megapixels; set FASTDEBLUR_MAX_PIXELS" in capsys.readouterr().err
     assert stream.read_bytes < 100 * 2**20 and not (tmp_path / "o.png").exists()
+    big = tmp_path / "big.png"  # the same limit for a file, before it is read (sparse: no disk used)
+    with open(big, "wb") as f:
+        f.truncate(3 * 2**30)
+    assert main([str(big), "-o", str(tmp_path / "o.png"), "--model", "fastdeblur-default"]) == 1
+    assert f"{big}: 3.0 GiB, larger than any image file within the limit" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
