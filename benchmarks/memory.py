@@ -29,9 +29,9 @@ res = {"seconds": secs, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF)
 if device.startswith("cuda"):
     res["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
 from fastdeblur.api import _resolve_backend, _resolve_dtype, auto_tile, memory_budget
-from fastdeblur.models.onednn import WHOLE_BYTES_PER_PX
+from fastdeblur.models.onednn import whole_bytes_per_px
 dt = _resolve_dtype(dtype, torch.device(device))
-per_px = WHOLE_BYTES_PER_PX.get(dt) if _resolve_backend(None, torch.device(device), dt)[0] == "onednn" else None
+per_px = whole_bytes_per_px(dt) if _resolve_backend(None, torch.device(device), dt)[0] == "onednn" else None
 res["tile"] = tile if tile is not None else auto_tile(int(h) * int(w), dt, memory_budget(torch.device(device)), per_px)
 res["dtype"] = str(dt)
 print(json.dumps(res))

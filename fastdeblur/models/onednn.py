@@ -130,12 +130,24 @@ class _OneDNN(_Layer):
 
 
 # Peak memory of a whole-image forward of this model per pixel, above the process's baseline, by
-# dtype: linear in the pixels, measured on the 2-core Zen 4 from 1280x720 to 4032x3024 (bfloat16
-# 206 B/px with the Winograd kernels and the block cache, 239 on oneDNN's convolutions alone, 186
-# without the cache; float32 388, 452 and 312), with a margin. The reference forward needs ~3.5x
-# more (api._FORWARD_BYTES_PER_PX), so with this figure deblur() runs a 4032x3024 photo whole in
-# bfloat16 under the default 3 GiB budget instead of tiling it.
-WHOLE_BYTES_PER_PX = {torch.bfloat16: 256, torch.float32: 480}
+# dtype and by whether the residual blocks run on the Winograd kernels: linear in the pixels,
+# measured from 640x480 to 4032x3024 with the block cache, with a margin. On the 2-core Zen 4:
+# bfloat16 206 B/px on Winograd, 239 on oneDNN; float32 388 and 452. On a 2-core Xeon with AMX
+# (2026-12-06), where bfloat16 runs on oneDNN by default: bfloat16 244-302 B/px on oneDNN (until
+# then its figure was Winograd's 256, which a 1080p frame passed at 285), 207-218 on Winograd;
+# float32 344-400 on Winograd, 400-477 on oneDNN. The reference forward needs ~3.5x more
+# (api._FORWARD_BYTES_PER_PX), so with these figures deblur() runs a 4032x3024 photo whole in
+# bfloat16 on Winograd under the default 3 GiB budget instead of tiling it.
+WHOLE_BYTES_PER_PX = {(torch.bfloat16, True): 256, (torch.bfloat16, False): 352,
+                      (torch.float32, True): 480, (torch.float32, False): 560}
+
+
+def whole_bytes_per_px(dtype: torch.dtype, on_winograd: bool | None = None) -> int | None:
+    """WHOLE_BYTES_PER_PX for `dtype`, on the Winograd kernels or not (None: as the twin built
+    here by default runs, `winograd.preferred`); None for a dtype the twin does not run."""
+    if on_winograd is None:
+        on_winograd = winograd.preferred(dtype)
+    return WHOLE_BYTES_PER_PX.get((dtype, on_winograd))
 
 
 def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k: bool | None = None) -> nn.Module:
@@ -156,5 +168,7 @@ def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k
         raise RuntimeError(f"oneDNN's fused convolutions do not run {first.dtype} on this machine "
                            "(no oneDNN in this torch build, or a CPU without the instructions)")
     twin = swap_cnns(model, functools.partial(_OneDNN, use_winograd=use_winograd, use_small_k=use_small_k))
-    twin.whole_bytes_per_px = WHOLE_BYTES_PER_PX.get(first.dtype)  # deblur()'s tiling reads it (api.auto_tile)
+    on_winograd = any(getattr(m, "winograd", None) is not None for m in twin.modules() if isinstance(m, _OneDNN))
+    # deblur()'s tiling reads it (api.auto_tile)
+    twin.whole_bytes_per_px = whole_bytes_per_px(first.dtype, on_winograd)
     return twin
