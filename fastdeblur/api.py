@@ -366,6 +366,9 @@ def _check_float_range(x, what: str) -> None:
             hint = ("; these look like 8-bit values: divide by 255, or pass them as uint8" if hi <= 255 else
                     "; these look like integer pixel values: divide by their bit depth's maximum (65535 for 16-bit, "
                     "4095 for 12-bit), or pass 16-bit data as uint16")
+        elif lo >= -0.25 and hi <= 1.25:  # a little outside: a resize's or a sharpening's overshoot
+            fix = "tensor.clamp(0, 1)" if lib is torch else "np.clip(img, 0, 1)"
+            hint = f"; values a little outside come from resampling or sharpening overshoot: clip them first ({fix})"
         raise InputError(f"{what}: float images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]{hint}")
 
 

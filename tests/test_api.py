@@ -480,6 +480,15 @@ def test_float_out_of_range(net):
         fastdeblur.deblur(np.linspace(0, 1.5, 16 * 16 * 3).reshape(16, 16, 3), net)
     with pytest.raises(InputError, match=r"got values in \[-1, 1\]$"):  # [-1, 1], another convention: no guess
         fastdeblur.deblur(np.full((16, 16, 3), -1.0).clip(-1, 1) * np.sign(np.arange(3) - 0.5), net)
+    # a little outside [0, 1]: a bicubic resize's or a sharpening's overshoot, told to clip
+    overshoot = np.linspace(-0.02, 1.03, 16 * 16 * 3).reshape(16, 16, 3)
+    with pytest.raises(InputError, match=r"got values in \[-0\.02, 1\.03\]; values a little outside come from "
+                                         r"resampling or sharpening overshoot: clip them first "
+                                         r"\(np\.clip\(img, 0, 1\)\)"):
+        fastdeblur.deblur(overshoot, net)
+    with pytest.raises(InputError, match=r"clip them first \(tensor\.clamp\(0, 1\)\)"):
+        fastdeblur.deblur(torch.from_numpy(overshoot).permute(2, 0, 1), net)
+    assert fastdeblur.deblur(overshoot.clip(0, 1), net).shape == overshoot.shape
 
 
 def test_empty_image(net):
