@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import math
 import os
 import sys
@@ -567,6 +568,7 @@ def _run_jobs(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     done = skipped = 0
     interrupted, failed_before = False, failed
     config_error: ConfigError | None = None  # a FASTDEBLUR_* setting no file can run with: stop at once
+    full: OSError | None = None  # the outputs' disk is full or read-only: no later file can be written either
 
     def load(src: Path) -> tuple:
         """The pixels and the metadata the output keeps (on a reader thread)."""
@@ -623,7 +625,7 @@ def _run_jobs(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
         pending: deque[tuple[Future, Path, Path]] = deque()
 
         def finish_oldest() -> None:
-            nonlocal done, failed
+            nonlocal done, failed, full
             fut, src, dst = pending.popleft()
             try:
                 fut.result()
@@ -632,10 +634,13 @@ def _run_jobs(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                 written.discard(dst.resolve())
                 print(f"fastdeblur: error: {_reason(src, e)}", file=sys.stderr)
                 failed += 1
+                full = full or _disk_full(e)
 
         try:
             for i, (src, dst) in enumerate(tqdm(jobs, desc="deblurring", unit="file",
                                                 disable=True if args.quiet else None, file=sys.stderr)):
+                if full is not None:  # each file after would be deblurred only to fail the same way
+                    break
                 for j in range(i, min(i + lookahead, len(jobs))):  # read ahead what will be deblurred
                     if j not in reads and not is_video_path(jobs[j][0]) and verdict(*jobs[j]) is None:
                         reads[j] = reader.submit(load, jobs[j][0])
@@ -657,6 +662,7 @@ def _run_jobs(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
                     except Exception as e:  # a bug fails this file only: see _EXPECTED
                         written.discard(dst.resolve())
                         reason = _reason(src, e)
+                        full = full or _disk_full(e)
                 elif reason is None:
                     try:
                         img, meta = (read or reader.submit(load, src)).result()
@@ -687,6 +693,10 @@ def _run_jobs(args, jobs: list[tuple[Path, Path]], failed: int) -> int:
     if config_error is not None:
         print(f"fastdeblur: error: {config_error} (stopped: {done} written, {left} left undone)", file=sys.stderr)
         return EXIT_USAGE
+    if full is not None and left:
+        print(f"fastdeblur: stopped: the outputs cannot be written ({os.strerror(full.errno)}): {done} written, "
+              f"{skipped} skipped, {failed} failed, {left} left undone", file=sys.stderr)
+        return EXIT_FAILED
     if interrupted:
         print(f"fastdeblur: interrupted: {done} written, {skipped} skipped, {failed} failed, {left} left undone",
               file=sys.stderr)
@@ -709,6 +719,13 @@ def _io_threads() -> tuple[int, int]:
 # I/O, codec errors. Anything else is a bug here, said as one, but it fails that file only: a
 # batch of a thousand photos does not end at the one that found it.
 _EXPECTED = (ValueError, RuntimeError, OSError)
+
+
+def _disk_full(e: Exception) -> OSError | None:
+    """`e` if it says that no output can be written now (a full disk, a quota, a read-only file
+    system), which stops a run of many files: each one after would be deblurred, then fail."""
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+    return e if full else None
 
 
 def _reason(src: Path, e: Exception) -> str:

@@ -821,3 +821,31 @@ def test_suffix_writes_beside_the_inputs_and_leaves_earlier_outputs_alone(tmp_pa
     assert "--suffix must be some text without a path separator" in capsys.readouterr().err
     assert main([str(a)]) == 2
     assert "-o/--output is required (or --suffix TEXT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+def test_a_full_disk_stops_a_folder_run(tmp_path, monkeypatch, capsys, code):
+    """Until 2026-12-06 every file after the disk filled up was deblurred and then failed to write,
+    each with the same error (a 2 s 1080p frame apiece, on and on). The first write that cannot
+    happen now stops the run; the writes already in flight finish or fail."""
+    import errno
+
+    import fastdeblur.io
+
+    (tmp_path / "in").mkdir()
+    for i in range(8):
+        _img(tmp_path / "in" / f"p{i}.png")
+    attempts = []
+
+    def full(dst, *a, **k):
+        attempts.append(dst)
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(fastdeblur.io, "write_image", full)
+    assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out") + "/", "--model", "fastdeblur-default"]) == 1
+    err = capsys.readouterr().err
+    left = 8 - len(attempts)
+    assert 1 <= len(attempts) <= 5 and left >= 3  # at most the writers in flight past the first failure
+    assert err.count(os.strerror(getattr(errno, code))) == len(attempts) + 1
+    assert f"stopped: the outputs cannot be written ({os.strerror(getattr(errno, code))}): 0 written, 0 skipped, " \
+           f"{len(attempts)} failed, {left} left undone" in err
