@@ -49,12 +49,17 @@ def _add(op: str, add: object, like: torch.Tensor, shape: list[int]) -> None:
         raise InputError(f"{op}: add must be {like.dtype} on {like.device}, got {add.dtype} on {add.device}")
 
 
+def _grid_and_tensor(op: str, name: str, form: str, t: object, rows: object, cols: object) -> tuple[int, int]:
+    rows, cols = _int(op, "rows", rows), _int(op, "cols", cols)
+    _float_tensor(op, name, t)
+    if t.dim() != 4:
+        raise InputError(f"{op}: {name} must be {form}, got {t.dim()} dims")
+    return rows, cols
+
+
 def patch_split(x: torch.Tensor, rows: object, cols: object, add: object) -> tuple[int, int]:
     """The grid as ints; raises InputError for anything the split cannot take."""
-    rows, cols = _int("patch_split", "rows", rows), _int("patch_split", "cols", cols)
-    _float_tensor("patch_split", "x", x)
-    if x.dim() != 4:
-        raise InputError(f"patch_split: x must be [N, C, H, W], got {x.dim()} dims")
+    rows, cols = _grid_and_tensor("patch_split", "x", "[N, C, H, W]", x, rows, cols)
     n, c, h, w = x.shape
     if h % rows or w % cols:
         raise InputError(f"patch_split: x of {h}x{w} does not split into a {rows}x{cols} grid of equal patches")
@@ -63,10 +68,7 @@ def patch_split(x: torch.Tensor, rows: object, cols: object, add: object) -> tup
 
 
 def patch_merge(p: torch.Tensor, rows: object, cols: object, add: object) -> tuple[int, int]:
-    rows, cols = _int("patch_merge", "rows", rows), _int("patch_merge", "cols", cols)
-    _float_tensor("patch_merge", "p", p)
-    if p.dim() != 4:
-        raise InputError(f"patch_merge: p must be [N*rows*cols, C, h, w], got {p.dim()} dims")
+    rows, cols = _grid_and_tensor("patch_merge", "p", "[N*rows*cols, C, h, w]", p, rows, cols)
     b, c, h, w = p.shape
     if b % (rows * cols):
         raise InputError(f"patch_merge: p's batch of {b} is not a multiple of the {rows}x{cols} grid")
