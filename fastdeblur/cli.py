@@ -36,6 +36,7 @@ from .io import (
 from .video import VIDEO_HINT, is_video_path, video_available
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: the shell's code for Ctrl-C
+EXIT_TERMINATED = 143  # the shell's code for SIGTERM
 
 
 def _int_in(lo: int, hi: int | None = None):
@@ -347,6 +348,38 @@ def main(argv: list[str] | None = None) -> int:
         from .train.cli import main as train_main
 
         return train_main(argv[1:] if argv[0] == "train" else ["--export", *argv[1:]])
+    with _sigterm_as_interrupt() as terminated:
+        code = _main(argv)
+    return EXIT_TERMINATED if code == EXIT_INTERRUPTED and terminated else code
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (`kill`, `docker stop`, a job scheduler's stop) ends the command as Ctrl-C does:
+    nothing new starts, the writes in flight finish, a video's temp file is removed and the
+    summary says what is left undone; exit status 143. Until 2026-12-06 it killed the process
+    where it stood, leaving a video's `.NAME.XXXX.mp4.part` file behind. Only on the main thread,
+    which alone receives signals."""
+    import signal
+    import threading
+
+    terminated: list[int] = []  # the signal, once it has come
+    if threading.current_thread() is not threading.main_thread():
+        yield terminated
+        return
+
+    def interrupt(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield terminated
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -251,6 +251,36 @@ def test_ctrl_c_keeps_what_is_done(tmp_path, capsys, monkeypatch):
     assert len(calls) == 3
 
 
+def test_sigterm_stops_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
+    """SIGTERM (`kill`, `docker stop`, a scheduler's stop) during the third image: as Ctrl-C, the
+    outputs already deblurred are written whole, no temp file is left, and the summary says what
+    is left; exit status 143. Until 2026-12-06 it killed the command where it stood (a video's
+    temp file stayed behind). The handler is the command's only while it runs."""
+    import signal
+
+    from fastdeblur import api
+
+    folder = tmp_path / "in"
+    for i in range(5):
+        _img(folder / f"{i}.png")
+    calls = []
+
+    def terminated_on_the_third(img, model, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return img
+
+    monkeypatch.setattr(api, "deblur", terminated_on_the_third)
+    monkeypatch.setattr(api, "load_model", lambda *a, **k: torch.nn.Linear(1, 1))
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "out"
+    assert main([str(folder), "-o", str(out), "-q"]) == 143
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
+    assert "interrupted: 2 written, 0 skipped, 0 failed, 3 left undone" in capsys.readouterr().err
+
+
 def test_an_output_format_without_codec_fails_before_the_network(tmp_path, capsys, monkeypatch):
     from PIL import features
 

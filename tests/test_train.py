@@ -323,9 +323,11 @@ def test_resume_reproduces_the_same_next_step(gopro_tree, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_finishes_the_step_saves_and_resumes(gopro_tree, tmp_path, monkeypatch):
-    """Ctrl-C (SIGINT) during a step: the step finishes, the checkpoint is saved there (not at the
-    last ckpt_every), TrainingInterrupted (a KeyboardInterrupt) names it, and the run resumed
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_finishes_the_step_saves_and_resumes(gopro_tree, tmp_path, monkeypatch, sig):
+    """Ctrl-C (SIGINT) or SIGTERM (a job scheduler's preemption; until 2026-12-06 it killed the
+    run where it stood) during a step: the step finishes, the checkpoint is saved there (not at
+    the last ckpt_every), TrainingInterrupted (a KeyboardInterrupt) names it, and the run resumed
     from it ends where an uninterrupted one does."""
     import os
     import signal
@@ -340,16 +342,17 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes(gopro_tree, tmp_path, monkey
 
     def step_with_ctrl_c(self, blur, sharp):
         if self.step == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # arrives while the step runs
+            os.kill(os.getpid(), getattr(signal, sig))  # arrives while the step runs
         return real_step(self, blur, sharp)
 
     monkeypatch.setattr(Trainer, "train_step", step_with_ctrl_c)
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted, match=r"interrupted after step 3; checkpoint .*last.pt \(run again to "
                                                   r"resume\)") as e:
         interrupted.run()
     assert isinstance(e.value, KeyboardInterrupt) and e.value.step == 3
-    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
+    assert e.value.exit_code == 128 + getattr(signal, sig)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # the handlers are put back
     assert torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=True)["step"] == 3
     monkeypatch.setattr(Trainer, "train_step", real_step)
     resumed = _trainer(tmp_path / "b", data, steps=5)
@@ -359,10 +362,11 @@ def test_ctrl_c_finishes_the_step_saves_and_resumes(gopro_tree, tmp_path, monkey
 
 
 @pytest.mark.timeout(180)
-def test_ctrl_c_in_a_terminal_stops_the_command_with_its_workers(gopro_tree, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_in_a_terminal_stops_the_command_with_its_workers(gopro_tree, tmp_path, sig):
     """The command in its own process group, as a terminal runs it, with two data workers: Ctrl-C
-    reaches them all, the workers leave it to the trainer, and the command exits 130 after
-    saving the step it was in."""
+    (or a scheduler's SIGTERM to the group) reaches them all, the workers leave it to the
+    trainer, and the command exits 130 (143) after saving the step it was in."""
     import os
     import signal
     import subprocess
@@ -381,13 +385,13 @@ def test_ctrl_c_in_a_terminal_stops_the_command_with_its_workers(gopro_tree, tmp
         while not ((run / "log.csv").is_file() and (run / "log.csv").read_text().count("\n") >= 4):
             assert p.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
-        os.killpg(p.pid, signal.SIGINT)
+        os.killpg(p.pid, getattr(signal, sig))
         p.wait(timeout=60)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     err = log.read_text()
-    assert p.returncode == 130, err
+    assert p.returncode == 128 + getattr(signal, sig), err
     step = torch.load(run / "last.pt", weights_only=True)["step"]
     assert err.strip().splitlines()[-1] == (f"fastdeblur-train: interrupted after step {step}; checkpoint "
                                             f"{run / 'last.pt'} (run again to resume)")

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except TrainingInterrupted as e:  # Ctrl-C: the step in hand finished and saved
         print(f"fastdeblur-train: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
     except (InputError, WeightsError, OSError) as e:
         print(f"fastdeblur-train: error: {e}", file=sys.stderr)
         return 1

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return _main(argv)
     except TrainingInterrupted as e:  # Ctrl-C: the step in hand saved; no export until a run ends
         print(f"python -m fastdeblur.train.recipe: {e}; nothing exported", file=sys.stderr)
-        return 130
+        return e.exit_code
     except (InputError, WeightsError) as e:  # bad data, device or weights: one line, not a traceback
         print(f"python -m fastdeblur.train.recipe: error: {e}", file=sys.stderr)
         return 1

@@ -179,53 +179,63 @@ def train_device(name: str) -> str:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped `Trainer.run` after a whole step, whose checkpoint is saved: running again
-    resumes there."""
+    """Ctrl-C or SIGTERM stopped `Trainer.run` after a whole step, whose checkpoint is saved:
+    running again resumes there. `exit_code`: the shell's for the signal (130 SIGINT, 143 SIGTERM)."""
 
-    def __init__(self, step: int, path: Path):
+    def __init__(self, step: int, path: Path, signum: int = 2):
         super().__init__(f"interrupted after step {step}; checkpoint {path} (run again to resume)")
-        self.step, self.path = step, path
+        self.step, self.path, self.exit_code = step, path, 128 + signum
 
 
 class _FinishStepOnInterrupt:
-    """While training, Ctrl-C (SIGINT) asks the loop to stop after the step in hand, so the
-    checkpoint it saves is whole (a KeyboardInterrupt inside the optimizer's step could leave the
-    weights half updated) instead of losing the steps since the last one; a second Ctrl-C
-    interrupts at once. Only a single-process run on the main thread: DDP's ranks must stop at
-    the same step, and other threads cannot take signals."""
+    """While training, Ctrl-C (SIGINT) or SIGTERM (`kill`, a job scheduler's preemption, `docker
+    stop`) asks the loop to stop after the step in hand, so the checkpoint it saves is whole (a
+    KeyboardInterrupt inside the optimizer's step could leave the weights half updated) instead
+    of losing the steps since the last one; a second signal acts at once (SIGTERM killed the run
+    where it stood, with no checkpoint, until 2026-12-06). Only a single-process run on the main
+    thread: DDP's ranks must stop at the same step, and other threads cannot take signals."""
 
     def __init__(self, enabled: bool = True):
+        import signal
         import threading
 
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.asked = False
+        self.signum = int(signal.SIGINT)
+        self._signals = (signal.SIGINT, signal.SIGTERM)
+        self._before: dict = {}
 
     def __enter__(self):
         import signal
 
         if self.enabled:
-            self._before = signal.signal(signal.SIGINT, self._ask)
+            self._before = {s: signal.signal(s, self._ask) for s in self._signals}
         return self
 
     def _ask(self, signum, frame) -> None:
+        self.asked, self.signum = True, int(signum)
+        self._restore()  # the next Ctrl-C or SIGTERM is an ordinary one
+
+    def _restore(self) -> None:
         import signal
 
-        self.asked = True
-        signal.signal(signal.SIGINT, self._before)  # the next Ctrl-C is an ordinary one
+        for s, handler in self._before.items():
+            signal.signal(s, handler)
+        self._before = {}
 
     def __exit__(self, *exc) -> None:
-        import signal
-
-        if self.enabled and not self.asked:
-            signal.signal(signal.SIGINT, self._before)
+        self._restore()
 
 
 def _ignore_interrupts(worker_id: int) -> None:
-    """A data worker leaves Ctrl-C to the trainer (_FinishStepOnInterrupt), which still needs its
-    batches until the step in hand is done; a worker that died of it would stop the loader."""
+    """A data worker leaves Ctrl-C and SIGTERM (sent to the whole process group by a terminal, or a
+    job scheduler) to the trainer (_FinishStepOnInterrupt), which still needs its batches until
+    the step in hand is done; a worker that died of them would stop the loader. (A worker whose
+    trainer has gone ends on its own: torch's loader watches the parent.)"""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def check_settings(cfg: TrainConfig, model: nn.Module | None) -> None:
@@ -438,7 +448,7 @@ class Trainer:
                 raise
         path = self.save()
         if stop.asked:
-            raise TrainingInterrupted(self.step, path)
+            raise TrainingInterrupted(self.step, path, stop.signum)
         return path
 
     @torch.no_grad()
