@@ -33,6 +33,9 @@ _AUTHORS_LICENSE = (
     "fastdeblur: downloaded from the authors' repository."
 )
 _DOWNLOAD_TIMEOUT_S = 30.0
+# No weights file here is near this (the authors' are 3.5-3.8 MB): a mirror that answers with
+# something else (a disk image, an endless stream) is cut off here, not when the disk is full.
+_MAX_DOWNLOAD_BYTES = 256 * 2**20
 BUNDLED_DIR = Path(__file__).with_name("_bundled")
 
 
@@ -292,11 +295,19 @@ def download_file(url: str, dest: Path, sha256: str, *, progress: bool | None = 
     try:
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
             total = int(resp.headers.get("Content-Length") or 0) or None
+            too_big = (f"download of {url} is larger than any weights file (over {_MAX_DOWNLOAD_BYTES >> 20} MiB): "
+                       "not a weights file; the file was not kept")
+            if total is not None and total > _MAX_DOWNLOAD_BYTES:
+                raise WeightsError(too_big)
             from tqdm import tqdm
 
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress,
                       file=sys.stderr) as bar:
+                size = 0  # not bar.n: a disabled bar counts nothing
                 for block in iter(lambda: resp.read(1 << 16), b""):
+                    size += len(block)
+                    if size > _MAX_DOWNLOAD_BYTES:
+                        raise WeightsError(too_big)
                     out.write(block)
                     h.update(block)
                     bar.update(len(block))

@@ -118,6 +118,43 @@ def test_tampered_download_is_refused_and_not_kept(serve, mirror, fresh_home, mo
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "streamed"])
+def test_an_oversized_download_is_cut_off(fresh_home, monkeypatch, length):
+    """A mirror that answers with something far larger than a weights file (a disk image, an
+    endless stream) is refused by its Content-Length, or cut off past the limit when it sends
+    none, instead of filling the disk before the sha256 check; nothing is kept."""
+    import fastdeblur.weights as weights
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            if length:
+                self.send_header("Content-Length", str(10 * 2**30))
+            self.end_headers()
+            try:
+                for _ in range(2**14):  # 1 GiB if nobody stops reading
+                    self.wfile.write(bytes(2**16))
+            except OSError:  # the client hung up: what is wanted
+                pass
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(weights, "_MAX_DOWNLOAD_BYTES", 2**20)
+        monkeypatch.setenv("FASTDEBLUR_OFFICIAL_URL", f"http://127.0.0.1:{srv.server_address[1]}")
+        with pytest.raises(WeightsError, match=r"is larger than any weights file \(over 1 MiB\): not a weights "
+                                               r"file; the file was not kept"):
+            resolve_files(MODEL)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    folder = fresh_home / "checkpoints" / "DMPHN_1_2_4"
+    assert not folder.exists() or not list(folder.iterdir())
+
+
 def test_damaged_cache_file_is_replaced(serve, mirror, fresh_home, monkeypatch):
     monkeypatch.setenv("FASTDEBLUR_OFFICIAL_URL", serve(mirror))
     path = resolve_files(MODEL)["encoder_lv3.pkl"]
