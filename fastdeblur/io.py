@@ -201,7 +201,7 @@ def read_stream(f, name: str) -> bytes:
     return b"".join(chunks)
 
 
-def _check_pixels(name: str, pixels: int, size: str = "") -> None:
+def check_pixels(name: str, pixels: int, size: str = "") -> None:
     limit = max_pixels()
     if limit is not None and pixels > limit:
         raise InputError(f"{name}: {size + ', ' if size else ''}{pixels / 1e6:.1f} megapixels, over the limit of "
@@ -243,7 +243,7 @@ class _PillowLimit:
             cause = cause.__cause__ or cause.__context__
         if cause is not None:
             found = re.search(r"\((\d+) pixels\)", str(cause))
-            _check_pixels(self.name, int(found.group(1)) if found else 2 ** 62)
+            check_pixels(self.name, int(found.group(1)) if found else 2 ** 62)
         return False
 
 
@@ -261,7 +261,7 @@ def read_image(src: str | os.PathLike | bytes | bytearray | memoryview) -> np.nd
     try:
         if kind == ".png" and len(data) > 24:  # IHDR: width and height, before any decoder
             w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-            _check_pixels(name, w * h, f"{w}x{h}")
+            check_pixels(name, w * h, f"{w}x{h}")
         if kind == ".png" and len(data) > 24 and data[24] == 16:
             import imagecodecs
 
@@ -318,7 +318,7 @@ def _read_pillow(data: bytes, name: str) -> np.ndarray:
     with _PillowLimit(name), iio.imopen(data, "r", plugin="pillow") as f:
         stack = f.properties(index=...)  # from the header: (frames, height, width[, channels])
         _single_image(name, stack.n_images)
-        _check_pixels(name, stack.shape[1] * stack.shape[2], f"{stack.shape[2]}x{stack.shape[1]}")
+        check_pixels(name, stack.shape[1] * stack.shape[2], f"{stack.shape[2]}x{stack.shape[1]}")
         meta = f.metadata(index=0, exclude_applied=False)
         mode = meta.get("mode")
         as_mode = "RGBA" if mode == "P" and "transparency" in meta else PIL_WORK_MODES.get(mode)
@@ -360,7 +360,7 @@ def _read_tiff(data: bytes, name: str) -> np.ndarray:
         series = tif.series[0]
         _single_image(name, len(series.pages))
         page = tif.pages[0]
-        _check_pixels(name, int(page.imagewidth) * int(page.imagelength), f"{page.imagewidth}x{page.imagelength}")
+        check_pixels(name, int(page.imagewidth) * int(page.imagelength), f"{page.imagewidth}x{page.imagelength}")
         if page.photometric in _TIFF_AS_STORED:
             orientation = page.tags.get(_EXIF_ORIENTATION)  # TIFF's own tag 274, which EXIF took over
             img = series.asarray()

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, missing_path, not_a_file
-from .io import VIDEO_SUFFIXES, private_temp_path, publish
+from .io import VIDEO_SUFFIXES, check_pixels, private_temp_path, publish
 
 VIDEO_HINT = "pip install -U av (18 or newer; or fastdeblur[video])"
 _CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
@@ -131,6 +131,8 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
     trim = start is not None or end is not None
     inp, vin = open_video(av, src)
     with inp:
+        w, h = vin.codec_context.width, vin.codec_context.height  # each frame is an image: the same limit
+        check_pixels(str(src), w * h, f"{w}x{h} frames")
         # every sound track FFmpeg can read, in order (one in a codec it lacks has no context)
         sound = [a for a in inp.streams.audio if getattr(a.codec_context, "codec", None) is not None]
         total = _frame_count(vin, inp)

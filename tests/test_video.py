@@ -623,3 +623,17 @@ def test_train_command_makes_pairs(tmp_path, capsys):
     make_video(tmp_path / "clips" / "short.mkv", rate=240, frames=4, sound=None)
     assert main(["--make-pairs", str(tmp_path / "clips"), "--pairs-out", str(tmp_path / "more")]) == 0
     assert "fastdeblur-train: warning: " in (err := capsys.readouterr().err) and "short.mkv: too short" in err
+
+
+def test_frames_over_the_pixel_limit_are_refused(tmp_path, identity, monkeypatch):
+    """A video's frames are images: FASTDEBLUR_MAX_PIXELS (Pillow's decompression-bomb limit by
+    default) holds for them too, before any frame is decoded or any output made (until
+    2026-12-06 frames were decoded at any size FFmpeg takes, up to about 268 megapixels)."""
+    src = make_video(tmp_path / "in.mp4")  # 96x64
+    monkeypatch.setenv("FASTDEBLUR_MAX_PIXELS", "6000")
+    with pytest.raises(InputError, match=r"in\.mp4: 96x64 frames, 0\.0 megapixels, over the limit of 0\.0 "
+                                         r"megapixels \(a guard against decompression bombs"):
+        deblur_video(src, tmp_path / "out.mp4", identity)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    monkeypatch.setenv("FASTDEBLUR_MAX_PIXELS", str(96 * 64))
+    assert deblur_video(src, tmp_path / "out.mp4", identity).frames == 8
