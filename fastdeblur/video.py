@@ -131,8 +131,6 @@ def deblur_video(src: str | os.PathLike, dst: str | os.PathLike, model: Any = "d
     trim = start is not None or end is not None
     inp, vin = open_video(av, src)
     with inp:
-        w, h = vin.codec_context.width, vin.codec_context.height  # each frame is an image: the same limit
-        check_pixels(str(src), w * h, f"{w}x{h} frames")
         # every sound track FFmpeg can read, in order (one in a codec it lacks has no context)
         sound = [a for a in inp.streams.audio if getattr(a.codec_context, "codec", None) is not None]
         total = _frame_count(vin, inp)
@@ -208,7 +206,8 @@ def _copy_tags(inp, out, pairs) -> None:
 
 def open_video(av, path: Path):
     """(container, its first video stream), decoded with frame and slice threads; an InputError
-    names a file that is not a video or holds no video stream."""
+    names a file that is not a video, holds no video stream, or has frames over
+    FASTDEBLUR_MAX_PIXELS."""
     try:
         # tags that are not UTF-8 (older cameras write Latin-1 titles) are read with replacement
         # characters rather than refusing the video: PyAV's default raised UnicodeDecodeError
@@ -227,6 +226,12 @@ def open_video(av, path: Path):
         inp.close()
         raise InputError(f"{path}: is a still image ({codec}), not a video: deblur() and the command take images")
     vin = inp.streams.video[0]
+    w, h = vin.codec_context.width, vin.codec_context.height
+    try:  # each frame is an image: the images' limit holds, before any frame is decoded
+        check_pixels(str(path), w * h, f"{w}x{h} frames")
+    except InputError:
+        inp.close()
+        raise
     vin.thread_type = "AUTO"
     return inp, vin
 

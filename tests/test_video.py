@@ -635,5 +635,11 @@ def test_frames_over_the_pixel_limit_are_refused(tmp_path, identity, monkeypatch
                                          r"megapixels \(a guard against decompression bombs"):
         deblur_video(src, tmp_path / "out.mp4", identity)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    from fastdeblur.train.video_pairs import make_video_pairs
+
+    clip = make_video(tmp_path / "slowmo.mov", rate=240, frames=16)  # training pairs from clips: the same
+    with pytest.raises(InputError, match=r"slowmo\.mov: 96x64 frames, 0\.0 megapixels, over the limit"):
+        make_video_pairs([clip], tmp_path / "pairs", frames=(7, 7))
+    assert not (tmp_path / "pairs").exists() or not any((tmp_path / "pairs").rglob("*.png"))
     monkeypatch.setenv("FASTDEBLUR_MAX_PIXELS", str(96 * 64))
     assert deblur_video(src, tmp_path / "out.mp4", identity).frames == 8
