@@ -348,9 +348,50 @@ def main(argv: list[str] | None = None) -> int:
         from .train.cli import main as train_main
 
         return train_main(argv[1:] if argv[0] == "train" else ["--export", *argv[1:]])
-    with _sigterm_as_interrupt() as terminated:
+    with _sigterm_as_interrupt() as terminated, messages_cannot_fail():
         code = _main(argv)
     return EXIT_TERMINATED if code == EXIT_INTERRUPTED and terminated else code
+
+
+class _QuietStream:
+    """Standard error for the commands' messages and progress bars, whose writes cannot fail the
+    run: with stderr closed (`2>&-`, some daemons and service managers: Python's sys.stderr is
+    then None) the first progress bar raised AttributeError before any image was read, and with
+    stderr on a full disk (`2>/dev/full`) a folder's outputs were all written but the exit status
+    was 1. Messages that cannot be written are lost; the work and the exit status are not."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (AttributeError, OSError, ValueError):  # None, a closed descriptor, a full disk
+            return len(text)
+
+    def flush(self) -> None:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def messages_cannot_fail():
+    """sys.stderr as a _QuietStream while a command runs (fastdeblur, fastdeblur-train)."""
+    real = sys.stderr
+    sys.stderr = _QuietStream(real)
+    try:
+        yield
+    finally:
+        sys.stderr = real
 
 
 @contextlib.contextmanager

@@ -879,3 +879,30 @@ def test_a_full_disk_stops_a_folder_run(tmp_path, monkeypatch, capsys, code):
     assert err.count(os.strerror(getattr(errno, code))) == len(attempts) + 1
     assert f"stopped: the outputs cannot be written ({os.strerror(getattr(errno, code))}): 0 written, 0 skipped, " \
            f"{len(attempts)} failed, {left} left undone" in err
+
+
+@pytest.mark.parametrize("stderr", ["closed", "full"])
+def test_messages_that_cannot_be_written_do_not_fail_the_run(tmp_path, stderr):
+    """With stderr closed (`2>&-`: Python's sys.stderr is None) the first progress bar raised an
+    AttributeError before any image was read; with stderr on a full disk (`2>/dev/full`) every
+    output was written but the exit status was 1. Lost messages no longer decide either."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "in"
+    for i in range(2):
+        _img(folder / f"{i}.png")
+    if stderr == "full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    code = ("import os, sys; from fastdeblur.cli import main; "
+            + ("os.close(2); sys.stderr = None; " if stderr == "closed" else "")
+            + f"sys.exit(main([{str(folder)!r}, '-o', {str(tmp_path / 'out')!r} + '/', '--model', "
+              "'fastdeblur-default']))")
+    err = open("/dev/full", "w") if stderr == "full" else subprocess.DEVNULL
+    try:
+        r = subprocess.run([sys.executable, "-c", code], stderr=err, stdout=subprocess.PIPE, timeout=300)
+    finally:
+        if stderr == "full":
+            err.close()
+    assert r.returncode == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png"]

@@ -145,6 +145,13 @@ def _read_data(a, parts: list, names: list) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..cli import messages_cannot_fail
+
+    with messages_cannot_fail():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     a = _parser().parse_args(argv)
     try:
         if a.export:

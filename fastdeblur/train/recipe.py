@@ -84,6 +84,13 @@ def _runs(init: torch.nn.Module | None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..cli import messages_cannot_fail
+
+    with messages_cannot_fail():
+        return _recipe(argv)
+
+
+def _recipe(argv: list[str] | None) -> int:
     try:
         return _main(argv)
     except TrainingInterrupted as e:  # Ctrl-C: the step in hand saved; no export until a run ends
