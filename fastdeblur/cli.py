@@ -564,6 +564,11 @@ def _stream(args) -> int:
 
     src, dst = args.inputs[0], args.output
     from_stdin, to_stdout = str(src) == "-", str(dst) == "-"
+    for used, stream, problem in ((to_stdout, sys.stdout, "standard output is closed: nowhere to write the image"),
+                                  (from_stdin, sys.stdin, "standard input is closed: no image to read")):
+        if used and stream is None:  # the shell's >&- or <&-: Python has no stream there (was an AttributeError)
+            print(f"fastdeblur: error: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     if to_stdout and sys.stdout.isatty():
         print("fastdeblur: error: refusing to write image data to a terminal: redirect standard output "
               "(> sharp.png) or give -o FILE", file=sys.stderr)

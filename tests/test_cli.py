@@ -741,6 +741,12 @@ def test_pipe_errors_write_nothing(tmp_path, monkeypatch, capsys):
         assert f"- (standard input) is one image: -o must name an image file such as out.png, got {says}" in \
             capsys.readouterr().err
     assert not (tmp_path / "o.gif").exists()
+    monkeypatch.setattr(sys, "stdout", None)  # >&-: Python has no stream (was an AttributeError traceback)
+    assert main([str(src), "-o", "-"]) == 2
+    assert "standard output is closed: nowhere to write the image" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", None)  # <&-
+    assert main(["-", "-o", str(tmp_path / "o.png")]) == 2
+    assert "standard input is closed: no image to read" in capsys.readouterr().err
 
 
 class _Endless:
