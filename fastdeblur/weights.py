@@ -290,7 +290,7 @@ def download_file(url: str, dest: Path, sha256: str, *, progress: bool | None = 
                            "FASTDEBLUR_HOME to a writable folder (the cache is FASTDEBLUR_HOME/checkpoints), "
                            "or pass weights=<directory holding the files> (CLI: --weights DIR)") from e
     if progress is None:
-        progress = sys.stderr.isatty()
+        progress = sys.stderr is not None and sys.stderr.isatty()  # None: a daemon's, pythonw's closed stderr
     h = hashlib.sha256()
     try:
         with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:

@@ -105,6 +105,15 @@ def test_download_from_loopback_server_verifies_and_caches(serve, mirror, fresh_
     assert resolve_files(MODEL) == files
 
 
+def test_download_without_stderr(mirror, fresh_home, monkeypatch):
+    """A daemon's or pythonw's sys.stderr is None: asking it whether it is a terminal (to show the
+    download's progress bar) was an AttributeError, so such a process could not fetch weights."""
+    monkeypatch.setenv("FASTDEBLUR_OFFICIAL_URL", mirror.as_uri())
+    monkeypatch.setattr("sys.stderr", None)
+    files = resolve_files(MODEL)
+    assert all(sha256_of(p) == get_weights(MODEL).files[f] for f, p in files.items())
+
+
 def test_tampered_download_is_refused_and_not_kept(serve, mirror, fresh_home, monkeypatch):
     bad = mirror / "checkpoints" / "DMPHN_1_2_4" / "decoder_lv2.pkl"
     data = bytearray(bad.read_bytes())
