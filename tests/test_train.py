@@ -827,3 +827,13 @@ def test_resumed_run_keeps_an_older_logs_columns(gopro_tree, tmp_path):
     _trainer(tmp_path, data, steps=2).run()
     lines = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert lines[0] == old_header and len(lines) == 3 and all(ln.count(",") == 5 for ln in lines)
+
+
+def test_training_runs_without_stderr(gopro_tree, tmp_path, monkeypatch):
+    """Trainer.run in a process whose sys.stderr is None (a daemon's, pythonw's): its progress bar
+    wrote to it and failed with an AttributeError before the first step."""
+    data = PairedImages.from_gopro(gopro_tree, "train", crop=32)
+    trainer = _trainer(tmp_path, data, steps=2)
+    monkeypatch.setattr("sys.stderr", None)
+    trainer.run()
+    assert trainer.step == 2

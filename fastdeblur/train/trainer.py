@@ -405,8 +405,11 @@ class Trainer:
             with open(log) as fh:
                 columns = len(fh.readline().rstrip("\n").split(","))
         stop = _FinishStepOnInterrupt(enabled=self.world == 1)
+        import sys
+
+        bar_off = self.rank != 0 or sys.stderr is None  # None: a daemon's stderr (the bar's writes would fail)
         with stop, open(log, "a", newline="") as fh, tqdm(total=end - self.step, desc="training", unit="step",
-                                                           disable=self.rank != 0) as bar:
+                                                           disable=bar_off) as bar:
             writer = csv.writer(fh)
             if new_log:
                 writer.writerow(LOG_COLUMNS)
@@ -441,8 +444,6 @@ class Trainer:
                 # since the last periodic checkpoint, up to ckpt_every of them; one inside a step
                 # leaves that checkpoint, as does DDP, whose ranks save together.
                 if between_steps and self.world == 1 and self.step > self.resumed_at:
-                    import sys
-
                     print(f"\nfastdeblur.train: stopped by an error after step {self.step}; checkpoint "
                           f"{self.save()} (run again to resume)", file=sys.stderr, flush=True)
                 raise
