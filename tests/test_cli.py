@@ -225,37 +225,13 @@ def test_read_ahead_skips_what_will_not_run(tmp_path, monkeypatch):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
-def test_ctrl_c_keeps_what_is_done(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_ctrl_c_keeps_what_is_done(tmp_path, capsys, monkeypatch, stop):
     """Ctrl-C during the third image: the outputs already deblurred are written whole, nothing new
-    starts, no temp file is left, and the exit status is 130 with a count of what is left."""
-    from fastdeblur import api
-
-    folder = tmp_path / "in"
-    for i in range(5):
-        _img(folder / f"{i}.png")
-    calls = []
-
-    def interrupted_on_the_third(img, model, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return img
-
-    monkeypatch.setattr(api, "deblur", interrupted_on_the_third)
-    monkeypatch.setattr(api, "load_model", lambda *a, **k: torch.nn.Linear(1, 1))
-    out = tmp_path / "out"
-    assert main([str(folder), "-o", str(out), "-q"]) == 130
-    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
-    assert all(read_image(out / n).shape == (24, 32, 3) for n in ("0.png", "1.png"))
-    assert "interrupted: 2 written, 0 skipped, 0 failed, 3 left undone" in capsys.readouterr().err
-    assert len(calls) == 3
-
-
-def test_sigterm_stops_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
-    """SIGTERM (`kill`, `docker stop`, a scheduler's stop) during the third image: as Ctrl-C, the
-    outputs already deblurred are written whole, no temp file is left, and the summary says what
-    is left; exit status 143. Until 2026-12-06 it killed the command where it stood (a video's
-    temp file stayed behind). The handler is the command's only while it runs."""
+    starts, no temp file is left, and the exit status is 130 with a count of what is left.
+    SIGTERM (`kill`, `docker stop`, a scheduler's stop) does the same with status 143: until
+    2026-12-06 it killed the command where it stood (a video's temp file stayed behind). Its
+    handler is the command's only while it runs."""
     import signal
 
     from fastdeblur import api
@@ -265,20 +241,24 @@ def test_sigterm_stops_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
         _img(folder / f"{i}.png")
     calls = []
 
-    def terminated_on_the_third(img, model, **kw):
+    def stopped_on_the_third(img, model, **kw):
         calls.append(1)
         if len(calls) == 3:
+            if stop == "ctrl-c":
+                raise KeyboardInterrupt
             os.kill(os.getpid(), signal.SIGTERM)
         return img
 
-    monkeypatch.setattr(api, "deblur", terminated_on_the_third)
+    monkeypatch.setattr(api, "deblur", stopped_on_the_third)
     monkeypatch.setattr(api, "load_model", lambda *a, **k: torch.nn.Linear(1, 1))
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "out"
-    assert main([str(folder), "-o", str(out), "-q"]) == 143
+    assert main([str(folder), "-o", str(out), "-q"]) == (130 if stop == "ctrl-c" else 143)
     assert signal.getsignal(signal.SIGTERM) is before
     assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
+    assert all(read_image(out / n).shape == (24, 32, 3) for n in ("0.png", "1.png"))
     assert "interrupted: 2 written, 0 skipped, 0 failed, 3 left undone" in capsys.readouterr().err
+    assert len(calls) == 3
 
 
 def test_an_output_format_without_codec_fails_before_the_network(tmp_path, capsys, monkeypatch):
