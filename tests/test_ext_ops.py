@@ -133,6 +133,22 @@ def test_torch_compile_sees_the_ops():
     torch.testing.assert_close(out, f(x, add))
 
 
+@pytest.mark.parametrize("backend", [None, "reference"])
+def test_torch_compile_traces_the_public_ops(backend):
+    """fastdeblur.ops' functions whole under torch.compile(fullgraph=True): the backend choice
+    (which loads the extension under a lock) broke the graph until 2026-12-06; it is now a
+    constant of the trace."""
+    def f(x, add, w):
+        p = ops.patch_split(x, 2, 2, add, backend=backend)
+        y = ops.conv3x3(p, w, relu=True, backend="reference")
+        return ops.patch_merge(y, 2, 2, backend=backend)
+
+    x, add, w = torch.randn(1, 4, 8, 8), torch.randn(4, 4, 4, 4), torch.randn(4, 4, 3, 3)
+    torch._dynamo.reset()
+    out = torch.compile(f, backend="aot_eager", fullgraph=True)(x, add, w)
+    torch.testing.assert_close(out, f(x, add, w))
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(RuntimeError, match="does not split into a 2x2 grid"):
         torch.ops.fastdeblur.patch_split(torch.zeros(1, 1, 5, 4), 2, 2)

@@ -60,9 +60,19 @@ def require_triton(device: torch.device) -> None:
                          f"(or TRITON_INTERPRET=1 on CPU, for tests); the device is {device}")
 
 
+def _constant_under_compile(fn):
+    """torch.compile takes fn's result as a constant, computed once while it traces (choose()
+    loads the extension under a lock and asks importlib and the dispatcher, which it cannot trace:
+    `torch.compile(fullgraph=True)` of the public ops failed there)."""
+    mark = getattr(torch.compiler, "assume_constant_result", None)
+    return mark(fn) if mark is not None else fn
+
+
+@_constant_under_compile
 def choose(backend: str | None, device: torch.device, *, triton: bool = False) -> str:
     """'cuda' (the compiled extension), 'reference', or for ops with Triton kernels (`triton`)
-    'triton', which those ops also pick by default wherever Triton runs."""
+    'triton', which those ops also pick by default wherever Triton runs. A compiled graph keeps
+    the choice it was traced with (FASTDEBLUR_BACKEND set later does not change it)."""
     backend = requested(backend)
     if backend is not None and backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
