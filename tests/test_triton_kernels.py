@@ -346,7 +346,7 @@ def test_ops_name_shapes_that_do_not_fit(backend):
     with pytest.raises(InputError, match=r"conv_transpose4x4: weight must be \[Cin, Cout, 4, 4\] with Cin = x's 32"):
         ops.conv_transpose4x4(x, _rand(16, 32, 4, 4), backend=backend)
     # the stride, the dtype, empty images and non-tensors (before: a stride of 3 or 0 ran torch's
-    # convolution, which no kernel has; int8 images and 0-pixel ones got torch's errors from inside)
+    # convolution, which no kernel has; integer images and 0-pixel ones got torch's errors from inside)
     for stride in (0, 3, -1, 2.0, True):
         with pytest.raises(InputError, match=rf"conv3x3: stride must be 1 or 2, got {stride!r}"):
             ops.conv3x3(x, w, stride=stride, backend=backend)
