@@ -12,16 +12,6 @@ from ..errors import InputError
 BACKENDS = ("reference", "triton", "cuda")
 
 
-def plus(out: torch.Tensor, add: torch.Tensor | None) -> torch.Tensor:
-    """`out + add` for the reference paths of ops with an optional fused add, refusing the
-    broadcasting the extension refuses (an `add` of another shape), so both backends agree."""
-    if add is None:
-        return out
-    if add.shape != out.shape:
-        raise ValueError(f"add must have shape {list(out.shape)}, got {list(add.shape)}")
-    return out + add
-
-
 def requested(backend: str | None) -> str | None:
     """The backend asked for: the argument, else $FASTDEBLUR_BACKEND, else None (pick the best)."""
     return backend or os.environ.get("FASTDEBLUR_BACKEND") or None

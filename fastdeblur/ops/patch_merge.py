@@ -18,4 +18,5 @@ def patch_merge(p: torch.Tensor, rows: int, cols: int, add: torch.Tensor | None 
     rows, cols = _checks.patch_merge(p, rows, cols, add)
     if _backend.choose(backend, p.device) == "cuda":
         return torch.ops.fastdeblur.patch_merge(p, rows, cols, add)
-    return _backend.plus(patches.patch_merge(p, rows, cols), add)
+    out = patches.patch_merge(p, rows, cols)
+    return out if add is None else out + add  # add's shape, dtype and device: checked above

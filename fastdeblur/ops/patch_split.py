@@ -18,4 +18,5 @@ def patch_split(x: torch.Tensor, rows: int, cols: int, add: torch.Tensor | None 
     rows, cols = _checks.patch_split(x, rows, cols, add)
     if _backend.choose(backend, x.device) == "cuda":
         return torch.ops.fastdeblur.patch_split(x, rows, cols, add)
-    return _backend.plus(patches.patch_split(x, rows, cols), add)
+    out = patches.patch_split(x, rows, cols)
+    return out if add is None else out + add  # add's shape, dtype and device: checked above
