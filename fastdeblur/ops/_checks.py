@@ -31,7 +31,7 @@ def _int(op: str, name: str, value: object, *, minimum: int = 1) -> int:
     return n
 
 
-def _float_tensor(op: str, name: str, t: object) -> None:
+def float_tensor(op: str, name: str, t: object) -> None:
     if not isinstance(t, torch.Tensor):
         raise InputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in _FLOATS:
@@ -51,7 +51,7 @@ def _add(op: str, add: object, like: torch.Tensor, shape: list[int]) -> None:
 
 def _grid_and_tensor(op: str, name: str, form: str, t: object, rows: object, cols: object) -> tuple[int, int]:
     rows, cols = _int(op, "rows", rows), _int(op, "cols", cols)
-    _float_tensor(op, name, t)
+    float_tensor(op, name, t)
     if t.dim() != 4:
         raise InputError(f"{op}: {name} must be {form}, got {t.dim()} dims")
     return rows, cols
@@ -92,7 +92,7 @@ def preprocess(img: torch.Tensor, multiple: object, dtype: object) -> int:
 
 
 def postprocess(y: torch.Tensor, height: object, width: object, dtype: object) -> tuple[int, int]:
-    _float_tensor("postprocess", "y", y)
+    float_tensor("postprocess", "y", y)
     if y.dim() != 4 or y.shape[1] != 3:
         raise InputError(f"postprocess: y must be [N, 3, Hp, Wp], got shape {tuple(y.shape)}")
     height, width = _int("postprocess", "height", height), _int("postprocess", "width", width)

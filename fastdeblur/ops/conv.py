@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ._backend import choose, triton_usable  # noqa: F401  (triton_usable is part of this module's API)
+from ._checks import float_tensor
 
 _registered = False
 
@@ -105,8 +106,7 @@ def _check_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
             raise InputError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if x.ndim != 4:
         raise InputError(f"{op}: x must be [N, C, H, W], got shape {tuple(x.shape)}")
-    if x.dtype not in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
-        raise InputError(f"{op}: x must be float64, float32, float16 or bfloat16, got {x.dtype}")
+    float_tensor(op, "x", x)
     if x.shape[2] == 0 or x.shape[3] == 0:
         raise InputError(f"{op}: x has no pixels (shape {tuple(x.shape)})")
     if type(stride) is not int or stride not in (1, 2):
