@@ -214,20 +214,18 @@ def open_video(av, path: Path):
         inp = av.open(str(path), metadata_errors="replace")
     except (av.FFmpegError, OSError, ValueError) as e:
         raise InputError(f"{path}: cannot be read as a video: {e}") from e
-    if not inp.streams.video:
-        inp.close()
-        raise InputError(f"{path}: holds no video stream")
-    if inp.streams.video[0].codec_context is None:  # a codec id FFmpeg lacks, or a damaged header
-        inp.close()
-        raise InputError(f"{path}: its video stream's codec cannot be decoded here (not one this FFmpeg knows, "
-                         "or the file's header is damaged)")
-    demuxer, codec = inp.format.name, inp.streams.video[0].codec_context.name
-    if demuxer == "image2" or demuxer.endswith("_pipe"):  # FFmpeg's still-image readers: png_pipe, ...
-        inp.close()
-        raise InputError(f"{path}: is a still image ({codec}), not a video: deblur() and the command take images")
-    vin = inp.streams.video[0]
-    w, h = vin.codec_context.width, vin.codec_context.height
-    try:  # each frame is an image: the images' limit holds, before any frame is decoded
+    try:  # a file refused here is closed
+        if not inp.streams.video:
+            raise InputError(f"{path}: holds no video stream")
+        vin = inp.streams.video[0]
+        if vin.codec_context is None:  # a codec id FFmpeg lacks, or a damaged header
+            raise InputError(f"{path}: its video stream's codec cannot be decoded here (not one this FFmpeg knows, "
+                             "or the file's header is damaged)")
+        demuxer, codec = inp.format.name, vin.codec_context.name
+        if demuxer == "image2" or demuxer.endswith("_pipe"):  # FFmpeg's still-image readers: png_pipe, ...
+            raise InputError(f"{path}: is a still image ({codec}), not a video: deblur() and the command take "
+                             "images")
+        w, h = vin.codec_context.width, vin.codec_context.height  # each frame is an image: the images' limit
         check_pixels(str(path), w * h, f"{w}x{h} frames")
     except InputError:
         inp.close()
