@@ -168,7 +168,7 @@ def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k
         raise RuntimeError(f"oneDNN's fused convolutions do not run {first.dtype} on this machine "
                            "(no oneDNN in this torch build, or a CPU without the instructions)")
     twin = swap_cnns(model, functools.partial(_OneDNN, use_winograd=use_winograd, use_small_k=use_small_k))
-    on_winograd = any(getattr(m, "winograd", None) is not None for m in twin.modules() if isinstance(m, _OneDNN))
+    on_winograd = any(m.winograd is not None for m in twin.modules() if isinstance(m, _OneDNN))
     # deblur()'s tiling reads it (api.auto_tile)
     twin.whole_bytes_per_px = whole_bytes_per_px(first.dtype, on_winograd)
     return twin
