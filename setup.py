@@ -17,7 +17,7 @@ from setuptools import setup
 PACKAGES = ["fastdeblur", "fastdeblur.reference", "fastdeblur.ops", "fastdeblur.models", "fastdeblur.train",
             "fastdeblur.kernels"]
 CPU_SOURCES = ["csrc/fastdeblur.cpp", "csrc/patch_ops.cpp", "csrc/cpu/patch_ops_kernel.cpp", "csrc/cpu/block_cache.cpp",
-               "csrc/cpu/winograd.cpp", "csrc/cpu/conv_small_k.cpp"]
+               "csrc/cpu/winograd.cpp", "csrc/cpu/conv_small_k.cpp", "csrc/cpu/amx_block.cpp"]
 CUDA_SOURCES = ["csrc/cuda/register_cuda.cpp", "csrc/cuda/patch_ops_kernel.cu"]
 
 

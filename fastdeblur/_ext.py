@@ -118,6 +118,14 @@ def _register_python_parts() -> None:
     def _winograd_add_fake(acc, x, u, bias):
         return acc
 
+    @torch.library.register_fake(lib + "amx_residual_block")
+    def _amx_block_fake(h, u1, b1, u2, b2):
+        return torch.empty_like(h)  # h's form: [N, H, W, C], or the channels_last [N, C, H, W] view
+
+    @torch.library.register_fake(lib + "amx_residual_block_")
+    def _amx_block_inplace_fake(h, u1, b1, u2, b2):
+        return h
+
     def _setup(ctx, inputs, output):
         _, ctx.rows, ctx.cols, add = inputs
         ctx.has_add = add is not None

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..reference.dmphn import ResidualBlock
-from . import small_k, winograd
+from . import amx, small_k, winograd
 from ._layers import _convs, _Layer, swap_cnns
 
 _PAD, _ONE = [1, 1], [1, 1]
@@ -65,9 +65,11 @@ def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
 class _OneDNN(_Layer):
     """The layer as oneDNN convolutions: weights reordered once, ReLU and residual add fused; a
     residual block or transposed convolution on the extension's Winograd kernels instead where
-    `use_winograd` says so (None: `winograd.preferred`)."""
+    `use_winograd` says so (None: `winograd.preferred`), and otherwise a bfloat16 residual block on
+    its AMX kernel where `use_amx` says so (None: `amx.preferred`)."""
 
-    def __init__(self, layer: nn.Module, use_winograd: bool | None = None, use_small_k: bool | None = None):
+    def __init__(self, layer: nn.Module, use_winograd: bool | None = None, use_small_k: bool | None = None,
+                 use_amx: bool | None = None):
         super().__init__(layer)
         self._stride = [self.stride, self.stride]
         convs = _convs(layer)
@@ -88,10 +90,16 @@ class _OneDNN(_Layer):
                 and small_k.runs(dt, c1.in_channels, c1.out_channels)
                 and (small_k.preferred(dt) if use_small_k is None else use_small_k and small_k.available(dt))):
             self.small_k = (small_k.pack(c1.weight, dt), c1.bias.detach().float())
+        # a residual block not on Winograd, in bfloat16 on a CPU with AMX: both convolutions in one
+        # pass on the tile units (amx.py)
+        self.amx: tuple[torch.Tensor, ...] | None = None
+        if (self.op == "rb" and self.winograd is None and amx.runs(dt, c1.in_channels, c1.out_channels)
+                and (amx.preferred() if use_amx is None else use_amx and amx.available())):
+            self.amx = tuple(t for c in convs for t in (amx.pack(c.weight), c.bias.detach().float()))
         self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
         for i, c in enumerate(convs, 1):
             self.register_buffer(f"b{i}", c.bias.detach().clone())
-            if self.winograd is not None or self.small_k is not None:  # the extension runs it: no oneDNN copy
+            if self.winograd is not None or self.small_k is not None or self.amx is not None:  # no oneDNN copy
                 continue
             w = c.weight.detach()
             if self.op == "up":
@@ -107,6 +115,8 @@ class _OneDNN(_Layer):
             return winograd.conv_transpose4x4s2(h, *self.winograd)
         if self.winograd is not None and self.op == "conv":
             return winograd.conv3x3s2(h, *self.winograd)
+        if self.amx is not None:
+            return amx.residual_block_(h, *self.amx) if reuse else amx.residual_block(h, *self.amx)
         if self.winograd is not None:
             u1, b1, u2, b2 = self.winograd
             t = winograd.conv3x3(h, u1, b1, relu=True)
@@ -150,7 +160,8 @@ def whole_bytes_per_px(dtype: torch.dtype, on_winograd: bool | None = None) -> i
     return WHOLE_BYTES_PER_PX.get((dtype, on_winograd))
 
 
-def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k: bool | None = None) -> nn.Module:
+def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k: bool | None = None,
+                 use_amx: bool | None = None) -> nn.Module:
     """A copy of a CPU DMPHN/StackDMPHN (float32 or bfloat16) on oneDNN's fused convolutions.
 
     Same class, forward and tiling; the weights are reordered for oneDNN once, here, so build it
@@ -159,7 +170,9 @@ def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k
     None: where they are faster (`winograd.preferred(dtype)`, FASTDEBLUR_WINOGRAD).
     `use_small_k`: run the 3x3 convolutions with 1-4 output channels (the decoders' last layer)
     through the extension's kernel for them (where it runs; models/small_k.py); None: by default
-    there (`small_k.preferred(dtype)`: not bfloat16 on AMX CPUs).
+    there (`small_k.preferred(dtype)`: not bfloat16 on AMX CPUs). `use_amx`: run the bfloat16
+    residual blocks that are not on Winograd through the extension's AMX kernel (where it runs;
+    models/amx.py); None: wherever it runs (`amx.preferred()`, FASTDEBLUR_AMX).
     """
     first = next(itertools.chain(model.parameters(), model.buffers()))
     if first.device.type != "cpu":
@@ -167,7 +180,8 @@ def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k
     if not onednn_available(first.dtype):
         raise RuntimeError(f"oneDNN's fused convolutions do not run {first.dtype} on this machine "
                            "(no oneDNN in this torch build, or a CPU without the instructions)")
-    twin = swap_cnns(model, functools.partial(_OneDNN, use_winograd=use_winograd, use_small_k=use_small_k))
+    twin = swap_cnns(model, functools.partial(_OneDNN, use_winograd=use_winograd, use_small_k=use_small_k,
+                                              use_amx=use_amx))
     on_winograd = any(m.winograd is not None for m in twin.modules() if isinstance(m, _OneDNN))
     # deblur()'s tiling reads it (api.auto_tile)
     twin.whole_bytes_per_px = whole_bytes_per_px(first.dtype, on_winograd)

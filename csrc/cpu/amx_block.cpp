@@ -1,0 +1,348 @@
+// DMPHN's residual block, h + conv2(relu(conv1(h) + b1)) + b2 (3x3 convolutions, stride 1,
+// padding 1, C -> C channels, C a multiple of 32), in bfloat16 on Intel's AMX tile units, both
+// convolutions in one pass over the image. NHWC activations, float32 accumulation; the
+// intermediate activation is rounded to bfloat16 as a separate convolution would round it.
+//
+// Why: on CPUs with AMX, deblur() ran these blocks as two oneDNN convolutions each (84% of a
+// 720p frame). Those run at 2.0-3.2 TFLOP/s on 2 cores, 40-60% of the tile units' 5.2. The two
+// convolutions of a block are each a full pass over memory (read h, write t; read t, read h,
+// write the output: 5 x 59 MB at 32 channels and 720p), and the tile units wait on it. Here the
+// block goes row by row: row y + 1 of t = relu(conv1(h) + b1) is computed from rows y .. y + 2 of
+// h into a ring of three rows that stays in the L2 cache, then row y of the output from the
+// ring's rows y .. y + 2, plus row y of h (still cached). Memory sees h read once and the output
+// written once; 1.3-1.6x faster than oneDNN's pair (benchmarks/RESULTS.md).
+//
+// The convolution of one row: per block of 32 output pixels and 32 output channels, four 16x16
+// float32 accumulator tiles; for each of the 9 taps and each 32 input channels, two 16-pixel x
+// 32-channel input tiles (rows of NHWC memory, C * 2 bytes apart: no packing), two 16-pair x
+// 16-channel weight tiles (packed once, fastdeblur/models/amx.py) and four tile products
+// (tdpbf16ps). The epilogue (bias, ReLU, residual, rounding) of each block runs on the vector
+// units while the tile unit works on the next block. Blocks at the row's ends read their pixels
+// from a small zero-padded copy; the ring's rows carry their own zero padding.
+//
+// Threads: each image's rows are cut into segments (at least as many as threads), one thread a
+// segment. In place (the output written over h, as deblur() runs it) a segment's t rows next to
+// another segment's rows read h rows that segment overwrites, so those (y0 - 1, y0, y1 - 1, y1
+// of a segment [y0, y1)) are computed first, in a pass of their own.
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "cpu_isa.h"  // FD_CPU_X86, cpu_isa::best
+#include "nhwc.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if FD_CPU_X86 && defined(__linux__)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define FD_AMX_BUILT 1
+#else
+#define FD_AMX_BUILT 0
+#endif
+
+namespace fastdeblur {
+namespace {
+
+using T = at::BFloat16;
+
+// The tile units run here: the CPU has AMX-TILE and AMX-BF16, Linux lets this process use the tile
+// registers (arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA, once; oneDNN asks the same), and
+// ATEN_CPU_CAPABILITY does not limit torch's kernels below AVX-512 (the epilogue's instructions).
+bool amx_usable() {
+#if FD_AMX_BUILT
+  static const bool granted = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 24) & 1) || !((d >> 22) & 1)) return false;
+    constexpr long kReqXcompPerm = 0x1023, kXtiledata = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtiledata) == 0;
+  }();
+  return granted && cpu_isa::best() == cpu_isa::kAvx512Bf16;
+#else
+  return false;
+#endif
+}
+
+bool amx_block_runs(c10::ScalarType dtype, int64_t in_channels, int64_t out_channels) {
+  return dtype == at::kBFloat16 && in_channels == out_channels && in_channels > 0 && in_channels % 32 == 0 &&
+         amx_usable();
+}
+
+#if FD_AMX_BUILT
+#define FD_AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define FD_AMX_INLINE inline __attribute__((always_inline))
+// tileloadd with a memory clobber: gcc's _tile_loadd declares no memory operand, so a store just
+// before it (a ring row, the edge copy) could be moved past it
+#define FD_TILE_LOAD(tile, base, stride) \
+  __asm__ volatile("tileloadd\t(%0,%1,1), %%tmm" #tile ::"r"((const void*)(base)), "r"((long)(stride)) : "memory")
+
+constexpr int64_t kGroup = 32;  // output pixels per block: two 16-row input tiles
+
+// Tiles 0-3: 16x16 float32 accumulators; 4, 5: 16 pixels x 32 channels; 6, 7: 16 channel pairs x
+// 16 outputs. Each is 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0, reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+FD_AMX void tiles_begin() {
+  TileConfig cfg;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  // gcc's ldtilecfg declares only 8 bytes of the 64 read: make the stores above happen
+  __asm__ volatile("" : : "r"(&cfg) : "memory");
+  _tile_loadconfig(&cfg);
+}
+
+FD_AMX void tiles_end() { _tile_release(); }
+
+// A float32 block of up to 32 pixels x 32 channels (blk[p][0:32]) + bias, ReLU, + add, rounded
+// to bfloat16 into np pixels of out (K channels apart).
+FD_AMX FD_AMX_INLINE void epilogue(const float* blk, const float* bias, bool relu, const T* add, T* out, int64_t np,
+                                   int64_t K) {
+  const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
+  for (int64_t p = 0; p < np; ++p) {
+    __m512 v0 = _mm512_add_ps(_mm512_load_ps(blk + p * 32), b0);
+    __m512 v1 = _mm512_add_ps(_mm512_load_ps(blk + p * 32 + 16), b1);
+    if (relu) {
+      v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
+      v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
+    }
+    if (add) {  // bfloat16 -> float32: the 16 bits moved to the top
+      const __m512i a = _mm512_loadu_si512(add + p * K);
+      v0 = _mm512_add_ps(v0, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(a)), 16)));
+      v1 = _mm512_add_ps(v1,
+                         _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(a, 1)), 16)));
+    }
+    _mm512_storeu_si512(out + p * K, (__m512i)_mm512_cvtne2ps_pbh(v1, v0));
+  }
+}
+
+// One output row of a 3x3 convolution, C -> K channels (multiples of 32).
+struct Row {
+  const T* in[3];  // input rows y - 1, y, y + 1 (nullptr: outside the image, zeros)
+  bool padded;     // in[] are ring rows: one zero pixel before pixel 0, zeros past the last pixel up to
+                   // a multiple of 32 pixels + 2; else rows of exactly W pixels
+  const float* bias;
+  bool relu;
+  const T* add;  // the residual's row, or nullptr
+  T* out;        // the output row (pixel 0)
+};
+
+// The row; scratch: 9 x 32 pixels (the row ends' zero-padded copies, per tap), fbuf: 2 x 1024 floats
+// (64-byte aligned); prefetch: bytes to bring into the cache meanwhile, spread over the blocks.
+FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, T* scratch, float* fbuf,
+                     const T* prefetch, int64_t prefetch_bytes) {
+  const int64_t CC = C / 32, lda = C * static_cast<int64_t>(sizeof(T));
+  const int64_t groups = (W + kGroup - 1) / kGroup;
+  const int64_t pf_step = prefetch ? (prefetch_bytes / groups + 63) / 64 * 64 : 0;
+  int64_t pend_x0 = -1, pend_kp = 0;  // the block whose accumulators wait in fbuf[pend_buf]
+  int pend_buf = 0;
+  auto finish = [&]() FD_AMX {
+    const int64_t o = pend_x0 * K + pend_kp * 32;
+    epilogue(fbuf + pend_buf * 1024, r.bias + pend_kp * 32, r.relu, r.add ? r.add + o : nullptr, r.out + o,
+             std::min(kGroup, W - pend_x0), K);
+  };
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t x0 = g * kGroup;
+    // tap column dx reads pixels x0 + dx - 1 .. x0 + dx + 30; where some lie outside a plain row,
+    // from a copy with zeros there (at a row's ends: dx = 0 of the first block, dx = 2 of the last)
+    bool copied[3] = {false, false, false};
+    for (int dx = 0; dx < 3 && !r.padded; ++dx) {
+      const int64_t first = x0 + dx - 1, last = first + kGroup - 1;
+      if (first >= 0 && last < W) continue;
+      copied[dx] = true;
+      for (int dy = 0; dy < 3; ++dy) {
+        T* s = scratch + (dy * 3 + dx) * kGroup * C;
+        for (int64_t p = 0; p < kGroup; ++p) {
+          const int64_t x = first + p;
+          if (r.in[dy] && x >= 0 && x < W)
+            std::memcpy(s + p * C, r.in[dy] + x * C, C * sizeof(T));
+          else
+            std::memset(static_cast<void*>(s + p * C), 0, C * sizeof(T));
+        }
+      }
+    }
+    if (prefetch) {
+      const char* pf = reinterpret_cast<const char*>(prefetch);
+      for (int64_t b = g * pf_step; b < std::min((g + 1) * pf_step, prefetch_bytes); b += 64)
+        _mm_prefetch(pf + b, _MM_HINT_T0);
+    }
+    for (int64_t kp = 0; kp < K / 32; ++kp) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int dy = 0; dy < 3; ++dy) {
+        if (!r.in[dy]) continue;
+        for (int dx = 0; dx < 3; ++dx) {
+          const T* src = copied[dx] ? scratch + (dy * 3 + dx) * kGroup * C
+                                    : r.in[dy] + (x0 + dx - (r.padded ? 0 : 1)) * C;
+          const T* u = U + ((kp * 9 + dy * 3 + dx) * CC) * 1024;  // the tiles in the order read
+          for (int64_t cc = 0; cc < CC; ++cc) {
+            FD_TILE_LOAD(4, src + cc * 32, lda);
+            FD_TILE_LOAD(5, src + 16 * C + cc * 32, lda);
+            FD_TILE_LOAD(6, u + cc * 1024, 64);
+            FD_TILE_LOAD(7, u + cc * 1024 + 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+          }
+        }
+      }
+      if (pend_x0 >= 0) finish();  // issued after this block's products: the two overlap
+      pend_buf ^= 1;
+      float* f = fbuf + pend_buf * 1024;  // [32 pixels][32 channels]
+      _tile_stored(0, f, 128);
+      _tile_stored(1, f + 16, 128);
+      _tile_stored(2, f + 16 * 32, 128);
+      _tile_stored(3, f + 16 * 32 + 16, 128);
+      pend_x0 = x0;
+      pend_kp = kp;
+    }
+  }
+  finish();
+}
+
+struct Segment {
+  int64_t n, y0, y1;  // rows [y0, y1) of image n
+};
+
+void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, const float* b2, int64_t N, int64_t H,
+               int64_t W, int64_t C, bool inplace) {
+  const int64_t parts = std::min(H, (at::get_num_threads() + N - 1) / N);
+  std::vector<Segment> segs;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t p = 0; p < parts; ++p) segs.push_back({n, H * p / parts, H * (p + 1) / parts});
+  const int64_t S = static_cast<int64_t>(segs.size());
+  const int64_t row = ((W + kGroup - 1) / kGroup * kGroup + 2) * C;  // a padded t row's elements
+  // in place: each segment's t rows y0 - 1, y0, y1 - 1, y1, computed before any row is written
+  std::vector<T> side(inplace ? S * 4 * row : 0), zeros(row);
+  auto side_row = [&](int64_t s, int64_t y) -> T* {
+    const Segment& g = segs[s];
+    const int64_t i = y == g.y0 - 1 ? 0 : y == g.y0 ? 1 : y == g.y1 - 1 ? 2 : y == g.y1 ? 3 : -1;
+    return inplace && i >= 0 ? side.data() + (s * 4 + i) * row : nullptr;
+  };
+  auto h_row = [&](int64_t n, int64_t y) -> const T* { return y < 0 || y >= H ? nullptr : h + (n * H + y) * W * C; };
+  // t row y of image n into the padded row dst (pixel 0 at dst + C)
+  auto t_row = [&](int64_t n, int64_t y, T* dst, T* scratch, float* fbuf, const T* prefetch) {
+    const Row r{{h_row(n, y - 1), h_row(n, y), h_row(n, y + 1)}, false, b1, true, nullptr, dst + C};
+    conv_row(r, u1, W, C, C, scratch, fbuf, prefetch, prefetch ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
+  };
+  auto each_segment = [&](auto&& body) {
+    at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
+      tiles_begin();
+      std::vector<T> scratch(9 * kGroup * C);
+      alignas(64) float fbuf[2048];
+      for (int64_t s = begin; s < end; ++s) body(s, scratch.data(), fbuf);
+      tiles_end();
+    });
+  };
+  if (inplace) {
+    each_segment([&](int64_t s, T* scratch, float* fbuf) {
+      const Segment& g = segs[s];
+      for (const int64_t y : {g.y0 - 1, g.y0, g.y1 - 1, g.y1})
+        if (y >= 0 && y < H) t_row(g.n, y, side_row(s, y), scratch, fbuf, nullptr);
+    });
+  }
+  each_segment([&](int64_t s, T* scratch, float* fbuf) {
+    const Segment& g = segs[s];
+    std::vector<T> ring(3 * row);  // zeros: the padding is never written
+    auto t_at = [&](int64_t y) -> const T* {
+      if (y < 0 || y >= H) return zeros.data();
+      if (const T* p = side_row(s, y)) return p;
+      T* dst = ring.data() + (y % 3) * row;
+      t_row(g.n, y, dst, scratch, fbuf, h_row(g.n, y + 2));  // meanwhile: the row the next t row reads first
+      return dst;
+    };
+    const T* t[3] = {t_at(g.y0 - 1), t_at(g.y0), nullptr};
+    for (int64_t y = g.y0; y < g.y1; ++y) {
+      t[2] = t_at(y + 1);  // overwrites t row y - 2's slot of the ring, done with
+      const int64_t at = (g.n * H + y) * W * C;
+      const Row r{{t[0], t[1], t[2]}, true, b2, false, h + at, out + at};
+      conv_row(r, u2, W, C, C, scratch, fbuf, nullptr, 0);
+      t[0] = t[1];
+      t[1] = t[2];
+    }
+  });
+}
+#endif  // FD_AMX_BUILT
+
+// h: [N, H, W, C] bfloat16 NHWC memory (a contiguous tensor, or the channels_last [N, C, H, W]
+// view of one); u1, u2: fastdeblur.models.amx.pack's [C/32, 9, C/32, 2, 16, 16, 2] bfloat16; b1, b2:
+// C float32 values each. Returns h's NHWC tensor and (for out) its form.
+at::Tensor check(const char* op, const at::Tensor& h, const at::Tensor& u1, const at::Tensor& b1, const at::Tensor& u2,
+                 const at::Tensor& b2) {
+  TORCH_CHECK(h.device().is_cpu() && h.scalar_type() == at::kBFloat16 && h.dim() == 4, op,
+              ": h must be a 4-D bfloat16 CPU tensor, got ", h.scalar_type(), " ", h.sizes());
+  const int64_t C = u1.dim() == 7 ? u1.size(0) * 32 : 0;
+  const std::array<int64_t, 7> want{C / 32, 9, C / 32, 2, 16, 16, 2};
+  for (const at::Tensor* u : {&u1, &u2})
+    TORCH_CHECK(u->scalar_type() == at::kBFloat16 && u->is_contiguous() && u->sizes() == at::IntArrayRef(want) &&
+                    C > 0,
+                op, ": u1 and u2 must be the contiguous [C/32, 9, C/32, 2, 16, 16, 2] bfloat16 tensors of "
+                "fastdeblur.models.amx.pack (C -> C channels, C a multiple of 32), got ", u->sizes());
+  for (const at::Tensor* b : {&b1, &b2})
+    TORCH_CHECK(b->scalar_type() == at::kFloat && b->is_contiguous() && b->numel() == C, op, ": b1 and b2 must be ",
+                C, " contiguous float32 values");
+  TORCH_CHECK(amx_block_runs(at::kBFloat16, C, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
+              "fastdeblur.models.amx.runs says where it does)");
+  const at::Tensor hh = nhwc_input(h, C);
+  TORCH_CHECK(hh.is_contiguous() && hh.size(3) == C, op, ": h must be NHWC memory with ", C, " channels, got sizes ",
+              h.sizes(), " strides ", h.strides());
+  return hh;
+}
+
+void launch(const at::Tensor& hh, const at::Tensor& outh, const at::Tensor& u1, const at::Tensor& b1,
+            const at::Tensor& u2, const at::Tensor& b2, bool inplace) {
+#if FD_AMX_BUILT
+  if (hh.numel() == 0) return;
+  run_block(hh.const_data_ptr<T>(), outh.mutable_data_ptr<T>(), u1.const_data_ptr<T>(), b1.const_data_ptr<float>(),
+            u2.const_data_ptr<T>(), b2.const_data_ptr<float>(), hh.size(0), hh.size(1), hh.size(2), hh.size(3),
+            inplace);
+#endif
+}
+
+at::Tensor amx_residual_block(const at::Tensor& h, const at::Tensor& u1, const at::Tensor& b1, const at::Tensor& u2,
+                              const at::Tensor& b2) {
+  const at::Tensor hh = check("amx_residual_block", h, u1, b1, u2, b2);
+  at::Tensor out = at::empty(hh.sizes(), hh.options());
+  launch(hh, out, u1, b1, u2, b2, false);
+  return hh.is_same(h) ? out : out.permute({0, 3, 1, 2});
+}
+
+// The block written over h: the forward holds one activation of the block's size instead of two.
+at::Tensor& amx_residual_block_(at::Tensor& h, const at::Tensor& u1, const at::Tensor& b1, const at::Tensor& u2,
+                                const at::Tensor& b2) {
+  const at::Tensor hh = check("amx_residual_block_", h, u1, b1, u2, b2);
+  launch(hh, hh, u1, b1, u2, b2, true);
+  return h;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
+  // DMPHN's residual block h + conv2(relu(conv1(h) + b1)) + b2 on AMX, bfloat16 NHWC, C -> C
+  // channels (a multiple of 32): a new tensor, or written over h
+  m.def("amx_residual_block(Tensor h, Tensor u1, Tensor b1, Tensor u2, Tensor b2) -> Tensor");
+  m.def("amx_residual_block_(Tensor(a!) h, Tensor u1, Tensor b1, Tensor u2, Tensor b2) -> Tensor(a!)");
+  // whether it runs in_channels -> out_channels in dtype on this CPU
+  m.def("amx_block_runs(ScalarType dtype, int in_channels, int out_channels) -> bool", &amx_block_runs);
+}
+
+TORCH_LIBRARY_IMPL(fastdeblur, CPU, m) {
+  m.impl("amx_residual_block", &amx_residual_block);
+  m.impl("amx_residual_block_", &amx_residual_block_);
+}
+
+}  // namespace fastdeblur

@@ -1,0 +1,186 @@
+"""The AMX residual block (csrc/cpu/amx_block.cpp) against float64 by the 2x-PyTorch-error rule,
+its forms, threads and in-place segments, its errors, and its place in the CPU model. The
+kernel's own tests need a CPU with AMX-BF16 and skip elsewhere; the packing and the errors are
+checked on every machine."""
+
+import copy
+
+import pytest
+import torch
+
+from fastdeblur import _ext
+from fastdeblur.models import amx, onednn_model
+from fastdeblur.reference import DMPHN
+from fastdeblur.reference.dmphn import ResidualBlock
+
+needs_amx = pytest.mark.skipif(not amx.available(), reason="the AMX kernel needs a CPU with AMX-BF16 (Intel "
+                               "Sapphire Rapids or later), Linux and the extension")
+needs_ext = pytest.mark.skipif(not _ext.load(), reason="needs the compiled extension")
+
+
+def _block(c: int, seed: int = 0) -> ResidualBlock:
+    """A bfloat16 residual block with weights of a trained block's scale (outputs stay O(1))."""
+    g = torch.Generator().manual_seed(seed)
+    rb = ResidualBlock(c).requires_grad_(False)
+    for t in rb.parameters():
+        scale = 3 * c ** 0.5 if t.dim() == 4 else 4
+        t.copy_(torch.randn(t.shape, generator=g) / scale)
+    return rb.to(torch.bfloat16)
+
+
+def _packed(rb: ResidualBlock) -> tuple[torch.Tensor, ...]:
+    return amx.pack(rb[0].weight), rb[0].bias.float(), amx.pack(rb[2].weight), rb[2].bias.float()
+
+
+
+def test_pack_is_the_layout_the_kernel_reads():
+    """Element ((kp * 9 + tap) * C/32 + cc) * 1024 + j * 512 + r * 32 + o * 2 + p of the packed weight
+    (csrc/cpu/amx_block.cpp's reads) is weight[32 kp + 16 j + o, 32 cc + 2 r + p, tap]."""
+    c = 64
+    w = torch.randn(c, c, 3, 3)
+    flat = amx.pack(w).reshape(-1)
+    assert flat.dtype == torch.bfloat16 and amx.pack(w).shape == (c // 32, 9, c // 32, 2, 16, 16, 2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        kp, tap, cc, j, r, o, p = (int(torch.randint(n, (), generator=g)) for n in (c // 32, 9, c // 32, 2, 16, 16, 2))
+        at = ((kp * 9 + tap) * (c // 32) + cc) * 1024 + j * 512 + r * 32 + o * 2 + p
+        assert flat[at] == w[32 * kp + 16 * j + o, 32 * cc + 2 * r + p, tap // 3, tap % 3].bfloat16()
+
+
+@pytest.mark.parametrize("shape", [(5, 32, 3, 3), (32, 32, 3, 1), (48, 48, 3, 3), (0, 0, 3, 3)])
+def test_pack_refuses_what_the_kernel_does_not_run(shape):
+    with pytest.raises(ValueError, match="C -> C convolutions with C a multiple of 32"):
+        amx.pack(torch.zeros(shape))
+
+
+@needs_ext
+def test_runs_bfloat16_multiples_of_32_only():
+    assert not amx.runs(torch.float32, 32, 32) and not amx.runs(torch.bfloat16, 48, 48)
+    assert not amx.runs(torch.bfloat16, 32, 64)
+
+
+@needs_ext
+def test_refuses_where_it_does_not_run(monkeypatch):
+    """On a CPU without AMX (or with torch's kernels limited below AVX-512) the op names that it
+    does not run, and the model keeps oneDNN."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # the switch that limits torch's kernels
+    assert not amx.runs(torch.bfloat16, 32, 32)
+    rb = _block(32)
+    with pytest.raises(RuntimeError, match="does not run on this CPU"):
+        amx.residual_block(torch.zeros(1, 4, 4, 32, dtype=torch.bfloat16), *_packed(rb))
+    twin = onednn_model(DMPHN((1,)).eval().requires_grad_(False).to(torch.bfloat16), use_winograd=False,
+                        use_amx=True)
+    assert not any(getattr(m, "amx", None) is not None for m in twin.modules())
+
+
+def _want(rb: ResidualBlock, h: torch.Tensor) -> torch.Tensor:
+    """The block in float64 (its bfloat16 weights), NHWC."""
+    return copy.deepcopy(rb).double()(h.permute(0, 3, 1, 2).double()).permute(0, 2, 3, 1)
+
+
+@needs_amx
+@pytest.mark.parametrize("n,c,h,w", [(1, 32, 7, 9), (2, 64, 5, 37), (1, 32, 1, 1), (3, 32, 4, 3), (1, 96, 10, 11),
+                                     (2, 32, 3, 131), (1, 128, 6, 70), (1, 32, 40, 33), (1, 64, 2, 64)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_error_is_at_most_twice_torchs(n, c, h, w, seed):
+    rb = _block(c, seed)
+    x = torch.randn(n, h, w, c, generator=torch.Generator().manual_seed(seed + 10)).bfloat16()
+    want = _want(rb, x)
+    base = rb(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # torch's own bfloat16 block
+    got = amx.residual_block(x, *_packed(rb))
+    assert got.shape == x.shape and got.dtype == torch.bfloat16 and got.is_contiguous()
+    inplace = x.clone()
+    assert amx.residual_block_(inplace, *_packed(rb)) is inplace
+    assert torch.equal(inplace, got)
+    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):  # worst case and typical
+        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
+        assert err <= 2 * ref_err + 1e-6, f"AMX block error {err:.3g} > 2 x torch's {ref_err:.3g}"
+
+
+@needs_amx
+@pytest.mark.parametrize("threads", [1, 2, 3, 5])
+def test_in_place_segments_on_any_thread_count(threads):
+    """In place, an image's rows are cut into one segment per thread, whose rows next to another
+    segment's are computed before any is written: the bits do not depend on the thread count, for
+    batches smaller and larger than it."""
+    rb = _block(32, 3)
+    for n, h in ((1, 23), (2, 9), (7, 4)):
+        x = torch.randn(n, h, 45, 32, generator=torch.Generator().manual_seed(h)).bfloat16()
+        want = amx.residual_block(x, *_packed(rb))
+        saved = torch.get_num_threads()
+        try:
+            torch.set_num_threads(threads)
+            got = amx.residual_block_(x.clone(), *_packed(rb))
+            new = amx.residual_block(x, *_packed(rb))
+        finally:
+            torch.set_num_threads(saved)
+        assert torch.equal(got, want) and torch.equal(new, want)
+
+
+@needs_amx
+def test_forms_and_fake_kernels():
+    """NHWC memory as [N, H, W, C] or its channels_last [N, C, H, W] view gives the same bits in the
+    same form; empty batches and 1x1 images run; opcheck's schema and fake-tensor tests pass."""
+    rb = _block(64)
+    u = _packed(rb)
+    x = torch.randn(2, 6, 11, 64).bfloat16()
+    want = amx.residual_block(x, *u)
+    got = amx.residual_block(x.permute(0, 3, 1, 2), *u)
+    assert got.shape == (2, 64, 6, 11) and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.permute(0, 2, 3, 1), want)
+    view = x.clone().permute(0, 3, 1, 2)
+    assert amx.residual_block_(view, *u) is view and torch.equal(view.permute(0, 2, 3, 1), want)
+    for part in (x[:1, :1, :1].contiguous(), x[:0]):
+        assert torch.equal(amx.residual_block(part.permute(0, 3, 1, 2), *u).permute(0, 2, 3, 1),
+                           amx.residual_block(part, *u))
+    for xin in (x, x.permute(0, 3, 1, 2)):
+        torch.library.opcheck(torch.ops.fastdeblur.amx_residual_block, (xin, *u),
+                              test_utils=("test_schema", "test_faketensor"))
+        torch.library.opcheck(torch.ops.fastdeblur.amx_residual_block_, (xin.clone(), *u),
+                              test_utils=("test_schema", "test_faketensor"))
+
+
+@needs_amx
+def test_bad_arguments_name_the_problem():
+    rb = _block(32)
+    u1, b1, u2, b2 = _packed(rb)
+    x = torch.zeros(1, 4, 4, 32, dtype=torch.bfloat16)
+    op = amx.residual_block
+    with pytest.raises(RuntimeError, match="4-D bfloat16 CPU tensor"):
+        op(x.float(), u1, b1, u2, b2)
+    with pytest.raises(RuntimeError, match="amx.pack"):
+        op(x, u1.float(), b1, u2, b2)
+    with pytest.raises(RuntimeError, match="amx.pack"):
+        op(x, u1, b1, amx.pack(_block(64)[2].weight), b2)
+    with pytest.raises(RuntimeError, match="b1 and b2 must be 32 contiguous float32"):
+        torch.ops.fastdeblur.amx_residual_block(x, u1, b1[:16], u2, b2)
+    with pytest.raises(RuntimeError, match="NHWC memory with 32 channels"):
+        op(torch.zeros(1, 4, 4, 64, dtype=torch.bfloat16), u1, b1, u2, b2)
+    with pytest.raises(RuntimeError, match="NHWC memory with 32 channels"):  # a broadcast view: not writable once
+        amx.residual_block_(torch.zeros(1, 1, 1, 32, dtype=torch.bfloat16).expand(1, 4, 4, 32), u1, b1, u2, b2)
+
+
+@needs_amx
+def test_model_residual_blocks(monkeypatch):
+    """A bfloat16 DMPHN(1-2-4)'s 36 residual blocks run on the kernel (and only they), by default;
+    the model stays within 2x torch's own forward's error against float64 and tracks the
+    oneDNN-only twin. FASTDEBLUR_AMX=0 leaves them to oneDNN."""
+    torch.manual_seed(0)
+    model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    x = (torch.rand(2, 3, 40, 72) - 0.5).contiguous(memory_format=torch.channels_last)
+    lowp = copy.deepcopy(model).to(torch.bfloat16)
+    monkeypatch.delenv("FASTDEBLUR_WINOGRAD", raising=False)
+    twin = onednn_model(lowp, use_winograd=False)
+    layers = [m for m in twin.modules() if getattr(m, "amx", None) is not None]
+    assert len(layers) == 36 and all(m.op == "rb" for m in layers)
+    plain = onednn_model(lowp, use_winograd=False, use_amx=False)
+    assert not any(getattr(m, "amx", None) is not None for m in plain.modules())
+    with torch.inference_mode():
+        want = model.double()(x.double())
+        got, direct, base = twin(x.bfloat16()), plain(x.bfloat16()), lowp(x.bfloat16())
+    err, ref_err = (got.double() - want).abs().max().item(), (base.double() - want).abs().max().item()
+    assert err <= 2 * ref_err + 1e-3, f"model error {err:.3g} > 2 x torch's {ref_err:.3g}"
+    assert (got.double() - direct.double()).abs().max().item() <= 2 * ref_err + 1e-3
+    monkeypatch.setenv("FASTDEBLUR_AMX", "0")
+    assert not amx.preferred()
+    assert not any(getattr(m, "amx", None) is not None for m in onednn_model(lowp, use_winograd=False).modules())
