@@ -189,12 +189,14 @@ FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, 
                                     : r.in[dy] + (x0 + dx - (r.padded ? 0 : 1)) * C;
           const T* u = U + ((kp * 9 + dy * 3 + dx) * CC) * 1024;  // the tiles in the order read
           for (int64_t cc = 0; cc < CC; ++cc) {
+            // each product as soon as its operands are loaded (measured: all four loads first is
+            // 5-9% slower at 64 and 128 channels, the same at 32)
             FD_TILE_LOAD(4, src + cc * 32, lda);
-            FD_TILE_LOAD(5, src + 16 * C + cc * 32, lda);
             FD_TILE_LOAD(6, u + cc * 1024, 64);
-            FD_TILE_LOAD(7, u + cc * 1024 + 512, 64);
             _tile_dpbf16ps(0, 4, 6);
+            FD_TILE_LOAD(7, u + cc * 1024 + 512, 64);
             _tile_dpbf16ps(1, 4, 7);
+            FD_TILE_LOAD(5, src + 16 * C + cc * 32, lda);
             _tile_dpbf16ps(2, 5, 6);
             _tile_dpbf16ps(3, 5, 7);
           }
