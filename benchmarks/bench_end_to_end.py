@@ -23,7 +23,8 @@ Providers:
                   (_heap.reuse_heap), the extension's layout ops, tensor in and out: deblur()'s
                   CPU path without the image conversions (its residual blocks and transposed
                   convolutions on Winograd where deblur() runs them so: AVX512-BF16 without AMX;
-                  its 32 -> 3 layers on the extension's small-K kernel where it runs)
+                  its residual blocks on the AMX kernel where the CPU has AMX; its 32 -> 3 layers
+                  on the extension's small-K kernel where it runs)
   onednn_bf16_f2  the same with the residual blocks on Winograd F(2x2, 3x3) (bfloat16's tile before
                   the complex F(4x4, 3x3))
   onednn_bf16_c4  the same with every residual block on the complex F(4x4, 3x3) (before the complex
@@ -138,7 +139,7 @@ def _provider(provider: str, name: str, device: str):
             if provider.endswith(("_f2", "_c4", "_f4")):  # F(2x2), bfloat16's complex F(4x4), float32's real one
                 winograd.TILE[dt] = 2 if provider.endswith("_f2") else 4
             m = onednn_model(_model(name, device, dt, channels_last=True), use_winograd=False if direct else None,
-                             use_small_k=False if direct else None)
+                             use_small_k=False if direct else None, use_amx=False if direct else None)
         finally:
             winograd.TILE[dt] = tile
         layout = _resolve_backend(None, torch.device(device), dt)[1]  # deblur()'s: the extension's ops

@@ -60,41 +60,55 @@ def test_op(benchmark, device, dtype, case, provider):
               provider=provider, dtype=str(dtype))
 
 
-@pytest.mark.parametrize("provider", ["onednn", "winograd", "winograd_f2"])
+@pytest.mark.parametrize("provider", ["onednn", "winograd", "winograd_f2", "amx"])
 @pytest.mark.parametrize("channels", [32, 64, 128])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatch):
-    """One residual block of the CPU model: oneDNN's direct convolutions (ReLU and residual add
-    fused) against the Winograd kernel (models/winograd.py) with its default tile for the dtype
-    (winograd, `winograd.TILE`: the complex F(8x8, 3x3) in bfloat16, F(6x6, 3x3) in float32) and
-    with F(2x2, 3x3) (winograd_f2). The FLOP count is the direct convolutions' (Winograd's rate is then
-    an equivalent rate)."""
-    from fastdeblur.models import onednn_available, winograd
+    """One residual block of the CPU model, written over its input as the model runs it: oneDNN's
+    direct convolutions (ReLU and residual add fused) against the Winograd kernel (models/winograd.py)
+    with its default tile for the dtype (winograd, `winograd.TILE`: the complex F(8x8, 3x3) in
+    bfloat16, F(6x6, 3x3) in float32), with F(2x2, 3x3) (winograd_f2), and against the AMX kernel's
+    one-pass block (amx, models/amx.py: bfloat16 on CPUs with AMX). The FLOP count is the direct
+    convolutions' (Winograd's rate is then an equivalent rate)."""
+    from fastdeblur._heap import reuse_heap
+    from fastdeblur.models import amx, onednn_available, winograd
     from fastdeblur.models.onednn import _OneDNN
     from fastdeblur.reference.dmphn import ResidualBlock
 
     if device != "cpu":
         pytest.skip("CPU op")
-    if not (onednn_available(dtype) and winograd.available(dtype)):
-        pytest.skip(f"needs oneDNN and the Winograd kernel in {dtype} (bfloat16: AVX512-BF16)")
+    if not onednn_available(dtype):
+        pytest.skip(f"oneDNN runs no {dtype} here")
+    if provider.startswith("winograd") and not winograd.available(dtype):
+        pytest.skip(f"the Winograd kernel runs no {dtype} here (bfloat16: AVX512-BF16)")
+    if provider == "amx" and not (dtype == torch.bfloat16 and amx.available()):
+        pytest.skip("the AMX kernel runs bfloat16 on CPUs with AMX-BF16")
     if provider == "winograd_f2" and winograd.TILE[dtype] == 2:
         pytest.skip(f"F(2x2, 3x3) is already the winograd provider in {dtype}")
     h, w = {32: (720, 1280), 64: (360, 640), 128: (180, 320)}[channels]
     torch.manual_seed(0)
     block = ResidualBlock(channels).eval().requires_grad_(False).to(dtype)
-    layers = {"onednn": _OneDNN(block, use_winograd=False)}
-    if provider != "onednn":
+    layers = {"onednn": _OneDNN(block, use_winograd=False, use_amx=False)}
+    if provider.startswith("winograd"):
         if provider == "winograd_f2":
             monkeypatch.setitem(winograd.TILE, dtype, 2)  # the weights are packed for it here
-        layers[provider] = _OneDNN(block, use_winograd=True)
+        layers[provider] = _OneDNN(block, use_winograd=True, use_amx=False)
+    elif provider == "amx":
+        layers[provider] = _OneDNN(block, use_winograd=False, use_amx=True)
     x = torch.randn(1, h, w, channels).to(dtype)  # NHWC, as the model runs
     tol = 0.1 if dtype == torch.bfloat16 else 1e-4
     with torch.inference_mode():
         ref = block(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).float()
         for layer in layers.values():  # both within rounding of torch's own block
             torch.testing.assert_close(layer(x).float(), ref, rtol=tol / 2, atol=tol)
-        timed(benchmark, lambda: layers[provider](x), device, flops=2 * 2 * 9 * channels ** 2 * h * w,
-              op=f"residual_block_{channels}", provider=provider, dtype=str(dtype))
+
+        def step():  # in place, as deblur() runs the blocks (the values grow a little each round)
+            layers[provider](x, reuse=True)
+
+        # deblur()'s block cache: oneDNN's intermediate activation reuses its memory, as in a frame
+        with reuse_heap(limit=1 << 30):
+            timed(benchmark, step, device, flops=2 * 2 * 9 * channels ** 2 * h * w,
+                  op=f"residual_block_{channels}", provider=provider, dtype=str(dtype))
 
 
 @pytest.mark.parametrize("provider", ["onednn", "winograd"])

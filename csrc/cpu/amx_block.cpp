@@ -23,7 +23,8 @@
 // Threads: each image's rows are cut into segments (at least as many as threads), one thread a
 // segment. In place (the output written over h, as deblur() runs it) a segment's t rows next to
 // another segment's rows read h rows that segment overwrites, so those (y0 - 1, y0, y1 - 1, y1
-// of a segment [y0, y1)) are computed first, in a pass of their own.
+// of a segment [y0, y1), where the neighbour is in the same image) are computed first, in a pass
+// of their own.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -228,12 +229,15 @@ void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, co
     for (int64_t p = 0; p < parts; ++p) segs.push_back({n, H * p / parts, H * (p + 1) / parts});
   const int64_t S = static_cast<int64_t>(segs.size());
   const int64_t row = ((W + kGroup - 1) / kGroup * kGroup + 2) * C;  // a padded t row's elements
-  // in place: each segment's t rows y0 - 1, y0, y1 - 1, y1, computed before any row is written
+  // in place: the t rows of a segment that read rows of h another segment writes, y0 - 1 and y0
+  // unless y0 is the image's first row, y1 - 1 and y1 unless y1 is past its last, computed before
+  // any row is written
   std::vector<T> side(inplace ? S * 4 * row : 0), zeros(row);
   auto side_row = [&](int64_t s, int64_t y) -> T* {
     const Segment& g = segs[s];
-    const int64_t i = y == g.y0 - 1 ? 0 : y == g.y0 ? 1 : y == g.y1 - 1 ? 2 : y == g.y1 ? 3 : -1;
-    return inplace && i >= 0 ? side.data() + (s * 4 + i) * row : nullptr;
+    const bool top = g.y0 > 0 && (y == g.y0 - 1 || y == g.y0), bottom = g.y1 < H && (y == g.y1 - 1 || y == g.y1);
+    const int64_t i = !inplace ? -1 : top ? y - g.y0 + 1 : bottom ? y - g.y1 + 3 : -1;
+    return i >= 0 ? side.data() + (s * 4 + i) * row : nullptr;
   };
   auto h_row = [&](int64_t n, int64_t y) -> const T* { return y < 0 || y >= H ? nullptr : h + (n * H + y) * W * C; };
   // t row y of image n into the padded row dst (pixel 0 at dst + C)
@@ -254,7 +258,7 @@ void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, co
     each_segment([&](int64_t s, T* scratch, float* fbuf) {
       const Segment& g = segs[s];
       for (const int64_t y : {g.y0 - 1, g.y0, g.y1 - 1, g.y1})
-        if (y >= 0 && y < H) t_row(g.n, y, side_row(s, y), scratch, fbuf, nullptr);
+        if (T* dst = side_row(s, y)) t_row(g.n, y, dst, scratch, fbuf, nullptr);
     });
   }
   each_segment([&](int64_t s, T* scratch, float* fbuf) {
