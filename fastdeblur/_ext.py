@@ -122,6 +122,10 @@ def _register_python_parts() -> None:
     def _amx_block_fake(h, u1, b1, u2, b2):
         return torch.empty_like(h)  # h's form: [N, H, W, C], or the channels_last [N, C, H, W] view
 
+    @torch.library.register_fake(lib + "amx_conv3x3")
+    def _amx_conv_fake(x, u, bias, stride):
+        return _conv_out(x, bias.numel(), _same if stride == 1 else lambda side: (side + 1) // 2)
+
     @torch.library.register_fake(lib + "amx_residual_block_")
     def _amx_block_inplace_fake(h, u1, b1, u2, b2):
         return h

@@ -1,12 +1,13 @@
-"""The AMX residual block (csrc/cpu/amx_block.cpp) against float64 by the 2x-PyTorch-error rule,
-its forms, threads and in-place segments, its errors, and its place in the CPU model. The
-kernel's own tests need a CPU with AMX-BF16 and skip elsewhere; the packing and the errors are
-checked on every machine."""
+"""The AMX residual block and convolution (csrc/cpu/amx_block.cpp) against float64 by the
+2x-PyTorch-error rule, their forms, threads and in-place segments, their errors, and their place
+in the CPU model. The kernels' own tests need a CPU with AMX-BF16 and skip elsewhere; the packing
+and the errors are checked on every machine."""
 
 import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fastdeblur import _ext
 from fastdeblur.models import amx, onednn_model
@@ -33,30 +34,34 @@ def _packed(rb: ResidualBlock) -> tuple[torch.Tensor, ...]:
 
 
 
-def test_pack_is_the_layout_the_kernel_reads():
+@pytest.mark.parametrize("k,c", [(64, 64), (40, 32)])
+def test_pack_is_the_layout_the_kernel_reads(k, c):
     """Element ((kp * 9 + tap) * C/32 + cc) * 1024 + j * 512 + r * 32 + o * 2 + p of the packed weight
-    (csrc/cpu/amx_block.cpp's reads) is weight[32 kp + 16 j + o, 32 cc + 2 r + p, tap]."""
-    c = 64
-    w = torch.randn(c, c, 3, 3)
+    (csrc/cpu/amx_block.cpp's reads) is weight[32 kp + 16 j + o, 32 cc + 2 r + p, tap], and zero
+    for the output channels past K up to a multiple of 32."""
+    w = torch.randn(k, c, 3, 3)
+    kp_ = -(-k // 32)
     flat = amx.pack(w).reshape(-1)
-    assert flat.dtype == torch.bfloat16 and amx.pack(w).shape == (c // 32, 9, c // 32, 2, 16, 16, 2)
+    assert flat.dtype == torch.bfloat16 and amx.pack(w).shape == (kp_, 9, c // 32, 2, 16, 16, 2)
     g = torch.Generator().manual_seed(0)
-    for _ in range(200):
-        kp, tap, cc, j, r, o, p = (int(torch.randint(n, (), generator=g)) for n in (c // 32, 9, c // 32, 2, 16, 16, 2))
+    for _ in range(300):
+        kp, tap, cc, j, r, o, p = (int(torch.randint(n, (), generator=g)) for n in (kp_, 9, c // 32, 2, 16, 16, 2))
         at = ((kp * 9 + tap) * (c // 32) + cc) * 1024 + j * 512 + r * 32 + o * 2 + p
-        assert flat[at] == w[32 * kp + 16 * j + o, 32 * cc + 2 * r + p, tap // 3, tap % 3].bfloat16()
+        out = 32 * kp + 16 * j + o
+        assert flat[at] == (w[out, 32 * cc + 2 * r + p, tap // 3, tap % 3].bfloat16() if out < k else 0)
 
 
-@pytest.mark.parametrize("shape", [(5, 32, 3, 3), (32, 32, 3, 1), (48, 48, 3, 3), (0, 0, 3, 3)])
+@pytest.mark.parametrize("shape", [(32, 48, 3, 3), (32, 32, 3, 1), (0, 32, 3, 3), (32, 0, 3, 3)])
 def test_pack_refuses_what_the_kernel_does_not_run(shape):
-    with pytest.raises(ValueError, match="C -> C convolutions with C a multiple of 32"):
+    with pytest.raises(ValueError, match="input channels a multiple of 32"):
         amx.pack(torch.zeros(shape))
 
 
 @needs_ext
 def test_runs_bfloat16_multiples_of_32_only():
     assert not amx.runs(torch.float32, 32, 32) and not amx.runs(torch.bfloat16, 48, 48)
-    assert not amx.runs(torch.bfloat16, 32, 64)
+    assert not amx.runs(torch.bfloat16, 3, 32) and not amx.runs(torch.bfloat16, 32, 0)
+    assert amx.runs(torch.bfloat16, 32, 3) == amx.runs(torch.bfloat16, 32, 32)
 
 
 @needs_ext
@@ -66,8 +71,11 @@ def test_refuses_where_it_does_not_run(monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # the switch that limits torch's kernels
     assert not amx.runs(torch.bfloat16, 32, 32)
     rb = _block(32)
+    x = torch.zeros(1, 4, 4, 32, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match="does not run on this CPU"):
-        amx.residual_block(torch.zeros(1, 4, 4, 32, dtype=torch.bfloat16), *_packed(rb))
+        amx.residual_block(x, *_packed(rb))
+    with pytest.raises(RuntimeError, match="does not run on this CPU"):
+        amx.conv3x3(x, amx.pack(rb[0].weight), rb[0].bias)
     twin = onednn_model(DMPHN((1,)).eval().requires_grad_(False).to(torch.bfloat16), use_winograd=False,
                         use_amx=True)
     assert not any(getattr(m, "amx", None) is not None for m in twin.modules())
@@ -161,10 +169,62 @@ def test_bad_arguments_name_the_problem():
 
 
 @needs_amx
-def test_model_residual_blocks(monkeypatch):
-    """A bfloat16 DMPHN(1-2-4)'s 36 residual blocks run on the kernel (and only they), by default;
-    the model stays within 2x torch's own forward's error against float64 and tracks the
-    oneDNN-only twin. FASTDEBLUR_AMX=0 leaves them to oneDNN."""
+@pytest.mark.parametrize("n,c,k,h,w,stride", [(1, 32, 3, 7, 9, 1), (2, 32, 64, 9, 37, 2), (1, 64, 128, 6, 70, 2),
+                                              (1, 32, 3, 1, 1, 1), (3, 96, 40, 5, 33, 2), (1, 32, 64, 40, 131, 2),
+                                              (2, 64, 17, 8, 64, 1), (1, 32, 33, 2, 2, 2)])
+def test_conv_error_is_at_most_twice_torchs(n, c, k, h, w, stride):
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(n, h, w, c, generator=g).bfloat16()
+    wt = (torch.randn(k, c, 3, 3, generator=g) / (3 * c ** 0.5)).bfloat16()
+    b = torch.randn(k, generator=g)
+    got = amx.conv3x3(x, amx.pack(wt), b, stride)
+    want = F.conv2d(x.permute(0, 3, 1, 2).double(), wt.double(), b.double(), stride=stride, padding=1)
+    base = F.conv2d(x.permute(0, 3, 1, 2), wt, b.bfloat16(), stride=stride, padding=1)
+    want, base = want.permute(0, 2, 3, 1), base.permute(0, 2, 3, 1)
+    assert got.shape == want.shape and got.dtype == torch.bfloat16 and got.is_contiguous()
+    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
+        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
+        assert err <= 2 * ref_err + 1e-6, f"AMX conv error {err:.3g} > 2 x torch's {ref_err:.3g}"
+
+
+@needs_amx
+def test_conv_forms_threads_and_errors():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 45, 32, generator=g).bfloat16()
+    u, b = amx.pack(torch.randn(64, 32, 3, 3, generator=g) / 16), torch.randn(64, generator=g)
+    for stride in (1, 2):
+        want = amx.conv3x3(x, u, b, stride)
+        got = amx.conv3x3(x.permute(0, 3, 1, 2), u, b, stride)
+        assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got.permute(0, 2, 3, 1), want)
+        saved = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            assert torch.equal(amx.conv3x3(x, u, b, stride), want)
+        finally:
+            torch.set_num_threads(saved)
+        for xin in (x, x.permute(0, 3, 1, 2), x[:0]):
+            torch.library.opcheck(torch.ops.fastdeblur.amx_conv3x3, (xin, u, b, stride),
+                                  test_utils=("test_schema", "test_faketensor"))
+    op = torch.ops.fastdeblur.amx_conv3x3
+    with pytest.raises(RuntimeError, match="stride must be 1 or 2, got 3"):
+        op(x, u, b, 3)
+    with pytest.raises(RuntimeError, match="one per output channel .33 to 64 for this u"):
+        op(x, u, b[:32].contiguous(), 1)
+    with pytest.raises(RuntimeError, match="amx.pack"):
+        op(x, u[:, :4].contiguous(), b, 1)
+    with pytest.raises(RuntimeError, match="NHWC memory with 32 channels"):
+        op(x[..., :16].contiguous(), u, b, 1)
+    with pytest.raises(RuntimeError, match="4-D bfloat16 CPU tensor"):
+        op(x.float(), u, b, 1)
+
+
+@needs_amx
+def test_model_layers(monkeypatch):
+    """A bfloat16 DMPHN(1-2-4)'s 36 residual blocks and its 9 3x3 convolutions with 32 or more input
+    channels (stride-2 and 32 -> 3) run on the kernels, by default; the first layers (3 input
+    channels) and the transposed convolutions stay on oneDNN; the model stays within 2x torch's own
+    forward's error against float64 and tracks the oneDNN-only twin. FASTDEBLUR_AMX=0 leaves all to
+    oneDNN."""
     torch.manual_seed(0)
     model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     x = (torch.rand(2, 3, 40, 72) - 0.5).contiguous(memory_format=torch.channels_last)
@@ -172,7 +232,9 @@ def test_model_residual_blocks(monkeypatch):
     monkeypatch.delenv("FASTDEBLUR_WINOGRAD", raising=False)
     twin = onednn_model(lowp, use_winograd=False)
     layers = [m for m in twin.modules() if getattr(m, "amx", None) is not None]
-    assert len(layers) == 36 and all(m.op == "rb" for m in layers)
+    assert sum(m.op == "rb" for m in layers) == 36 and len(layers) == 45
+    assert sorted((m.b1.numel(), m.stride) for m in layers if m.op == "conv") == [(3, 1)] * 3 + [(64, 2)] * 3 + [
+        (128, 2)] * 3
     plain = onednn_model(lowp, use_winograd=False, use_amx=False)
     assert not any(getattr(m, "amx", None) is not None for m in plain.modules())
     with torch.inference_mode():

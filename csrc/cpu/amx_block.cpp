@@ -107,10 +107,12 @@ FD_AMX void tiles_begin() {
 FD_AMX void tiles_end() { _tile_release(); }
 
 // Pixels [p0, p1) of a float32 block of 32 pixels x 32 channels (blk[p][0:32]) + bias, ReLU (kRelu),
-// + add (kAdd), rounded to bfloat16 into out (pixels K channels apart).
+// + add (kAdd), rounded to bfloat16 into out (pixels K channels apart; the first kv < 32 channels
+// only where kv says so).
 template <bool kRelu, bool kAdd>
 FD_AMX FD_AMX_INLINE void epilogue(const float* blk, const float* bias, const T* add, T* out, int64_t p0, int64_t p1,
-                                   int64_t K) {
+                                   int64_t K, int64_t kv) {
+  const __mmask32 part = static_cast<__mmask32>((uint64_t{1} << kv) - 1);
   const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
   for (int64_t p = p0; p < p1; ++p) {
     __m512 v0 = _mm512_add_ps(_mm512_load_ps(blk + p * 32), b0);
@@ -125,27 +127,35 @@ FD_AMX FD_AMX_INLINE void epilogue(const float* blk, const float* bias, const T*
       v1 = _mm512_add_ps(v1,
                          _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(a, 1)), 16)));
     }
-    _mm512_storeu_si512(out + p * K, (__m512i)_mm512_cvtne2ps_pbh(v1, v0));
+    const __m512i y = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);
+    if (kv == 32)
+      _mm512_storeu_si512(out + p * K, y);
+    else
+      _mm512_mask_storeu_epi16(out + p * K, part, y);
   }
 }
 
-// One output row of a 3x3 convolution, C -> K channels (multiples of 32).
+// One output row of a 3x3 convolution (padding 1), C -> K channels (C a multiple of 32).
 struct Row {
-  const T* in[3];  // input rows y - 1, y, y + 1 (nullptr: outside the image, zeros)
+  const T* in[3];  // the input rows of kernel rows 0-2 (nullptr: outside the image, zeros)
   bool padded;     // in[] are ring rows: one zero pixel before pixel 0, zeros past the last pixel up to
-                   // a multiple of 32 pixels + 2; else rows of exactly W pixels
+                   // a multiple of 32 pixels + 2; else rows of exactly in_w pixels
+  int64_t in_w;    // the input rows' pixels
+  int64_t xs;      // the stride: output pixel x reads input pixels xs * x - 1 .. xs * x + 1 (padded: 1)
   const float* bias;
   const T* add;  // the residual's row (read where conv_row's kAdd is set)
   T* out;        // the output row (pixel 0)
 };
 
-// The row, with ReLU (kRelu) or the residual add (kAdd) in the epilogue; scratch: 9 x 32 pixels
-// (the row ends' zero-padded copies, per tap), fbuf: 2 x 1024 floats (64-byte aligned);
-// prefetch: bytes to bring into the cache meanwhile, spread over the blocks.
+// The row's W output pixels, with ReLU (kRelu) or the residual add (kAdd) in the epilogue; K
+// output channels, the weights U packed for K rounded up to a multiple of 32 (as the bias, which
+// has that many values); scratch: 9 x 32 pixels (the row ends' zero-padded copies, per tap),
+// fbuf: 2 x 1024 floats (64-byte aligned); prefetch: bytes to bring into the cache meanwhile,
+// spread over the blocks.
 template <bool kRelu, bool kAdd>
 FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, T* scratch, float* fbuf,
                      const T* prefetch, int64_t prefetch_bytes) {
-  const int64_t CC = C / 32, lda = C * static_cast<int64_t>(sizeof(T));
+  const int64_t CC = C / 32, lda = r.xs * C * static_cast<int64_t>(sizeof(T));
   const int64_t groups = (W + kGroup - 1) / kGroup;
   const int64_t pf_step = prefetch ? (prefetch_bytes / groups + 63) / 64 * 64 : 0;
   int64_t pend_x0 = -1, pend_kp = 0;  // the block whose accumulators wait in fbuf[pend_buf]
@@ -158,22 +168,24 @@ FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, 
   auto finish_to = [&](int piece) FD_AMX {  // pixels [4 * piece, 4 * (piece + 1))
     const int64_t o = pend_x0 * K + pend_kp * 32, end = std::min(kGroup, W - pend_x0);
     epilogue<kRelu, kAdd>(fbuf + pend_buf * 1024, r.bias + pend_kp * 32, kAdd ? r.add + o : nullptr, r.out + o,
-                          std::min<int64_t>(4 * piece, end), std::min<int64_t>(4 * piece + 4, end), K);
+                          std::min<int64_t>(4 * piece, end), std::min<int64_t>(4 * piece + 4, end), K,
+                          std::min<int64_t>(32, K - pend_kp * 32));
   };
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t x0 = g * kGroup;
-    // tap column dx reads pixels x0 + dx - 1 .. x0 + dx + 30; where some lie outside a plain row,
-    // from a copy with zeros there (at a row's ends: dx = 0 of the first block, dx = 2 of the last)
+    // tap column dx reads pixels xs * x0 + dx - 1 + xs * p (p < 32); where some lie outside a
+    // plain row, from a copy with zeros there (at a row's ends: dx = 0 of the first block, dx = 2
+    // of the last)
     bool copied[3] = {false, false, false};
     for (int dx = 0; dx < 3 && !r.padded; ++dx) {
-      const int64_t first = x0 + dx - 1, last = first + kGroup - 1;
-      if (first >= 0 && last < W) continue;
+      const int64_t first = r.xs * x0 + dx - 1, last = first + r.xs * (kGroup - 1);
+      if (first >= 0 && last < r.in_w) continue;
       copied[dx] = true;
       for (int dy = 0; dy < 3; ++dy) {
         T* s = scratch + (dy * 3 + dx) * kGroup * C;
         for (int64_t p = 0; p < kGroup; ++p) {
-          const int64_t x = first + p;
-          if (r.in[dy] && x >= 0 && x < W)
+          const int64_t x = first + r.xs * p;
+          if (r.in[dy] && x >= 0 && x < r.in_w)
             std::memcpy(s + p * C, r.in[dy] + x * C, C * sizeof(T));
           else
             std::memset(static_cast<void*>(s + p * C), 0, C * sizeof(T));
@@ -185,8 +197,9 @@ FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, 
       for (int64_t b = g * pf_step; b < std::min((g + 1) * pf_step, prefetch_bytes); b += 64)
         _mm_prefetch(pf + b, _MM_HINT_T0);
     }
-    for (int64_t kp = 0; kp < K / 32; ++kp) {
+    for (int64_t kp = 0; kp < (K + 31) / 32; ++kp) {
       int step = 0, piece = pend_x0 >= 0 ? 0 : 8;
+      const bool wide = K - kp * 32 > 16;  // else the second 16 output channels are padding: skipped
       _tile_zero(0);
       _tile_zero(1);
       _tile_zero(2);
@@ -195,19 +208,22 @@ FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, 
         if (!r.in[dy]) continue;
         for (int dx = 0; dx < 3; ++dx) {
           const T* src = copied[dx] ? scratch + (dy * 3 + dx) * kGroup * C
-                                    : r.in[dy] + (x0 + dx - (r.padded ? 0 : 1)) * C;
+                                    : r.in[dy] + (r.xs * x0 + dx - (r.padded ? 0 : 1)) * C;
+          const int64_t ld = copied[dx] ? C * static_cast<int64_t>(sizeof(T)) : lda;
           const T* u = U + ((kp * 9 + dy * 3 + dx) * CC) * 1024;  // the tiles in the order read
           for (int64_t cc = 0; cc < CC; ++cc) {
             // each product as soon as its operands are loaded (measured: all four loads first is
             // 5-9% slower at 64 and 128 channels, the same at 32)
-            FD_TILE_LOAD(4, src + cc * 32, lda);
+            FD_TILE_LOAD(4, src + cc * 32, ld);
             FD_TILE_LOAD(6, u + cc * 1024, 64);
             _tile_dpbf16ps(0, 4, 6);
-            FD_TILE_LOAD(7, u + cc * 1024 + 512, 64);
-            _tile_dpbf16ps(1, 4, 7);
-            FD_TILE_LOAD(5, src + 16 * C + cc * 32, lda);
+            if (wide) {
+              FD_TILE_LOAD(7, u + cc * 1024 + 512, 64);
+              _tile_dpbf16ps(1, 4, 7);
+            }
+            FD_TILE_LOAD(5, src + 16 * (ld / static_cast<int64_t>(sizeof(T))) + cc * 32, ld);
             _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+            if (wide) _tile_dpbf16ps(3, 5, 7);
             for (++step; piece < 8 && piece * steps < step * 8; ++piece) finish_to(piece);
           }
         }
@@ -251,7 +267,7 @@ void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, co
   auto h_row = [&](int64_t n, int64_t y) -> const T* { return y < 0 || y >= H ? nullptr : h + (n * H + y) * W * C; };
   // t row y of image n into the padded row dst (pixel 0 at dst + C)
   auto t_row = [&](int64_t n, int64_t y, T* dst, T* scratch, float* fbuf, const T* prefetch) {
-    const Row r{{h_row(n, y - 1), h_row(n, y), h_row(n, y + 1)}, false, b1, nullptr, dst + C};
+    const Row r{{h_row(n, y - 1), h_row(n, y), h_row(n, y + 1)}, false, W, 1, b1, nullptr, dst + C};
     conv_row<true, false>(r, u1, W, C, C, scratch, fbuf, prefetch, prefetch ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
   };
   auto each_segment = [&](auto&& body) {
@@ -284,11 +300,32 @@ void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, co
     for (int64_t y = g.y0; y < g.y1; ++y) {
       t[2] = t_at(y + 1);  // overwrites t row y - 2's slot of the ring, done with
       const int64_t at = (g.n * H + y) * W * C;
-      const Row r{{t[0], t[1], t[2]}, true, b2, h + at, out + at};
+      const Row r{{t[0], t[1], t[2]}, true, W, 1, b2, h + at, out + at};
       conv_row<false, true>(r, u2, W, C, C, scratch, fbuf, nullptr, 0);
       t[0] = t[1];
       t[1] = t[2];
     }
+  });
+}
+
+// A 3x3 convolution with padding 1 and stride xs (1 or 2), + bias: x [N, H, W, C] -> out [N, Ho, Wo,
+// K]; U packed for K rounded up to 32, bias that many values. Output rows in parallel.
+void run_conv(const T* x, T* out, const T* U, const float* bias, int64_t N, int64_t H, int64_t W, int64_t C,
+              int64_t K, int64_t xs, int64_t Ho, int64_t Wo) {
+  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
+    tiles_begin();
+    std::vector<T> scratch(9 * kGroup * C);
+    alignas(64) float fbuf[2048];
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i / Ho, y = i % Ho;
+      auto in_row = [&](int64_t yy) -> const T* { return yy < 0 || yy >= H ? nullptr : x + (n * H + yy) * W * C; };
+      const Row r{{in_row(xs * y - 1), in_row(xs * y), in_row(xs * y + 1)}, false, W, xs, bias, nullptr,
+                  out + i * Wo * K};
+      const T* next = in_row(xs * (y + 1) + 1);  // the row the next output row reads first
+      conv_row<false, false>(r, U, Wo, C, K, scratch.data(), fbuf, next,
+                             next ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
+    }
+    tiles_end();
   });
 }
 #endif  // FD_AMX_BUILT
@@ -344,6 +381,43 @@ at::Tensor& amx_residual_block_(at::Tensor& h, const at::Tensor& u1, const at::T
   return h;
 }
 
+// x: [N, H, W, C] bfloat16 NHWC memory (either form, as for the block); u: fastdeblur.models.amx.pack's
+// [Kp/32, 9, C/32, 2, 16, 16, 2] bfloat16 (Kp: K rounded up to 32); bias: K float32 values; stride
+// 1 or 2. Returns [N, Ho, Wo, K] (Ho = (H + 1) / 2 for stride 2) in x's form.
+at::Tensor amx_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, int64_t stride) {
+  const char* op = "amx_conv3x3";
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kBFloat16 && x.dim() == 4, op,
+              ": x must be a 4-D bfloat16 CPU tensor, got ", x.scalar_type(), " ", x.sizes());
+  TORCH_CHECK(stride == 1 || stride == 2, op, ": stride must be 1 or 2, got ", stride);
+  const int64_t C = u.dim() == 7 ? u.size(2) * 32 : 0, Kp = u.dim() == 7 ? u.size(0) * 32 : 0;
+  const std::array<int64_t, 7> want{Kp / 32, 9, C / 32, 2, 16, 16, 2};
+  TORCH_CHECK(u.scalar_type() == at::kBFloat16 && u.is_contiguous() && u.sizes() == at::IntArrayRef(want) && C > 0 &&
+                  Kp > 0,
+              op, ": u must be the contiguous [Kp/32, 9, C/32, 2, 16, 16, 2] bfloat16 tensor of "
+              "fastdeblur.models.amx.pack, got ", u.sizes());
+  const int64_t K = bias.numel();
+  TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && K > Kp - 32 && K <= Kp, op,
+              ": bias must be contiguous float32 values, one per output channel (", Kp - 31, " to ", Kp,
+              " for this u), got ", bias.scalar_type(), " ", bias.sizes());
+  TORCH_CHECK(amx_block_runs(at::kBFloat16, C, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
+              "fastdeblur.models.amx.runs says where it does)");
+  const at::Tensor xh = nhwc_input(x, C);
+  TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
+              x.sizes(), " strides ", x.strides());
+  const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2);
+  const int64_t Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
+  at::Tensor out = at::empty({N, Ho, Wo, K}, xh.options());
+#if FD_AMX_BUILT
+  if (out.numel() > 0) {
+    std::vector<float> b(Kp, 0.0f);  // the epilogue reads 32 channels at a time
+    std::memcpy(b.data(), bias.const_data_ptr<float>(), K * sizeof(float));
+    run_conv(xh.const_data_ptr<T>(), out.mutable_data_ptr<T>(), u.const_data_ptr<T>(), b.data(), N, H, W, C, K,
+             stride, Ho, Wo);
+  }
+#endif
+  return xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
@@ -351,13 +425,17 @@ TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
   // channels (a multiple of 32): a new tensor, or written over h
   m.def("amx_residual_block(Tensor h, Tensor u1, Tensor b1, Tensor u2, Tensor b2) -> Tensor");
   m.def("amx_residual_block_(Tensor(a!) h, Tensor u1, Tensor b1, Tensor u2, Tensor b2) -> Tensor(a!)");
-  // whether it runs in_channels -> out_channels in dtype on this CPU
+  // a 3x3 convolution, padding 1, stride 1 or 2, + bias, on AMX: bfloat16 NHWC, C (a multiple of 32)
+  // -> K channels (any)
+  m.def("amx_conv3x3(Tensor x, Tensor u, Tensor bias, int stride) -> Tensor");
+  // whether the block runs in_channels -> out_channels in dtype on this CPU
   m.def("amx_block_runs(ScalarType dtype, int in_channels, int out_channels) -> bool", &amx_block_runs);
 }
 
 TORCH_LIBRARY_IMPL(fastdeblur, CPU, m) {
   m.impl("amx_residual_block", &amx_residual_block);
   m.impl("amx_residual_block_", &amx_residual_block_);
+  m.impl("amx_conv3x3", &amx_conv3x3);
 }
 
 }  // namespace fastdeblur
