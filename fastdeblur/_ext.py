@@ -126,6 +126,10 @@ def _register_python_parts() -> None:
     def _amx_conv_fake(x, u, bias, stride):
         return _conv_out(x, bias.numel(), _same if stride == 1 else lambda side: (side + 1) // 2)
 
+    @torch.library.register_fake(lib + "amx_conv_transpose4x4s2")
+    def _amx_up_fake(x, u, bias):
+        return _conv_out(x, bias.numel(), lambda side: 2 * side)
+
     @torch.library.register_fake(lib + "amx_residual_block_")
     def _amx_block_inplace_fake(h, u1, b1, u2, b2):
         return h

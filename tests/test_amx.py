@@ -219,12 +219,59 @@ def test_conv_forms_threads_and_errors():
 
 
 @needs_amx
+@pytest.mark.parametrize("n,c,k,h,w", [(1, 64, 32, 5, 7), (2, 128, 64, 9, 37), (1, 32, 3, 1, 1), (3, 32, 40, 4, 33),
+                                       (1, 64, 32, 40, 70)])
+def test_transposed_error_is_at_most_twice_torchs(n, c, k, h, w):
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(n, h, w, c, generator=g).bfloat16()
+    wt = (torch.randn(c, k, 4, 4, generator=g) / (2 * c ** 0.5)).bfloat16()
+    b = torch.randn(k, generator=g)
+    got = amx.conv_transpose4x4s2(x, amx.pack_transpose(wt), b)
+    v = x.permute(0, 3, 1, 2)
+    want = F.conv_transpose2d(v.double(), wt.double(), b.double(), stride=2, padding=1).permute(0, 2, 3, 1)
+    base = F.conv_transpose2d(v, wt, b.bfloat16(), stride=2, padding=1).permute(0, 2, 3, 1)
+    assert got.shape == want.shape and got.dtype == torch.bfloat16 and got.is_contiguous()
+    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
+        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
+        assert err <= 2 * ref_err + 1e-6, f"AMX transposed conv error {err:.3g} > 2 x torch's {ref_err:.3g}"
+
+
+@needs_amx
+def test_transposed_forms_threads_and_errors():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 37, 64, generator=g).bfloat16()
+    u, b = amx.pack_transpose(torch.randn(64, 32, 4, 4, generator=g) / 16), torch.randn(32, generator=g)
+    want = amx.conv_transpose4x4s2(x, u, b)
+    got = amx.conv_transpose4x4s2(x.permute(0, 3, 1, 2), u, b)
+    assert got.shape == (2, 32, 10, 74) and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.permute(0, 2, 3, 1), want)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(amx.conv_transpose4x4s2(x, u, b), want)
+    finally:
+        torch.set_num_threads(saved)
+    for xin in (x, x.permute(0, 3, 1, 2), x[:0]):
+        torch.library.opcheck(torch.ops.fastdeblur.amx_conv_transpose4x4s2, (xin, u, b),
+                              test_utils=("test_schema", "test_faketensor"))
+    op = torch.ops.fastdeblur.amx_conv_transpose4x4s2
+    with pytest.raises(RuntimeError, match="one per output channel .1 to 32 for this u"):
+        op(x, u, torch.zeros(33))
+    with pytest.raises(RuntimeError, match="amx.pack_transpose"):
+        op(x, amx.pack(torch.zeros(32, 64, 3, 3)), b)
+    with pytest.raises(RuntimeError, match="NHWC memory with 64 channels"):
+        op(x[..., :32].contiguous(), u, b)
+    with pytest.raises(ValueError, match="4x4 transposed convolutions with input channels a multiple of 32"):
+        amx.pack_transpose(torch.zeros(48, 32, 4, 4))
+
+
+@needs_amx
 def test_model_layers(monkeypatch):
-    """A bfloat16 DMPHN(1-2-4)'s 36 residual blocks and its 9 3x3 convolutions with 32 or more input
-    channels (stride-2 and 32 -> 3) run on the kernels, by default; the first layers (3 input
-    channels) and the transposed convolutions stay on oneDNN; the model stays within 2x torch's own
-    forward's error against float64 and tracks the oneDNN-only twin. FASTDEBLUR_AMX=0 leaves all to
-    oneDNN."""
+    """A bfloat16 DMPHN(1-2-4)'s 36 residual blocks, its 9 3x3 convolutions with 32 or more input
+    channels (stride-2 and 32 -> 3) and its 6 transposed convolutions run on the kernels, by
+    default; the first layers (3 input channels) stay on oneDNN; the model stays within 2x torch's
+    own forward's error against float64 and tracks the oneDNN-only twin. FASTDEBLUR_AMX=0 leaves
+    all to oneDNN."""
     torch.manual_seed(0)
     model = DMPHN((1, 2, 4)).eval().requires_grad_(False).to(memory_format=torch.channels_last)
     x = (torch.rand(2, 3, 40, 72) - 0.5).contiguous(memory_format=torch.channels_last)
@@ -232,7 +279,7 @@ def test_model_layers(monkeypatch):
     monkeypatch.delenv("FASTDEBLUR_WINOGRAD", raising=False)
     twin = onednn_model(lowp, use_winograd=False)
     layers = [m for m in twin.modules() if getattr(m, "amx", None) is not None]
-    assert sum(m.op == "rb" for m in layers) == 36 and len(layers) == 45
+    assert sum(m.op == "rb" for m in layers) == 36 and sum(m.op == "up" for m in layers) == 6 and len(layers) == 51
     assert sorted((m.b1.numel(), m.stride) for m in layers if m.op == "conv") == [(3, 1)] * 3 + [(64, 2)] * 3 + [
         (128, 2)] * 3
     plain = onednn_model(lowp, use_winograd=False, use_amx=False)

@@ -107,11 +107,11 @@ FD_AMX void tiles_begin() {
 FD_AMX void tiles_end() { _tile_release(); }
 
 // Pixels [p0, p1) of a float32 block of 32 pixels x 32 channels (blk[p][0:32]) + bias, ReLU (kRelu),
-// + add (kAdd), rounded to bfloat16 into out (pixels K channels apart; the first kv < 32 channels
-// only where kv says so).
+// + add (kAdd, pixels K channels apart), rounded to bfloat16 into out (pixels os elements apart;
+// the first kv < 32 channels only where kv says so).
 template <bool kRelu, bool kAdd>
 FD_AMX FD_AMX_INLINE void epilogue(const float* blk, const float* bias, const T* add, T* out, int64_t p0, int64_t p1,
-                                   int64_t K, int64_t kv) {
+                                   int64_t K, int64_t os, int64_t kv) {
   const __mmask32 part = static_cast<__mmask32>((uint64_t{1} << kv) - 1);
   const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
   for (int64_t p = p0; p < p1; ++p) {
@@ -129,30 +129,36 @@ FD_AMX FD_AMX_INLINE void epilogue(const float* blk, const float* bias, const T*
     }
     const __m512i y = (__m512i)_mm512_cvtne2ps_pbh(v1, v0);
     if (kv == 32)
-      _mm512_storeu_si512(out + p * K, y);
+      _mm512_storeu_si512(out + p * os, y);
     else
-      _mm512_mask_storeu_epi16(out + p * K, part, y);
+      _mm512_mask_storeu_epi16(out + p * os, part, y);
   }
 }
 
-// One output row of a 3x3 convolution (padding 1), C -> K channels (C a multiple of 32).
+// One output row of a convolution with kTaps x kTaps taps (conv_row), C -> K channels (C a
+// multiple of 32).
 struct Row {
-  const T* in[3];  // the input rows of kernel rows 0-2 (nullptr: outside the image, zeros)
+  const T* in[3];  // the input rows of the kernel's rows (nullptr: outside the image, zeros)
   bool padded;     // in[] are ring rows: one zero pixel before pixel 0, zeros past the last pixel up to
                    // a multiple of 32 pixels + 2; else rows of exactly in_w pixels
   int64_t in_w;    // the input rows' pixels
-  int64_t xs;      // the stride: output pixel x reads input pixels xs * x - 1 .. xs * x + 1 (padded: 1)
+  int64_t xs;      // the stride: output pixel x reads input pixels xs * x + dx - 1 + x_off for the
+                   // kernel's columns dx (padded: 1)
+  int64_t x_off;
+  int64_t os;  // elements from one output pixel to the next (K, or 2K for a phase of a transposed
+               // convolution)
   const float* bias;
   const T* add;  // the residual's row (read where conv_row's kAdd is set)
   T* out;        // the output row (pixel 0)
 };
 
-// The row's W output pixels, with ReLU (kRelu) or the residual add (kAdd) in the epilogue; K
-// output channels, the weights U packed for K rounded up to a multiple of 32 (as the bias, which
-// has that many values); scratch: 9 x 32 pixels (the row ends' zero-padded copies, per tap),
-// fbuf: 2 x 1024 floats (64-byte aligned); prefetch: bytes to bring into the cache meanwhile,
-// spread over the blocks.
-template <bool kRelu, bool kAdd>
+// The row's W output pixels of a convolution with kTaps x kTaps taps (3: 3x3 with padding 1; 2: a
+// phase of the 4x4 stride-2 transposed one), with ReLU (kRelu) or the residual add (kAdd) in the
+// epilogue; K output channels, the weights U packed for K rounded up to a multiple of 32 (as the
+// bias, which has that many values); scratch: 9 x 32 pixels (the row ends' zero-padded copies,
+// per tap), fbuf: 2 x 1024 floats (64-byte aligned); prefetch: bytes to bring into the cache
+// meanwhile, spread over the blocks.
+template <bool kRelu, bool kAdd, int kTaps = 3>
 FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, T* scratch, float* fbuf,
                      const T* prefetch, int64_t prefetch_bytes) {
   const int64_t CC = C / 32, lda = r.xs * C * static_cast<int64_t>(sizeof(T));
@@ -164,11 +170,12 @@ FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, 
   // next block's products: interleaved finely, the vector work overlaps the tile unit's (all at
   // once after the products, it mostly did not: measured 2-4% slower)
   int steps = 0;
-  for (int dy = 0; dy < 3; ++dy) steps += r.in[dy] ? 3 * static_cast<int>(CC) : 0;
+  for (int dy = 0; dy < kTaps; ++dy) steps += r.in[dy] ? kTaps * static_cast<int>(CC) : 0;
   auto finish_to = [&](int piece) FD_AMX {  // pixels [4 * piece, 4 * (piece + 1))
     const int64_t o = pend_x0 * K + pend_kp * 32, end = std::min(kGroup, W - pend_x0);
-    epilogue<kRelu, kAdd>(fbuf + pend_buf * 1024, r.bias + pend_kp * 32, kAdd ? r.add + o : nullptr, r.out + o,
-                          std::min<int64_t>(4 * piece, end), std::min<int64_t>(4 * piece + 4, end), K,
+    epilogue<kRelu, kAdd>(fbuf + pend_buf * 1024, r.bias + pend_kp * 32, kAdd ? r.add + o : nullptr,
+                          r.out + pend_x0 * r.os + pend_kp * 32,
+                          std::min<int64_t>(4 * piece, end), std::min<int64_t>(4 * piece + 4, end), K, r.os,
                           std::min<int64_t>(32, K - pend_kp * 32));
   };
   for (int64_t g = 0; g < groups; ++g) {
@@ -177,11 +184,11 @@ FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, 
     // plain row, from a copy with zeros there (at a row's ends: dx = 0 of the first block, dx = 2
     // of the last)
     bool copied[3] = {false, false, false};
-    for (int dx = 0; dx < 3 && !r.padded; ++dx) {
-      const int64_t first = r.xs * x0 + dx - 1, last = first + r.xs * (kGroup - 1);
+    for (int dx = 0; dx < kTaps && !r.padded; ++dx) {
+      const int64_t first = r.xs * x0 + dx - 1 + r.x_off, last = first + r.xs * (kGroup - 1);
       if (first >= 0 && last < r.in_w) continue;
       copied[dx] = true;
-      for (int dy = 0; dy < 3; ++dy) {
+      for (int dy = 0; dy < kTaps; ++dy) {
         T* s = scratch + (dy * 3 + dx) * kGroup * C;
         for (int64_t p = 0; p < kGroup; ++p) {
           const int64_t x = first + r.xs * p;
@@ -204,13 +211,13 @@ FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, 
       _tile_zero(1);
       _tile_zero(2);
       _tile_zero(3);
-      for (int dy = 0; dy < 3; ++dy) {
+      for (int dy = 0; dy < kTaps; ++dy) {
         if (!r.in[dy]) continue;
-        for (int dx = 0; dx < 3; ++dx) {
+        for (int dx = 0; dx < kTaps; ++dx) {
           const T* src = copied[dx] ? scratch + (dy * 3 + dx) * kGroup * C
-                                    : r.in[dy] + (r.xs * x0 + dx - (r.padded ? 0 : 1)) * C;
+                                    : r.in[dy] + (r.xs * x0 + dx - (r.padded ? 0 : 1) + r.x_off) * C;
           const int64_t ld = copied[dx] ? C * static_cast<int64_t>(sizeof(T)) : lda;
-          const T* u = U + ((kp * 9 + dy * 3 + dx) * CC) * 1024;  // the tiles in the order read
+          const T* u = U + ((kp * kTaps * kTaps + dy * kTaps + dx) * CC) * 1024;  // the tiles in the order read
           for (int64_t cc = 0; cc < CC; ++cc) {
             // each product as soon as its operands are loaded (measured: all four loads first is
             // 5-9% slower at 64 and 128 channels, the same at 32)
@@ -267,7 +274,7 @@ void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, co
   auto h_row = [&](int64_t n, int64_t y) -> const T* { return y < 0 || y >= H ? nullptr : h + (n * H + y) * W * C; };
   // t row y of image n into the padded row dst (pixel 0 at dst + C)
   auto t_row = [&](int64_t n, int64_t y, T* dst, T* scratch, float* fbuf, const T* prefetch) {
-    const Row r{{h_row(n, y - 1), h_row(n, y), h_row(n, y + 1)}, false, W, 1, b1, nullptr, dst + C};
+    const Row r{{h_row(n, y - 1), h_row(n, y), h_row(n, y + 1)}, false, W, 1, 0, C, b1, nullptr, dst + C};
     conv_row<true, false>(r, u1, W, C, C, scratch, fbuf, prefetch, prefetch ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
   };
   auto each_segment = [&](auto&& body) {
@@ -300,7 +307,7 @@ void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, co
     for (int64_t y = g.y0; y < g.y1; ++y) {
       t[2] = t_at(y + 1);  // overwrites t row y - 2's slot of the ring, done with
       const int64_t at = (g.n * H + y) * W * C;
-      const Row r{{t[0], t[1], t[2]}, true, W, 1, b2, h + at, out + at};
+      const Row r{{t[0], t[1], t[2]}, true, W, 1, 0, C, b2, h + at, out + at};
       conv_row<false, true>(r, u2, W, C, C, scratch, fbuf, nullptr, 0);
       t[0] = t[1];
       t[1] = t[2];
@@ -319,11 +326,37 @@ void run_conv(const T* x, T* out, const T* U, const float* bias, int64_t N, int6
     for (int64_t i = begin; i < end; ++i) {
       const int64_t n = i / Ho, y = i % Ho;
       auto in_row = [&](int64_t yy) -> const T* { return yy < 0 || yy >= H ? nullptr : x + (n * H + yy) * W * C; };
-      const Row r{{in_row(xs * y - 1), in_row(xs * y), in_row(xs * y + 1)}, false, W, xs, bias, nullptr,
+      const Row r{{in_row(xs * y - 1), in_row(xs * y), in_row(xs * y + 1)}, false, W, xs, 0, K, bias, nullptr,
                   out + i * Wo * K};
       const T* next = in_row(xs * (y + 1) + 1);  // the row the next output row reads first
       conv_row<false, false>(r, U, Wo, C, K, scratch.data(), fbuf, next,
                              next ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
+    }
+    tiles_end();
+  });
+}
+
+// ConvTranspose2d(C, K, 4, stride=2, padding=1) + bias: x [N, H, W, C] -> out [N, 2H, 2W, K]. Output
+// row 2i + p reads input rows i - 1 + p and i + p, output column 2j + q input columns j - 1 + q and
+// j + q: each of the four phases (p, q) is a 2x2 convolution, U packed per phase. Output rows in
+// parallel, each as its two column phases.
+void run_up(const T* x, T* out, const T* U, const float* bias, int64_t N, int64_t H, int64_t W, int64_t C,
+            int64_t K) {
+  const int64_t phase = (K + 31) / 32 * 4 * C * 32;  // elements of one phase's packed weights
+  at::parallel_for(0, N * 2 * H, 1, [&](int64_t begin, int64_t end) {
+    tiles_begin();
+    std::vector<T> scratch(9 * kGroup * C);
+    alignas(64) float fbuf[2048];
+    for (int64_t o = begin; o < end; ++o) {
+      const int64_t n = o / (2 * H), i = o % (2 * H) / 2, p = o % 2;
+      auto in_row = [&](int64_t yy) -> const T* { return yy < 0 || yy >= H ? nullptr : x + (n * H + yy) * W * C; };
+      const T* next = p == 0 ? in_row(i + 1) : nullptr;  // the row the next output row reads first
+      for (int64_t q = 0; q < 2; ++q) {
+        const Row r{{in_row(i - 1 + p), in_row(i + p), nullptr}, false, W, 1, q, 2 * K, bias, nullptr,
+                    out + o * 2 * W * K + q * K};
+        conv_row<false, false, 2>(r, U + (p * 2 + q) * phase, W, C, K, scratch.data(), fbuf, q == 0 ? next : nullptr,
+                                  next ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
+      }
     }
     tiles_end();
   });
@@ -418,6 +451,40 @@ at::Tensor amx_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tenso
   return xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
 }
 
+// ConvTranspose2d(C, K, 4, stride=2, padding=1) + bias. x: [N, H, W, C] bfloat16 NHWC memory (either
+// form); u: fastdeblur.models.amx.pack_transpose's [4, Kp/32, 4, C/32, 2, 16, 16, 2] bfloat16; bias: K
+// float32 values. Returns [N, 2H, 2W, K] in x's form.
+at::Tensor amx_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
+  const char* op = "amx_conv_transpose4x4s2";
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kBFloat16 && x.dim() == 4, op,
+              ": x must be a 4-D bfloat16 CPU tensor, got ", x.scalar_type(), " ", x.sizes());
+  const int64_t C = u.dim() == 8 ? u.size(3) * 32 : 0, Kp = u.dim() == 8 ? u.size(1) * 32 : 0;
+  const std::array<int64_t, 8> want{4, Kp / 32, 4, C / 32, 2, 16, 16, 2};
+  TORCH_CHECK(u.scalar_type() == at::kBFloat16 && u.is_contiguous() && u.sizes() == at::IntArrayRef(want) && C > 0 &&
+                  Kp > 0,
+              op, ": u must be the contiguous [4, Kp/32, 4, C/32, 2, 16, 16, 2] bfloat16 tensor of "
+              "fastdeblur.models.amx.pack_transpose, got ", u.sizes());
+  const int64_t K = bias.numel();
+  TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && K > Kp - 32 && K <= Kp, op,
+              ": bias must be contiguous float32 values, one per output channel (", Kp - 31, " to ", Kp,
+              " for this u), got ", bias.scalar_type(), " ", bias.sizes());
+  TORCH_CHECK(amx_block_runs(at::kBFloat16, C, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
+              "fastdeblur.models.amx.runs says where it does)");
+  const at::Tensor xh = nhwc_input(x, C);
+  TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
+              x.sizes(), " strides ", x.strides());
+  const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2);
+  at::Tensor out = at::empty({N, 2 * H, 2 * W, K}, xh.options());
+#if FD_AMX_BUILT
+  if (out.numel() > 0) {
+    std::vector<float> b(Kp, 0.0f);  // the epilogue reads 32 channels at a time
+    std::memcpy(b.data(), bias.const_data_ptr<float>(), K * sizeof(float));
+    run_up(xh.const_data_ptr<T>(), out.mutable_data_ptr<T>(), u.const_data_ptr<T>(), b.data(), N, H, W, C, K);
+  }
+#endif
+  return xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
@@ -428,6 +495,8 @@ TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
   // a 3x3 convolution, padding 1, stride 1 or 2, + bias, on AMX: bfloat16 NHWC, C (a multiple of 32)
   // -> K channels (any)
   m.def("amx_conv3x3(Tensor x, Tensor u, Tensor bias, int stride) -> Tensor");
+  // ConvTranspose2d(C, K, 4, stride=2, padding=1) + bias on AMX, bfloat16 NHWC, C a multiple of 32
+  m.def("amx_conv_transpose4x4s2(Tensor x, Tensor u, Tensor bias) -> Tensor");
   // whether the block runs in_channels -> out_channels in dtype on this CPU
   m.def("amx_block_runs(ScalarType dtype, int in_channels, int out_channels) -> bool", &amx_block_runs);
 }
@@ -436,6 +505,7 @@ TORCH_LIBRARY_IMPL(fastdeblur, CPU, m) {
   m.impl("amx_residual_block", &amx_residual_block);
   m.impl("amx_residual_block_", &amx_residual_block_);
   m.impl("amx_conv3x3", &amx_conv3x3);
+  m.impl("amx_conv_transpose4x4s2", &amx_conv_transpose4x4s2);
 }
 
 }  // namespace fastdeblur

@@ -1,6 +1,8 @@
 """DMPHN's convolutions on Intel's AMX tile units (csrc/cpu/amx_block.cpp), in bfloat16: the
-residual blocks, both convolutions in one pass, and the other 3x3 convolutions with at least 32
-input channels (the encoders' stride-2 ones, the decoders' 32 -> 3).
+residual blocks, both convolutions in one pass, the other 3x3 convolutions with at least 32 input
+channels (the encoders' stride-2 ones, the decoders' 32 -> 3) and the decoders' 4x4 stride-2
+transposed convolutions (four 2x2 phases). Only the encoders' first layer (3 input channels)
+stays on oneDNN.
 
 On CPUs with AMX (Intel Sapphire Rapids and later), deblur() runs bfloat16 on oneDNN, whose
 tile-unit convolutions beat the extension's Winograd kernels there (3.3x over a 720p frame on
@@ -8,16 +10,17 @@ a 2-core Xeon, benchmarks/RESULTS.md). The residual blocks (84% of a frame) stil
 oneDNN convolutions each, at 2.0-3.2 TFLOP/s of the tile units' 5.2 on 2 cores. The extension's
 kernel runs a whole block row by row, the intermediate activation in a ring of three rows that
 stays in the cache instead of a round trip through memory, and overlaps each block of outputs'
-epilogue with the next block's tile products. Measured per block in a 720p frame on the same
-Xeon, alternating with oneDNN in one process: 1.3-1.6x faster at 32 channels, 1.2-1.6x at 64 and
-1.0-1.3x at 128 (the host's speed drifts); the stride-2 convolutions 1.03-1.13x, the 32 -> 3
-layers a tie.
+epilogue with the next block's tile products. Measured per layer in a 720p frame on the same
+Xeon, alternating with oneDNN in one process: residual blocks 1.3-1.6x faster at 32 channels,
+1.2-1.6x at 64 and 1.0-1.3x at 128 (the host's speed drifts); stride-2 convolutions 1.03-1.23x,
+transposed ones 1.19-1.24x; the 32 -> 3 layers a tie.
 
 Numerics: bfloat16 products accumulated in float32, as oneDNN's; the intermediate activation is
 rounded to bfloat16 as the separate convolutions round it, and the bias, ReLU and residual add
-are done in float32 before the one rounding of the output. On the Xeon measured the results are
-the same bits as oneDNN's (a whole 720p frame); tests/test_amx.py holds the error to at most 2x
-that of torch's own bfloat16 convolutions against float64.
+are done in float32 before the one rounding of the output. On the Xeon measured, the 3x3 layers
+give the same bits as oneDNN's; the transposed ones sum in another order (a 720p GoPro frame's
+output 56.15 / 54.86 dB from float32's, oneDNN's 56.21 / 54.84). tests/test_amx.py holds every
+kernel's error to at most 2x that of torch's own bfloat16 convolutions against float64.
 """
 
 from __future__ import annotations
@@ -40,6 +43,18 @@ def runs(dtype: torch.dtype, in_channels: int, out_channels: int) -> bool:
     return bool(torch.ops.fastdeblur.amx_block_runs(dtype, in_channels, in_channels))
 
 
+def _pack_taps(w: torch.Tensor) -> torch.Tensor:
+    """[K, C, T] float32 taps -> [Kp/32, T, C/32, 2, 16, 16, 2] bfloat16 (Kp: K rounded up to 32, the
+    extra output channels zero)."""
+    k, c, taps = w.shape
+    kp = -(-k // 32) * 32
+    full = torch.zeros(taps, c, kp)
+    full[..., :k] = w.permute(2, 1, 0)  # [T, C, K]
+    # tap, input chunk, pair, of pair, output chunk, output tile, output
+    full = full.reshape(taps, c // 32, 16, 2, kp // 32, 2, 16)
+    return full.permute(4, 0, 1, 5, 2, 6, 3).to(torch.bfloat16).contiguous()
+
+
 def pack(weight: torch.Tensor) -> torch.Tensor:
     """[K, C, 3, 3] conv weight -> the kernels' [Kp/32, 9, C/32, 2, 16, 16, 2] bfloat16 (Kp: K rounded
     up to a multiple of 32, the extra output channels zero), in the order the kernels read it: for
@@ -50,12 +65,25 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     if weight.shape[2:] != (3, 3) or c % 32 or c == 0 or k == 0:
         raise ValueError(f"the AMX kernels run 3x3 convolutions with input channels a multiple of 32, not a "
                          f"{tuple(weight.shape)} weight")
-    kp = -(-k // 32) * 32
-    w = torch.zeros(3, 3, c, kp)
-    w[..., :k] = weight.detach().to("cpu", torch.float32).permute(2, 3, 1, 0)  # [3, 3, C, K]
-    # tap, input chunk, pair, of pair, output chunk, output tile, output
-    w = w.reshape(9, c // 32, 16, 2, kp // 32, 2, 16)
-    return w.permute(4, 0, 1, 5, 2, 6, 3).to(torch.bfloat16).contiguous()
+    return _pack_taps(weight.detach().to("cpu", torch.float32).reshape(k, c, 9))
+
+
+# ConvTranspose2d(C, K, 4, stride=2, padding=1): output row 2i + p reads input rows (i - 1 + p, i + p)
+# through these kernel rows (columns alike)
+_UP_TAPS = ((3, 1), (2, 0))
+
+
+def pack_transpose(weight: torch.Tensor) -> torch.Tensor:
+    """ConvTranspose2d(C, K, 4, stride=2, padding=1)'s [C, K, 4, 4] weight -> the kernel's [4, Kp/32,
+    4, C/32, 2, 16, 16, 2] bfloat16: for each output phase (row parity p, column parity q) its 2x2
+    taps, packed as `pack` packs 3x3 ones."""
+    c, k = weight.shape[:2]
+    if weight.shape[2:] != (4, 4) or c % 32 or c == 0 or k == 0:
+        raise ValueError(f"the AMX kernel runs 4x4 transposed convolutions with input channels a multiple of 32, "
+                         f"not a {tuple(weight.shape)} weight")
+    w = weight.detach().to("cpu", torch.float32).permute(1, 0, 2, 3)  # [K, C, 4, 4]
+    phases = [w[:, :, list(rows)][:, :, :, list(cols)].reshape(k, c, 4) for rows in _UP_TAPS for cols in _UP_TAPS]
+    return torch.stack([_pack_taps(t) for t in phases])
 
 
 @functools.cache
@@ -108,3 +136,9 @@ def conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor, stride: int = 
     or a channels_last [N, C, H, W] view (the result takes the same form); u: `pack(w)`; bias: K
     values."""
     return torch.ops.fastdeblur.amx_conv3x3(x, u, bias.float().contiguous(), stride)
+
+
+def conv_transpose4x4s2(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """ConvTranspose2d(C, K, 4, stride=2, padding=1)(x) + bias: [N, H, W, C] -> [N, 2H, 2W, K] (or the
+    channels_last [N, C, H, W] forms); u: `pack_transpose(w)`; bias: K values."""
+    return torch.ops.fastdeblur.amx_conv_transpose4x4s2(x, u, bias.float().contiguous())

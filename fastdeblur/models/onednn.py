@@ -90,15 +90,17 @@ class _OneDNN(_Layer):
                 and small_k.runs(dt, c1.in_channels, c1.out_channels)
                 and (small_k.preferred(dt) if use_small_k is None else use_small_k and small_k.available(dt))):
             self.small_k = (small_k.pack(c1.weight, dt), c1.bias.detach().float())
-        # in bfloat16 on a CPU with AMX, a residual block (both convolutions in one pass) or a 3x3
-        # convolution (stride 1 or 2; the encoders' stride-2 ones, the decoders' 32 -> 3) not on
-        # the kernels above: on the tile units (amx.py)
+        # in bfloat16 on a CPU with AMX, a residual block (both convolutions in one pass), a 3x3
+        # convolution (stride 1 or 2; the encoders' stride-2 ones, the decoders' 32 -> 3) or a
+        # transposed one not on the kernels above: on the tile units (amx.py)
         self.amx: tuple[torch.Tensor, ...] | None = None
         on_amx = self.op == "rb" or (self.op == "conv" and tuple(c1.kernel_size) == (3, 3) and self.stride in (1, 2))
+        on_amx = on_amx or (self.op == "up" and tuple(c1.kernel_size) == (4, 4) and tuple(c1.padding) == (1, 1))
         if (on_amx and self.winograd is None and self.small_k is None
                 and amx.runs(dt, c1.in_channels, c1.out_channels)
                 and (amx.preferred() if use_amx is None else use_amx and amx.available())):
-            self.amx = tuple(t for c in convs for t in (amx.pack(c.weight), c.bias.detach().float()))
+            packer = amx.pack_transpose if self.op == "up" else amx.pack
+            self.amx = tuple(t for c in convs for t in (packer(c.weight), c.bias.detach().float()))
         self.weights = []  # oneDNN-layout tensors: not buffers (they have no storage to move)
         for i, c in enumerate(convs, 1):
             self.register_buffer(f"b{i}", c.bias.detach().clone())
@@ -120,6 +122,8 @@ class _OneDNN(_Layer):
             return winograd.conv3x3s2(h, *self.winograd)
         if self.amx is not None and self.op == "conv":
             return amx.conv3x3(h, *self.amx, stride=self.stride)
+        if self.amx is not None and self.op == "up":
+            return amx.conv_transpose4x4s2(h, *self.amx)
         if self.amx is not None:
             return amx.residual_block_(h, *self.amx) if reuse else amx.residual_block(h, *self.amx)
         if self.winograd is not None:
