@@ -39,7 +39,15 @@
 #include <cstring>
 #include <vector>
 
-#if FD_CPU_X86 && defined(__linux__)
+// the AMX intrinsics: GCC 11 and Clang 12 have them (an older compiler builds the ops without the kernels)
+#if defined(__clang__)
+#define FD_AMX_COMPILER (__clang_major__ >= 12)
+#elif defined(__GNUC__)
+#define FD_AMX_COMPILER (__GNUC__ >= 11)
+#else
+#define FD_AMX_COMPILER 0
+#endif
+#if FD_CPU_X86 && defined(__linux__) && FD_AMX_COMPILER
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
