@@ -847,7 +847,8 @@ def deblur(image: Any, model: str | nn.Module = "default", *, device: Any = None
     backend: None (the best measured: the fused model for 16-bit on GPUs with compute capability
       8.0+; on CPUs oneDNN's fused convolutions, models.onednn_model, with the residual blocks and
       transposed convolutions on the extension's Winograd kernels where they are faster
-      (FASTDEBLUR_WINOGRAD) and the 32 -> 3 layers on its small-K kernel; else cuDNN convolutions;
+      (FASTDEBLUR_WINOGRAD) and the 32 -> 3 layers on its small-K kernel, or in bfloat16 on CPUs
+      with AMX every layer but the first on its AMX kernels (FASTDEBLUR_AMX); else cuDNN convolutions;
       with the compiled extension's layout ops), "reference" (plain torch), "cuda" (the
       extension's ops, torch convolutions), "triton" (the fused model: Triton kernels for the
       layers where they measured faster than cuDNN, see models.fuse_model, plus the extension's

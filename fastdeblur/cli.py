@@ -148,14 +148,16 @@ class _Version(argparse.Action):
 
         from . import _ext
         from .api import default_dtype
-        from .models import winograd
+        from .models import amx, winograd
 
         if _ext.has_ext():
             ext = "installed (CPU ops" + (", CUDA kernels)" if _ext.has_cuda_ext() else ")")
         else:
             ext = f"not installed ({_ext.why_missing()})"
         dtype = default_dtype(torch.device("cpu"))
-        convs = "the extension's Winograd kernels and oneDNN" if winograd.preferred(dtype) else "oneDNN"
+        convs = ("the extension's Winograd kernels and oneDNN" if winograd.preferred(dtype)
+                 else "the extension's AMX kernels and oneDNN" if dtype == torch.bfloat16 and amx.preferred()
+                 else "oneDNN")
         isa = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", lambda: "unknown")()
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         with _reader_may_leave():

@@ -530,6 +530,11 @@ def test_version_names_torch_and_the_extension(capsys, monkeypatch):
     assert e.value.code == 0 and lines[:2] == [f"fastdeblur {fastdeblur.__version__}", f"torch {torch.__version__}"]
     assert lines[2].startswith("extension: installed (CPU ops" if _ext.has_ext() else "extension: not installed (")
     assert lines[3].startswith("cpu: bfloat16 by default" if fastdeblur.api.cpu_has_fast_bf16() else "cpu: float32")
+    from fastdeblur.models import amx, winograd
+
+    dtype = fastdeblur.api.default_dtype(torch.device("cpu"))
+    on_amx = dtype == torch.bfloat16 and amx.preferred() and not winograd.preferred(dtype)
+    assert ("on the extension's AMX kernels and oneDNN" in lines[3]) == on_amx
     assert lines[4].startswith("cuda: ") and len(lines) == 5
     monkeypatch.setattr(_ext, "_loaded", False)
     monkeypatch.setattr(_ext, "_error", "No module named 'fastdeblur._C'")
