@@ -1,30 +1,34 @@
-// DMPHN's residual block, h + conv2(relu(conv1(h) + b1)) + b2 (3x3 convolutions, stride 1,
-// padding 1, C -> C channels, C a multiple of 32), in bfloat16 on Intel's AMX tile units, both
-// convolutions in one pass over the image. NHWC activations, float32 accumulation; the
-// intermediate activation is rounded to bfloat16 as a separate convolution would round it.
+// bfloat16 convolutions on Intel's AMX tile units, NHWC activations, float32 accumulation:
+//   amx_residual_block(_)   DMPHN's residual block, h + conv2(relu(conv1(h) + b1)) + b2 (3x3,
+//                           stride 1, padding 1, C -> C channels, C a multiple of 32), both
+//                           convolutions in one pass over the image; the intermediate activation
+//                           is rounded to bfloat16 as a separate convolution would round it
+//   amx_conv3x3             a 3x3 convolution, padding 1, stride 1 or 2, C (a multiple of 32) ->
+//                           any K channels, + bias
+//   amx_conv_transpose4x4s2 ConvTranspose2d(C, K, 4, stride=2, padding=1) + bias, as four 2x2
+//                           phases
 //
-// Why: on CPUs with AMX, deblur() ran these blocks as two oneDNN convolutions each (84% of a
-// 720p frame). Those run at 2.0-3.2 TFLOP/s on 2 cores, 40-60% of the tile units' 5.2. The two
-// convolutions of a block are each a full pass over memory (read h, write t; read t, read h,
-// write the output: 5 x 59 MB at 32 channels and 720p), and the tile units wait on it. Here the
-// block goes row by row: row y + 1 of t = relu(conv1(h) + b1) is computed from rows y .. y + 2 of
-// h into a ring of three rows that stays in the L2 cache, then row y of the output from the
-// ring's rows y .. y + 2, plus row y of h (still cached). Memory sees h read once and the output
-// written once; 1.3-1.6x faster than oneDNN's pair (benchmarks/RESULTS.md).
+// Why: on CPUs with AMX, deblur() ran these layers on oneDNN (a residual block as two fused
+// convolutions: 84% of a 720p frame, at 2.0-3.2 TFLOP/s on 2 cores, 40-60% of the tile units'
+// 5.2). Here a block goes row by row: row y + 1 of t = relu(conv1(h) + b1) is computed from rows
+// y .. y + 2 of h into a ring of three rows that stays in the cache, then row y of the output from
+// the ring's rows y .. y + 2, plus row y of h (still cached): t never goes to memory, and memory
+// sees h read once and the output written once. Per block 1.0-1.6x oneDNN's pair, the other layers
+// 1.0-1.2x; a 720p frame 1.2-1.4x (benchmarks/RESULTS.md).
 //
-// The convolution of one row: per block of 32 output pixels and 32 output channels, four 16x16
-// float32 accumulator tiles; for each of the 9 taps and each 32 input channels, two 16-pixel x
-// 32-channel input tiles (rows of NHWC memory, C * 2 bytes apart: no packing), two 16-pair x
-// 16-channel weight tiles (packed once, fastdeblur/models/amx.py) and four tile products
-// (tdpbf16ps). The epilogue (bias, ReLU, residual, rounding) of each block runs on the vector
-// units while the tile unit works on the next block. Blocks at the row's ends read their pixels
-// from a small zero-padded copy; the ring's rows carry their own zero padding.
+// The convolution of one row (conv_row): per block of 32 output pixels and 32 output channels,
+// four 16x16 float32 accumulator tiles; for each tap and each 32 input channels, two 16-pixel x
+// 32-channel input tiles (rows of NHWC memory, C * 2 bytes apart, or twice that for stride 2: no
+// packing), two 16-pair x 16-channel weight tiles (packed once, fastdeblur/models/amx.py) and four
+// tile products (tdpbf16ps). The epilogue (bias, ReLU, residual, rounding) of each block runs on
+// the vector units in pieces between the next block's products. Blocks at a row's ends read their
+// pixels from a small zero-padded copy; the ring's rows carry their own zero padding.
 //
-// Threads: each image's rows are cut into segments (at least as many as threads), one thread a
-// segment. In place (the output written over h, as deblur() runs it) a segment's t rows next to
-// another segment's rows read h rows that segment overwrites, so those (y0 - 1, y0, y1 - 1, y1
-// of a segment [y0, y1), where the neighbour is in the same image) are computed first, in a pass
-// of their own.
+// Threads: the ops run output rows in parallel; the block cuts each image's rows into segments (at
+// least as many as threads), one thread a segment. In place (the output written over h, as
+// deblur() runs it) a segment's t rows next to another segment's rows read h rows that segment
+// overwrites, so those (y0 - 1, y0, y1 - 1, y1 of a segment [y0, y1), where the neighbour is in
+// the same image) are computed first, in a pass of their own.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

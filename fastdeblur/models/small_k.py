@@ -63,8 +63,8 @@ def available(dtype: torch.dtype) -> bool:
 
 def preferred(dtype: torch.dtype) -> bool:
     """The CPU model runs its few-output-channel layers in `dtype` on the kernel by default here:
-    float32 wherever it runs; bfloat16 where the CPU has no AMX (oneDNN's tile-unit convolutions
-    there are not measured against it, so they keep the layer, as they keep Winograd's)."""
+    float32 wherever it runs; bfloat16 where the CPU has no AMX (on a Xeon with AMX it tied
+    oneDNN's tile-unit convolutions; there the extension's AMX kernel runs the layer, amx.py)."""
     from .winograd import cpu_has_amx
 
     return available(dtype) and not (dtype == torch.bfloat16 and cpu_has_amx())
