@@ -81,6 +81,15 @@ def test_refuses_where_it_does_not_run(monkeypatch):
     assert not any(getattr(m, "amx", None) is not None for m in twin.modules())
 
 
+def _assert_within_twice_torchs(got: torch.Tensor, want: torch.Tensor, base: torch.Tensor, what: str) -> None:
+    """got's error against float64 `want`, in the worst case and typically, is at most twice that
+    of torch's own bfloat16 result `base`."""
+    assert got.shape == want.shape and got.dtype == torch.bfloat16 and got.is_contiguous()
+    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
+        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
+        assert err <= 2 * ref_err + 1e-6, f"AMX {what} error {err:.3g} > 2 x torch's {ref_err:.3g}"
+
+
 def _want(rb: ResidualBlock, h: torch.Tensor) -> torch.Tensor:
     """The block in float64 (its bfloat16 weights), NHWC."""
     return copy.deepcopy(rb).double()(h.permute(0, 3, 1, 2).double()).permute(0, 2, 3, 1)
@@ -96,13 +105,10 @@ def test_error_is_at_most_twice_torchs(n, c, h, w, seed):
     want = _want(rb, x)
     base = rb(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # torch's own bfloat16 block
     got = amx.residual_block(x, *_packed(rb))
-    assert got.shape == x.shape and got.dtype == torch.bfloat16 and got.is_contiguous()
     inplace = x.clone()
     assert amx.residual_block_(inplace, *_packed(rb)) is inplace
     assert torch.equal(inplace, got)
-    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):  # worst case and typical
-        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
-        assert err <= 2 * ref_err + 1e-6, f"AMX block error {err:.3g} > 2 x torch's {ref_err:.3g}"
+    _assert_within_twice_torchs(got, want, base, "block")
 
 
 @needs_amx
@@ -181,10 +187,7 @@ def test_conv_error_is_at_most_twice_torchs(n, c, k, h, w, stride):
     want = F.conv2d(x.permute(0, 3, 1, 2).double(), wt.double(), b.double(), stride=stride, padding=1)
     base = F.conv2d(x.permute(0, 3, 1, 2), wt, b.bfloat16(), stride=stride, padding=1)
     want, base = want.permute(0, 2, 3, 1), base.permute(0, 2, 3, 1)
-    assert got.shape == want.shape and got.dtype == torch.bfloat16 and got.is_contiguous()
-    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
-        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
-        assert err <= 2 * ref_err + 1e-6, f"AMX conv error {err:.3g} > 2 x torch's {ref_err:.3g}"
+    _assert_within_twice_torchs(got, want, base, "conv")
 
 
 @needs_amx
@@ -230,10 +233,7 @@ def test_transposed_error_is_at_most_twice_torchs(n, c, k, h, w):
     v = x.permute(0, 3, 1, 2)
     want = F.conv_transpose2d(v.double(), wt.double(), b.double(), stride=2, padding=1).permute(0, 2, 3, 1)
     base = F.conv_transpose2d(v, wt, b.bfloat16(), stride=2, padding=1).permute(0, 2, 3, 1)
-    assert got.shape == want.shape and got.dtype == torch.bfloat16 and got.is_contiguous()
-    for norm in (lambda e: e.abs().max(), lambda e: e.pow(2).mean().sqrt()):
-        err, ref_err = norm(got.double() - want).item(), norm(base.double() - want).item()
-        assert err <= 2 * ref_err + 1e-6, f"AMX transposed conv error {err:.3g} > 2 x torch's {ref_err:.3g}"
+    _assert_within_twice_torchs(got, want, base, "transposed conv")
 
 
 @needs_amx

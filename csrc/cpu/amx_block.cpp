@@ -41,6 +41,7 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 // the AMX intrinsics: GCC 11 and Clang 12 have them (an older compiler builds the ops without the kernels)
@@ -426,20 +427,29 @@ at::Tensor& amx_residual_block_(at::Tensor& h, const at::Tensor& u1, const at::T
   return h;
 }
 
-// x: [N, H, W, C] bfloat16 NHWC memory (either form, as for the block); u: fastdeblur.models.amx.pack's
-// [Kp/32, 9, C/32, 2, 16, 16, 2] bfloat16 (Kp: K rounded up to 32); bias: K float32 values; stride
-// 1 or 2. Returns [N, Ho, Wo, K] (Ho = (H + 1) / 2 for stride 2) in x's form.
-at::Tensor amx_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, int64_t stride) {
-  const char* op = "amx_conv3x3";
+// The convolution ops' arguments, checked: x [N, H, W, C] bfloat16 NHWC memory (either form, as for
+// the block), u the packed weights (`layout`, from fastdeblur.models.amx.`packer`: a leading dim of
+// 4 phases where phased, then [Kp/32, taps, C/32, 2, 16, 16, 2], Kp: K rounded up to 32), bias K
+// float32 values. Holds x's NHWC tensor, C, K and the bias padded with zeros to Kp (the epilogue
+// reads 32 channels at a time).
+struct ConvArgs {
+  at::Tensor xh;
+  int64_t C, K;
+  std::vector<float> bias;
+};
+
+ConvArgs check_conv(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool phased,
+                    int64_t taps, const char* layout, const char* packer) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kBFloat16 && x.dim() == 4, op,
               ": x must be a 4-D bfloat16 CPU tensor, got ", x.scalar_type(), " ", x.sizes());
-  TORCH_CHECK(stride == 1 || stride == 2, op, ": stride must be 1 or 2, got ", stride);
-  const int64_t C = u.dim() == 7 ? u.size(2) * 32 : 0, Kp = u.dim() == 7 ? u.size(0) * 32 : 0;
-  const std::array<int64_t, 7> want{Kp / 32, 9, C / 32, 2, 16, 16, 2};
+  const int64_t lead = phased ? 1 : 0, dims = 7 + lead;
+  const int64_t C = u.dim() == dims ? u.size(lead + 2) * 32 : 0, Kp = u.dim() == dims ? u.size(lead) * 32 : 0;
+  std::vector<int64_t> want{Kp / 32, taps, C / 32, 2, 16, 16, 2};
+  if (phased) want.insert(want.begin(), 4);
   TORCH_CHECK(u.scalar_type() == at::kBFloat16 && u.is_contiguous() && u.sizes() == at::IntArrayRef(want) && C > 0 &&
                   Kp > 0,
-              op, ": u must be the contiguous [Kp/32, 9, C/32, 2, 16, 16, 2] bfloat16 tensor of "
-              "fastdeblur.models.amx.pack, got ", u.sizes());
+              op, ": u must be the contiguous ", layout, " bfloat16 tensor of fastdeblur.models.amx.", packer,
+              ", got ", u.sizes());
   const int64_t K = bias.numel();
   TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && K > Kp - 32 && K <= Kp, op,
               ": bias must be contiguous float32 values, one per output channel (", Kp - 31, " to ", Kp,
@@ -449,52 +459,40 @@ at::Tensor amx_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tenso
   const at::Tensor xh = nhwc_input(x, C);
   TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
               x.sizes(), " strides ", x.strides());
-  const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2);
-  const int64_t Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
-  at::Tensor out = at::empty({N, Ho, Wo, K}, xh.options());
-#if FD_AMX_BUILT
-  if (out.numel() > 0) {
-    std::vector<float> b(Kp, 0.0f);  // the epilogue reads 32 channels at a time
-    std::memcpy(b.data(), bias.const_data_ptr<float>(), K * sizeof(float));
-    run_conv(xh.const_data_ptr<T>(), out.mutable_data_ptr<T>(), u.const_data_ptr<T>(), b.data(), N, H, W, C, K,
-             stride, Ho, Wo);
-  }
-#endif
-  return xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
+  std::vector<float> b(Kp, 0.0f);
+  std::memcpy(b.data(), bias.const_data_ptr<float>(), K * sizeof(float));
+  return {xh, C, K, std::move(b)};
 }
 
-// ConvTranspose2d(C, K, 4, stride=2, padding=1) + bias. x: [N, H, W, C] bfloat16 NHWC memory (either
-// form); u: fastdeblur.models.amx.pack_transpose's [4, Kp/32, 4, C/32, 2, 16, 16, 2] bfloat16; bias: K
-// float32 values. Returns [N, 2H, 2W, K] in x's form.
-at::Tensor amx_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
-  const char* op = "amx_conv_transpose4x4s2";
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kBFloat16 && x.dim() == 4, op,
-              ": x must be a 4-D bfloat16 CPU tensor, got ", x.scalar_type(), " ", x.sizes());
-  const int64_t C = u.dim() == 8 ? u.size(3) * 32 : 0, Kp = u.dim() == 8 ? u.size(1) * 32 : 0;
-  const std::array<int64_t, 8> want{4, Kp / 32, 4, C / 32, 2, 16, 16, 2};
-  TORCH_CHECK(u.scalar_type() == at::kBFloat16 && u.is_contiguous() && u.sizes() == at::IntArrayRef(want) && C > 0 &&
-                  Kp > 0,
-              op, ": u must be the contiguous [4, Kp/32, 4, C/32, 2, 16, 16, 2] bfloat16 tensor of "
-              "fastdeblur.models.amx.pack_transpose, got ", u.sizes());
-  const int64_t K = bias.numel();
-  TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && K > Kp - 32 && K <= Kp, op,
-              ": bias must be contiguous float32 values, one per output channel (", Kp - 31, " to ", Kp,
-              " for this u), got ", bias.scalar_type(), " ", bias.sizes());
-  TORCH_CHECK(amx_block_runs(at::kBFloat16, C, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
-              "fastdeblur.models.amx.runs says where it does)");
-  const at::Tensor xh = nhwc_input(x, C);
-  TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
-              x.sizes(), " strides ", x.strides());
-  const int64_t N = xh.size(0), H = xh.size(1), W = xh.size(2);
-  at::Tensor out = at::empty({N, 2 * H, 2 * W, K}, xh.options());
+// A 3x3 convolution with padding 1 and stride 1 or 2, + bias: u from fastdeblur.models.amx.pack.
+// Returns [N, Ho, Wo, K] (Ho = (H + 1) / 2 for stride 2) in x's form.
+at::Tensor amx_conv3x3(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, int64_t stride) {
+  TORCH_CHECK(stride == 1 || stride == 2, "amx_conv3x3: stride must be 1 or 2, got ", stride);
+  const ConvArgs a = check_conv("amx_conv3x3", x, u, bias, false, 9, "[Kp/32, 9, C/32, 2, 16, 16, 2]", "pack");
+  const int64_t N = a.xh.size(0), H = a.xh.size(1), W = a.xh.size(2);
+  const int64_t Ho = stride == 2 ? (H + 1) / 2 : H, Wo = stride == 2 ? (W + 1) / 2 : W;
+  at::Tensor out = at::empty({N, Ho, Wo, a.K}, a.xh.options());
 #if FD_AMX_BUILT
-  if (out.numel() > 0) {
-    std::vector<float> b(Kp, 0.0f);  // the epilogue reads 32 channels at a time
-    std::memcpy(b.data(), bias.const_data_ptr<float>(), K * sizeof(float));
-    run_up(xh.const_data_ptr<T>(), out.mutable_data_ptr<T>(), u.const_data_ptr<T>(), b.data(), N, H, W, C, K);
-  }
+  if (out.numel() > 0)
+    run_conv(a.xh.const_data_ptr<T>(), out.mutable_data_ptr<T>(), u.const_data_ptr<T>(), a.bias.data(), N, H, W,
+             a.C, a.K, stride, Ho, Wo);
 #endif
-  return xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
+  return a.xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
+}
+
+// ConvTranspose2d(C, K, 4, stride=2, padding=1) + bias: u from fastdeblur.models.amx.pack_transpose.
+// Returns [N, 2H, 2W, K] in x's form.
+at::Tensor amx_conv_transpose4x4s2(const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias) {
+  const ConvArgs a = check_conv("amx_conv_transpose4x4s2", x, u, bias, true, 4, "[4, Kp/32, 4, C/32, 2, 16, 16, 2]",
+                                "pack_transpose");
+  const int64_t N = a.xh.size(0), H = a.xh.size(1), W = a.xh.size(2);
+  at::Tensor out = at::empty({N, 2 * H, 2 * W, a.K}, a.xh.options());
+#if FD_AMX_BUILT
+  if (out.numel() > 0)
+    run_up(a.xh.const_data_ptr<T>(), out.mutable_data_ptr<T>(), u.const_data_ptr<T>(), a.bias.data(), N, H, W, a.C,
+           a.K);
+#endif
+  return a.xh.is_same(x) ? out : out.permute({0, 3, 1, 2});
 }
 
 }  // namespace

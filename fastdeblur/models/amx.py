@@ -89,8 +89,8 @@ def pack_transpose(weight: torch.Tensor) -> torch.Tensor:
 @functools.cache
 def available() -> bool:
     """The kernels run here, and a small block (odd size, row ends, image edges, both the new-tensor
-    and the in-place form) and small stride-1 and stride-2 convolutions (3 and 40 output channels)
-    match float64 within bfloat16's rounding."""
+    and the in-place form), small stride-1 and stride-2 convolutions (3 and 40 output channels) and
+    a small transposed one match float64 within bfloat16's rounding."""
     if not runs(torch.bfloat16, 32, 32):
         return False
     gen = torch.Generator().manual_seed(0)
@@ -107,13 +107,18 @@ def available() -> bool:
             y = conv(v, w3[:k].bfloat16().double(), b3[:k].double(), stride=stride, padding=1)
             want.append(y.permute(0, 2, 3, 1))
             got.append(conv3x3(h, pack(w3[:k]), b3[:k], stride))
+        wt = (torch.rand(32, 40, 4, 4, generator=gen) - 0.5) / 8
+        y = torch.nn.functional.conv_transpose2d(v, wt.bfloat16().double(), b3.double(), stride=2, padding=1)
+        want.append(y.permute(0, 2, 3, 1))
+        got.append(conv_transpose4x4s2(h, pack_transpose(wt), b3))
     tol = 0.05  # values up to ~3: bfloat16 rounding is ~0.01
     return all(g.shape == w.shape and (g.double() - w).abs().max() <= tol for g, w in zip(got, want, strict=True))
 
 
 def preferred() -> bool:
-    """The CPU model runs its bfloat16 residual blocks and 3x3 convolutions on the kernels by
-    default here: wherever they run (FASTDEBLUR_AMX=0 leaves them to oneDNN)."""
+    """The CPU model runs its bfloat16 residual blocks, 3x3 convolutions (32 or more input channels)
+    and transposed convolutions on the kernels by default here: wherever they run
+    (FASTDEBLUR_AMX=0 leaves them to oneDNN)."""
     return available() and env_flag("FASTDEBLUR_AMX", True)
 
 

@@ -65,8 +65,9 @@ def onednn_available(dtype: torch.dtype = torch.float32) -> bool:
 class _OneDNN(_Layer):
     """The layer as oneDNN convolutions: weights reordered once, ReLU and residual add fused; a
     residual block or transposed convolution on the extension's Winograd kernels instead where
-    `use_winograd` says so (None: `winograd.preferred`), and otherwise a bfloat16 residual block on
-    its AMX kernel where `use_amx` says so (None: `amx.preferred`)."""
+    `use_winograd` says so (None: `winograd.preferred`), and otherwise, in bfloat16, a residual
+    block, a 3x3 convolution with 32 or more input channels or a transposed convolution on its AMX
+    kernels where `use_amx` says so (None: `amx.preferred`)."""
 
     def __init__(self, layer: nn.Module, use_winograd: bool | None = None, use_small_k: bool | None = None,
                  use_amx: bool | None = None):
@@ -180,8 +181,9 @@ def onednn_model(model: nn.Module, use_winograd: bool | None = None, use_small_k
     `use_small_k`: run the 3x3 convolutions with 1-4 output channels (the decoders' last layer)
     through the extension's kernel for them (where it runs; models/small_k.py); None: by default
     there (`small_k.preferred(dtype)`: not bfloat16 on AMX CPUs). `use_amx`: run the bfloat16
-    residual blocks that are not on Winograd through the extension's AMX kernel (where it runs;
-    models/amx.py); None: wherever it runs (`amx.preferred()`, FASTDEBLUR_AMX).
+    layers on none of those kernels, all but the encoders' 3-channel first ones, through the
+    extension's AMX kernels (where they run; models/amx.py); None: wherever they run
+    (`amx.preferred()`, FASTDEBLUR_AMX).
     """
     first = next(itertools.chain(model.parameters(), model.buffers()))
     if first.device.type != "cpu":
