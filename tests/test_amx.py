@@ -190,24 +190,33 @@ def test_conv_error_is_at_most_twice_torchs(n, c, k, h, w, stride):
     _assert_within_twice_torchs(got, want, base, "conv")
 
 
+def _check_forms(fn, op, x: torch.Tensor, args: tuple, nchw_shape: tuple[int, ...]) -> None:
+    """fn(x, *args) on NHWC memory given as [N, H, W, C] or as its channels_last [N, C, H, W] view
+    gives the same bits in the same form (nchw_shape for the view), and the same on one thread; `op`
+    (the torch.ops op behind fn) passes opcheck's schema and fake-tensor tests in both forms and on
+    an empty batch."""
+    want = fn(x, *args)
+    got = fn(x.permute(0, 3, 1, 2), *args)
+    assert got.shape == nchw_shape and got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got.permute(0, 2, 3, 1), want)
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(fn(x, *args), want)
+    finally:
+        torch.set_num_threads(saved)
+    for xin in (x, x.permute(0, 3, 1, 2), x[:0]):
+        torch.library.opcheck(op, (xin, *args), test_utils=("test_schema", "test_faketensor"))
+
+
 @needs_amx
 def test_conv_forms_threads_and_errors():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 7, 45, 32, generator=g).bfloat16()
     u, b = amx.pack(torch.randn(64, 32, 3, 3, generator=g) / 16), torch.randn(64, generator=g)
     for stride in (1, 2):
-        want = amx.conv3x3(x, u, b, stride)
-        got = amx.conv3x3(x.permute(0, 3, 1, 2), u, b, stride)
-        assert got.is_contiguous(memory_format=torch.channels_last) and torch.equal(got.permute(0, 2, 3, 1), want)
-        saved = torch.get_num_threads()
-        try:
-            torch.set_num_threads(1)
-            assert torch.equal(amx.conv3x3(x, u, b, stride), want)
-        finally:
-            torch.set_num_threads(saved)
-        for xin in (x, x.permute(0, 3, 1, 2), x[:0]):
-            torch.library.opcheck(torch.ops.fastdeblur.amx_conv3x3, (xin, u, b, stride),
-                                  test_utils=("test_schema", "test_faketensor"))
+        _check_forms(amx.conv3x3, torch.ops.fastdeblur.amx_conv3x3, x, (u, b, stride),
+                     (2, 64, 7 if stride == 1 else 4, 45 if stride == 1 else 23))
     op = torch.ops.fastdeblur.amx_conv3x3
     with pytest.raises(RuntimeError, match="stride must be 1 or 2, got 3"):
         op(x, u, b, 3)
@@ -241,19 +250,7 @@ def test_transposed_forms_threads_and_errors():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 37, 64, generator=g).bfloat16()
     u, b = amx.pack_transpose(torch.randn(64, 32, 4, 4, generator=g) / 16), torch.randn(32, generator=g)
-    want = amx.conv_transpose4x4s2(x, u, b)
-    got = amx.conv_transpose4x4s2(x.permute(0, 3, 1, 2), u, b)
-    assert got.shape == (2, 32, 10, 74) and got.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(got.permute(0, 2, 3, 1), want)
-    saved = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert torch.equal(amx.conv_transpose4x4s2(x, u, b), want)
-    finally:
-        torch.set_num_threads(saved)
-    for xin in (x, x.permute(0, 3, 1, 2), x[:0]):
-        torch.library.opcheck(torch.ops.fastdeblur.amx_conv_transpose4x4s2, (xin, u, b),
-                              test_utils=("test_schema", "test_faketensor"))
+    _check_forms(amx.conv_transpose4x4s2, torch.ops.fastdeblur.amx_conv_transpose4x4s2, x, (u, b), (2, 32, 10, 74))
     op = torch.ops.fastdeblur.amx_conv_transpose4x4s2
     with pytest.raises(RuntimeError, match="one per output channel .1 to 32 for this u"):
         op(x, u, torch.zeros(33))
