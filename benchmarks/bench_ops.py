@@ -60,6 +60,13 @@ def test_op(benchmark, device, dtype, case, provider):
               provider=provider, dtype=str(dtype))
 
 
+def _skip_unless_amx(dtype: torch.dtype) -> None:
+    from fastdeblur.models import amx
+
+    if not (dtype == torch.bfloat16 and amx.available()):
+        pytest.skip("the AMX kernels run bfloat16 on CPUs with AMX-BF16")
+
+
 @pytest.mark.parametrize("provider", ["onednn", "winograd", "winograd_f2", "amx"])
 @pytest.mark.parametrize("channels", [32, 64, 128])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
@@ -71,7 +78,7 @@ def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatc
     one-pass block (amx, models/amx.py: bfloat16 on CPUs with AMX). The FLOP count is the direct
     convolutions' (Winograd's rate is then an equivalent rate)."""
     from fastdeblur._heap import reuse_heap
-    from fastdeblur.models import amx, onednn_available, winograd
+    from fastdeblur.models import onednn_available, winograd
     from fastdeblur.models.onednn import _OneDNN
     from fastdeblur.reference.dmphn import ResidualBlock
 
@@ -81,8 +88,8 @@ def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatc
         pytest.skip(f"oneDNN runs no {dtype} here")
     if provider.startswith("winograd") and not winograd.available(dtype):
         pytest.skip(f"the Winograd kernel runs no {dtype} here (bfloat16: AVX512-BF16)")
-    if provider == "amx" and not (dtype == torch.bfloat16 and amx.available()):
-        pytest.skip("the AMX kernel runs bfloat16 on CPUs with AMX-BF16")
+    if provider == "amx":
+        _skip_unless_amx(dtype)
     if provider == "winograd_f2" and winograd.TILE[dtype] == 2:
         pytest.skip(f"F(2x2, 3x3) is already the winograd provider in {dtype}")
     h, w = {32: (720, 1280), 64: (360, 640), 128: (180, 320)}[channels]
@@ -111,25 +118,30 @@ def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatc
                   op=f"residual_block_{channels}", provider=provider, dtype=str(dtype))
 
 
-@pytest.mark.parametrize("provider", ["onednn", "winograd"])
+@pytest.mark.parametrize("provider", ["onednn", "winograd", "amx"])
 @pytest.mark.parametrize("channels", [64, 128])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_transposed_conv(benchmark, device, dtype, channels, provider):
     """A decoder's ConvTranspose2d(C, C/2, 4, stride=2, padding=1) at a 720p frame's level-1 size:
-    oneDNN's against the Winograd kernel's four F(3x3, 2x2) phases (models/winograd.py). The FLOP
-    count is the direct one's (16 multiply-adds per input pixel and channel pair)."""
+    oneDNN's against the Winograd kernel's four F(3x3, 2x2) phases (models/winograd.py) and the AMX
+    kernel's four 2x2 ones (models/amx.py). The FLOP count is the direct one's (16 multiply-adds per
+    input pixel and channel pair)."""
     from fastdeblur.models import onednn_available, winograd
     from fastdeblur.models.onednn import _OneDNN
 
     if device != "cpu":
         pytest.skip("CPU op")
-    if not (onednn_available(dtype) and winograd.available(dtype)):
-        pytest.skip(f"needs oneDNN and the Winograd kernel in {dtype} (bfloat16: AVX512-BF16)")
+    if not onednn_available(dtype):
+        pytest.skip(f"oneDNN runs no {dtype} here")
+    if provider == "winograd" and not winograd.available(dtype):
+        pytest.skip(f"the Winograd kernel runs no {dtype} here (bfloat16: AVX512-BF16)")
+    if provider == "amx":
+        _skip_unless_amx(dtype)
     h, w = {64: (360, 640), 128: (180, 320)}[channels]
     torch.manual_seed(0)
     up = torch.nn.ConvTranspose2d(channels, channels // 2, 4, stride=2, padding=1).eval().requires_grad_(False)
     up = up.to(dtype)
-    layer = _OneDNN(up, use_winograd=provider == "winograd")
+    layer = _OneDNN(up, use_winograd=provider == "winograd", use_amx=provider == "amx")
     x = torch.randn(1, h, w, channels).to(dtype)  # NHWC, as the model runs
     tol = 0.1 if dtype == torch.bfloat16 else 1e-4
     with torch.inference_mode():
@@ -145,13 +157,14 @@ _OTHER_CONVS = {"conv32_64_s2": (32, 64, 2, 720, 1280), "conv64_128_s2": (64, 12
                 "conv32_3": (32, 3, 1, 720, 1280)}
 
 
-@pytest.mark.parametrize("provider", ["onednn", "extension"])
+@pytest.mark.parametrize("provider", ["onednn", "extension", "amx"])
 @pytest.mark.parametrize("conv", list(_OTHER_CONVS))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_other_conv(benchmark, device, dtype, conv, provider):
     """The CPU model's other 3x3 convolutions: oneDNN's (bias fused) against the extension's,
     the polyphase Winograd for stride 2 (models/winograd.py) and the few-output-channel kernel
-    for 32 -> 3 (models/small_k.py). The FLOP count is the direct convolution's."""
+    for 32 -> 3 (models/small_k.py), and against the AMX row kernel (amx, models/amx.py). The FLOP
+    count is the direct convolution's."""
     from fastdeblur.models import onednn_available, small_k, winograd
     from fastdeblur.models.onednn import _OneDNN
 
@@ -159,12 +172,18 @@ def test_other_conv(benchmark, device, dtype, conv, provider):
     if device != "cpu":
         pytest.skip("CPU op")
     kernel = small_k if cout < 8 else winograd
-    if not (onednn_available(dtype) and kernel.available(dtype)):
-        pytest.skip(f"needs oneDNN and the extension's kernel in {dtype} (bfloat16: AVX512-BF16)")
+    if not onednn_available(dtype):
+        pytest.skip(f"oneDNN runs no {dtype} here")
+    if provider == "extension" and not kernel.available(dtype):
+        pytest.skip(f"the extension's kernel runs no {dtype} here (bfloat16: AVX512-BF16)")
+    if provider == "amx":
+        _skip_unless_amx(dtype)
     torch.manual_seed(0)
     c = torch.nn.Conv2d(cin, cout, 3, stride=stride, padding=1).eval().requires_grad_(False).to(dtype)
-    layer = _OneDNN(c, use_winograd=provider == "extension", use_small_k=provider == "extension")
-    assert (layer.winograd is not None or layer.small_k is not None) == (provider == "extension")
+    ext = provider == "extension"
+    layer = _OneDNN(c, use_winograd=ext, use_small_k=ext, use_amx=provider == "amx")
+    assert (layer.winograd is not None or layer.small_k is not None) == ext
+    assert (layer.amx is not None) == (provider == "amx")
     x = torch.randn(1, h, w, cin).to(dtype)  # NHWC, as the model runs
     tol = 0.1 if dtype == torch.bfloat16 else 1e-4
     with torch.inference_mode():
