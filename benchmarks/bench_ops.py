@@ -126,6 +126,7 @@ def test_transposed_conv(benchmark, device, dtype, channels, provider):
     oneDNN's against the Winograd kernel's four F(3x3, 2x2) phases (models/winograd.py) and the AMX
     kernel's four 2x2 ones (models/amx.py). The FLOP count is the direct one's (16 multiply-adds per
     input pixel and channel pair)."""
+    from fastdeblur._heap import reuse_heap
     from fastdeblur.models import onednn_available, winograd
     from fastdeblur.models.onednn import _OneDNN
 
@@ -147,8 +148,9 @@ def test_transposed_conv(benchmark, device, dtype, channels, provider):
     with torch.inference_mode():
         ref = up(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).float()
         torch.testing.assert_close(layer(x).float(), ref, rtol=tol / 2, atol=tol)
-        timed(benchmark, lambda: layer(x), device, flops=2 * 16 * channels * channels // 2 * h * w,
-              op=f"conv_transpose_{channels}", provider=provider, dtype=str(dtype))
+        with reuse_heap(limit=1 << 30):  # deblur()'s block cache: outputs reuse their memory, as in a frame
+            timed(benchmark, lambda: layer(x), device, flops=2 * 16 * channels * channels // 2 * h * w,
+                  op=f"conv_transpose_{channels}", provider=provider, dtype=str(dtype))
 
 
 # (Cin, Cout, stride, input H x W): the encoders' stride-2 convolutions and the decoders' last
@@ -165,6 +167,7 @@ def test_other_conv(benchmark, device, dtype, conv, provider):
     the polyphase Winograd for stride 2 (models/winograd.py) and the few-output-channel kernel
     for 32 -> 3 (models/small_k.py), and against the AMX row kernel (amx, models/amx.py). The FLOP
     count is the direct convolution's."""
+    from fastdeblur._heap import reuse_heap
     from fastdeblur.models import onednn_available, small_k, winograd
     from fastdeblur.models.onednn import _OneDNN
 
@@ -190,5 +193,6 @@ def test_other_conv(benchmark, device, dtype, conv, provider):
         ref = c(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).float()
         torch.testing.assert_close(layer(x).float(), ref, rtol=tol / 2, atol=tol)
         ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-        timed(benchmark, lambda: layer(x), device, flops=2 * 9 * cin * cout * ho * wo, op=conv, provider=provider,
-              dtype=str(dtype))
+        with reuse_heap(limit=1 << 30):  # deblur()'s block cache: outputs reuse their memory, as in a frame
+            timed(benchmark, lambda: layer(x), device, flops=2 * 9 * cin * cout * ho * wo, op=conv,
+                  provider=provider, dtype=str(dtype))
