@@ -83,9 +83,10 @@ bool amx_usable() {
 #endif
 }
 
-bool amx_block_runs(c10::ScalarType dtype, int64_t in_channels, int64_t out_channels) {
-  return dtype == at::kBFloat16 && in_channels == out_channels && in_channels > 0 && in_channels % 32 == 0 &&
-         amx_usable();
+// Every kernel here runs bfloat16 with input channels a multiple of 32 (the block: C -> C; the
+// convolutions: to any number).
+bool amx_runs(c10::ScalarType dtype, int64_t in_channels) {
+  return dtype == at::kBFloat16 && in_channels > 0 && in_channels % 32 == 0 && amx_usable();
 }
 
 #if FD_AMX_BUILT
@@ -395,7 +396,7 @@ at::Tensor check(const char* op, const at::Tensor& h, const at::Tensor& u1, cons
   for (const at::Tensor* b : {&b1, &b2})
     TORCH_CHECK(b->scalar_type() == at::kFloat && b->is_contiguous() && b->numel() == C, op, ": b1 and b2 must be ",
                 C, " contiguous float32 values");
-  TORCH_CHECK(amx_block_runs(at::kBFloat16, C, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
+  TORCH_CHECK(amx_runs(at::kBFloat16, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
               "fastdeblur.models.amx.runs says where it does)");
   const at::Tensor hh = nhwc_input(h, C);
   TORCH_CHECK(hh.is_contiguous() && hh.size(3) == C, op, ": h must be NHWC memory with ", C, " channels, got sizes ",
@@ -456,7 +457,7 @@ ConvArgs check_conv(const char* op, const at::Tensor& x, const at::Tensor& u, co
   TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && K > Kp - 32 && K <= Kp, op,
               ": bias must be contiguous float32 values, one per output channel (", Kp - 31, " to ", Kp,
               " for this u), got ", bias.scalar_type(), " ", bias.sizes());
-  TORCH_CHECK(amx_block_runs(at::kBFloat16, C, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
+  TORCH_CHECK(amx_runs(at::kBFloat16, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
               "fastdeblur.models.amx.runs says where it does)");
   const at::Tensor xh = nhwc_input(x, C);
   TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
@@ -509,8 +510,8 @@ TORCH_LIBRARY_FRAGMENT(fastdeblur, m) {
   m.def("amx_conv3x3(Tensor x, Tensor u, Tensor bias, int stride) -> Tensor");
   // ConvTranspose2d(C, K, 4, stride=2, padding=1) + bias on AMX, bfloat16 NHWC, C a multiple of 32
   m.def("amx_conv_transpose4x4s2(Tensor x, Tensor u, Tensor bias) -> Tensor");
-  // whether the block runs in_channels -> out_channels in dtype on this CPU
-  m.def("amx_block_runs(ScalarType dtype, int in_channels, int out_channels) -> bool", &amx_block_runs);
+  // whether the kernels run dtype with in_channels input channels on this CPU
+  m.def("amx_runs(ScalarType dtype, int in_channels) -> bool", &amx_runs);
 }
 
 TORCH_LIBRARY_IMPL(fastdeblur, CPU, m) {

@@ -40,7 +40,7 @@ def runs(dtype: torch.dtype, in_channels: int, out_channels: int) -> bool:
 
     if dtype != torch.bfloat16 or out_channels < 1 or not _ext.load():
         return False
-    return bool(torch.ops.fastdeblur.amx_block_runs(dtype, in_channels, in_channels))
+    return bool(torch.ops.fastdeblur.amx_runs(dtype, in_channels))
 
 
 def _pack_taps(w: torch.Tensor) -> torch.Tensor:
