@@ -60,11 +60,18 @@ def test_op(benchmark, device, dtype, case, provider):
               provider=provider, dtype=str(dtype))
 
 
-def _skip_unless_amx(dtype: torch.dtype) -> None:
-    from fastdeblur.models import amx
+def _skip_unless_runs(dtype: torch.dtype, provider: str, kernel, what: str) -> None:
+    """Skip a CPU layer benchmark where oneDNN runs no `dtype`, or where its provider's kernel does
+    not run it: the AMX kernels for "amx", the extension's `kernel` (named `what`) for the others
+    but "onednn"."""
+    from fastdeblur.models import amx, onednn_available
 
-    if not (dtype == torch.bfloat16 and amx.available()):
+    if not onednn_available(dtype):
+        pytest.skip(f"oneDNN runs no {dtype} here")
+    if provider == "amx" and not (dtype == torch.bfloat16 and amx.available()):
         pytest.skip("the AMX kernels run bfloat16 on CPUs with AMX-BF16")
+    if provider not in ("onednn", "amx") and not kernel.available(dtype):
+        pytest.skip(f"{what} runs no {dtype} here (bfloat16: AVX512-BF16)")
 
 
 @pytest.mark.parametrize("provider", ["onednn", "winograd", "winograd_f2", "amx"])
@@ -78,18 +85,13 @@ def test_residual_block(benchmark, device, dtype, channels, provider, monkeypatc
     one-pass block (amx, models/amx.py: bfloat16 on CPUs with AMX). The FLOP count is the direct
     convolutions' (Winograd's rate is then an equivalent rate)."""
     from fastdeblur._heap import reuse_heap
-    from fastdeblur.models import onednn_available, winograd
+    from fastdeblur.models import winograd
     from fastdeblur.models.onednn import _OneDNN
     from fastdeblur.reference.dmphn import ResidualBlock
 
     if device != "cpu":
         pytest.skip("CPU op")
-    if not onednn_available(dtype):
-        pytest.skip(f"oneDNN runs no {dtype} here")
-    if provider.startswith("winograd") and not winograd.available(dtype):
-        pytest.skip(f"the Winograd kernel runs no {dtype} here (bfloat16: AVX512-BF16)")
-    if provider == "amx":
-        _skip_unless_amx(dtype)
+    _skip_unless_runs(dtype, provider, winograd, "the Winograd kernel")
     if provider == "winograd_f2" and winograd.TILE[dtype] == 2:
         pytest.skip(f"F(2x2, 3x3) is already the winograd provider in {dtype}")
     h, w = {32: (720, 1280), 64: (360, 640), 128: (180, 320)}[channels]
@@ -127,17 +129,12 @@ def test_transposed_conv(benchmark, device, dtype, channels, provider):
     kernel's four 2x2 ones (models/amx.py). The FLOP count is the direct one's (16 multiply-adds per
     input pixel and channel pair)."""
     from fastdeblur._heap import reuse_heap
-    from fastdeblur.models import onednn_available, winograd
+    from fastdeblur.models import winograd
     from fastdeblur.models.onednn import _OneDNN
 
     if device != "cpu":
         pytest.skip("CPU op")
-    if not onednn_available(dtype):
-        pytest.skip(f"oneDNN runs no {dtype} here")
-    if provider == "winograd" and not winograd.available(dtype):
-        pytest.skip(f"the Winograd kernel runs no {dtype} here (bfloat16: AVX512-BF16)")
-    if provider == "amx":
-        _skip_unless_amx(dtype)
+    _skip_unless_runs(dtype, provider, winograd, "the Winograd kernel")
     h, w = {64: (360, 640), 128: (180, 320)}[channels]
     torch.manual_seed(0)
     up = torch.nn.ConvTranspose2d(channels, channels // 2, 4, stride=2, padding=1).eval().requires_grad_(False)
@@ -168,19 +165,13 @@ def test_other_conv(benchmark, device, dtype, conv, provider):
     for 32 -> 3 (models/small_k.py), and against the AMX row kernel (amx, models/amx.py). The FLOP
     count is the direct convolution's."""
     from fastdeblur._heap import reuse_heap
-    from fastdeblur.models import onednn_available, small_k, winograd
+    from fastdeblur.models import small_k, winograd
     from fastdeblur.models.onednn import _OneDNN
 
     cin, cout, stride, h, w = _OTHER_CONVS[conv]
     if device != "cpu":
         pytest.skip("CPU op")
-    kernel = small_k if cout < 8 else winograd
-    if not onednn_available(dtype):
-        pytest.skip(f"oneDNN runs no {dtype} here")
-    if provider == "extension" and not kernel.available(dtype):
-        pytest.skip(f"the extension's kernel runs no {dtype} here (bfloat16: AVX512-BF16)")
-    if provider == "amx":
-        _skip_unless_amx(dtype)
+    _skip_unless_runs(dtype, provider, small_k if cout < 8 else winograd, "the extension's kernel")
     torch.manual_seed(0)
     c = torch.nn.Conv2d(cin, cout, 3, stride=stride, padding=1).eval().requires_grad_(False).to(dtype)
     ext = provider == "extension"
