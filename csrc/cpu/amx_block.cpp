@@ -172,7 +172,8 @@ struct Row {
 // epilogue; K output channels, the weights U packed for K rounded up to a multiple of 32 (as the
 // bias, which has that many values); scratch: 9 x 32 pixels (the row ends' zero-padded copies,
 // per tap), fbuf: 2 x 1024 floats (64-byte aligned); prefetch: bytes to bring into the cache
-// meanwhile, spread over the blocks.
+// meanwhile, spread over the blocks' steps (a few lines after each step's products: 3-7% faster
+// than each block's share at its start, which stalled the tile loads behind a burst of misses).
 template <bool kRelu, bool kAdd, int kTaps = 3>
 FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, T* scratch, float* fbuf,
                      const T* prefetch, int64_t prefetch_bytes) {
@@ -214,11 +215,11 @@ FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, 
         }
       }
     }
-    if (prefetch) {
-      const char* pf = reinterpret_cast<const char*>(prefetch);
-      for (int64_t b = g * pf_step; b < std::min((g + 1) * pf_step, prefetch_bytes); b += 64)
-        _mm_prefetch(pf + b, _MM_HINT_T0);
-    }
+    // this block's share of the prefetch
+    const char* pf = reinterpret_cast<const char*>(prefetch) + g * pf_step;
+    const int64_t pf_lines = prefetch ? (std::min(pf_step, prefetch_bytes - g * pf_step) + 63) / 64 : 0;
+    const int64_t block_steps = steps * ((K + 31) / 32);
+    int64_t pf_done = 0, block_step = 0;
     for (int64_t kp = 0; kp < (K + 31) / 32; ++kp) {
       int step = 0, piece = pend_x0 >= 0 ? 0 : 8;
       const bool wide = K - kp * 32 > 16;  // else the second 16 output channels are padding: skipped
@@ -247,6 +248,8 @@ FD_AMX void conv_row(const Row& r, const T* U, int64_t W, int64_t C, int64_t K, 
             _tile_dpbf16ps(2, 5, 6);
             if (wide) _tile_dpbf16ps(3, 5, 7);
             for (++step; piece < 8 && piece * steps < step * 8; ++piece) finish_to(piece);
+            for (++block_step; pf_done < pf_lines && pf_done * block_steps < block_step * pf_lines; ++pf_done)
+              _mm_prefetch(pf + pf_done * 64, _MM_HINT_T0);
           }
         }
       }
