@@ -133,6 +133,27 @@ def test_torch_compile_sees_the_ops():
     torch.testing.assert_close(out, f(x, add))
 
 
+def test_backend_choice_is_marked_as_torchs_marker_marks(monkeypatch):
+    """ops._backend marks choose() for torch.compile by hand where torch._dynamo is not imported
+    yet (torch's marker imports it: 1.4 s of a CPU process's first deblur()); the mark must be
+    exactly what torch.compiler.assume_constant_result sets, for the torch installed."""
+    import sys
+
+    from fastdeblur.ops import _backend
+
+    def theirs():
+        return 1
+
+    def ours():
+        return 1
+
+    torch.compiler.assume_constant_result(theirs)
+    monkeypatch.delitem(sys.modules, "torch._dynamo")  # as in a process that has compiled nothing
+    assert _backend._constant_under_compile(ours) is ours
+    assert vars(ours) == vars(theirs) == {_backend.DYNAMO_CONSTANT: True}
+    assert getattr(_backend.choose, _backend.DYNAMO_CONSTANT)
+
+
 @pytest.mark.parametrize("backend", [None, "reference"])
 def test_torch_compile_traces_the_public_ops(backend):
     """fastdeblur.ops' functions whole under torch.compile(fullgraph=True): the backend choice

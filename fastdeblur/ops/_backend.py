@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 
@@ -50,12 +51,25 @@ def require_triton(device: torch.device) -> None:
                          f"(or TRITON_INTERPRET=1 on CPU, for tests); the device is {device}")
 
 
+# What torch.compiler.assume_constant_result sets on a function (torch 2.0 to 2.13), and all it
+# does; tests/test_ext_ops.py checks that it still is.
+DYNAMO_CONSTANT = "_dynamo_marked_constant"
+
+
 def _constant_under_compile(fn):
     """torch.compile takes fn's result as a constant, computed once while it traces (choose()
     loads the extension under a lock and asks importlib and the dispatcher, which it cannot trace:
-    `torch.compile(fullgraph=True)` of the public ops failed there)."""
+    `torch.compile(fullgraph=True)` of the public ops failed there). Marked as
+    torch.compiler.assume_constant_result marks it, without its import of torch._dynamo unless
+    something has imported that already: that import was 1.4 s of a CPU process's first deblur()
+    (torch 2.13, 2-core Xeon), which compiles nothing."""
     mark = getattr(torch.compiler, "assume_constant_result", None)
-    return mark(fn) if mark is not None else fn
+    if mark is None:
+        return fn
+    if "torch._dynamo" in sys.modules:
+        return mark(fn)
+    setattr(fn, DYNAMO_CONSTANT, True)
+    return fn
 
 
 @_constant_under_compile
