@@ -679,9 +679,9 @@ def test_import_loads_no_extension_and_no_cuda():
 
 
 def test_cpu_deblur_does_not_import_the_compiler():
-    """torch._dynamo takes 1.4 s to import (torch 2.13, 2-core Xeon): a process that deblurs on the CPU
+    """torch._dynamo takes 0.9 s to import (torch 2.13, 2-core Xeon): a process that deblurs on the CPU
     and compiles nothing must not pay for it. The backend choice's torch.compile marker imported it
-    until the thirty-fifth session: a first 720p deblur() took 2.2 s there instead of 0.84 s."""
+    until the thirty-fifth session: a first 720p deblur() took 1.5 s there instead of 0.7 s."""
     import subprocess
     import sys
 

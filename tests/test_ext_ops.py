@@ -135,7 +135,7 @@ def test_torch_compile_sees_the_ops():
 
 def test_backend_choice_is_marked_as_torchs_marker_marks(monkeypatch):
     """ops._backend marks choose() for torch.compile by hand where torch._dynamo is not imported
-    yet (torch's marker imports it: 1.4 s of a CPU process's first deblur()); the mark must be
+    yet (torch's marker imports it: 0.9 s of a CPU process's first deblur()); the mark must be
     exactly what torch.compiler.assume_constant_result sets, for the torch installed."""
     import sys
 

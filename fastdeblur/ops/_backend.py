@@ -61,8 +61,8 @@ def _constant_under_compile(fn):
     loads the extension under a lock and asks importlib and the dispatcher, which it cannot trace:
     `torch.compile(fullgraph=True)` of the public ops failed there). Marked as
     torch.compiler.assume_constant_result marks it, without its import of torch._dynamo unless
-    something has imported that already: that import was 1.4 s of a CPU process's first deblur()
-    (torch 2.13, 2-core Xeon), which compiles nothing."""
+    something has imported that already: that import takes 0.9 s (torch 2.13, 2-core Xeon), and a
+    CPU process's first deblur(), which compiles nothing, paid it."""
     mark = getattr(torch.compiler, "assume_constant_result", None)
     if mark is None:
         return fn
