@@ -51,7 +51,7 @@ def require_triton(device: torch.device) -> None:
                          f"(or TRITON_INTERPRET=1 on CPU, for tests); the device is {device}")
 
 
-# What torch.compiler.assume_constant_result sets on a function (torch 2.0 to 2.13), and all it
+# What torch.compiler.assume_constant_result sets on a function (as of torch 2.13), and all it
 # does; tests/test_ext_ops.py checks that it still is.
 DYNAMO_CONSTANT = "_dynamo_marked_constant"
 
