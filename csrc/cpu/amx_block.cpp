@@ -271,6 +271,19 @@ struct Segment {
   int64_t n, y0, y1;  // rows [y0, y1) of image n
 };
 
+// body(i, scratch, fbuf) for i in [0, n), in parallel: each thread with the tile unit configured and
+// its own conv_row scratch (for C input channels) and accumulator buffer
+template <class Body>
+void per_thread(int64_t n, int64_t C, const Body& body) {
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    tiles_begin();
+    std::vector<T> scratch(9 * kGroup * C);
+    alignas(64) float fbuf[2048];
+    for (int64_t i = begin; i < end; ++i) body(i, scratch.data(), fbuf);
+    tiles_end();
+  });
+}
+
 void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, const float* b2, int64_t N, int64_t H,
                int64_t W, int64_t C, bool inplace) {
   const int64_t parts = std::min(H, (at::get_num_threads() + N - 1) / N);
@@ -296,23 +309,14 @@ void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, co
     conv_row<true, false>(r, u1, W, C, C, scratch, fbuf, prefetch,
                           prefetch ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
   };
-  auto each_segment = [&](auto&& body) {
-    at::parallel_for(0, S, 1, [&](int64_t begin, int64_t end) {
-      tiles_begin();
-      std::vector<T> scratch(9 * kGroup * C);
-      alignas(64) float fbuf[2048];
-      for (int64_t s = begin; s < end; ++s) body(s, scratch.data(), fbuf);
-      tiles_end();
-    });
-  };
   if (inplace) {
-    each_segment([&](int64_t s, T* scratch, float* fbuf) {
+    per_thread(S, C, [&](int64_t s, T* scratch, float* fbuf) {
       const Segment& g = segs[s];
       for (const int64_t y : {g.y0 - 1, g.y0, g.y1 - 1, g.y1})
         if (T* dst = side_row(s, y)) t_row(g.n, y, dst, scratch, fbuf, nullptr);
     });
   }
-  each_segment([&](int64_t s, T* scratch, float* fbuf) {
+  per_thread(S, C, [&](int64_t s, T* scratch, float* fbuf) {
     const Segment& g = segs[s];
     std::vector<T> ring(3 * row);  // zeros: the padding is never written
     auto t_at = [&](int64_t y) -> const T* {
@@ -338,20 +342,13 @@ void run_block(const T* h, T* out, const T* u1, const float* b1, const T* u2, co
 // K]; U packed for K rounded up to 32, bias that many values. Output rows in parallel.
 void run_conv(const T* x, T* out, const T* U, const float* bias, int64_t N, int64_t H, int64_t W, int64_t C,
               int64_t K, int64_t xs, int64_t Ho, int64_t Wo) {
-  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
-    tiles_begin();
-    std::vector<T> scratch(9 * kGroup * C);
-    alignas(64) float fbuf[2048];
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t n = i / Ho, y = i % Ho;
-      auto in_row = [&](int64_t yy) -> const T* { return yy < 0 || yy >= H ? nullptr : x + (n * H + yy) * W * C; };
-      const Row r{{in_row(xs * y - 1), in_row(xs * y), in_row(xs * y + 1)}, false, W, xs, 0, K, bias, nullptr,
-                  out + i * Wo * K};
-      const T* next = in_row(xs * (y + 1) + 1);  // the row the next output row reads first
-      conv_row<false, false>(r, U, Wo, C, K, scratch.data(), fbuf, next,
-                             next ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
-    }
-    tiles_end();
+  per_thread(N * Ho, C, [&](int64_t i, T* scratch, float* fbuf) {
+    const int64_t n = i / Ho, y = i % Ho;
+    auto in_row = [&](int64_t yy) -> const T* { return yy < 0 || yy >= H ? nullptr : x + (n * H + yy) * W * C; };
+    const Row r{{in_row(xs * y - 1), in_row(xs * y), in_row(xs * y + 1)}, false, W, xs, 0, K, bias, nullptr,
+                out + i * Wo * K};
+    const T* next = in_row(xs * (y + 1) + 1);  // the row the next output row reads first
+    conv_row<false, false>(r, U, Wo, C, K, scratch, fbuf, next, next ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
   });
 }
 
@@ -362,33 +359,44 @@ void run_conv(const T* x, T* out, const T* U, const float* bias, int64_t N, int6
 void run_up(const T* x, T* out, const T* U, const float* bias, int64_t N, int64_t H, int64_t W, int64_t C,
             int64_t K) {
   const int64_t phase = (K + 31) / 32 * 4 * C * 32;  // elements of one phase's packed weights
-  at::parallel_for(0, N * 2 * H, 1, [&](int64_t begin, int64_t end) {
-    tiles_begin();
-    std::vector<T> scratch(9 * kGroup * C);
-    alignas(64) float fbuf[2048];
-    for (int64_t o = begin; o < end; ++o) {
-      const int64_t n = o / (2 * H), i = o % (2 * H) / 2, p = o % 2;
-      auto in_row = [&](int64_t yy) -> const T* { return yy < 0 || yy >= H ? nullptr : x + (n * H + yy) * W * C; };
-      const T* next = p == 0 ? in_row(i + 1) : nullptr;  // the row the next output row reads first
-      for (int64_t q = 0; q < 2; ++q) {
-        const Row r{{in_row(i - 1 + p), in_row(i + p), nullptr}, false, W, 1, q, 2 * K, bias, nullptr,
-                    out + o * 2 * W * K + q * K};
-        conv_row<false, false, 2>(r, U + (p * 2 + q) * phase, W, C, K, scratch.data(), fbuf, q == 0 ? next : nullptr,
-                                  next ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
-      }
+  per_thread(N * 2 * H, C, [&](int64_t o, T* scratch, float* fbuf) {
+    const int64_t n = o / (2 * H), i = o % (2 * H) / 2, p = o % 2;
+    auto in_row = [&](int64_t yy) -> const T* { return yy < 0 || yy >= H ? nullptr : x + (n * H + yy) * W * C; };
+    const T* next = p == 0 ? in_row(i + 1) : nullptr;  // the row the next output row reads first
+    for (int64_t q = 0; q < 2; ++q) {
+      const Row r{{in_row(i - 1 + p), in_row(i + p), nullptr}, false, W, 1, q, 2 * K, bias, nullptr,
+                  out + o * 2 * W * K + q * K};
+      conv_row<false, false, 2>(r, U + (p * 2 + q) * phase, W, C, K, scratch, fbuf, q == 0 ? next : nullptr,
+                                next ? W * C * static_cast<int64_t>(sizeof(T)) : 0);
     }
-    tiles_end();
   });
 }
 #endif  // FD_AMX_BUILT
+
+// The activation argument `name` of an op: a 4-D bfloat16 CPU tensor (checked first, before the
+// weights)...
+void check_activation(const char* op, const char* name, const at::Tensor& x) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kBFloat16 && x.dim() == 4, op, ": ", name,
+              " must be a 4-D bfloat16 CPU tensor, got ", x.scalar_type(), " ", x.sizes());
+}
+
+// ... and, once the weights give its C input channels, NHWC memory of them on a CPU the kernels run
+// on: its NHWC tensor.
+at::Tensor nhwc_activation(const char* op, const char* name, const at::Tensor& x, int64_t C) {
+  TORCH_CHECK(amx_runs(at::kBFloat16, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
+              "fastdeblur.models.amx.runs says where it does)");
+  const at::Tensor xh = nhwc_input(x, C);
+  TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": ", name, " must be NHWC memory with ", C,
+              " channels, got sizes ", x.sizes(), " strides ", x.strides());
+  return xh;
+}
 
 // h: [N, H, W, C] bfloat16 NHWC memory (a contiguous tensor, or the channels_last [N, C, H, W]
 // view of one); u1, u2: fastdeblur.models.amx.pack's [C/32, 9, C/32, 2, 16, 16, 2] bfloat16; b1, b2:
 // C float32 values each. Returns h's NHWC tensor and (for out) its form.
 at::Tensor check(const char* op, const at::Tensor& h, const at::Tensor& u1, const at::Tensor& b1, const at::Tensor& u2,
                  const at::Tensor& b2) {
-  TORCH_CHECK(h.device().is_cpu() && h.scalar_type() == at::kBFloat16 && h.dim() == 4, op,
-              ": h must be a 4-D bfloat16 CPU tensor, got ", h.scalar_type(), " ", h.sizes());
+  check_activation(op, "h", h);
   const int64_t C = u1.dim() == 7 ? u1.size(0) * 32 : 0;
   const std::array<int64_t, 7> want{C / 32, 9, C / 32, 2, 16, 16, 2};
   for (const at::Tensor* u : {&u1, &u2})
@@ -399,12 +407,7 @@ at::Tensor check(const char* op, const at::Tensor& h, const at::Tensor& u1, cons
   for (const at::Tensor* b : {&b1, &b2})
     TORCH_CHECK(b->scalar_type() == at::kFloat && b->is_contiguous() && b->numel() == C, op, ": b1 and b2 must be ",
                 C, " contiguous float32 values");
-  TORCH_CHECK(amx_runs(at::kBFloat16, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
-              "fastdeblur.models.amx.runs says where it does)");
-  const at::Tensor hh = nhwc_input(h, C);
-  TORCH_CHECK(hh.is_contiguous() && hh.size(3) == C, op, ": h must be NHWC memory with ", C, " channels, got sizes ",
-              h.sizes(), " strides ", h.strides());
-  return hh;
+  return nhwc_activation(op, "h", h, C);
 }
 
 void launch(const at::Tensor& hh, const at::Tensor& outh, const at::Tensor& u1, const at::Tensor& b1,
@@ -446,8 +449,7 @@ struct ConvArgs {
 
 ConvArgs check_conv(const char* op, const at::Tensor& x, const at::Tensor& u, const at::Tensor& bias, bool phased,
                     int64_t taps, const char* layout, const char* packer) {
-  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kBFloat16 && x.dim() == 4, op,
-              ": x must be a 4-D bfloat16 CPU tensor, got ", x.scalar_type(), " ", x.sizes());
+  check_activation(op, "x", x);
   const int64_t lead = phased ? 1 : 0, dims = 7 + lead;
   const int64_t C = u.dim() == dims ? u.size(lead + 2) * 32 : 0, Kp = u.dim() == dims ? u.size(lead) * 32 : 0;
   std::vector<int64_t> want{Kp / 32, taps, C / 32, 2, 16, 16, 2};
@@ -460,11 +462,7 @@ ConvArgs check_conv(const char* op, const at::Tensor& x, const at::Tensor& u, co
   TORCH_CHECK(bias.scalar_type() == at::kFloat && bias.is_contiguous() && K > Kp - 32 && K <= Kp, op,
               ": bias must be contiguous float32 values, one per output channel (", Kp - 31, " to ", Kp,
               " for this u), got ", bias.scalar_type(), " ", bias.sizes());
-  TORCH_CHECK(amx_runs(at::kBFloat16, C), op, " does not run on this CPU (it needs AMX-BF16 and Linux; "
-              "fastdeblur.models.amx.runs says where it does)");
-  const at::Tensor xh = nhwc_input(x, C);
-  TORCH_CHECK(xh.is_contiguous() && xh.size(3) == C, op, ": x must be NHWC memory with ", C, " channels, got sizes ",
-              x.sizes(), " strides ", x.strides());
+  const at::Tensor xh = nhwc_activation(op, "x", x, C);
   std::vector<float> b(Kp, 0.0f);
   std::memcpy(b.data(), bias.const_data_ptr<float>(), K * sizeof(float));
   return {xh, C, K, std::move(b)};
