@@ -23,8 +23,8 @@ Providers:
                   (_heap.reuse_heap), the extension's layout ops, tensor in and out: deblur()'s
                   CPU path without the image conversions (its residual blocks and transposed
                   convolutions on Winograd where deblur() runs them so: AVX512-BF16 without AMX;
-                  its residual blocks on the AMX kernel where the CPU has AMX; its 32 -> 3 layers
-                  on the extension's small-K kernel where it runs)
+                  in bfloat16 on CPUs with AMX every layer but the first on the extension's AMX
+                  kernels; its 32 -> 3 layers elsewhere on its small-K kernel where it runs)
   onednn_bf16_f2  the same with the residual blocks on Winograd F(2x2, 3x3) (bfloat16's tile before
                   the complex F(4x4, 3x3))
   onednn_bf16_c4  the same with every residual block on the complex F(4x4, 3x3) (before the complex
