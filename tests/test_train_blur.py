@@ -211,6 +211,56 @@ def test_objects_come_at_their_rate_and_leave_other_draws_alone(sharp):
     assert not torch.equal(target, sharp) and torch.equal(blurry, synthesize(sharp, 4, OBJECTS))
 
 
+FLATS = dataclasses.replace(CLEAN, flat_prob=1.0, still_prob=0.0)
+
+
+def test_flat_fields_are_part_of_the_scene(sharp):
+    """A draw with a flat field: the target is the photo painted with the colour over a half-plane
+    (or all of it), and a blur of a flat field is that flat field: nothing to deblur there."""
+    from fastdeblur.train.blur import FlatDraw, draw_blur, render
+
+    rng = np.random.default_rng(12)
+    draws = [draw_blur(rng, 96, 128, FLATS, scale=1.0) for _ in range(3)]
+    assert all(d.flat is not None for d in draws)
+    draws[0] = dataclasses.replace(draws[0], flat=FlatDraw((0.02, 0.01, 0.03), False, (40.0, 50.0), 0.0))
+    draws[1] = dataclasses.replace(draws[1], flat=FlatDraw((0.97, 1.0, 0.98), True, (0.0, 0.0), 1.0))
+    batch = torch.stack([sharp, sharp.flip(2), sharp.flip(1)])
+    for linear in (True, False):
+        now = [dataclasses.replace(d, linear=linear) for d in draws]
+        blurry, target = render(batch, now, return_target=True)
+        # draw 0: the columns from x = 40 on are the colour, those before it the photo
+        colour = torch.tensor([0.02, 0.01, 0.03]).view(3, 1, 1)
+        torch.testing.assert_close(target[0][:, :, 41:], colour.expand(3, 96, 87), rtol=0, atol=1e-6)
+        assert torch.equal(target[0][:, :, :39], batch[0][:, :, :39])
+        # far inside the field (beyond any warp's reach) the blurry image is the colour too
+        torch.testing.assert_close(blurry[0][:, :, 100:], colour.expand(3, 96, 28), rtol=0, atol=1e-4)
+        # draw 1: the whole frame, before and after the blur
+        torch.testing.assert_close(blurry[1], target[1], rtol=0, atol=1e-4)
+        assert float(target[1].std()) < 0.02
+        for i, d in enumerate(now):  # a batch renders each as alone
+            one_blurry, one_target = render(batch[i:i + 1], [d], return_target=True)
+            torch.testing.assert_close(blurry[i], one_blurry[0], rtol=0, atol=1e-6)
+            torch.testing.assert_close(target[i], one_target[0], rtol=0, atol=0)
+    assert torch.equal(batch[0], sharp)  # the caller's photo is left as it was
+
+
+def test_flats_come_at_their_rate_and_leave_other_draws_alone(sharp):
+    from fastdeblur.train.blur import draw_blur
+
+    rng = np.random.default_rng(10)
+    cfg = dataclasses.replace(CLEAN, flat_prob=0.3)
+    flats = [d.flat for d in (draw_blur(rng, 96, 128, cfg, scale=1.0) for _ in range(400)) if d.flat is not None]
+    assert 0.22 < len(flats) / 400 < 0.38
+    dark = np.mean([max(f.colour) <= 0.06 for f in flats])
+    bright = np.mean([min(f.colour) >= 0.94 for f in flats])
+    assert 0.28 < dark < 0.52 and 0.28 < bright < 0.52 and 0.1 < np.mean([f.whole for f in flats]) < 0.3
+    a, b = (draw_blur(np.random.default_rng(8), 96, 128, c, scale=1.0) for c in (cfg, CLEAN))
+    assert np.array_equal(a.poses, b.poses) and a.noise_seed == b.noise_seed  # the field is drawn after
+    assert draw_blur(rng, 96, 128, FLATS, length_px=5.0).flat is None  # a fixed length has none
+    blurry, target = synthesize_pair(sharp, 4, FLATS)
+    assert not torch.equal(target, sharp) and torch.equal(blurry, synthesize(sharp, 4, FLATS))
+
+
 def test_what_synthesize_cannot_render_is_named(sharp):
     """An RGB float tensor in [0, 1] only: a gray or RGBA tensor failed on the draws that add
     JPEG (one in three), 8-bit values made a wrong blur, a numpy array an AttributeError."""

@@ -12,7 +12,9 @@ are dynamic (people walk, branches sway), and a blur that is the same everywhere
 rotation teaches nothing about a sharp background behind a streaked subject. The object is a
 random blob cut from the same photo turned by 180 degrees, pasted over it and moved along its own
 path (the camera's motion on top); the sharp target is the scene at mid-exposure, the blob at
-rest (`render(..., return_target=True)`).
+rest (`render(..., return_target=True)`). A share (`flat_prob`) paints a flat field of one colour
+over part or all of the scene before the blur, as a dark sky or a white wall that reaches the
+photo's edge.
 Where the average is taken is drawn too: in linear light (sRGB gamma undone first and reapplied
 after: what a camera's sensor integrates) or on the sRGB values themselves, which is how GoPro's
 `blur` frames were made (the dataset's author: "it would be enough to assume linear CRF"; the
@@ -67,12 +69,17 @@ class BlurConfig:
     # object_radius times the image's shorter side, its path drawn like the camera's
     object_prob: float = 0.0
     object_radius: tuple[float, float] = (0.08, 0.3)
+    # chance of a flat field of one colour (near black, near white or any) over part of the scene
+    # or all of it, painted before the blur: dark skies, white walls and black backgrounds reach a
+    # photo's edges, where the network's zero padding meets them, and photos seldom hold flat
+    # regions to learn from (docs/TRAINING.md, "Flat frames")
+    flat_prob: float = 0.0
 
     def __post_init__(self) -> None:
         """Every field a draw cannot use, named at once (InputError): a chance outside [0, 1], a
         range whose low end is above its high end, a negative length, ..."""
         wrong = []
-        for name in ("saturation_prob", "linear_prob", "jpeg_prob", "still_prob", "object_prob"):
+        for name in ("saturation_prob", "linear_prob", "jpeg_prob", "still_prob", "object_prob", "flat_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 wrong.append(f"{name} is a chance from 0 to 1, got {getattr(self, name)}")
         for name, low in (("length", 0), ("noise_sigma", 0), ("shot_noise", 0), ("jpeg_quality", 1),
@@ -183,6 +190,43 @@ class ObjectDraw:
         return (self.radius * r - torch.sqrt(u * u + v * v) + 0.5).clamp(0.0, 1.0)
 
 
+@dataclass(frozen=True)
+class FlatDraw:
+    """A flat field of sRGB `colour` painted over the scene: all of it (`whole`), or the half-plane
+    of the points whose distance past the line through `point` (x, y pixels), along the direction
+    `angle`, is positive."""
+
+    colour: tuple[float, float, float]
+    whole: bool
+    point: tuple[float, float]
+    angle: float
+
+    def mask(self, h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """[h, w] coverage in [0, 1], antialiased over about one pixel."""
+        if self.whole:
+            return torch.ones(h, w, device=device)
+        y, x = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) + 0.5,
+                              torch.arange(w, device=device, dtype=torch.float32) + 0.5, indexing="ij")
+        past = (x - self.point[0]) * math.cos(self.angle) + (y - self.point[1]) * math.sin(self.angle)
+        return (past + 0.5).clamp(0.0, 1.0)
+
+
+def draw_flat(rng: np.random.Generator, h: int, w: int) -> FlatDraw:
+    """A random flat field: near black (two fifths), near white (two fifths) or any colour, over
+    the whole image (a fifth) or a half-plane through a random point in it."""
+    kind = rng.random()
+    if kind < 0.4:
+        base, spread = rng.uniform(0.0, 0.05), 0.01
+    elif kind < 0.8:
+        base, spread = rng.uniform(0.95, 1.0), 0.01
+    else:
+        base, spread = 0.5, 0.5
+    colour = tuple(float(c) for c in np.clip(base + rng.uniform(-spread, spread, size=3), 0.0, 1.0))
+    whole = bool(rng.random() < 0.2)
+    point = (float(rng.uniform(0, w)), float(rng.uniform(0, h)))
+    return FlatDraw(colour, whole, point, float(rng.uniform(0, 2 * math.pi)))
+
+
 def _path_length(cfg: BlurConfig, u: float) -> float:
     """The path length in pixels (before scaling) at quantile u of cfg.length's distribution."""
     lo, hi = cfg.length
@@ -212,13 +256,15 @@ class BlurDraw:
     noise_seed: int
     jpeg_quality: int | None
     obj: ObjectDraw | None = None
+    flat: FlatDraw | None = None
 
 
 def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurConfig(), *,
               length_px: float | None = None, scale: float | None = None) -> BlurDraw:
     """Draw one blur for an h x w image. Path lengths are cfg.length pixels times `scale`
     (default max(h, w) / 1280: the ranges refer to a 1280 px wide frame); `length_px` fixes it
-    (and rules out cfg.still_prob's still draws and cfg.object_prob's objects)."""
+    (and rules out cfg.still_prob's still draws, cfg.object_prob's objects and cfg.flat_prob's
+    flat fields)."""
     scale = max(h, w) / 1280.0 if scale is None else scale
     if length_px is None:  # one draw either way, so the draws after it do not depend on length_log
         length = _path_length(cfg, rng.uniform(0.0, 1.0)) * scale
@@ -240,7 +286,10 @@ def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurCo
         obj = draw_object(rng, h, w, cfg, scale)
     if length_px is None and cfg.still_prob > 0 and rng.random() < cfg.still_prob:
         poses, obj = np.zeros_like(poses), None
-    return BlurDraw(poses, centre, gain, linear, sigma, shot, noise_seed, quality, obj)
+    flat = None
+    if length_px is None and cfg.flat_prob > 0 and rng.random() < cfg.flat_prob:
+        flat = draw_flat(rng, h, w)
+    return BlurDraw(poses, centre, gain, linear, sigma, shot, noise_seed, quality, obj, flat)
 
 
 def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -278,13 +327,20 @@ def _warp(img: torch.Tensor, poses: torch.Tensor, centre: torch.Tensor) -> torch
 def render(sharp: torch.Tensor, draws: list[BlurDraw], return_target: bool = False):
     """sharp [B, 3, H, W] float in [0, 1] (sRGB, any device) -> blurry [B, 3, H, W], before JPEG;
     with `return_target`, (blurry, target): the scene at mid-exposure, which is `sharp` itself
-    except where a draw pasted a moving object.
+    except where a draw painted a flat field or pasted a moving object.
 
     The whole batch is warped in one grid_sample call, so on a GPU the blur costs little next to
     a training step; noise comes from a generator on sharp's device seeded by each draw.
     """
     dev = sharp.device
     sharp = sharp.float().clamp(0, 1)
+    flats = [i for i, d in enumerate(draws) if d.flat is not None]
+    if flats:  # part of the scene itself, so the target and a moving object's photo have it too
+        sharp = sharp.clone()
+        for i in flats:
+            cover = draws[i].flat.mask(*sharp.shape[-2:], device=dev)
+            colour = torch.tensor(draws[i].flat.colour, device=dev).view(3, 1, 1)
+            sharp[i] = sharp[i] * (1 - cover) + colour * cover
     lin = srgb_to_linear(sharp)
     gain = torch.tensor([d.gain for d in draws], device=dev).view(-1, 1, 1, 1)
     poses = torch.as_tensor(np.stack([d.poses for d in draws]), dtype=torch.float32, device=dev)
@@ -333,8 +389,8 @@ def synthesize(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig(), *
 
     `length_px` fixes the path length (0 gives the sharp image back, before noise and JPEG);
     `scale` multiplies cfg.length (default: the image's longer side / 1280). With
-    cfg.object_prob > 0 the blurry image may show a moving object that `sharp` lacks:
-    `synthesize_pair` gives the matching target.
+    cfg.object_prob or cfg.flat_prob > 0 the blurry image may show a moving object or a flat
+    field that `sharp` lacks: `synthesize_pair` gives the matching target.
     """
     return synthesize_pair(sharp, seed, cfg, length_px=length_px, scale=scale)[0]
 
@@ -342,7 +398,8 @@ def synthesize(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig(), *
 def synthesize_pair(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig(), *,
                     length_px: float | None = None, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(blurry, target) [3, H, W] for `sharp`, as `synthesize`: the target is `sharp` itself
-    unless the draw added a moving object, then the scene with the object at rest."""
+    unless the draw added a flat field or a moving object, then the scene with them (the object
+    at rest)."""
     _check_sharp(sharp)
     _, h, w = sharp.shape
     d = draw_blur(np.random.default_rng(seed), h, w, cfg, length_px=length_px, scale=scale)
