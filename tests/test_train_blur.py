@@ -261,6 +261,36 @@ def test_flats_come_at_their_rate_and_leave_other_draws_alone(sharp):
     assert not torch.equal(target, sharp) and torch.equal(blurry, synthesize(sharp, 4, FLATS))
 
 
+def test_a_saturated_draw_clips_its_target_as_its_frames(sharp):
+    """A brighter exposure clipped in each sub-frame: the target is that exposure, clipped alike,
+    so a region the exposure clips is white in both images and a still camera gives the target
+    back. The old target (clip_target=0) was the photo, with the blurry image scaled back by the
+    gain: grey where it clipped, and brighter in the target than in any blur of it."""
+    from fastdeblur.train.blur import draw_blur, linear_to_srgb, render
+
+    d = dataclasses.replace(draw_blur(np.random.default_rng(3), 96, 128, CLEAN, length_px=8.0), gain=1.4)
+    img = sharp.clone()
+    img[:, :, 64:] = 0.9  # a bright flat half: 0.79 in linear light, 1.1 at the exposure
+    far = (slice(None), slice(None), slice(100, None))  # out of the blur's reach from that edge
+    for linear in (True, False):
+        blurry, target = render(img[None], [dataclasses.replace(d, linear=linear)], return_target=True)
+        torch.testing.assert_close(target[0][far], torch.ones(3, 96, 28), rtol=0, atol=1e-6)
+        torch.testing.assert_close(blurry[0][far], torch.ones(3, 96, 28), rtol=0, atol=1e-5)
+        exposed = linear_to_srgb((srgb_to_linear(img[:, :, :40]) * 1.4).clamp(max=1.0))
+        torch.testing.assert_close(target[0][:, :, :40], exposed, rtol=0, atol=1e-6)
+        still = dataclasses.replace(d, linear=linear, poses=np.zeros_like(d.poses))
+        blurry, target = render(img[None], [still], return_target=True)
+        torch.testing.assert_close(blurry, target, rtol=0, atol=1e-5)
+        old = dataclasses.replace(d, linear=linear, clip_target=False)
+        blurry, target = render(img[None], [old], return_target=True)
+        assert torch.equal(target[0], img)
+        grey = linear_to_srgb(torch.tensor(1 / 1.4))
+        torch.testing.assert_close(blurry[0][far], grey.expand(3, 96, 28), rtol=0, atol=1e-5)
+    assert dataclasses.replace(CLEAN, clip_target=False).clip_target is False
+    assert draw_blur(np.random.default_rng(3), 96, 128, dataclasses.replace(CLEAN, clip_target=False)).clip_target \
+        is False
+
+
 def test_what_synthesize_cannot_render_is_named(sharp):
     """An RGB float tensor in [0, 1] only: a gray or RGBA tensor failed on the draws that add
     JPEG (one in three), 8-bit values made a wrong blur, a numpy array an AttributeError."""

@@ -5,7 +5,8 @@ the image integrated along the camera's path during a longer exposure. We draw a
 path of in-plane camera motion (translation plus rotation about a random centre, with non-uniform
 speed: a random walk on the velocity), warp the sharp image to each of `steps` poses along it
 (bilinear, reflected borders), average, optionally saturate bright regions the way a sensor
-clips each sub-frame, then add signal-dependent sensor noise and optionally JPEG-compress.
+clips each sub-frame (clipping the sharp target alike, as GoPro's middle frame is clipped), then
+add signal-dependent sensor noise and optionally JPEG-compress.
 A share of the draws (`still_prob`) has no motion, so the network also learns to leave sharp
 photos alone, and a share (`object_prob`) adds a moving object: GoPro's scenes, like a user's,
 are dynamic (people walk, branches sway), and a blur that is the same everywhere but for the
@@ -52,6 +53,13 @@ class BlurConfig:
     steps: int = 32  # poses averaged (GoPro averages 7-13 frames; more keeps streaks smooth)
     jerk: float = 0.6  # how much the velocity wanders (0: straight line at constant speed)
     saturation_prob: float = 0.3  # chance of simulating clipped highlights
+    # a saturated draw (a brighter exposure, clipped in each sub-frame) clips its sharp target the
+    # same way, as GoPro's sharp frame is one of the clipped frames it averages: clipped regions
+    # are white in both images. 0: the target is the photo at the original exposure and the blurry
+    # image is scaled back to it (before 2026-12-06), which puts clipped regions at 1/gain, grey,
+    # and asks a model to brighten any flat bright region by a clip it might hide: the weights
+    # trained that way lift a flat frame of level 230 by 5 levels (docs/TRAINING.md)
+    clip_target: bool = True
     linear_prob: float = 0.5  # chance of averaging in linear light (else the sRGB values, as GoPro's `blur`)
     # sensor noise in linear light, after averaging: GoPro's blurry frames average 7-13 frames,
     # which divides a frame's noise by ~3. (0.01 was too much: in sRGB shadows, where the curve's
@@ -257,6 +265,7 @@ class BlurDraw:
     jpeg_quality: int | None
     obj: ObjectDraw | None = None
     flat: FlatDraw | None = None
+    clip_target: bool = True  # BlurConfig.clip_target: with gain > 1, the target is clipped too
 
 
 def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurConfig(), *,
@@ -289,7 +298,7 @@ def draw_blur(rng: np.random.Generator, h: int, w: int, cfg: BlurConfig = BlurCo
     flat = None
     if length_px is None and cfg.flat_prob > 0 and rng.random() < cfg.flat_prob:
         flat = draw_flat(rng, h, w)
-    return BlurDraw(poses, centre, gain, linear, sigma, shot, noise_seed, quality, obj, flat)
+    return BlurDraw(poses, centre, gain, linear, sigma, shot, noise_seed, quality, obj, flat, cfg.clip_target)
 
 
 def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -327,7 +336,8 @@ def _warp(img: torch.Tensor, poses: torch.Tensor, centre: torch.Tensor) -> torch
 def render(sharp: torch.Tensor, draws: list[BlurDraw], return_target: bool = False):
     """sharp [B, 3, H, W] float in [0, 1] (sRGB, any device) -> blurry [B, 3, H, W], before JPEG;
     with `return_target`, (blurry, target): the scene at mid-exposure, which is `sharp` itself
-    except where a draw painted a flat field or pasted a moving object.
+    except where a draw painted a flat field or pasted a moving object, or, on a saturated draw,
+    `sharp` brighter by its gain and clipped (BlurConfig.clip_target).
 
     The whole batch is warped in one grid_sample call, so on a GPU the blur costs little next to
     a training step; noise comes from a generator on sharp's device seeded by each draw.
@@ -347,11 +357,16 @@ def render(sharp: torch.Tensor, draws: list[BlurDraw], return_target: bool = Fal
     centre = torch.tensor([d.centre for d in draws], dtype=torch.float32, device=dev)
     linear = torch.tensor([d.linear for d in draws], device=dev).view(-1, 1, 1, 1)
     bright = lin * gain
+    # the scene as the exposure records it: brighter and clipped on saturated draws that clip their
+    # target, the photo itself (bit for bit) on all others
+    clipped = (gain > 1) & torch.tensor([d.clip_target for d in draws], device=dev).view(-1, 1, 1, 1)
+    scene_lin = torch.where(clipped, bright.clamp(max=1.0), lin)
+    scene = torch.where(clipped, linear_to_srgb(scene_lin), sharp)
     # sRGB-averaged draws warp the clipped exposure's sRGB values (clipping before the warp
     # rather than after: the same up to interpolation at the clip's edge)
     src = torch.where(linear, bright, linear_to_srgb(bright))
     frames = _warp(src, poses, centre)  # [B, S, 3, H, W]: what each sub-frame saw
-    target = sharp
+    target = scene
     moving = [i for i, d in enumerate(draws) if d.obj is not None]
     if moving:
         idx = torch.tensor(moving, device=dev)
@@ -365,15 +380,16 @@ def render(sharp: torch.Tensor, draws: list[BlurDraw], return_target: bool = Fal
         moved = _warp(layer, layer_poses, centre[idx])
         frames[idx] = frames[idx] * (1 - moved[:, :, 3:]) + moved[:, :, :3]
         # the target is the scene at rest, composed in the space the draw averages in
-        base = torch.where(linear[idx], lin[idx], sharp[idx])
+        base = torch.where(linear[idx], scene_lin[idx], scene[idx])
         still_scene = base * (1 - alpha) + base.flip(-2, -1) * alpha
-        target = sharp.clone()  # and, bit for bit, the photo wherever the object is not
+        target = scene.clone()  # and, bit for bit, the scene wherever the object is not
         target[idx] = torch.where(alpha > 0, torch.where(linear[idx], linear_to_srgb(still_scene), still_scene),
-                                  sharp[idx])
+                                  scene[idx])
     avg = frames.clamp_(max=1.0).mean(1)
     blurred = torch.where(linear, avg, srgb_to_linear(avg))  # linear light from here on
     still = poses.abs().amax(dim=(1, 2)) == 0  # no motion: the image itself, not a resampled copy
-    blurred = torch.where(still.view(-1, 1, 1, 1), bright.clamp(max=1.0), blurred) / gain
+    blurred = torch.where(still.view(-1, 1, 1, 1), bright.clamp(max=1.0), blurred)
+    blurred = torch.where(clipped, blurred, blurred / gain)  # unclipped targets: back to their exposure
     for i, d in enumerate(draws):
         if d.noise_sigma > 0 or d.shot_noise > 0:
             gen = torch.Generator(device=dev).manual_seed(d.noise_seed)
@@ -387,7 +403,8 @@ def synthesize(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig(), *
                length_px: float | None = None, scale: float | None = None) -> torch.Tensor:
     """sharp [3, H, W] float in [0, 1] (sRGB) -> blurry [3, H, W], deterministic in `seed`.
 
-    `length_px` fixes the path length (0 gives the sharp image back, before noise and JPEG);
+    `length_px` fixes the path length (0 gives the target back, before noise and JPEG: the
+    sharp image, or on a saturated draw its brighter, clipped exposure);
     `scale` multiplies cfg.length (default: the image's longer side / 1280). With
     cfg.object_prob or cfg.flat_prob > 0 the blurry image may show a moving object or a flat
     field that `sharp` lacks: `synthesize_pair` gives the matching target.
@@ -399,7 +416,7 @@ def synthesize_pair(sharp: torch.Tensor, seed: int, cfg: BlurConfig = BlurConfig
                     length_px: float | None = None, scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(blurry, target) [3, H, W] for `sharp`, as `synthesize`: the target is `sharp` itself
     unless the draw added a flat field or a moving object, then the scene with them (the object
-    at rest)."""
+    at rest), or saturates, then the scene at its brighter exposure, clipped as the blurry one."""
     _check_sharp(sharp)
     _, h, w = sharp.shape
     d = draw_blur(np.random.default_rng(seed), h, w, cfg, length_px=length_px, scale=scale)
