@@ -91,7 +91,7 @@ def test_recipe_continues_from_the_bundled_weights(tmp_path, capsys):
     assert int(meta["steps"]) == prior + 2 and f"steps {prior} + 2" in capsys.readouterr().out
     assert set(json.loads(meta["psnr"])) == {"p0", "p1"}
     flat = json.loads(meta["flat"])  # how far it moves flat frames, for the next runs to watch
-    assert set(flat) == {"black", "white"} and all(set(v) == {"max", "over3"} for v in flat.values())
+    assert set(flat) == {"black", "light", "white"} and all(set(v) == {"max", "over3"} for v in flat.values())
     runs = json.loads(meta["recipe"])["runs"]  # the bundled file's history, plus this run
     assert runs[:-1] == json.loads(bundled["recipe"])["runs"]
     assert runs[-1]["steps"] == 2 and runs[-1]["init"] == "bundled" and sum(r["steps"] for r in runs) == prior + 2
@@ -173,10 +173,12 @@ def test_flat_frames_measure_what_a_model_moves():
     from fastdeblur.train.recipe import flat_frames
 
     model = identity_init(DMPHN()).eval()  # returns its input exactly
-    assert flat_frames(model, (24, 40)) == {"black": {"max": 0, "over3": 0}, "white": {"max": 0, "over3": 0}}
+    still = {"max": 0, "over3": 0}
+    assert flat_frames(model, (24, 40)) == {"black": still, "light": still, "white": still}
     with torch.no_grad():
         model.decoder_lv1.layer24.bias += 6 / 255  # every pixel 6 levels up: white stays white (clamped)
-    assert flat_frames(model, (24, 40)) == {"black": {"max": 6, "over3": 960}, "white": {"max": 0, "over3": 0}}
+    lifted = {"max": 6, "over3": 960}
+    assert flat_frames(model, (24, 40)) == {"black": lifted, "light": lifted, "white": still}
 
 
 def test_recipe_checks_its_data_before_training(tmp_path, capsys):
