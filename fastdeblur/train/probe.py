@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     import fastdeblur
 
     # no still crops (they measure nothing here) and uniform lengths: the crops and paths stay
-    # those of the probes recorded in docs/TRAINING.md
+    # those of the probes recorded in docs/TRAINING.md (whose figures before 2026-12-06 had the
+    # saturated crops' old targets: --set clip_target=0)
     cfg = dataclasses.replace(BlurConfig(jpeg_prob=0.0, still_prob=0.0, length_log=False), **dict(a.settings))
     try:
         from ..api import _resolve_device
