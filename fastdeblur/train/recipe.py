@@ -61,7 +61,7 @@ def evaluate(model: torch.nn.Module, pairs_dir: Path) -> dict[str, dict[str, flo
 def flat_frames(model: torch.nn.Module, size: tuple[int, int] = (360, 640)) -> dict[str, dict[str, int]]:
     """How far `model` moves flat black, light grey (level 230) and white frames, in 8-bit levels:
     the largest change and the pixels changed by more than 3. A flat frame has nothing to deblur,
-    so both should be near 0; the shipped weights of 2026-11-28 moved a black 720p frame's border
+    so each should be near 0; the shipped weights of 2026-11-28 moved a black 720p frame's border
     and patch-corner pixels by up to 31 levels and a white one's by up to 36 (the authors' GoPro
     model: 5 and 6), and lifted every pixel of a light grey one by 1-8 levels, as the saturated
     draws' unclipped targets taught them (BlurConfig.clip_target; the authors' model: at most 1)."""
