@@ -171,6 +171,12 @@ def camera_path(rng: np.random.Generator, length_px: float, rotation_rad: float,
     return np.concatenate([path, angles[:, None]], axis=1)
 
 
+def _pixel_centres(h: int, w: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """[h, w] y and x coordinates (float32 pixels) of the pixels' centres, for the draws' masks."""
+    return torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) + 0.5,
+                          torch.arange(w, device=device, dtype=torch.float32) + 0.5, indexing="ij")
+
+
 @dataclass(frozen=True)
 class ObjectDraw:
     """A moving object: a blob of radius r(theta) = radius * aspect-stretched (1 + sum_k a_k
@@ -186,8 +192,7 @@ class ObjectDraw:
 
     def mask(self, h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """[h, w] coverage in [0, 1], antialiased over about one pixel."""
-        y, x = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) + 0.5,
-                              torch.arange(w, device=device, dtype=torch.float32) + 0.5, indexing="ij")
+        y, x = _pixel_centres(h, w, device)
         dx, dy = x - self.centre[0], y - self.centre[1]
         c, s = math.cos(self.angle), math.sin(self.angle)
         u, v = c * dx + s * dy, (-s * dx + c * dy) * self.aspect
@@ -213,8 +218,7 @@ class FlatDraw:
         """[h, w] coverage in [0, 1], antialiased over about one pixel."""
         if self.whole:
             return torch.ones(h, w, device=device)
-        y, x = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32) + 0.5,
-                              torch.arange(w, device=device, dtype=torch.float32) + 0.5, indexing="ij")
+        y, x = _pixel_centres(h, w, device)
         past = (x - self.point[0]) * math.cos(self.angle) + (y - self.point[1]) * math.sin(self.angle)
         return (past + 0.5).clamp(0.0, 1.0)
 
