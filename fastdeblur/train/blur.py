@@ -361,14 +361,15 @@ def render(sharp: torch.Tensor, draws: list[BlurDraw], return_target: bool = Fal
     centre = torch.tensor([d.centre for d in draws], dtype=torch.float32, device=dev)
     linear = torch.tensor([d.linear for d in draws], device=dev).view(-1, 1, 1, 1)
     bright = lin * gain
+    bright_srgb = linear_to_srgb(bright)  # clipped at 1, as linear_to_srgb clamps
     # the scene as the exposure records it: brighter and clipped on saturated draws that clip their
     # target, the photo itself (bit for bit) on all others
     clipped = (gain > 1) & torch.tensor([d.clip_target for d in draws], device=dev).view(-1, 1, 1, 1)
     scene_lin = torch.where(clipped, bright.clamp(max=1.0), lin)
-    scene = torch.where(clipped, linear_to_srgb(scene_lin), sharp)
+    scene = torch.where(clipped, bright_srgb, sharp)
     # sRGB-averaged draws warp the clipped exposure's sRGB values (clipping before the warp
     # rather than after: the same up to interpolation at the clip's edge)
-    src = torch.where(linear, bright, linear_to_srgb(bright))
+    src = torch.where(linear, bright, bright_srgb)
     frames = _warp(src, poses, centre)  # [B, S, 3, H, W]: what each sub-frame saw
     target = scene
     moving = [i for i, d in enumerate(draws) if d.obj is not None]
