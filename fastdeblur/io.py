@@ -10,6 +10,7 @@ folder and an atomic rename, so a crash never leaves a half-written image behind
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -137,18 +138,33 @@ def _source(src: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[st
             raise InputError("image data is empty (0 bytes)")
         return "image data", data
     path = Path(src)
-    if not path.exists():
-        raise InputError(missing_path(src))
-    if not path.is_file():
-        raise InputError(not_a_file(path))
     suffix = path.suffix.lower()
-    if suffix in HEIF_SUFFIXES and not heif_available():
-        raise InputError(f"{path}: reading HEIC/HEIF needs pillow-heif: {HEIF_HINT}")
-    if suffix in VIDEO_SUFFIXES:
-        raise InputError(f"{path}: a video, not an image; use fastdeblur.deblur_video(src, dst), or the command "
-                         f"`fastdeblur {path.name} -o OUT{path.suffix}`")
-    _check_file_size(str(path), path.stat().st_size)
-    data = path.read_bytes()
+    # one open and one fstat: what is checked is what is read (a stat before the open could see
+    # another file than the one opened), and O_NONBLOCK keeps a named pipe's open from waiting
+    # for a writer that may never come (it changes nothing for a regular file)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError(missing_path(src)) from None
+    except OSError as e:  # Linux opens a folder (fstat tells below); Windows refuses it
+        if path.is_dir():
+            raise InputError(not_a_file(path)) from None
+        raise InputError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(not_a_file(path))
+        if suffix in HEIF_SUFFIXES and not heif_available():
+            raise InputError(f"{path}: reading HEIC/HEIF needs pillow-heif: {HEIF_HINT}")
+        if suffix in VIDEO_SUFFIXES:
+            raise InputError(f"{path}: a video, not an image; use fastdeblur.deblur_video(src, dst), or the command "
+                             f"`fastdeblur {path.name} -o OUT{path.suffix}`")
+        _check_file_size(str(path), info.st_size)
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            data = f.read()
+    finally:
+        os.close(fd)
     if not data:
         raise InputError(f"{path}: empty file")
     return str(path), data

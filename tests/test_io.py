@@ -135,6 +135,8 @@ def test_non_image_file(tmp_path):
         read_image(tmp_path / "empty.jpg")
     with pytest.raises(InputError, match="not a file"):
         read_image(tmp_path)
+    with pytest.raises(InputError, match="notes.png/x.png: no such file"):  # a file taken for a folder
+        read_image(tmp_path / "notes.png" / "x.png")
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
