@@ -714,6 +714,27 @@ def test_probe_scores_the_blurry_crops_and_the_model(gopro_tree):
     assert r["improved"] == pytest.approx(np.mean(np.array(after) > np.array(before)))
 
 
+def test_probe_counts_crops_left_sharp_apart(gopro_tree):
+    """A crop the draw leaves as it was (a still draw without noise here; a whole-crop flat field
+    clipped to white in practice) scores inf dB blurry: it is counted apart, and the means are
+    those of the other crops, not inf."""
+    from fastdeblur.reference import DMPHN
+    from fastdeblur.train.blur import BlurConfig
+    from fastdeblur.train.probe import probe
+
+    photos = [gopro_tree / "GOPRO_Large" / "train" / "GOPR0001_00_00" / "sharp"]
+    torch.manual_seed(0)
+    model = DMPHN((1,)).eval()
+    quiet = {"jpeg_prob": 0.0, "saturation_prob": 0.0, "noise_sigma": (0.0, 0.0), "shot_noise": (0.0, 0.0)}
+    every = probe(model, photos, BlurConfig(still_prob=0.0, **quiet), n=8, crop=24, batch=4, seed=4)
+    mixed = probe(model, photos, BlurConfig(still_prob=0.5, **quiet), n=8, crop=24, batch=4, seed=4)
+    still = probe(model, photos, BlurConfig(still_prob=1.0, **quiet), n=8, crop=24, batch=4, seed=4)
+    assert every["unchanged"] == 0 and np.isnan(every["unchanged_model_psnr"])
+    assert 0 < mixed["unchanged"] < 8 and np.isfinite([mixed["blurry_psnr"], mixed["gain"]]).all()
+    assert np.isfinite(mixed["unchanged_model_psnr"])  # a random model does not give them back
+    assert still["unchanged"] == 8 and np.isnan(still["blurry_psnr"]) and np.isfinite(still["unchanged_model_psnr"])
+
+
 def test_probe_command_names_missing_data(tmp_path, capsys):
     from fastdeblur.train.probe import main
 

@@ -44,8 +44,14 @@ def probe(model: str | torch.nn.Module, photos: list[Path], cfg: BlurConfig, n: 
             before.append(psnr(b.permute(1, 2, 0), s.permute(1, 2, 0)))
             after.append(psnr(o.permute(1, 2, 0), s.permute(1, 2, 0)))
     before_a, after_a = np.array(before), np.array(after)
-    return {"blurry_psnr": float(before_a.mean()), "model_psnr": float(after_a.mean()),
-            "gain": float((after_a - before_a).mean()), "improved": float((after_a > before_a).mean())}
+    # a crop the draw left as it was (a whole-crop flat field clipped to white, a still draw
+    # without noise) scores inf dB blurry, which made every mean inf: such crops are counted
+    # apart, with the model's score on them (a model should give them back: inf)
+    blurred = np.isfinite(before_a)
+    mean = lambda v: float(np.mean(v)) if v.size else float("nan")  # noqa: E731
+    return {"blurry_psnr": mean(before_a[blurred]), "model_psnr": mean(after_a[blurred]),
+            "gain": mean(after_a[blurred] - before_a[blurred]), "improved": mean(after_a[blurred] > before_a[blurred]),
+            "unchanged": int((~blurred).sum()), "unchanged_model_psnr": mean(after_a[~blurred])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{p.prog}: error: {e}", file=sys.stderr)
         return 1
     changed = ", ".join(f"{k}={v}" for k, v in a.settings) or "defaults"
-    print(f"{a.model} on {a.n} synthetic {a.crop}px crops ({changed}): blurry {r['blurry_psnr']:.2f} dB, "
-          f"model {r['model_psnr']:.2f} dB, gain {r['gain']:+.2f} dB, {r['improved']:.0%} of crops improved")
+    line = f"{a.model} on {a.n} synthetic {a.crop}px crops ({changed}): "
+    if r["unchanged"] < a.n:
+        line += (f"blurry {r['blurry_psnr']:.2f} dB, model {r['model_psnr']:.2f} dB, gain {r['gain']:+.2f} dB, "
+                 f"{r['improved']:.0%} of crops improved")
+    if r["unchanged"]:
+        line += (f"{'; ' if r['unchanged'] < a.n else ''}{r['unchanged']} left out of the means (blurry equal to "
+                 f"sharp; the model's output on them: {r['unchanged_model_psnr']:.2f} dB)")
+    print(line)
     return 0
 
 
