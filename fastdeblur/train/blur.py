@@ -361,11 +361,11 @@ def render(sharp: torch.Tensor, draws: list[BlurDraw], return_target: bool = Fal
     centre = torch.tensor([d.centre for d in draws], dtype=torch.float32, device=dev)
     linear = torch.tensor([d.linear for d in draws], device=dev).view(-1, 1, 1, 1)
     bright = lin * gain
+    exposed = bright.clamp(max=1.0)  # what the sensor records of the brighter exposure
     bright_srgb = linear_to_srgb(bright)  # clipped at 1, as linear_to_srgb clamps
     # the scene as the exposure records it: brighter and clipped on saturated draws that clip their
     # target, the photo itself (bit for bit) on all others
     clipped = (gain > 1) & torch.tensor([d.clip_target for d in draws], device=dev).view(-1, 1, 1, 1)
-    scene_lin = torch.where(clipped, bright.clamp(max=1.0), lin)
     scene = torch.where(clipped, bright_srgb, sharp)
     # sRGB-averaged draws warp the clipped exposure's sRGB values (clipping before the warp
     # rather than after: the same up to interpolation at the clip's edge)
@@ -385,7 +385,8 @@ def render(sharp: torch.Tensor, draws: list[BlurDraw], return_target: bool = Fal
         moved = _warp(layer, layer_poses, centre[idx])
         frames[idx] = frames[idx] * (1 - moved[:, :, 3:]) + moved[:, :, :3]
         # the target is the scene at rest, composed in the space the draw averages in
-        base = torch.where(linear[idx], scene_lin[idx], scene[idx])
+        scene_lin = torch.where(clipped[idx], exposed[idx], lin[idx])
+        base = torch.where(linear[idx], scene_lin, scene[idx])
         still_scene = base * (1 - alpha) + base.flip(-2, -1) * alpha
         target = scene.clone()  # and, bit for bit, the scene wherever the object is not
         target[idx] = torch.where(alpha > 0, torch.where(linear[idx], linear_to_srgb(still_scene), still_scene),
@@ -393,7 +394,7 @@ def render(sharp: torch.Tensor, draws: list[BlurDraw], return_target: bool = Fal
     avg = frames.clamp_(max=1.0).mean(1)
     blurred = torch.where(linear, avg, srgb_to_linear(avg))  # linear light from here on
     still = poses.abs().amax(dim=(1, 2)) == 0  # no motion: the image itself, not a resampled copy
-    blurred = torch.where(still.view(-1, 1, 1, 1), bright.clamp(max=1.0), blurred)
+    blurred = torch.where(still.view(-1, 1, 1, 1), exposed, blurred)
     blurred = torch.where(clipped, blurred, blurred / gain)  # unclipped targets: back to their exposure
     for i, d in enumerate(draws):
         if d.noise_sigma > 0 or d.shot_noise > 0:
